@@ -1,0 +1,37 @@
+#pragma once
+// Picks the next token from logits: temperature, top-k, top-p, and the RWKV repetition
+// penalties (presence + frequency on tokens already generated, decayed each step).
+#include <cstdint>
+#include <random>
+#include <span>
+#include <unordered_map>
+
+namespace rwkv7 {
+
+struct SamplerOptions {
+  float temperature = 1.0f;       // 0 = greedy (arg-max)
+  float top_p = 1.0f;             // 1 = off
+  int top_k = 0;                  // 0 = off
+  float presence_penalty = 0.0f;  // subtracted once from every generated token's logit
+  float frequency_penalty = 0.0f; // subtracted per (decayed) occurrence
+  float penalty_decay = 0.996f;   // occurrence counts are multiplied by this each step
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& opts);
+  // Applies penalties, then samples. Does not record the token: call accept() for that.
+  int32_t sample(std::span<const float> logits);
+  // Records a generated token for the penalties (decays old counts first).
+  void accept(int32_t token);
+  void reset();  // forgets generated tokens (new conversation)
+  const SamplerOptions& options() const { return opts_; }
+
+ private:
+  SamplerOptions opts_;
+  std::mt19937_64 rng_;
+  std::unordered_map<int32_t, float> occurrences_;
+};
+
+}  // namespace rwkv7

@@ -1,0 +1,36 @@
+#pragma once
+// Element types of stored tensors and the conversions to the fp32 the math runs in.
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace rwkv7 {
+
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, I8 };
+
+size_t dtype_size(DType t);
+std::string dtype_name(DType t);  // "f32", "bf16", ...
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round to nearest even, NaN kept quiet (as torch does).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// Reads element i of a buffer of type t (f32/f16/bf16/i32/i64) as a float.
+float load_as_f32(DType t, const void* data, size_t i);
+
+}  // namespace rwkv7

@@ -1,0 +1,56 @@
+#pragma once
+// Views of stored tensors (row-major, contiguous) and a named collection of them that keeps
+// its backing memory (a file mapping or owned buffers) alive.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+
+namespace rwkv7 {
+
+using Shape = std::vector<int64_t>;
+
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);  // "[2, 64]"
+
+struct TensorView {
+  DType dtype = DType::F32;
+  Shape shape;
+  const void* data = nullptr;  // contiguous row-major, aligned to dtype_size(dtype)
+
+  int64_t numel() const { return shape_numel(shape); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+};
+
+// A checkpoint or state file as read: every tensor by name, plus string metadata.
+class TensorFile {
+ public:
+  std::string path;                               // for error messages
+  std::map<std::string, TensorView> tensors;      // by name
+  std::vector<std::string> order;                 // names in file order
+  std::map<std::string, std::string> metadata;    // safetensors __metadata__, pth extras
+  std::vector<std::shared_ptr<const void>> owners;  // keeps mappings/buffers alive
+
+  bool has(const std::string& name) const { return tensors.count(name) != 0; }
+  // Throws an Error naming the file and the tensor when it is missing.
+  const TensorView& get(const std::string& name) const;
+  void add(const std::string& name, const TensorView& view);
+};
+
+// Owned float buffer with a shape, used for outputs (logits, states, gradients).
+struct FloatTensor {
+  Shape shape;
+  std::vector<float> data;
+
+  FloatTensor() = default;
+  explicit FloatTensor(Shape s) : shape(std::move(s)), data(size_t(shape_numel(shape)), 0.0f) {}
+  TensorView view() const { return TensorView{DType::F32, shape, data.data()}; }
+};
+
+// Copies any float-like view into fp32.
+std::vector<float> to_f32(const TensorView& v);
+
+}  // namespace rwkv7
