@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,6 +28,16 @@ void check_options(const SamplerOptions& o) {
     throw Error("sampler: penalty_decay must be in [0, 1], got " + std::to_string(o.penalty_decay));
   }
 }
+
+struct Cand {
+  float p;  // unnormalised probability
+  int32_t id;
+};
+
+struct Scratch {
+  std::vector<float> x, e, w;
+  std::vector<Cand> keep;
+};
 
 // Uniform double in [0, 1) from 53 random bits: the same on every standard library.
 double uniform01(std::mt19937_64& rng) {
@@ -60,11 +70,14 @@ int32_t Sampler::sample(std::span<const float> logits) {
   }
 
   // Penalties on a copy: logit[t] -= presence + count[t] * frequency.
-  std::vector<double> x(logits.begin(), logits.end());
+  // Scratch buffers are reused across calls (per thread): a fresh 256 KiB allocation per token
+  // costs more in page faults and zeroing than the sampling itself.
+  thread_local Scratch scratch;
+  std::vector<float>& x = scratch.x;
+  x.assign(logits.begin(), logits.end());
   for (const auto& [t, count] : occurrences_) {
     if (static_cast<size_t>(t) < V) {
-      x[static_cast<size_t>(t)] -= static_cast<double>(opts_.presence_penalty) +
-                                   static_cast<double>(count) * opts_.frequency_penalty;
+      x[static_cast<size_t>(t)] -= opts_.presence_penalty + count * opts_.frequency_penalty;
     }
   }
 
@@ -74,82 +87,104 @@ int32_t Sampler::sample(std::span<const float> logits) {
     if (x[i] > x[best]) best = i;
   }
   if (opts_.temperature == 0.0f || V == 1) return static_cast<int32_t>(best);
-  const double xmax = x[best];
+  const float xmax = x[best];
 
-  // Softmax (shifted by the max, so every exponent is <= 0 and the sum is >= 1).
-  std::vector<double> prob(V);
+  // Softmax numerators, shifted by the max so every exponent is <= 0 and z >= 1. The
+  // probabilities are e[i] / z; they are never normalised explicitly.
+  std::vector<float>& e = scratch.e;
+  e.resize(V);
   double z = 0.0;
   for (size_t i = 0; i < V; ++i) {
-    prob[i] = std::exp(x[i] - xmax);
-    z += prob[i];
+    e[i] = std::exp(x[i] - xmax);
+    z += e[i];
   }
-  for (double& p : prob) p /= z;
 
-  // Candidates: all ids, or the most probable ones in order (prob desc, id asc).
+  // Filtering: top-k and top-p (on the unfiltered probabilities, as the official sampler
+  // does) both keep a prefix of the order (prob desc, id asc), so together they keep the
+  // shorter prefix. A growing prefix is selected with nth_element and sorted until it holds
+  // k tokens or reaches top_p of the mass: O(V) passes plus a sort of the kept tokens.
   const bool use_k = opts_.top_k > 0 && static_cast<size_t>(opts_.top_k) < V;
   const bool use_p = opts_.top_p < 1.0f;
-  std::vector<int32_t> keep;
-  if (!use_k && !use_p) {
-    keep.resize(V);
-    std::iota(keep.begin(), keep.end(), 0);
-  } else {
-    std::vector<int32_t> order(V);
-    std::iota(order.begin(), order.end(), 0);
-    auto more_probable = [&](int32_t a, int32_t b) {
-      return prob[a] > prob[b] || (prob[a] == prob[b] && a < b);
+  std::vector<Cand>& keep = scratch.keep;
+  keep.clear();
+  if (use_k || use_p) {
+    // Candidates: a cheap threshold pass first. Top-k never goes below the k-th largest
+    // weight. Top-p never reaches below tau = (1 - top_p) * z / (2V): all tokens under tau
+    // together hold less than (1 - top_p) of the mass, so the tokens at or above it already
+    // hold more than top_p. The order restricted to the candidates is unchanged.
+    float thr = 0.0f;
+    if (use_p) {
+      thr = static_cast<float>(0.5 * (1.0 - static_cast<double>(opts_.top_p)) * z /
+                               static_cast<double>(V));
+    }
+    if (use_k) {
+      std::vector<float>& tmp = scratch.w;
+      tmp.assign(e.begin(), e.end());
+      const size_t k = static_cast<size_t>(opts_.top_k);
+      std::nth_element(tmp.begin(), tmp.begin() + (k - 1), tmp.end(), std::greater<float>());
+      thr = std::max(thr, tmp[k - 1]);
+    }
+    for (size_t i = 0; i < V; ++i) {
+      if (e[i] >= thr) keep.push_back({e[i], static_cast<int32_t>(i)});
+    }
+    const size_t C = keep.size();  // >= 1: the arg-max has e = 1 >= thr
+    auto more_probable = [](const Cand& a, const Cand& b) {
+      return a.p > b.p || (a.p == b.p && a.id < b.id);
     };
     const size_t limit = use_k ? static_cast<size_t>(opts_.top_k) : V;
-    // Sort a growing prefix until it holds k tokens or reaches top_p of the mass; top-k and
-    // top-p (on the unfiltered probabilities, as the official sampler does) both keep a
-    // prefix of this order, so together they keep the shorter prefix.
+    const double mass = use_p ? static_cast<double>(opts_.top_p) * z : HUGE_VAL;
     size_t sorted = 0;
     size_t count = 0;
     double cum = 0.0;
-    size_t chunk = 64;
+    size_t chunk = 128;
     bool done = false;
     while (!done) {
-      const size_t end = std::min({V, limit, sorted + chunk});
-      if (end < V)
-        std::nth_element(order.begin() + sorted, order.begin() + end, order.end(), more_probable);
-      std::sort(order.begin() + sorted, order.begin() + end, more_probable);
+      const size_t end = std::min({C, limit, sorted + chunk});
+      if (end < C) {
+        std::nth_element(keep.begin() + sorted, keep.begin() + end, keep.end(), more_probable);
+      }
+      std::sort(keep.begin() + sorted, keep.begin() + end, more_probable);
       for (size_t i = sorted; i < end; ++i) {
-        cum += prob[order[i]];
+        cum += keep[i].p;
         ++count;
-        if (count >= limit || (use_p && cum >= opts_.top_p)) {
+        if (count >= limit || cum >= mass) {
           done = true;
           break;
         }
       }
       sorted = end;
-      if (sorted == V) done = true;
-      chunk *= 4;
+      if (sorted == C) done = true;
+      chunk *= 8;
     }
-    order.resize(std::max<size_t>(count, 1));
-    keep = std::move(order);
+    keep.resize(std::max<size_t>(count, 1));
   }
 
-  // Temperature after filtering: p ** (1/T), renormalised. Computed from the logits in log
-  // space, so a small temperature cannot underflow every weight to zero.
-  const double inv_t = 1.0 / static_cast<double>(opts_.temperature);
-  double xk = -HUGE_VAL;
-  for (int32_t t : keep) xk = std::max(xk, x[t]);
-  std::vector<double> w(keep.size());
+  // Temperature after filtering: p ** (1/T), renormalised. For T != 1 the weights are
+  // computed from the logits in log space, so a small temperature cannot underflow every
+  // weight to zero. The most probable token is always kept, so its logit is the max.
+  const bool all = keep.empty();
+  const size_t n = all ? V : keep.size();
+  const float inv_t = 1.0f / opts_.temperature;
+  std::vector<float>& w = scratch.w;
+  w.resize(n);
   double total = 0.0;
-  for (size_t i = 0; i < keep.size(); ++i) {
-    w[i] = std::exp((x[keep[i]] - xk) * inv_t);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t id = all ? i : static_cast<size_t>(keep[i].id);
+    w[i] = opts_.temperature == 1.0f ? e[id] : std::exp((x[id] - xmax) * inv_t);
     total += w[i];
   }
   const double u = uniform01(rng_) * total;
   double acc = 0.0;
-  for (size_t i = 0; i < keep.size(); ++i) {
+  auto id_at = [&](size_t i) { return all ? static_cast<int32_t>(i) : keep[i].id; };
+  for (size_t i = 0; i < n; ++i) {
     acc += w[i];
-    if (u < acc) return keep[i];
+    if (u < acc) return id_at(i);
   }
   // Rounding left u at the very top: take the last token with weight.
-  for (size_t i = keep.size(); i-- > 0;) {
-    if (w[i] > 0.0) return keep[i];
+  for (size_t i = n; i-- > 0;) {
+    if (w[i] > 0.0f) return id_at(i);
   }
-  return keep.front();
+  return static_cast<int32_t>(best);
 }
 
 }  // namespace rwkv7
