@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include "rwkv7/error.hpp"
@@ -278,6 +279,53 @@ TEST(SamplerRandom, SingleTokenAndKLargerThanV) {
     int32_t t = s.sample(three);
     EXPECT_GE(t, 0);
     EXPECT_LT(t, 3);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Brute force: sort everything, keep the shorter of the top-k and top-p prefixes.
+std::set<int32_t> reference_kept(const std::vector<float>& l, int top_k, float top_p) {
+  std::vector<double> p(l.size());
+  const double m = *std::max_element(l.begin(), l.end());
+  double z = 0;
+  for (size_t i = 0; i < l.size(); ++i) z += (p[i] = std::exp(static_cast<double>(l[i]) - m));
+  std::vector<int32_t> order(l.size());
+  for (size_t i = 0; i < l.size(); ++i) order[i] = static_cast<int32_t>(i);
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  std::set<int32_t> kept;
+  double cum = 0;
+  for (int32_t id : order) {
+    if (top_k > 0 && static_cast<int>(kept.size()) >= top_k) break;
+    if (!kept.empty() && cum >= top_p) break;
+    kept.insert(id);
+    cum += p[id] / z;
+  }
+  return kept;
+}
+
+TEST(SamplerFilter, MatchesBruteForceKeptSet) {
+  for (unsigned seed = 0; seed < 6; ++seed) {
+    const auto l = random_logits(3000, 500 + seed);
+    for (auto [k, p] : {std::pair{20, 1.0f}, {0, 0.3f}, {25, 0.6f}, {8, 0.05f}}) {
+      const auto ref = reference_kept(l, k, p);
+      SamplerOptions o;
+      o.top_k = k;
+      o.top_p = p;
+      o.temperature = 8.0f;  // flattens the kept set so every member is drawn
+      o.seed = seed;
+      Sampler s(o);
+      std::set<int32_t> seen;
+      for (int i = 0; i < 4000; ++i) seen.insert(s.sample(l));
+      if (ref.size() <= 40) {
+        EXPECT_EQ(seen, ref) << "k=" << k << " p=" << p;
+      } else {
+        for (int32_t t : seen) EXPECT_TRUE(ref.count(t)) << t << " k=" << k << " p=" << p;
+      }
+    }
   }
 }
 
