@@ -14,7 +14,7 @@
 
 #include "engine/tokenizer_literal.hpp"
 #include "rwkv7/error.hpp"
-#include "test_support.hpp"
+#include "../test_support.hpp"
 
 namespace {
 
