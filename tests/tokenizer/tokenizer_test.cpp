@@ -12,9 +12,9 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "../test_support.hpp"
 #include "engine/tokenizer_literal.hpp"
 #include "rwkv7/error.hpp"
-#include "../test_support.hpp"
 
 namespace {
 
