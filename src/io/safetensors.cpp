@@ -1,0 +1,195 @@
+// safetensors: 8-byte little-endian header length, JSON header, raw little-endian data.
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <unordered_set>
+
+#include "core/atomic_write.hpp"
+#include "io/io_internal.hpp"
+#include "io/io_util.hpp"
+#include "io/tensor_io.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7 {
+namespace io {
+
+namespace {
+
+constexpr uint64_t kMaxHeader = uint64_t(100) << 20;  // as the reference implementation
+
+bool parse_dtype(const std::string& s, DType* out) {
+  static const std::pair<const char*, DType> kTypes[] = {
+      {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"I32", DType::I32},
+      {"I64", DType::I64}, {"U8", DType::U8},   {"I8", DType::I8}};
+  for (const auto& [name, t] : kTypes) {
+    if (s == name) {
+      *out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* dtype_tag(DType t) {
+  switch (t) {
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
+    case DType::U8:
+      return "U8";
+    case DType::I8:
+      return "I8";
+  }
+  return "?";
+}
+
+uint64_t json_uint(const nlohmann::ordered_json& j, const std::function<Error(std::string)>& fail,
+                   const char* what) {
+  if (j.is_number_unsigned()) return j.get<uint64_t>();
+  if (j.is_number_integer() && j.get<int64_t>() >= 0) return uint64_t(j.get<int64_t>());
+  throw fail(std::string(what) + " must be non-negative integers");
+}
+
+}  // namespace
+
+TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
+  const std::string& path = file->path();
+  const uint64_t size = file->size();
+  const unsigned char* base = file->data();
+  if (size == 0) throw Error(path + ": file is empty");
+  if (size < 8)
+    throw Error(path + ": too short for a safetensors header (" + std::to_string(size) + " bytes)");
+  const uint64_t n = le64(base);
+  if (n > size - 8) {
+    throw Error(path + ": safetensors header length " + std::to_string(n) +
+                " runs past the end of the file (" + std::to_string(size) + " bytes; truncated?)");
+  }
+  if (n > kMaxHeader)
+    throw Error(path + ": safetensors header of " + std::to_string(n) + " bytes is too large");
+  nlohmann::ordered_json header;
+  try {
+    header = nlohmann::ordered_json::parse(base + 8, base + 8 + n);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": safetensors header is not valid JSON (" + e.what() + ")");
+  }
+  if (!header.is_object()) throw Error(path + ": safetensors header is not a JSON object");
+  const unsigned char* data = base + 8 + n;
+  const uint64_t data_size = size - 8 - n;
+
+  TensorFile out;
+  out.path = path;
+  out.owners.push_back(file);
+  struct Item {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    uint64_t begin;
+  };
+  std::vector<Item> items;
+  for (const auto& [name, spec] : header.items()) {
+    if (name == "__metadata__") {
+      if (!spec.is_object()) throw Error(path + ": __metadata__ is not an object");
+      for (const auto& [k, v] : spec.items()) {
+        if (!v.is_string()) throw Error(path + ": __metadata__ '" + k + "' is not a string");
+        out.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    auto fail = [&](const std::string& what) {
+      return Error(path + ": tensor '" + name + "': " + what);
+    };
+    if (!spec.is_object()) throw fail("header entry is not an object");
+    if (!spec.contains("dtype") || !spec["dtype"].is_string()) throw fail("dtype is missing");
+    const std::string tag = spec["dtype"].get<std::string>();
+    DType dtype;
+    if (!parse_dtype(tag, &dtype)) {
+      throw fail("dtype '" + tag + "' is not supported (F32, F16, BF16, I32, I64, U8, I8 are)");
+    }
+    if (!spec.contains("shape") || !spec["shape"].is_array()) throw fail("shape is missing");
+    Shape shape;
+    uint64_t numel = 1;
+    for (const auto& d : spec["shape"]) {
+      const uint64_t dim = json_uint(d, fail, "shape entries");
+      if (dim > uint64_t(INT64_MAX) || !mul_ok(numel, dim, &numel))
+        throw fail("shape is too large");
+      shape.push_back(int64_t(dim));
+    }
+    if (!spec.contains("data_offsets") || !spec["data_offsets"].is_array() ||
+        spec["data_offsets"].size() != 2) {
+      throw fail("data_offsets must be [begin, end]");
+    }
+    const uint64_t begin = json_uint(spec["data_offsets"][0], fail, "data_offsets");
+    const uint64_t end = json_uint(spec["data_offsets"][1], fail, "data_offsets");
+    uint64_t nbytes;
+    if (!mul_ok(numel, dtype_size(dtype), &nbytes)) throw fail("shape is too large");
+    if (begin > end || end > data_size) {
+      throw fail("data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                 "] lie outside the data section (" + std::to_string(data_size) +
+                 " bytes; truncated?)");
+    }
+    if (end - begin != nbytes) {
+      throw fail("data_offsets span " + std::to_string(end - begin) + " bytes but " + tag + " " +
+                 shape_str(shape) + " needs " + std::to_string(nbytes));
+    }
+    items.push_back({name, dtype, std::move(shape), begin});
+  }
+  // File order is data order.
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.begin < b.begin; });
+  for (Item& it : items) add_view(out, it.name, it.dtype, std::move(it.shape), data + it.begin);
+  return out;
+}
+
+}  // namespace io
+
+TensorFile read_safetensors(const std::string& path) {
+  return io::read_safetensors_mapped(MappedFile::open(path));
+}
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const Metadata& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json m = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) m[k] = v;
+    header["__metadata__"] = m;
+  }
+  uint64_t offset = 0;
+  std::unordered_set<std::string> seen;
+  for (const auto& [name, t] : tensors) {
+    if (name.empty() || name == "__metadata__" || !seen.insert(name).second) {
+      throw Error(path + ": tensor '" + name + "': empty, reserved or repeated name");
+    }
+    if (t.numel() < 0) throw Error(path + ": tensor '" + name + "': negative shape");
+    if (t.nbytes() > 0 && !t.data) throw Error(path + ": tensor '" + name + "': no data");
+    nlohmann::ordered_json spec;
+    spec["dtype"] = io::dtype_tag(t.dtype);
+    spec["shape"] = t.shape;
+    spec["data_offsets"] = {offset, offset + t.nbytes()};
+    header[name] = spec;
+    offset += t.nbytes();
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": cannot write the safetensors header (" + e.what() + ")");
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  write_file_atomic(path, [&](std::ostream& o) {
+    io::put64(o, text.size());
+    o.write(text.data(), std::streamsize(text.size()));
+    for (const auto& [name, t] : tensors)
+      o.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
+  });
+}
+
+}  // namespace rwkv7

@@ -1,0 +1,24 @@
+// Format sniffing for read_tensor_file.
+#include "io/tensor_io.hpp"
+
+#include <cstring>
+
+#include "io/io_internal.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7 {
+
+TensorFile read_tensor_file(const std::string& path) {
+  auto file = MappedFile::open(path);
+  const unsigned char* p = file->data();
+  const size_t n = file->size();
+  if (n == 0) throw Error(path + ": file is empty");
+  if (n >= 4 && (std::memcmp(p, "PK\x03\x04", 4) == 0 || std::memcmp(p, "PK\x05\x06", 4) == 0)) {
+    return io::read_pth_mapped(std::move(file));
+  }
+  if (n >= 4 && std::memcmp(p, "GGUF", 4) == 0) throw Error(path + ": GGUF is not supported yet");
+  if (n >= 9 && p[8] == '{') return io::read_safetensors_mapped(std::move(file));
+  throw Error(path + ": unknown tensor file format (not a .pth zip, safetensors or GGUF file)");
+}
+
+}  // namespace rwkv7
