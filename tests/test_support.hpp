@@ -27,9 +27,9 @@ inline std::string shared_file(const std::string& rel) {
 }  // namespace rwkv7::testing
 
 // Skips the test when ../shared/<rel> is absent; under CI=true that is a failure instead.
-#define RWKV7_REQUIRE_SHARED(var, rel)                                                   \
+#define RWKV7_REQUIRE_SHARED(var, rel)                                                  \
   std::string var = ::rwkv7::testing::shared_file(rel);                                 \
-  if (var.empty()) {                                                                     \
+  if (var.empty()) {                                                                    \
     if (::rwkv7::testing::under_ci()) FAIL() << "../shared/" << (rel) << " is missing"; \
     GTEST_SKIP() << "../shared/" << (rel) << " is absent; skipping";                    \
   }

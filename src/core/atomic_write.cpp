@@ -12,8 +12,7 @@
 
 namespace rwkv7 {
 
-void write_file_atomic(const std::string& path,
-                       const std::function<void(std::ostream&)>& writer) {
+void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& writer) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -28,10 +28,10 @@ struct TensorView {
 // A checkpoint or state file as read: every tensor by name, plus string metadata.
 class TensorFile {
  public:
-  std::string path;                               // for error messages
-  std::map<std::string, TensorView> tensors;      // by name
-  std::vector<std::string> order;                 // names in file order
-  std::map<std::string, std::string> metadata;    // safetensors __metadata__, pth extras
+  std::string path;                                 // for error messages
+  std::map<std::string, TensorView> tensors;        // by name
+  std::vector<std::string> order;                   // names in file order
+  std::map<std::string, std::string> metadata;      // safetensors __metadata__, pth extras
   std::vector<std::shared_ptr<const void>> owners;  // keeps mappings/buffers alive
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }

@@ -1,0 +1,109 @@
+#include "common.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "rwkv7/error.hpp"
+
+namespace rwkv7::cli {
+
+void ModelFlags::add(CLI::App* cmd, bool with_vocab) {
+  cmd->add_option("-m,--model", model, "Checkpoint: official .pth or .safetensors")->required();
+  if (with_vocab) {
+    cmd->add_option("--vocab", vocab,
+                    "World vocabulary file (rwkv_vocab_v20230424.txt); not needed for byte-level "
+                    "(V = 256) models");
+  }
+  cmd->add_option("-t,--threads", threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--backend", backend, "cpu (SIMD + threads) or reference (scalar oracle)")
+      ->check(CLI::IsMember({"cpu", "reference"}))
+      ->capture_default_str();
+}
+
+std::shared_ptr<const Model> ModelFlags::load() const {
+  LoadOptions o;
+  o.threads = threads;
+  o.backend = backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
+  return Model::load(model, o);
+}
+
+Tokenizer ModelFlags::tokenizer(const Model& m) const {
+  if (!vocab.empty()) {
+    Tokenizer t = Tokenizer::load_world(vocab);
+    if (int64_t(t.vocab_size()) > m.config().vocab_size) {
+      throw Error(vocab + ": vocabulary has " + std::to_string(t.vocab_size()) +
+                  " ids but the model " + m.path() + " only " +
+                  std::to_string(m.config().vocab_size));
+    }
+    return t;
+  }
+  if (m.config().vocab_size == 256) return Tokenizer::bytes();
+  throw Error(m.path() + " has a vocabulary of " + std::to_string(m.config().vocab_size) +
+              " tokens: pass --vocab rwkv_vocab_v20230424.txt");
+}
+
+void SamplingFlags::add(CLI::App* cmd) {
+  cmd->add_option("--temperature", opts.temperature, "Sampling temperature (0 = greedy)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", opts.top_p, "Nucleus sampling mass")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", opts.top_k, "Keep the k most likely tokens (0 = all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--presence-penalty", opts.presence_penalty,
+                  "Subtracted from the logit of every token already generated")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", opts.frequency_penalty,
+                  "Subtracted per (decayed) occurrence of a generated token")
+      ->capture_default_str();
+  cmd->add_option("--penalty-decay", opts.penalty_decay,
+                  "Occurrence counts are multiplied by this each step")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", opts.seed, "Random seed (same seed, same text)")->capture_default_str();
+}
+
+std::vector<int32_t> parse_token_list(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+    if (a == std::string::npos) throw Error(flag + ": empty item in token list '" + text + "'");
+    item = item.substr(a, b - a + 1);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < 0 || v > INT32_MAX) {
+      throw Error(flag + ": '" + item + "' is not a token id (expected comma-separated integers)");
+    }
+    ids.push_back(int32_t(v));
+  }
+  if (ids.empty()) throw Error(flag + ": no tokens given");
+  return ids;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path + ": read failed");
+  return data;
+}
+
+std::string read_stdin() {
+  std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  return data;
+}
+
+}  // namespace rwkv7::cli

@@ -1,0 +1,37 @@
+#pragma once
+// Pieces shared by the subcommands: model and tokenizer options, token lists, files.
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rwkv7/model.hpp"
+#include "rwkv7/sampler.hpp"
+#include "rwkv7/tokenizer.hpp"
+
+namespace rwkv7::cli {
+
+struct ModelFlags {
+  std::string model;
+  std::string vocab;
+  int threads = 0;
+  std::string backend = "cpu";
+
+  void add(CLI::App* cmd, bool with_vocab = true);
+  std::shared_ptr<const Model> load() const;
+  // World vocabulary when --vocab is given; raw bytes for V = 256 models; else an Error.
+  Tokenizer tokenizer(const Model& m) const;
+};
+
+struct SamplingFlags {
+  SamplerOptions opts;
+  void add(CLI::App* cmd);
+};
+
+// "1,2,3" → {1, 2, 3}; Error naming the flag on anything else.
+std::vector<int32_t> parse_token_list(const std::string& text, const std::string& flag);
+// Whole file as bytes; Error naming the file.
+std::string read_file(const std::string& path);
+std::string read_stdin();
+
+}  // namespace rwkv7::cli

@@ -1,0 +1,31 @@
+// rwkv7: one command, many subcommands. Errors go to stderr with a non-zero exit code.
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "rwkv7/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"rwkv7: run, evaluate and inspect RWKV-7 (\"Goose\") language models"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show the help of every subcommand");
+  rwkv7::cli::register_info(app);
+  rwkv7::cli::register_tokenize(app);
+  rwkv7::cli::register_forward(app);
+  rwkv7::cli::register_generate(app);
+  rwkv7::cli::register_chat(app);
+  rwkv7::cli::register_eval(app);
+  rwkv7::cli::register_init(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const rwkv7::Error& e) {
+    std::fprintf(stderr, "rwkv7: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rwkv7: unexpected error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

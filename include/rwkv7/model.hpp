@@ -1,0 +1,100 @@
+#pragma once
+// The engine API: an immutable, shareable Model and the per-sequence State its caller owns.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace rwkv7 {
+
+// Sizes read from the checkpoint's tensor shapes (SPEC §1).
+struct ModelConfig {
+  int64_t n_layer = 0;                                      // L
+  int64_t n_embd = 0;                                       // C
+  int64_t head_size = 0;                                    // N
+  int64_t n_head = 0;                                       // H = C / N
+  int64_t vocab_size = 0;                                   // V
+  int64_t ffn_dim = 0;                                      // F
+  int64_t d_decay = 0, d_aaa = 0, d_value = 0, d_gate = 0;  // LoRA widths Dw, Da, Dv, Dg
+
+  std::string shape_string() const;  // "L12-C768-N64-V65536-F3072"
+};
+
+// The recurrent state of one sequence (SPEC §3/§7): per layer att_shift [C], ffn_shift [C],
+// wkv [H, N, N]. Plain data: copy it to fork a sequence, save it to resume one.
+struct State {
+  int64_t n_layer = 0, n_embd = 0, n_head = 0, head_size = 0;
+  std::vector<float> att_shift;  // [L, C]
+  std::vector<float> ffn_shift;  // [L, C]
+  std::vector<float> wkv;        // [L, H, N, N]
+  int64_t tokens_consumed = 0;   // how many tokens this state has seen
+
+  size_t bytes() const { return (att_shift.size() + ffn_shift.size() + wkv.size()) * 4; }
+};
+
+enum class BackendKind { Cpu, Reference };  // which implementation runs the hot ops
+
+struct LoadOptions {
+  BackendKind backend = BackendKind::Cpu;
+  int threads = 0;      // 0 = all cores
+  int64_t chunk = 128;  // positions per pass over the layers: bounds memory for long inputs
+};
+
+// Which positions of a sequence need logits.
+enum class Logits { None, Last, All };
+
+// One sequence of a batch: its tokens are consumed, its state advanced in place.
+struct SequenceRequest {
+  std::span<const int32_t> tokens;
+  State* state = nullptr;
+  Logits logits = Logits::Last;
+  std::vector<float>* logits_out = nullptr;  // resized to [positions, V]
+};
+
+class Model {
+ public:
+  // Loads `.pth` or safetensors; every size inferred from shapes. Error names file and tensor.
+  static std::shared_ptr<const Model> load(const std::string& path, const LoadOptions& opts = {});
+  ~Model();
+
+  const ModelConfig& config() const;
+  const std::string& path() const;
+  std::string weight_dtype() const;  // dtype of the big matrices, e.g. "bf16"
+  int64_t parameter_count() const;
+  // Identifies these weights (shape + a hash of samples of every tensor): states remember it.
+  const std::string& fingerprint() const;
+
+  // Every stored tensor with its count of NaN/inf values (for `info`; reads all weights).
+  struct TensorReport {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    int64_t nonfinite = 0;
+  };
+  std::vector<TensorReport> inspect_tensors() const;
+
+  State new_state() const;  // all zeros
+  // Runs every sequence of the batch. Long inputs are processed in chunks of
+  // LoadOptions::chunk tokens (memory stays constant); results do not depend on the chunking beyond
+  // float rounding.
+  void forward(std::span<SequenceRequest> batch) const;
+  // One sequence; returns logits [V] of the last position (or [T, V] with Logits::All).
+  std::vector<float> forward(std::span<const int32_t> tokens, State& state,
+                             Logits which = Logits::Last) const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// State files: safetensors with `state.att_shift` [L, C], `state.ffn_shift` [L, C],
+// `state.wkv` [L, H, N, N] and metadata (format version, model shape and fingerprint, tokens).
+void save_state(const std::string& path, const State& state, const Model& model);
+// Refuses (Error) a state made for another model shape; warns via `warning` when the shape
+// matches but the fingerprint differs (e.g. a fine-tuned model).
+State load_state(const std::string& path, const Model& model, std::string* warning = nullptr);
+
+}  // namespace rwkv7

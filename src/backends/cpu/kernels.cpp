@@ -1,0 +1,142 @@
+// Highway multi-target kernels: this file is compiled once per target ISA.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "backends/cpu/kernels.cpp"
+#include "core/dtype.hpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rwkv7::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Four rows of x share each load of w (register blocking); tails handled by a scalar loop.
+void DotRows(const float* w, const float* x, size_t n, size_t rows, float* out, size_t out_stride) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  size_t j = 0;
+  for (; j + 4 <= rows; j += 4) {
+    const float* x0 = x + j * n;
+    const float* x1 = x0 + n;
+    const float* x2 = x1 + n;
+    const float* x3 = x2 + n;
+    auto s0 = hn::Zero(d), s1 = hn::Zero(d), s2 = hn::Zero(d), s3 = hn::Zero(d);
+    size_t i = 0;
+    for (; i + L <= n; i += L) {
+      const auto wv = hn::LoadU(d, w + i);
+      s0 = hn::MulAdd(wv, hn::LoadU(d, x0 + i), s0);
+      s1 = hn::MulAdd(wv, hn::LoadU(d, x1 + i), s1);
+      s2 = hn::MulAdd(wv, hn::LoadU(d, x2 + i), s2);
+      s3 = hn::MulAdd(wv, hn::LoadU(d, x3 + i), s3);
+    }
+    float r0 = hn::GetLane(hn::SumOfLanes(d, s0)), r1 = hn::GetLane(hn::SumOfLanes(d, s1));
+    float r2 = hn::GetLane(hn::SumOfLanes(d, s2)), r3 = hn::GetLane(hn::SumOfLanes(d, s3));
+    for (; i < n; ++i) {
+      r0 += w[i] * x0[i];
+      r1 += w[i] * x1[i];
+      r2 += w[i] * x2[i];
+      r3 += w[i] * x3[i];
+    }
+    out[j * out_stride] = r0;
+    out[(j + 1) * out_stride] = r1;
+    out[(j + 2) * out_stride] = r2;
+    out[(j + 3) * out_stride] = r3;
+  }
+  for (; j < rows; ++j) {
+    const float* x0 = x + j * n;
+    auto s0 = hn::Zero(d), s1 = hn::Zero(d);
+    size_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+      s0 = hn::MulAdd(hn::LoadU(d, w + i), hn::LoadU(d, x0 + i), s0);
+      s1 = hn::MulAdd(hn::LoadU(d, w + i + L), hn::LoadU(d, x0 + i + L), s1);
+    }
+    float r0 = hn::GetLane(hn::SumOfLanes(d, hn::Add(s0, s1)));
+    for (; i < n; ++i) r0 += w[i] * x0[i];
+    out[j * out_stride] = r0;
+  }
+}
+
+void Bf16ToF32Row(const uint16_t* in, float* out, size_t n) {
+  const hn::ScalableTag<uint32_t> du;
+  const hn::Rebind<uint16_t, decltype(du)> d16;
+  const hn::RebindToFloat<decltype(du)> df;
+  const size_t L = hn::Lanes(du);
+  size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const auto wide = hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, in + i)));
+    hn::StoreU(hn::BitCast(df, wide), df, out + i);
+  }
+  for (; i < n; ++i) {
+    uint32_t bits = uint32_t(in[i]) << 16;
+    __builtin_memcpy(out + i, &bits, 4);
+  }
+}
+
+void F16ToF32Row(const uint16_t* in, float* out, size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+  const size_t L = hn::Lanes(df);
+  size_t i = 0;
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(in);
+  for (; i + L <= n; i += L) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, h + i)), df, out + i);
+  for (; i < n; ++i) out[i] = rwkv7::f16_to_f32(in[i]);
+}
+
+void Wkv7HeadStep(float* S, const float* r, const float* decay, const float* k, const float* v,
+                  const float* a, const float* b, size_t N, float* y) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  for (size_t i = 0; i < N; ++i) {
+    float* row = S + i * N;
+    size_t j = 0;
+    auto acc = hn::Zero(d);
+    for (; j + L <= N; j += L) acc = hn::MulAdd(hn::LoadU(d, row + j), hn::LoadU(d, a + j), acc);
+    float sa = hn::GetLane(hn::SumOfLanes(d, acc));
+    for (; j < N; ++j) sa += row[j] * a[j];
+    const auto vsa = hn::Set(d, sa), vv = hn::Set(d, v[i]);
+    auto yacc = hn::Zero(d);
+    j = 0;
+    for (; j + L <= N; j += L) {
+      auto s = hn::Mul(hn::LoadU(d, row + j), hn::LoadU(d, decay + j));
+      s = hn::MulAdd(vsa, hn::LoadU(d, b + j), s);
+      s = hn::MulAdd(vv, hn::LoadU(d, k + j), s);
+      hn::StoreU(s, d, row + j);
+      yacc = hn::MulAdd(s, hn::LoadU(d, r + j), yacc);
+    }
+    float yi = hn::GetLane(hn::SumOfLanes(d, yacc));
+    for (; j < N; ++j) {
+      float s = row[j] * decay[j] + sa * b[j] + v[i] * k[j];
+      row[j] = s;
+      yi += s * r[j];
+    }
+    y[i] = yi;
+  }
+}
+
+}  // namespace rwkv7::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace rwkv7::cpu {
+
+HWY_EXPORT(DotRows);
+HWY_EXPORT(Bf16ToF32Row);
+HWY_EXPORT(F16ToF32Row);
+HWY_EXPORT(Wkv7HeadStep);
+
+void dot_rows(const float* w, const float* x, size_t n, size_t rows, float* out,
+              size_t out_stride) {
+  HWY_DYNAMIC_DISPATCH(DotRows)(w, x, n, rows, out, out_stride);
+}
+void bf16_to_f32_row(const uint16_t* in, float* out, size_t n) {
+  HWY_DYNAMIC_DISPATCH(Bf16ToF32Row)(in, out, n);
+}
+void f16_to_f32_row(const uint16_t* in, float* out, size_t n) {
+  HWY_DYNAMIC_DISPATCH(F16ToF32Row)(in, out, n);
+}
+void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
+                    const float* a, const float* b, size_t N, float* y) {
+  HWY_DYNAMIC_DISPATCH(Wkv7HeadStep)(S, r, decay, k, v, a, b, N, y);
+}
+
+}  // namespace rwkv7::cpu
+#endif

@@ -1,0 +1,18 @@
+#pragma once
+// SIMD kernels of the CPU backend, dispatched at run time to the best ISA of the machine
+// (Highway: SSE4/AVX2/AVX-512/...). Each has a scalar twin in the reference backend.
+#include <cstddef>
+#include <cstdint>
+
+namespace rwkv7::cpu {
+
+// out[j] = dot(w, x + j*n) for j < rows; w and x rows are n floats.
+void dot_rows(const float* w, const float* x, size_t n, size_t rows, float* out, size_t out_stride);
+// Widen n bf16 / f16 values to f32.
+void bf16_to_f32_row(const uint16_t* in, float* out, size_t n);
+void f16_to_f32_row(const uint16_t* in, float* out, size_t n);
+// One WKV-7 step of one head: S [N, N] updated in place, y [N] written.
+void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
+                    const float* a, const float* b, size_t N, float* y);
+
+}  // namespace rwkv7::cpu

@@ -1,0 +1,57 @@
+// The oracle: straightforward loops, double accumulators, no threads, no SIMD.
+#include <vector>
+
+#include "ops/ops.hpp"
+
+namespace rwkv7 {
+namespace {
+
+class ReferenceBackend final : public Backend {
+ public:
+  std::string name() const override { return "reference"; }
+
+  void matmul(const MatmulArgs& a) const override {
+    for (int64_t t = 0; t < a.count; ++t) {
+      const float* x = a.x + t * a.w.cols;
+      for (int64_t o = 0; o < a.w.rows; ++o) {
+        double acc = 0;
+        for (int64_t i = 0; i < a.w.cols; ++i) {
+          acc += double(load_as_f32(a.w.dtype, a.w.data, size_t(o * a.w.cols + i))) * x[i];
+        }
+        a.y[t * a.w.rows + o] = float(acc);
+      }
+    }
+  }
+
+  void wkv7(const Wkv7Args& p) const override {
+    const int64_t N = p.N, C = p.H * p.N;
+    std::vector<double> sa(static_cast<size_t>(N));
+    for (int64_t t = 0; t < p.T; ++t) {
+      for (int64_t h = 0; h < p.H; ++h) {
+        const int64_t o = t * C + h * N;
+        float* S = p.state + h * N * N;
+        for (int64_t i = 0; i < N; ++i) {
+          double acc = 0;
+          for (int64_t j = 0; j < N; ++j) acc += double(S[i * N + j]) * p.a[o + j];
+          sa[size_t(i)] = acc;
+        }
+        for (int64_t i = 0; i < N; ++i) {
+          double y = 0;
+          for (int64_t j = 0; j < N; ++j) {
+            double s = double(S[i * N + j]) * p.decay[o + j] + sa[size_t(i)] * p.b[o + j] +
+                       double(p.v[o + i]) * p.k[o + j];
+            S[i * N + j] = float(s);
+            y += s * p.r[o + j];
+          }
+          p.y[o + i] = float(y);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_reference_backend() { return std::make_unique<ReferenceBackend>(); }
+
+}  // namespace rwkv7

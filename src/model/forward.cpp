@@ -1,0 +1,321 @@
+// The RWKV-7 graph (SPEC §3-4) over a ragged batch: the rows of all sequences of one pass are
+// stacked so every weight product is one matrix-matrix call; token shift and WKV run per
+// sequence.
+#include "model/forward.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "io/tensor_io.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7 {
+namespace {
+
+constexpr float kLnEps = 1e-5f;
+constexpr float kGroupNormEps = 64e-5f;
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// A run of consecutive rows that belong to one sequence.
+struct Segment {
+  State* state;
+  int64_t row0, rows;
+};
+
+using Buf = std::vector<float>;
+
+struct Pass {
+  const Model::Impl& m;
+  const std::vector<Segment>& segs;
+  int64_t R;  // rows in this pass
+
+  void mm(const Matrix& w, const float* x, float* y) const {
+    m.backend->matmul(MatmulArgs{w, x, y, R});
+  }
+
+  // prev[row] for the token shift: the carried state for a segment's first row, else row-1.
+  // Writes out[r] = x[r] + (prev - x[r]) * mix[c] for every given mix, then updates `carry`.
+  void shift_mix(const Buf& x, int64_t layer, std::vector<float> State::*carry,
+                 std::initializer_list<std::pair<const std::vector<float>*, Buf*>> mixes) const {
+    const int64_t C = m.w.config.n_embd;
+    for (const Segment& s : segs) {
+      float* state_row = ((*s.state).*carry).data() + layer * C;
+      for (int64_t r = s.row0; r < s.row0 + s.rows; ++r) {
+        const float* cur = x.data() + r * C;
+        const float* prev = r == s.row0 ? state_row : cur - C;
+        for (auto [mix, out] : mixes) {
+          float* o = out->data() + r * C;
+          for (int64_t c = 0; c < C; ++c) o[c] = cur[c] + (prev[c] - cur[c]) * (*mix)[size_t(c)];
+        }
+      }
+      std::copy_n(x.data() + (s.row0 + s.rows - 1) * C, C, state_row);
+    }
+  }
+
+  void time_mix(int64_t layer, Buf& x, Buf& v_first) const {
+    const LayerWeights& L = m.w.layers[size_t(layer)];
+    const ModelConfig& c = m.w.config;
+    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size, RC = R * C;
+    Buf xa(static_cast<size_t>(RC)), xr(xa.size()), xw(xa.size()), xk(xa.size()), xv(xa.size()),
+        xa2(xa.size()), xg(xa.size());
+    for (int64_t r = 0; r < R; ++r)
+      layer_norm(&x[size_t(r * C)], L.ln1_w.data(), L.ln1_b.data(), C, kLnEps, &xa[size_t(r * C)]);
+    shift_mix(xa, layer, &State::att_shift,
+              {{&L.x_r, &xr},
+               {&L.x_w, &xw},
+               {&L.x_k, &xk},
+               {&L.x_v, &xv},
+               {&L.x_a, &xa2},
+               {&L.x_g, &xg}});
+
+    Buf r(static_cast<size_t>(RC)), k(r.size()), v(r.size()), decay(r.size()), a(r.size()),
+        g(r.size());
+    mm(L.receptance, xr.data(), r.data());
+    mm(L.key, xk.data(), k.data());
+    mm(L.value, xv.data(), v.data());
+
+    Buf low(static_cast<size_t>(R * std::max({c.d_decay, c.d_aaa, c.d_value, c.d_gate})));
+    Buf z(static_cast<size_t>(RC));
+    // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
+    mm(L.w1.m, xw.data(), low.data());
+    for (int64_t i = 0; i < R * c.d_decay; ++i) low[size_t(i)] = std::tanh(low[size_t(i)]);
+    mm(L.w2.m, low.data(), z.data());
+    const float e_half = std::exp(-0.5f);
+    for (int64_t i = 0; i < RC; ++i)
+      decay[size_t(i)] = std::exp(-e_half * sigmoid(L.w0[size_t(i % C)] + z[size_t(i)]));
+    // value residual towards layer 0's value
+    if (layer == 0) {
+      v_first = v;
+    } else {
+      mm(L.v1.m, xv.data(), low.data());
+      mm(L.v2.m, low.data(), z.data());
+      for (int64_t i = 0; i < RC; ++i) {
+        float mix = sigmoid(L.v0[size_t(i % C)] + z[size_t(i)]);
+        v[size_t(i)] += (v_first[size_t(i)] - v[size_t(i)]) * mix;
+      }
+    }
+    // in-context learning rate
+    mm(L.a1.m, xa2.data(), low.data());
+    mm(L.a2.m, low.data(), z.data());
+    for (int64_t i = 0; i < RC; ++i) a[size_t(i)] = sigmoid(L.a0[size_t(i % C)] + z[size_t(i)]);
+    // gate
+    mm(L.g1.m, xg.data(), low.data());
+    for (int64_t i = 0; i < R * c.d_gate; ++i) low[size_t(i)] = sigmoid(low[size_t(i)]);
+    mm(L.g2.m, low.data(), g.data());
+
+    // kk = per-head L2-normalised k*k_k; k scaled by the rate; WKV inputs a = -kk, b = kk*a
+    Buf wa(static_cast<size_t>(RC)), wb(static_cast<size_t>(RC));
+    for (int64_t row = 0; row < R; ++row) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t o = row * C + h * N;
+        double norm = 0;
+        for (int64_t j = 0; j < N; ++j) {
+          float kk = k[size_t(o + j)] * L.k_k[size_t(h * N + j)];
+          wa[size_t(o + j)] = kk;
+          norm += double(kk) * kk;
+        }
+        const float inv = 1.0f / std::max(float(std::sqrt(norm)), 1e-12f);
+        for (int64_t j = 0; j < N; ++j) {
+          const size_t i = size_t(o + j);
+          const float kk = wa[i] * inv;
+          wa[i] = -kk;
+          wb[i] = kk * a[i];
+          k[i] = k[i] * (1.0f + (a[i] - 1.0f) * L.k_a[size_t(h * N + j)]);
+        }
+      }
+    }
+    Buf y(static_cast<size_t>(RC));
+    for (const Segment& s : segs) {
+      const int64_t o = s.row0 * C;
+      m.backend->wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &k[size_t(o)],
+                               &v[size_t(o)], &wa[size_t(o)], &wb[size_t(o)],
+                               s.state->wkv.data() + layer * H * N * N, &y[size_t(o)]});
+    }
+    for (int64_t row = 0; row < R; ++row) {
+      float* yr = &y[size_t(row * C)];
+      group_norm(yr, L.ln_x_w.data(), L.ln_x_b.data(), C, H, kGroupNormEps, yr);
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t o = row * C + h * N;
+        float bonus = 0;
+        for (int64_t j = 0; j < N; ++j)
+          bonus += r[size_t(o + j)] * k[size_t(o + j)] * L.r_k[size_t(h * N + j)];
+        for (int64_t j = 0; j < N; ++j) yr[h * N + j] += bonus * v[size_t(o + j)];
+      }
+      for (int64_t j = 0; j < C; ++j) yr[j] *= g[size_t(row * C + j)];
+    }
+    mm(L.output, y.data(), z.data());
+    for (int64_t i = 0; i < RC; ++i) x[size_t(i)] += z[size_t(i)];
+  }
+
+  void channel_mix(int64_t layer, Buf& x) const {
+    const LayerWeights& L = m.w.layers[size_t(layer)];
+    const int64_t C = m.w.config.n_embd, F = m.w.config.ffn_dim, RC = R * C;
+    Buf xf(static_cast<size_t>(RC)), xk(static_cast<size_t>(RC));
+    for (int64_t r = 0; r < R; ++r)
+      layer_norm(&x[size_t(r * C)], L.ln2_w.data(), L.ln2_b.data(), C, kLnEps, &xf[size_t(r * C)]);
+    shift_mix(xf, layer, &State::ffn_shift, {{&L.ffn_x_k, &xk}});
+    Buf hidden(static_cast<size_t>(R * F));
+    mm(L.ffn_key, xk.data(), hidden.data());
+    for (float& h : hidden) {
+      h = std::max(h, 0.0f);
+      h *= h;
+    }
+    mm(L.ffn_value, hidden.data(), xf.data());
+    for (int64_t i = 0; i < RC; ++i) x[size_t(i)] += xf[size_t(i)];
+  }
+};
+
+void check_state(const State& s, const ModelConfig& c) {
+  if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
+      s.head_size != c.head_size || s.att_shift.size() != size_t(c.n_layer * c.n_embd) ||
+      s.ffn_shift.size() != size_t(c.n_layer * c.n_embd) ||
+      s.wkv.size() != size_t(c.n_layer * c.n_head * c.head_size * c.head_size)) {
+    throw Error("state does not fit this model (state L" + std::to_string(s.n_layer) + " C" +
+                std::to_string(s.n_embd) + ", model " + c.shape_string() + ")");
+  }
+}
+
+}  // namespace
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+
+std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->w = build_weights(read_tensor_file(path));
+  impl->path = path;
+  if (opts.chunk < 1)
+    throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
+  impl->chunk = opts.chunk;
+  impl->pool = std::make_unique<ThreadPool>(opts.threads);
+  impl->backend = opts.backend == BackendKind::Reference ? make_reference_backend()
+                                                         : make_cpu_backend(impl->pool.get());
+  return std::shared_ptr<const Model>(new Model(std::move(impl)));
+}
+
+const ModelConfig& Model::config() const { return impl_->w.config; }
+const std::string& Model::path() const { return impl_->path; }
+std::string Model::weight_dtype() const { return dtype_name(impl_->w.matrix_dtype); }
+int64_t Model::parameter_count() const { return impl_->w.parameter_count; }
+const std::string& Model::fingerprint() const { return impl_->w.fingerprint; }
+
+std::vector<Model::TensorReport> Model::inspect_tensors() const {
+  std::vector<TensorReport> out;
+  const TensorFile& f = impl_->w.file;
+  for (const std::string& name : f.order) {
+    const TensorView& v = f.get(name);
+    TensorReport r{name, dtype_name(v.dtype), v.shape, 0};
+    for (int64_t i = 0; i < v.numel(); ++i)
+      if (!std::isfinite(load_as_f32(v.dtype, v.data, size_t(i)))) ++r.nonfinite;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+State Model::new_state() const {
+  const ModelConfig& c = config();
+  State s;
+  s.n_layer = c.n_layer;
+  s.n_embd = c.n_embd;
+  s.n_head = c.n_head;
+  s.head_size = c.head_size;
+  s.att_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
+  s.ffn_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
+  s.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
+  return s;
+}
+
+void Model::forward(std::span<SequenceRequest> batch) const {
+  const ModelWeights& w = impl_->w;
+  const ModelConfig& c = w.config;
+  const int64_t C = c.n_embd, V = c.vocab_size;
+  for (const SequenceRequest& q : batch) {
+    if (!q.state) throw Error("forward: a sequence has no state");
+    check_state(*q.state, c);
+    for (size_t i = 0; i < q.tokens.size(); ++i) {
+      if (q.tokens[i] < 0 || q.tokens[i] >= V) {
+        throw Error("token " + std::to_string(q.tokens[i]) + " at position " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(V) + ")");
+      }
+    }
+    if (q.logits != Logits::None && !q.logits_out)
+      throw Error("forward: logits requested but no output");
+    if (q.logits == Logits::Last && q.tokens.empty())
+      throw Error("forward: logits of an empty sequence");
+    if (q.logits_out) {
+      q.logits_out->assign(size_t((q.logits == Logits::All ? q.tokens.size() : 1) * V), 0.0f);
+      if (q.logits == Logits::None) q.logits_out->clear();
+    }
+  }
+  std::vector<size_t> done(batch.size(), 0);
+  for (;;) {
+    std::vector<Segment> segs;
+    std::vector<size_t> seq_of_seg;
+    int64_t R = 0;
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const int64_t n = std::min<int64_t>(impl_->chunk, int64_t(batch[b].tokens.size() - done[b]));
+      if (n <= 0) continue;
+      segs.push_back(Segment{batch[b].state, R, n});
+      seq_of_seg.push_back(b);
+      R += n;
+    }
+    if (R == 0) break;
+    Buf x(static_cast<size_t>(R * C)), v_first;
+    for (size_t s = 0; s < segs.size(); ++s) {
+      const SequenceRequest& q = batch[seq_of_seg[s]];
+      for (int64_t i = 0; i < segs[s].rows; ++i) {
+        float* row = &x[size_t((segs[s].row0 + i) * C)];
+        const int32_t tok = q.tokens[done[seq_of_seg[s]] + size_t(i)];
+        for (int64_t j = 0; j < C; ++j)
+          row[j] = load_as_f32(w.emb.dtype, w.emb.data, size_t(tok * C + j));
+        layer_norm(row, w.ln0_w.data(), w.ln0_b.data(), C, kLnEps, row);
+      }
+    }
+    Pass pass{*impl_, segs, R};
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      pass.time_mix(l, x, v_first);
+      pass.channel_mix(l, x);
+    }
+    // Head only on the rows whose logits were asked for.
+    std::vector<std::pair<size_t, int64_t>> wanted;  // (segment, row within it)
+    for (size_t s = 0; s < segs.size(); ++s) {
+      const SequenceRequest& q = batch[seq_of_seg[s]];
+      const bool last_pass = done[seq_of_seg[s]] + size_t(segs[s].rows) == q.tokens.size();
+      if (q.logits == Logits::All) {
+        for (int64_t i = 0; i < segs[s].rows; ++i) wanted.emplace_back(s, i);
+      } else if (q.logits == Logits::Last && last_pass) {
+        wanted.emplace_back(s, segs[s].rows - 1);
+      }
+    }
+    if (!wanted.empty()) {
+      Buf normed(wanted.size() * size_t(C)), logits(wanted.size() * size_t(V));
+      for (size_t i = 0; i < wanted.size(); ++i) {
+        layer_norm(&x[size_t((segs[wanted[i].first].row0 + wanted[i].second) * C)],
+                   w.ln_out_w.data(), w.ln_out_b.data(), C, kLnEps, &normed[i * size_t(C)]);
+      }
+      impl_->backend->matmul(
+          MatmulArgs{w.head, normed.data(), logits.data(), int64_t(wanted.size())});
+      for (size_t i = 0; i < wanted.size(); ++i) {
+        const size_t b = seq_of_seg[wanted[i].first];
+        const SequenceRequest& q = batch[b];
+        const size_t pos = q.logits == Logits::All ? done[b] + size_t(wanted[i].second) : 0;
+        std::copy_n(&logits[i * size_t(V)], V, q.logits_out->data() + pos * size_t(V));
+      }
+    }
+    for (size_t s = 0; s < segs.size(); ++s) {
+      done[seq_of_seg[s]] += size_t(segs[s].rows);
+      segs[s].state->tokens_consumed += segs[s].rows;
+    }
+  }
+}
+
+std::vector<float> Model::forward(std::span<const int32_t> tokens, State& state,
+                                  Logits which) const {
+  std::vector<float> out;
+  SequenceRequest q{tokens, &state, which, &out};
+  forward(std::span<SequenceRequest>(&q, 1));
+  return out;
+}
+
+}  // namespace rwkv7

@@ -1,0 +1,199 @@
+#include "model/weights.hpp"
+
+#include <cinttypes>
+#include <cstdio>
+#include <regex>
+
+#include "rwkv7/error.hpp"
+
+namespace rwkv7 {
+namespace {
+
+std::string where(const TensorFile& f, const std::string& name) {
+  return f.path + ": tensor '" + name + "'";
+}
+
+const TensorView& float_tensor(const TensorFile& f, const std::string& name) {
+  const TensorView& v = f.get(name);
+  if (v.dtype != DType::F32 && v.dtype != DType::BF16 && v.dtype != DType::F16) {
+    throw Error(where(f, name) + " has dtype " + dtype_name(v.dtype) +
+                "; expected f32, bf16 or f16");
+  }
+  return v;
+}
+
+const TensorView& expect_shape(const TensorFile& f, const std::string& name, const Shape& shape) {
+  const TensorView& v = float_tensor(f, name);
+  if (v.shape != shape) {
+    throw Error(where(f, name) + " has shape " + shape_str(v.shape) + "; expected " +
+                shape_str(shape));
+  }
+  return v;
+}
+
+// A per-channel vector: [n] or [1, 1, n] (the official files use the latter).
+std::vector<float> vec(const TensorFile& f, const std::string& name, int64_t n) {
+  const TensorView& v = float_tensor(f, name);
+  bool ok = !v.shape.empty() && v.shape.back() == n && v.numel() == n;
+  if (!ok) {
+    throw Error(where(f, name) + " has shape " + shape_str(v.shape) + "; expected [" +
+                std::to_string(n) + "] or [1, 1, " + std::to_string(n) + "]");
+  }
+  return to_f32(v);
+}
+
+Matrix matrix(const TensorFile& f, const std::string& name, int64_t rows, int64_t cols) {
+  const TensorView& v = expect_shape(f, name, {rows, cols});
+  return Matrix{v.dtype, rows, cols, v.data};
+}
+
+// x @ M with M [rows, cols] stored, used as y = Mᵀ·x: keep Mᵀ [cols, rows] in fp32.
+OwnedMatrix transposed(const TensorFile& f, const std::string& name, int64_t rows, int64_t cols) {
+  const TensorView& v = expect_shape(f, name, {rows, cols});
+  OwnedMatrix out;
+  out.values.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      out.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
+  out.m = Matrix{DType::F32, cols, rows, out.values.data()};
+  return out;
+}
+
+int64_t dim(const TensorFile& f, const std::string& name, size_t rank, size_t axis) {
+  const TensorView& v = float_tensor(f, name);
+  if (v.shape.size() != rank) {
+    throw Error(where(f, name) + " has shape " + shape_str(v.shape) + "; expected rank " +
+                std::to_string(rank));
+  }
+  return v.shape[axis];
+}
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+std::string compute_fingerprint(const TensorFile& f, const ModelConfig& c) {
+  uint64_t h = 1469598103934665603ull;
+  std::string shape = c.shape_string();
+  h = fnv1a(h, shape.data(), shape.size());
+  for (const auto& [name, v] : f.tensors) {  // sorted by name: container order is irrelevant
+    h = fnv1a(h, name.data(), name.size());
+    // Values, not storage: a bf16 file and its f32 upcast are different weights anyway.
+    size_t n = v.nbytes(), take = std::min<size_t>(n, 256);
+    h = fnv1a(h, v.data, take);
+    h = fnv1a(h, static_cast<const unsigned char*>(v.data) + (n - take) / 2, take);
+    h = fnv1a(h, static_cast<const unsigned char*>(v.data) + (n - take), take);
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64, h);
+  return buf;
+}
+
+}  // namespace
+
+std::string ModelConfig::shape_string() const {
+  return "L" + std::to_string(n_layer) + "-C" + std::to_string(n_embd) + "-N" +
+         std::to_string(head_size) + "-V" + std::to_string(vocab_size) + "-F" +
+         std::to_string(ffn_dim);
+}
+
+ModelConfig infer_config(const TensorFile& f) {
+  ModelConfig c;
+  if (!f.has("emb.weight")) {
+    throw Error(f.path + ": tensor 'emb.weight' is missing; not an RWKV-7 checkpoint?");
+  }
+  c.vocab_size = dim(f, "emb.weight", 2, 0);
+  c.n_embd = dim(f, "emb.weight", 2, 1);
+  static const std::regex block_re(R"(blocks\.(\d+)\..*)");
+  int64_t max_layer = -1;
+  for (const auto& [name, v] : f.tensors) {
+    std::smatch m;
+    if (std::regex_match(name, m, block_re)) {
+      if (m[1].length() > 6) throw Error(where(f, name) + ": layer index out of range");
+      max_layer = std::max<int64_t>(max_layer, std::stoll(m[1]));
+    }
+  }
+  if (max_layer < 0) throw Error(f.path + ": no 'blocks.<i>.' tensors; not an RWKV-7 checkpoint?");
+  c.n_layer = max_layer + 1;
+  c.n_head = dim(f, "blocks.0.att.r_k", 2, 0);
+  c.head_size = dim(f, "blocks.0.att.r_k", 2, 1);
+  if (c.n_head <= 0 || c.head_size <= 0 || c.n_head * c.head_size != c.n_embd) {
+    throw Error(where(f, "blocks.0.att.r_k") + " has shape [" + std::to_string(c.n_head) + ", " +
+                std::to_string(c.head_size) + "]; heads × head size must equal n_embd " +
+                std::to_string(c.n_embd));
+  }
+  c.ffn_dim = dim(f, "blocks.0.ffn.key.weight", 2, 0);
+  c.d_decay = dim(f, "blocks.0.att.w1", 2, 1);
+  c.d_aaa = dim(f, "blocks.0.att.a1", 2, 1);
+  c.d_gate = dim(f, "blocks.0.att.g1", 2, 1);
+  c.d_value = c.n_layer > 1 ? dim(f, "blocks.1.att.v1", 2, 1)
+                            : (f.has("blocks.0.att.v1") ? dim(f, "blocks.0.att.v1", 2, 1) : 0);
+  return c;
+}
+
+ModelWeights build_weights(TensorFile file) {
+  ModelWeights w;
+  w.file = std::move(file);
+  const TensorFile& f = w.file;
+  const ModelConfig c = infer_config(f);
+  w.config = c;
+  const int64_t C = c.n_embd, V = c.vocab_size, F = c.ffn_dim;
+  w.emb = matrix(f, "emb.weight", V, C);
+  w.matrix_dtype = w.emb.dtype;
+  w.ln0_w = vec(f, "blocks.0.ln0.weight", C);
+  w.ln0_b = vec(f, "blocks.0.ln0.bias", C);
+  w.ln_out_w = vec(f, "ln_out.weight", C);
+  w.ln_out_b = vec(f, "ln_out.bias", C);
+  w.head = matrix(f, "head.weight", V, C);
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    LayerWeights L;
+    L.ln1_w = vec(f, p + "ln1.weight", C);
+    L.ln1_b = vec(f, p + "ln1.bias", C);
+    L.ln2_w = vec(f, p + "ln2.weight", C);
+    L.ln2_b = vec(f, p + "ln2.bias", C);
+    const std::string a = p + "att.";
+    L.x_r = vec(f, a + "x_r", C);
+    L.x_w = vec(f, a + "x_w", C);
+    L.x_k = vec(f, a + "x_k", C);
+    L.x_v = vec(f, a + "x_v", C);
+    L.x_a = vec(f, a + "x_a", C);
+    L.x_g = vec(f, a + "x_g", C);
+    L.w0 = vec(f, a + "w0", C);
+    L.a0 = vec(f, a + "a0", C);
+    L.k_k = vec(f, a + "k_k", C);
+    L.k_a = vec(f, a + "k_a", C);
+    expect_shape(f, a + "r_k", {c.n_head, c.head_size});
+    L.r_k = to_f32(f.get(a + "r_k"));
+    L.ln_x_w = vec(f, a + "ln_x.weight", C);
+    L.ln_x_b = vec(f, a + "ln_x.bias", C);
+    L.w1 = transposed(f, a + "w1", C, c.d_decay);
+    L.w2 = transposed(f, a + "w2", c.d_decay, C);
+    L.a1 = transposed(f, a + "a1", C, c.d_aaa);
+    L.a2 = transposed(f, a + "a2", c.d_aaa, C);
+    L.g1 = transposed(f, a + "g1", C, c.d_gate);
+    L.g2 = transposed(f, a + "g2", c.d_gate, C);
+    // Layer 0 takes v_first from its own value; released files still carry unused v0/v1/v2.
+    L.has_value_residual = i > 0;
+    if (L.has_value_residual) {
+      L.v0 = vec(f, a + "v0", C);
+      L.v1 = transposed(f, a + "v1", C, c.d_value);
+      L.v2 = transposed(f, a + "v2", c.d_value, C);
+    }
+    L.receptance = matrix(f, a + "receptance.weight", C, C);
+    L.key = matrix(f, a + "key.weight", C, C);
+    L.value = matrix(f, a + "value.weight", C, C);
+    L.output = matrix(f, a + "output.weight", C, C);
+    L.ffn_x_k = vec(f, p + "ffn.x_k", C);
+    L.ffn_key = matrix(f, p + "ffn.key.weight", F, C);
+    L.ffn_value = matrix(f, p + "ffn.value.weight", C, F);
+    w.layers.push_back(std::move(L));
+  }
+  for (const auto& [name, v] : f.tensors) w.parameter_count += v.numel();
+  w.fingerprint = compute_fingerprint(f, c);
+  return w;
+}
+
+}  // namespace rwkv7

@@ -1,0 +1,52 @@
+#pragma once
+// The RWKV-7 weights, validated and arranged for the forward pass. Big matrices stay in their
+// file dtype, viewed in place; small tensors (norms, mixes, LoRA factors) are copied to fp32.
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+#include "ops/ops.hpp"
+#include "rwkv7/model.hpp"
+
+namespace rwkv7 {
+
+// An fp32 matrix owned by the weights (LoRA factors, transposed so that y = M·x).
+struct OwnedMatrix {
+  std::vector<float> values;
+  Matrix m;
+};
+
+struct LayerWeights {
+  std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;
+  // time mix, each [C]
+  std::vector<float> x_r, x_w, x_k, x_v, x_a, x_g, w0, a0, v0, k_k, k_a;
+  std::vector<float> r_k;  // [H, N]
+  std::vector<float> ln_x_w, ln_x_b;
+  OwnedMatrix w1, w2, a1, a2, v1, v2, g1, g2;  // w1: [Dw, C] (= w1ᵀ), w2: [C, Dw], ...
+  bool has_value_residual = false;             // layers >= 1
+  Matrix receptance, key, value, output;       // [C, C]
+  // channel mix
+  std::vector<float> ffn_x_k;  // [C]
+  Matrix ffn_key;              // [F, C]
+  Matrix ffn_value;            // [C, F]
+};
+
+struct ModelWeights {
+  ModelConfig config;
+  TensorFile file;  // keeps the mapping alive
+  Matrix emb;       // [V, C]
+  std::vector<float> ln0_w, ln0_b, ln_out_w, ln_out_b;
+  std::vector<LayerWeights> layers;
+  Matrix head;  // [V, C]
+  DType matrix_dtype = DType::F32;
+  int64_t parameter_count = 0;
+  std::string fingerprint;
+};
+
+// Infers the config from shapes and checks every tensor; Error names file, tensor, problem.
+ModelWeights build_weights(TensorFile file);
+
+// Infers sizes only (for `info` on files that may not be complete models).
+ModelConfig infer_config(const TensorFile& file);
+
+}  // namespace rwkv7

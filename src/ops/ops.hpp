@@ -1,0 +1,62 @@
+#pragma once
+// Op interfaces of the RWKV-7 graph. Hot ops (products with stored weights, the WKV-7
+// recurrence) go through a Backend, which has a plain scalar reference implementation (the test
+// oracle) and fast ones. Cheap per-channel ops (norms, mixes) are plain functions here.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/dtype.hpp"
+
+namespace rwkv7 {
+
+class ThreadPool;
+
+// A weight matrix as stored: [rows = out, cols = in], row-major, in its file dtype.
+struct Matrix {
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+};
+
+// y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
+struct MatmulArgs {
+  const Matrix& w;
+  const float* x;
+  float* y;
+  int64_t count;
+};
+
+// The WKV-7 recurrence over T positions of one sequence (SPEC §3), heads of size N.
+// Inputs are [T, H*N]; state is [H, N, N] with S[i][j] (i = value, j = key), updated in place.
+//   S = S·diag(decay) + (S·a)·bᵀ + v·kᵀ ;  y = S·r      (a = -kk, b = kk*a in RWKV-7)
+struct Wkv7Args {
+  int64_t T, H, N;
+  const float *r, *decay, *k, *v, *a, *b;
+  float* state;
+  float* y;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual void matmul(const MatmulArgs& args) const = 0;
+  virtual void wkv7(const Wkv7Args& args) const = 0;
+};
+
+// Plain scalar C++ with double accumulators: the oracle.
+std::unique_ptr<Backend> make_reference_backend();
+// SIMD (run-time dispatch) + threads from the pool (which must outlive the backend).
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+
+// --- cheap per-channel ops (x and y may alias) ---
+
+// y = (x - mean) / sqrt(var + eps) * w + b over n channels.
+void layer_norm(const float* x, const float* w, const float* b, int64_t n, float eps, float* y);
+// layer_norm on each of `groups` consecutive groups of `n/groups` channels, then w, b.
+void group_norm(const float* x, const float* w, const float* b, int64_t n, int64_t groups,
+                float eps, float* y);
+
+}  // namespace rwkv7
