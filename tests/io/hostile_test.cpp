@@ -10,7 +10,7 @@
 #include "io/zip_reader.hpp"
 #include "io/zip_writer.hpp"
 #include "io_test_util.hpp"
-#include "test_support.hpp"
+#include "../test_support.hpp"
 
 namespace rwkv7 {
 namespace {

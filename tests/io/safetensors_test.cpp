@@ -5,7 +5,7 @@
 
 #include "io/tensor_io.hpp"
 #include "io_test_util.hpp"
-#include "test_support.hpp"
+#include "../test_support.hpp"
 
 namespace rwkv7 {
 namespace {
