@@ -5,12 +5,12 @@
 #include <cstring>
 #include <random>
 
+#include "../test_support.hpp"
 #include "io/pickle.hpp"
 #include "io/tensor_io.hpp"
 #include "io/zip_reader.hpp"
 #include "io/zip_writer.hpp"
 #include "io_test_util.hpp"
-#include "../test_support.hpp"
 
 namespace rwkv7 {
 namespace {
@@ -98,6 +98,36 @@ TEST(PickleHostile, TruncatedAndMutatedPicklesNeverCrash) {
     } catch (const Error&) {
     }
   }
+}
+
+TEST(PickleStateDict, NestedUnderStateDictAndUnsupportedStorage) {
+  std::vector<io::PickledTensor> ts(1);
+  ts[0] = {"w", "torch.FloatStorage", "0", 6, 0, {2, 3}, {3, 1}};
+  const std::string inner = io::pickle_state_dict(ts);
+  // {'epoch': 3, 'state_dict': <inner>} (inner without its PROTO and STOP)
+  const std::string outer =
+      "\x80\x02}(X\x05\x00\x00\x00"
+      "epochK\x03X\x0a\x00\x00\x00"
+      "state_dict"s +
+      inner.substr(2, inner.size() - 3) + "u.";
+  const auto got = io::unpickle_state_dict(bytes_of(outer), "x");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].name, "w");
+  EXPECT_EQ(got[0].shape, (std::vector<int64_t>{2, 3}));
+
+  TempDir dir;
+  ts[0].storage_type = "torch.DoubleStorage";
+  const std::string pkl = io::pickle_state_dict(ts);
+  std::ostringstream o;
+  io::ZipWriter zip(o);
+  zip.add("d/data.pkl", pkl.data(), pkl.size());
+  const std::string data(48, '\0');
+  zip.add("d/data/0", data.data(), data.size());
+  zip.finish();
+  const std::string path = dir.file("d.pth");
+  testing::write_bytes(path, o.str());
+  expect_error([&] { read_pth(path); },
+               {path, "tensor 'w'", "torch.DoubleStorage", "not supported"});
 }
 
 TEST(ZipHostile, TruncatedPthAtManyLengths) {
