@@ -1,0 +1,58 @@
+#pragma once
+// Runs the rwkv7 binary as a user would and captures what it prints.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace rwkv7::testing {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A fresh temporary folder, removed when the object goes away.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("rwkv7-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+// args are passed through the shell: quote them yourself. stdin_text goes to standard input.
+inline CliResult run_cli(const std::string& args, const std::string& stdin_text = "") {
+  TempDir dir;
+  const std::string in = dir.file("stdin"), out = dir.file("stdout"), err = dir.file("stderr");
+  std::ofstream(in, std::ios::binary) << stdin_text;
+  const std::string cmd = std::string("'") + RWKV7_CLI_PATH + "' " + args + " <'" + in + "' >'" +
+                          out + "' 2>'" + err + "'";
+  int status = std::system(cmd.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+inline std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace rwkv7::testing
