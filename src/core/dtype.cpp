@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/quant.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -19,8 +20,23 @@ size_t dtype_size(DType t) {
     case DType::U8:
     case DType::I8:
       return 1;
+    case DType::Q8_0:
+    case DType::Q4_0:
+      return 0;
   }
   return 0;
+}
+
+bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+size_t row_bytes(DType t, int64_t cols) {
+  if (cols < 0) throw Error("row_bytes: negative column count");
+  if (!is_quantized(t)) return size_t(cols) * dtype_size(t);
+  if (cols % kQuantBlock != 0) {
+    throw Error(dtype_name(t) + " needs a multiple of " + std::to_string(kQuantBlock) +
+                " columns, got " + std::to_string(cols));
+  }
+  return size_t(cols / kQuantBlock) * quant_block_bytes(t);
 }
 
 std::string dtype_name(DType t) {
@@ -39,6 +55,10 @@ std::string dtype_name(DType t) {
       return "u8";
     case DType::I8:
       return "i8";
+    case DType::Q8_0:
+      return "q8_0";
+    case DType::Q4_0:
+      return "q4_0";
   }
   return "?";
 }
@@ -117,6 +137,9 @@ float load_as_f32(DType t, const void* data, size_t i) {
       return float(p[i]);
     case DType::I8:
       return float(int8_t(p[i]));
+    case DType::Q8_0:
+    case DType::Q4_0:
+      return dequantize_element(t, data, i);
   }
   throw Error("load_as_f32: unsupported dtype");
 }

@@ -6,9 +6,15 @@
 
 namespace rwkv7 {
 
-enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, I8 };
+// Q8_0 / Q4_0: ggml's block-quantised types (blocks of 32 along a row, see core/quant.hpp).
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, I8, Q8_0, Q4_0 };
 
+// Bytes per element of a plain type; 0 for the block-quantised types (use row_bytes).
 size_t dtype_size(DType t);
+bool is_quantized(DType t);
+// Bytes of `cols` consecutive elements (a row). Quantised types need cols % 32 == 0:
+// Error otherwise.
+size_t row_bytes(DType t, int64_t cols);
 std::string dtype_name(DType t);  // "f32", "bf16", ...
 
 inline float bf16_to_f32(uint16_t h) {
@@ -30,7 +36,8 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Reads element i of a buffer of type t (f32/f16/bf16/i32/i64) as a float.
+// Reads element i of a buffer of type t as a float (quantised types: i counts elements of
+// consecutive blocks of 32, so rows of a matrix whose cols % 32 == 0 follow each other).
 float load_as_f32(DType t, const void* data, size_t i);
 
 }  // namespace rwkv7

@@ -19,10 +19,10 @@ std::string shape_str(const Shape& s);  // "[2, 64]"
 struct TensorView {
   DType dtype = DType::F32;
   Shape shape;
-  const void* data = nullptr;  // contiguous row-major, aligned to dtype_size(dtype)
+  const void* data = nullptr;  // contiguous row-major, aligned to dtype_size(dtype) (2 for blocks)
 
   int64_t numel() const { return shape_numel(shape); }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t nbytes() const { return row_bytes(dtype, numel()); }
 };
 
 // A checkpoint or state file as read: every tensor by name, plus string metadata.

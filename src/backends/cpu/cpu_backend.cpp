@@ -2,7 +2,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/cpu/gemm_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
+#include "backends/cpu/quant_kernels.hpp"
+#include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "ops/ops.hpp"
 #include "rwkv7/error.hpp"
@@ -11,6 +14,8 @@ namespace rwkv7 {
 namespace {
 
 constexpr int64_t kRowTile = 64;  // positions per pass over a weight row: x tile stays in L2
+constexpr int64_t kGemmMinRows = 8;   // below this the products are memory-bound: dot rows
+constexpr int64_t kGemmRowTile = 128; // positions per packed-block pass: x tile stays in L2
 
 class CpuBackend final : public Backend {
  public:
@@ -19,6 +24,8 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
+    if (is_quantized(w.dtype)) return matmul_quantized(a);
+    if (a.count >= kGemmMinRows) return matmul_gemm(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> row(w.dtype == DType::F32 ? 0 : size_t(w.cols));
@@ -47,6 +54,63 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Prefill: groups of 3 weight rows (widened to fp32 once) against tiles of positions, with
+  // 4×3 dot products in registers; threads take whole groups.
+  void matmul_gemm(const MatmulArgs& a) const {
+    const Matrix& w = a.w;
+    constexpr int64_t G = 3;
+    const int64_t groups = (w.rows + G - 1) / G;
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, w.cols));
+    pool_->parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
+      std::vector<float> rows(w.dtype == DType::F32 ? 0 : size_t(G * w.cols));
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t o0 = g * G, nw = std::min(G, w.rows - o0);
+        const float* wr = static_cast<const float*>(w.data) + o0 * w.cols;
+        if (w.dtype != DType::F32) {
+          for (int64_t j = 0; j < nw; ++j) widen_row(w, o0 + j, rows.data() + j * w.cols);
+          wr = rows.data();
+        }
+        for (int64_t t0 = 0; t0 < a.count; t0 += kGemmRowTile) {
+          const int64_t tn = std::min(kGemmRowTile, a.count - t0);
+          cpu::gemm_rows(wr, size_t(w.cols), size_t(nw), a.x + t0 * w.cols, size_t(w.cols),
+                         size_t(tn), size_t(w.cols), a.y + t0 * w.rows + o0, size_t(w.rows));
+        }
+      }
+    });
+  }
+
+
+  // Q8_0/Q4_0 weights: x is quantised to Q8_0 once per call (as ggml does), then each weight
+  // row is unpacked to int8 + scales once and dotted with every position in integers.
+  void matmul_quantized(const MatmulArgs& a) const {
+    const Matrix& w = a.w;
+    const int64_t n = w.cols, nb = n / kQuantBlock;
+    const size_t rb = row_bytes(w.dtype, n);  // also checks n % 32 == 0
+    std::vector<int8_t> xq(size_t(a.count * n));
+    std::vector<float> xd(size_t(a.count * nb));
+    pool_->parallel_for(a.count, 8, [&](int64_t t0, int64_t t1) {
+      std::vector<unsigned char> blocks(row_bytes(DType::Q8_0, n));
+      for (int64_t t = t0; t < t1; ++t) {
+        quantize_row_q8_0(a.x + t * n, blocks.data(), n);
+        unpack_row_i8(DType::Q8_0, blocks.data(), &xq[size_t(t * n)], &xd[size_t(t * nb)], n);
+      }
+    });
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
+    pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<int8_t> wq(static_cast<size_t>(n));
+      std::vector<float> wd(static_cast<size_t>(nb));
+      for (int64_t o = begin; o < end; ++o) {
+        unpack_row_i8(w.dtype, static_cast<const unsigned char*>(w.data) + size_t(o) * rb,
+                      wq.data(), wd.data(), n);
+        for (int64_t t0 = 0; t0 < a.count; t0 += kRowTile) {
+          const int64_t tn = std::min(kRowTile, a.count - t0);
+          cpu::dot_rows_q8(wq.data(), wd.data(), &xq[size_t(t0 * n)], &xd[size_t(t0 * nb)],
+                           size_t(nb), size_t(tn), a.y + t0 * w.rows + o, size_t(w.rows));
+        }
+      }
+    });
+  }
+
   static const float* widen_row(const Matrix& w, int64_t o, float* buf) {
     switch (w.dtype) {
       case DType::F32:

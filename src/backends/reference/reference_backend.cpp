@@ -1,6 +1,7 @@
 // The oracle: straightforward loops, double accumulators, no threads, no SIMD.
 #include <vector>
 
+#include "core/quant.hpp"
 #include "ops/ops.hpp"
 
 namespace rwkv7 {
@@ -11,6 +12,7 @@ class ReferenceBackend final : public Backend {
   std::string name() const override { return "reference"; }
 
   void matmul(const MatmulArgs& a) const override {
+    if (is_quantized(a.w.dtype)) return matmul_quantized(a);
     for (int64_t t = 0; t < a.count; ++t) {
       const float* x = a.x + t * a.w.cols;
       for (int64_t o = 0; o < a.w.rows; ++o) {
@@ -18,6 +20,23 @@ class ReferenceBackend final : public Backend {
         for (int64_t i = 0; i < a.w.cols; ++i) {
           acc += double(load_as_f32(a.w.dtype, a.w.data, size_t(o * a.w.cols + i))) * x[i];
         }
+        a.y[t * a.w.rows + o] = float(acc);
+      }
+    }
+  }
+
+  // Block-quantised weights: dequantise each row exactly, then the same double accumulation.
+  static void matmul_quantized(const MatmulArgs& a) {
+    const int64_t cols = a.w.cols;
+    const size_t rb = row_bytes(a.w.dtype, cols);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t o = 0; o < a.w.rows; ++o) {
+      dequantize_row(a.w.dtype, static_cast<const unsigned char*>(a.w.data) + size_t(o) * rb,
+                     row.data(), cols);
+      for (int64_t t = 0; t < a.count; ++t) {
+        const float* x = a.x + t * cols;
+        double acc = 0;
+        for (int64_t i = 0; i < cols; ++i) acc += double(row[size_t(i)]) * x[i];
         a.y[t * a.w.rows + o] = float(acc);
       }
     }
