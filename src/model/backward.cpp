@@ -1,0 +1,233 @@
+// Exact backward of the RWKV-7 training graph (train_forward.cpp), layer by layer in reverse.
+// `dx` is always the gradient w.r.t. the residual stream at the current point.
+#include "model/backward.hpp"
+
+#include <algorithm>
+
+#include "model/train_internal.hpp"
+#include "ops/backward_ops.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7::train {
+
+using detail::Acts;
+using detail::Buf;
+using detail::kGroupNormEps;
+using detail::kLnEps;
+using detail::LayerActs;
+using detail::Products;
+
+namespace {
+
+struct Backward {
+  const TrainParams& p;
+  const Products& mm;
+  ThreadPool* pool;
+  const GradOptions& opts;
+  const Acts& A;
+  Gradients& grads;
+
+  const float* P(const std::string& n) const { return p.get(n); }
+  float* G(const std::string& n) const { return grads.at(n).data.data(); }
+
+  void channel_mix(int64_t l, Buf& dx) const {
+    const LayerActs& L = A.layers[size_t(l)];
+    const ModelConfig& c = p.config;
+    const int64_t R = A.R, C = c.n_embd, F = c.ffn_dim;
+    const std::string pf = "blocks." + std::to_string(l) + ".";
+    Buf dh(size_t(R * F), 0.0f), dh_pre(dh.size(), 0.0f), dxkf(size_t(R * C), 0.0f),
+        dxf(dxkf.size(), 0.0f);
+    mm.linear_back(L.h.data(), P(pf + "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
+                   G(pf + "ffn.value.weight"));
+    act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
+    mm.linear_back(L.xkf.data(), P(pf + "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
+                   G(pf + "ffn.key.weight"));
+    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), nullptr, P(pf + "ffn.x_k"), nullptr,
+                               dxkf.data(), dxf.data(), G(pf + "ffn.x_k"), nullptr});
+    norm_backward<float>({R, C, 1, kLnEps, L.x_mid.data(), P(pf + "ln2.weight"), P(pf + "ln2.bias"),
+                          nullptr, const_cast<float*>(L.ln2_stats.data()), dxf.data(), dx.data(),
+                          G(pf + "ln2.weight"), G(pf + "ln2.bias")});
+  }
+
+  // dv_first: gradient w.r.t. layer 0's value, accumulated by layers >= 1.
+  void time_mix(int64_t l, Buf& dx, Buf& dv_first) const {
+    const LayerActs& L = A.layers[size_t(l)];
+    const ModelConfig& c = p.config;
+    const int64_t R = A.R, C = c.n_embd, H = c.n_head, N = c.head_size;
+    const size_t RC = size_t(R * C);
+    const std::string at = "blocks." + std::to_string(l) + ".att.";
+    const std::string pf = "blocks." + std::to_string(l) + ".";
+    auto zeros = [](size_t n) { return Buf(n, 0.0f); };
+
+    Buf dyg = zeros(RC), dyb = zeros(RC), dg = zeros(RC);
+    mm.linear_back(L.yg.data(), P(at + "output.weight"), dx.data(), R, C, C, dyg.data(),
+                   G(at + "output.weight"));
+    mul_backward<float>(
+        {R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()});
+    // gate: g = σ(xg·g1)·g2
+    Buf dxg = zeros(RC), dg_low = zeros(size_t(R * c.d_gate)), dg_pre = zeros(dg_low.size());
+    mm.lora_back(L.g_low.data(), P(at + "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
+                 G(at + "g2"));
+    act_backward<float>({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
+                         dg_low.data(), dg_pre.data()});
+    mm.lora_back(L.xg.data(), P(at + "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(),
+                 G(at + "g1"));
+
+    // yb = GroupNorm(y) + bonus(r, kf, v)
+    Buf dr = zeros(RC), dkf = zeros(RC), dv = zeros(RC), dy = zeros(RC);
+    bonus_backward<float>({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at + "r_k"), nullptr,
+                           dyb.data(), dr.data(), dkf.data(), dv.data(), G(at + "r_k")});
+    norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at + "ln_x.weight"),
+                          P(at + "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
+                          dyb.data(), dy.data(), G(at + "ln_x.weight"), G(at + "ln_x.bias")});
+    // WKV, one sequence at a time (heads in parallel), from the zero state
+    Buf ddecay = zeros(RC), dwa = zeros(RC), dwb = zeros(RC);
+    for (int64_t b = 0; b < A.B; ++b) {
+      const size_t o = size_t(b * A.T * C);
+      Wkv7TrainArgs<float> w{A.T,      H,       N,        &L.r[o],  &L.decay[o],
+                             &L.kf[o], &L.v[o], &L.wa[o], &L.wb[o], nullptr};
+      w.dy = &dy[o];
+      w.dr = &dr[o];
+      w.ddecay = &ddecay[o];
+      w.dk = &dkf[o];
+      w.dv = &dv[o];
+      w.da = &dwa[o];
+      w.db = &dwb[o];
+      w.checkpoint = opts.wkv_checkpoint;
+      w.pool = pool;
+      wkv7_train_backward(w);
+    }
+    Buf dk = zeros(RC), da = zeros(RC);
+    wkv_inputs_backward<float>({R, H, N, L.k.data(), L.a.data(), P(at + "k_k"), P(at + "k_a"),
+                                nullptr, nullptr, nullptr, dwa.data(), dwb.data(), dkf.data(),
+                                dk.data(), da.data(), G(at + "k_k"), G(at + "k_a")});
+    // a = σ(a0 + (xa2·a1)·a2)
+    Buf daz = zeros(RC), da_low = zeros(size_t(R * c.d_aaa)), dxa2 = zeros(RC);
+    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Sigmoid, P(at + "a0"), L.az.data(),
+                                  const_cast<float*>(L.a.data()), da.data(), daz.data(),
+                                  G(at + "a0")});
+    mm.lora_back(L.a_low.data(), P(at + "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
+                 G(at + "a2"));
+    mm.lora_back(L.xa2.data(), P(at + "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(),
+                 G(at + "a1"));
+    // value residual (layers >= 1) or v_first itself (layer 0)
+    Buf dv_raw = zeros(RC), dxv = zeros(RC);
+    if (l == 0) {
+      for (size_t i = 0; i < RC; ++i) dv_raw[i] = dv[i] + dv_first[i];
+    } else {
+      Buf dvz = zeros(RC), dv_low = zeros(size_t(R * c.d_value));
+      value_residual_backward<float>({R, C, L.v_raw.data(), A.layers[0].v.data(), P(at + "v0"),
+                                      L.vz.data(), nullptr, dv.data(), dv_raw.data(),
+                                      dv_first.data(), G(at + "v0"), dvz.data()});
+      mm.lora_back(L.v_low.data(), P(at + "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
+                   G(at + "v2"));
+      mm.lora_back(L.xv.data(), P(at + "v1"), dv_low.data(), R, C, c.d_value, dxv.data(),
+                   G(at + "v1"));
+    }
+    // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
+    Buf dwz = zeros(RC), dw_low = zeros(size_t(R * c.d_decay)), dw_pre = zeros(dw_low.size()),
+        dxw = zeros(RC);
+    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Decay, P(at + "w0"), L.wz.data(),
+                                  const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(),
+                                  G(at + "w0")});
+    mm.lora_back(L.w_low.data(), P(at + "w2"), dwz.data(), R, c.d_decay, C, dw_low.data(),
+                 G(at + "w2"));
+    act_backward<float>({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()),
+                         dw_low.data(), dw_pre.data()});
+    mm.lora_back(L.xw.data(), P(at + "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(),
+                 G(at + "w1"));
+    // r, k, v projections
+    Buf dxr = zeros(RC), dxk = zeros(RC);
+    mm.linear_back(L.xr.data(), P(at + "receptance.weight"), dr.data(), R, C, C, dxr.data(),
+                   G(at + "receptance.weight"));
+    mm.linear_back(L.xk.data(), P(at + "key.weight"), dk.data(), R, C, C, dxk.data(),
+                   G(at + "key.weight"));
+    mm.linear_back(L.xv.data(), P(at + "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
+                   G(at + "value.weight"));
+    // token shift + mixes into xa, then ln1 into the residual stream
+    Buf dxa = zeros(RC);
+    const std::pair<const char*, const Buf*> mixes[] = {
+        {"x_r", &dxr}, {"x_w", &dxw}, {"x_k", &dxk}, {"x_v", &dxv}, {"x_a", &dxa2}, {"x_g", &dxg}};
+    for (auto [name, d] : mixes) {
+      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), nullptr, P(at + name), nullptr,
+                                 d->data(), dxa.data(), G(at + name), nullptr});
+    }
+    norm_backward<float>({R, C, 1, kLnEps, L.x_in.data(), P(pf + "ln1.weight"), P(pf + "ln1.bias"),
+                          nullptr, const_cast<float*>(L.ln1_stats.data()), dxa.data(), dx.data(),
+                          G(pf + "ln1.weight"), G(pf + "ln1.bias")});
+  }
+};
+
+}  // namespace
+
+GradResult loss_and_gradients(const TrainParams& params,
+                              const std::vector<std::vector<int32_t>>& rows, const Backend& backend,
+                              ThreadPool* pool, const GradOptions& opts) {
+  const ModelConfig& c = params.config;
+  if (rows.empty()) throw Error("gradient: no token rows");
+  const size_t len = rows[0].size();
+  for (size_t b = 0; b < rows.size(); ++b) {
+    if (rows[b].size() != len) {
+      throw Error("gradient: token rows must have equal lengths (row 0 has " + std::to_string(len) +
+                  " tokens, row " + std::to_string(b) + " has " + std::to_string(rows[b].size()) +
+                  ")");
+    }
+    if (rows[b].size() < 2) {
+      throw Error("gradient: row " + std::to_string(b) + " has " + std::to_string(rows[b].size()) +
+                  " token(s); each row needs at least 2 (inputs and a next token)");
+    }
+    for (size_t i = 0; i < rows[b].size(); ++i) {
+      if (rows[b][i] < 0 || rows[b][i] >= c.vocab_size) {
+        throw Error("gradient: token " + std::to_string(rows[b][i]) + " (row " + std::to_string(b) +
+                    ", position " + std::to_string(i) + ") is outside the vocabulary [0, " +
+                    std::to_string(c.vocab_size) + ")");
+      }
+    }
+  }
+  if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
+
+  Acts A;
+  A.B = int64_t(rows.size());
+  A.T = int64_t(len) - 1;
+  A.R = A.B * A.T;
+  for (const auto& row : rows) {
+    A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
+    A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
+  }
+  Products mm{backend};
+  detail::train_forward(params, mm, pool, A);
+
+  GradResult res;
+  res.positions = A.R;
+  for (const std::string& n : params.names())
+    res.grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
+  const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
+  Buf dlogits(size_t(R * V));
+  res.loss =
+      cross_entropy<float>({R, V, A.logits.data(), A.targets.data(), dlogits.data(), opts.l2wrap});
+
+  Backward bw{params, mm, pool, opts, A, res.grads};
+  Buf dxo(size_t(R * C), 0.0f), dx(size_t(R * C), 0.0f);
+  mm.linear_back(A.xo.data(), params.get("head.weight"), dlogits.data(), R, C, V, dxo.data(),
+                 bw.G("head.weight"));
+  dlogits = Buf();  // [R, V] is the largest buffer: release it early
+  norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
+                        params.get("ln_out.bias"), nullptr,
+                        const_cast<float*>(A.lnout_stats.data()), dxo.data(), dx.data(),
+                        bw.G("ln_out.weight"), bw.G("ln_out.bias")});
+  Buf dv_first(size_t(R * C), 0.0f);
+  for (int64_t l = c.n_layer - 1; l >= 0; --l) {
+    bw.channel_mix(l, dx);
+    bw.time_mix(l, dx, dv_first);
+  }
+  Buf demb(size_t(R * C), 0.0f);
+  norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
+                        params.get("blocks.0.ln0.bias"), nullptr,
+                        const_cast<float*>(A.ln0_stats.data()), dx.data(), demb.data(),
+                        bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
+  embedding_backward<float>(
+      {R, C, A.inputs.data(), params.get("emb.weight"), nullptr, demb.data(), bw.G("emb.weight")});
+  return res;
+}
+
+}  // namespace rwkv7::train

@@ -1,0 +1,56 @@
+#pragma once
+// Training math of RWKV-7: mean next-token cross-entropy over a batch of equal-length rows and
+// its exact gradient w.r.t. every parameter. Parameters and gradients are fp32 tensors in the
+// official layout, addressed by the official names (SPEC §2), so gradients compare 1:1 with
+// the reference trainer's.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+#include "ops/ops.hpp"
+#include "rwkv7/model.hpp"
+
+namespace rwkv7 {
+
+class ThreadPool;
+
+namespace train {
+
+// name → fp32 tensor of the checkpoint's shape.
+using Gradients = std::map<std::string, FloatTensor>;
+
+struct TrainParams {
+  ModelConfig config;
+  std::map<std::string, FloatTensor> tensors;  // every parameter the graph uses, fp32
+
+  const float* get(const std::string& name) const;  // Error when absent
+  // The parameters the graph uses, in the official state_dict order (layer 0 has no
+  // v0/v1/v2: its value is v_first).
+  std::vector<std::string> names() const;
+};
+
+// Validates the checkpoint (as Model::load does) and upcasts every used tensor to fp32.
+TrainParams params_from_file(const TensorFile& file);
+
+struct GradOptions {
+  bool l2wrap = false;          // SPEC §5: add 1e-4/(B·T)·max_logit to each arg-max logit grad
+  int64_t wkv_checkpoint = 32;  // WKV states kept every this many steps during backward
+};
+
+struct GradResult {
+  double loss = 0;        // mean cross-entropy over all predicted positions
+  int64_t positions = 0;  // B · (T - 1)
+  Gradients grads;        // one per name in TrainParams::names()
+};
+
+// Each row predicts row[1:] from row[:-1]. Rows must have equal length >= 2 and ids < V
+// (Error otherwise). Dense products go through `backend` (reference = plain double loops,
+// cpu = SIMD + threads); the WKV recurrence runs heads in parallel on `pool` when given.
+GradResult loss_and_gradients(const TrainParams& params,
+                              const std::vector<std::vector<int32_t>>& rows, const Backend& backend,
+                              ThreadPool* pool = nullptr, const GradOptions& opts = {});
+
+}  // namespace train
+}  // namespace rwkv7
