@@ -1,0 +1,86 @@
+// rwkv7 grad: mean next-token cross-entropy of a batch of token rows and its exact gradient
+// w.r.t. every parameter, as a safetensors file comparable tensor by tensor with the official
+// trainer's gradients.
+#include <cstdio>
+#include <sstream>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "core/thread_pool.hpp"
+#include "io/tensor_io.hpp"
+#include "model/backward.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7::cli {
+namespace {
+
+// "1,2,3;4,5,6" → rows; each row a comma-separated list.
+std::vector<std::vector<int32_t>> parse_rows(const std::string& text) {
+  std::vector<std::vector<int32_t>> rows;
+  std::stringstream ss(text);
+  std::string row;
+  while (std::getline(ss, row, ';')) {
+    const std::string flag = "--tokens (row " + std::to_string(rows.size()) + ")";
+    rows.push_back(parse_token_list(row, flag));
+  }
+  if (!text.empty() && text.back() == ';') throw Error("--tokens: empty row after the last ';'");
+  if (rows.empty()) throw Error("--tokens: no token rows given");
+  return rows;
+}
+
+}  // namespace
+
+void register_grad(CLI::App& app) {
+  struct Opts {
+    ModelFlags model;
+    std::string tokens, out;
+    bool l2wrap = false;
+    int64_t checkpoint = 32;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "grad",
+      "Mean cross-entropy of tokens[1:] given tokens[:-1] for each row, and its gradient: "
+      "writes `loss` and `grad.<tensor name>` (fp32, checkpoint shapes) to a safetensors file. "
+      "Layer 0's unused v0/v1/v2 get no gradient entry.");
+  o->model.add(cmd, false);
+  cmd->add_option("--tokens", o->tokens,
+                  "Token rows: ids separated by ',', rows by ';' (equal lengths, each >= 2), "
+                  "e.g. \"1,2,3,4;5,6,7,8\"")
+      ->required();
+  cmd->add_flag("--l2wrap", o->l2wrap,
+                "Add the official L2Wrap term to the gradient (loss value unchanged)");
+  cmd->add_option("--wkv-checkpoint", o->checkpoint,
+                  "Backward keeps WKV states every this many positions (memory vs recompute)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
+  cmd->callback([o] {
+    const auto rows = parse_rows(o->tokens);
+    const train::TrainParams params = train::params_from_file(read_tensor_file(o->model.model));
+    ThreadPool pool(o->model.threads);
+    auto backend =
+        o->model.backend == "reference" ? make_reference_backend() : make_cpu_backend(&pool);
+    train::GradOptions go;
+    go.l2wrap = o->l2wrap;
+    go.wkv_checkpoint = o->checkpoint;
+    const train::GradResult r = train::loss_and_gradients(params, rows, *backend, &pool, go);
+    const float loss = float(r.loss);
+    NamedTensors out = {{"loss", TensorView{DType::F32, {}, &loss}}};
+    for (const std::string& name : params.names()) {
+      const FloatTensor& g = r.grads.at(name);
+      out.emplace_back("grad." + name, g.view());
+    }
+    char loss_text[32];
+    std::snprintf(loss_text, sizeof loss_text, "%.9g", r.loss);
+    write_safetensors(o->out, out,
+                      {{"model", o->model.model},
+                       {"loss", loss_text},
+                       {"positions", std::to_string(r.positions)},
+                       {"l2wrap", o->l2wrap ? "true" : "false"}});
+    std::printf("loss %.8f over %lld positions; %zu gradients written to %s\n", r.loss,
+                (long long)r.positions, r.grads.size(), o->out.c_str());
+  });
+}
+
+}  // namespace rwkv7::cli
