@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "io/gguf.hpp"
 #include "io/io_internal.hpp"
 #include "rwkv7/error.hpp"
 
@@ -16,7 +17,7 @@ TensorFile read_tensor_file(const std::string& path) {
   if (n >= 4 && (std::memcmp(p, "PK\x03\x04", 4) == 0 || std::memcmp(p, "PK\x05\x06", 4) == 0)) {
     return io::read_pth_mapped(std::move(file));
   }
-  if (n >= 4 && std::memcmp(p, "GGUF", 4) == 0) throw Error(path + ": GGUF is not supported yet");
+  if (n >= 4 && std::memcmp(p, "GGUF", 4) == 0) return read_gguf(std::move(file));
   if (n >= 9 && p[8] == '{') return io::read_safetensors_mapped(std::move(file));
   throw Error(path + ": unknown tensor file format (not a .pth zip, safetensors or GGUF file)");
 }

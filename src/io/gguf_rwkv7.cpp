@@ -1,0 +1,399 @@
+// The two-way mapping between official RWKV-7 checkpoints (SPEC §2) and llama.cpp's `rwkv7`
+// GGUF layout (convert_hf_to_gguf.py Rwkv7Model, llama-arch.cpp LLM_ARCH_RWKV7).
+//
+// | official (PyTorch shape)            | llama.cpp GGUF name (ggml ne)          | transform |
+// |-------------------------------------|----------------------------------------|------------------|
+// | emb.weight [V, C]                   | token_embd.weight [C, V]               | none | |
+// blocks.0.ln0.weight/.bias [C]       | token_embd_norm.weight/.bias [C]       | none             |
+// | blocks.i.ln1.weight/.bias           | blk.i.attn_norm.weight/.bias           | none | |
+// blocks.i.ln2.weight/.bias           | blk.i.attn_norm_2.weight/.bias         | none             |
+// | blocks.i.att.x_r x_w x_k x_v x_a x_g| blk.i.time_mix_lerp_fused.weight       | stacked r,w,k,v,
+// | |   each [1, 1, C]                    |   [C, 1, 1, 6]                         |   a,g
+// (outermost)| | att.w0 / a0 / v0 [1, 1, C]          | blk.i.time_mix_w0/a0/v0.weight [C]     |
+// squeezed         | | att.w1 / a1 / v1 / g1 [C, D]        | blk.i.time_mix_w1/a1/v1/g1.weight
+// [C,D]| transposed       | | att.w2 / a2 / v2 / g2 [D, C]        | blk.i.time_mix_w2/...weight [D,
+// C]     | transposed       | | att.k_k / k_a [1, 1, C]             | blk.i.time_mix_k_k/k_a.weight
+// [C]      | squeezed         | | att.r_k [H, N]                      | blk.i.time_mix_r_k.weight
+// [C]          | flattened        | | att.receptance/key/value/output.w.  |
+// blk.i.time_mix_receptance/key/value/   | none             | |   [C, C] |   output.weight [C, C]
+// |                  | | att.ln_x.weight/.bias [C]           | blk.i.time_mix_ln.weight/.bias [C]
+// | none             | | ffn.x_k [1, 1, C]                   | blk.i.channel_mix_lerp_k.weight [C]
+// | squeezed         | | ffn.key.weight [F, C]               | blk.i.channel_mix_key.weight [C, F]
+// | none             | | ffn.value.weight [C, F]             | blk.i.channel_mix_value.weight [F,
+// C]  | none             | | ln_out.weight/.bias                 | output_norm.weight/.bias | none
+// | | head.weight [V, C]                  | output.weight [C, V]                   | none | |
+// blocks.0.att.v0/v1/v2 (unused)      | blk.0.time_mix_v0/v1/v2: llama.cpp     | dropped on read; |
+// |                                     |   writes copies of a0/a1/a2 there      |   a copies on |
+// |                                     |                                        |   write | "none"
+// = same bytes: ggml ne is the PyTorch shape reversed. Hyper-parameters: rwkv7.* keys (block_count,
+// embedding_length, wkv.head_size, attention.{decay,iclr, value_residual_mix,gate}_lora_rank,
+// feed_forward_length, attention.layer_norm_epsilon).
+#include <cstring>
+#include <regex>
+
+#include "core/quant.hpp"
+#include "io/gguf.hpp"
+#include "io/io_util.hpp"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7 {
+namespace {
+
+const char* const kLerp[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+const char* const kLora[8] = {"w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"};
+
+Shape reversed(const std::vector<int64_t>& ne) { return Shape(ne.rbegin(), ne.rend()); }
+
+// Official-name suffix (after "blocks.i.") ↔ GGUF suffix (after "blk.i."), same bytes.
+struct Plain {
+  const char* official;
+  const char* gguf;
+};
+const Plain kPlainLayer[] = {
+    {"ln1.weight", "attn_norm.weight"},
+    {"ln1.bias", "attn_norm.bias"},
+    {"ln2.weight", "attn_norm_2.weight"},
+    {"ln2.bias", "attn_norm_2.bias"},
+    {"att.receptance.weight", "time_mix_receptance.weight"},
+    {"att.key.weight", "time_mix_key.weight"},
+    {"att.value.weight", "time_mix_value.weight"},
+    {"att.output.weight", "time_mix_output.weight"},
+    {"att.ln_x.weight", "time_mix_ln.weight"},
+    {"att.ln_x.bias", "time_mix_ln.bias"},
+    {"ffn.key.weight", "channel_mix_key.weight"},
+    {"ffn.value.weight", "channel_mix_value.weight"},
+};
+// [1, 1, C] official vectors stored squeezed to [C].
+const Plain kVecLayer[] = {
+    {"att.w0", "time_mix_w0.weight"},   {"att.a0", "time_mix_a0.weight"},
+    {"att.v0", "time_mix_v0.weight"},   {"att.k_k", "time_mix_k_k.weight"},
+    {"att.k_a", "time_mix_k_a.weight"}, {"ffn.x_k", "channel_mix_lerp_k.weight"},
+};
+const Plain kGlobal[] = {
+    {"emb.weight", "token_embd.weight"},
+    {"blocks.0.ln0.weight", "token_embd_norm.weight"},
+    {"blocks.0.ln0.bias", "token_embd_norm.bias"},
+    {"ln_out.weight", "output_norm.weight"},
+    {"ln_out.bias", "output_norm.bias"},
+    {"head.weight", "output.weight"},
+};
+
+bool is_big_matrix(const std::string& official) {
+  static const std::regex re(
+      R"(emb\.weight|head\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight)");
+  return std::regex_match(official, re);
+}
+
+// [a, b] row-major of any dtype → [b, a] fp32 in a buffer owned by `owners`.
+const float* transpose_f32(const void* data, DType t, int64_t a, int64_t b,
+                           std::vector<std::shared_ptr<const void>>& owners) {
+  auto buf = io::aligned_buffer(size_t(a * b) * 4);
+  auto* out = reinterpret_cast<float*>(buf.get());
+  for (int64_t i = 0; i < a; ++i)
+    for (int64_t j = 0; j < b; ++j) out[j * a + i] = load_as_f32(t, data, size_t(i * b + j));
+  owners.push_back(std::move(buf));
+  return out;
+}
+
+int64_t u32_key(const GgufFile& g, const std::string& key) {
+  const GgufValue* v = g.find(key);
+  if (!v || (v->type != GgufType::U32 && v->type != GgufType::I32 && v->type != GgufType::U64)) {
+    throw Error(g.path + ": GGUF metadata '" + key + "' is missing or not an integer");
+  }
+  return v->i;
+}
+
+}  // namespace
+
+TensorFile rwkv7_from_gguf(GgufFile g) {
+  TensorFile out;
+  out.path = g.path;
+  out.owners = std::move(g.owners);
+  for (const auto& [k, v] : g.kv) out.metadata[k] = v.to_string();
+  const int64_t N = u32_key(g, "rwkv7.wkv.head_size");
+  if (N <= 0 || N > (1 << 20)) throw Error(g.path + ": rwkv7.wkv.head_size is out of range");
+  static const std::regex blk_re(R"(blk\.(\d{1,6})\.(.+))");
+  for (const GgufTensor& t : g.tensors) {
+    auto fail = [&](const std::string& what) {
+      return Error(g.path + ": GGUF tensor '" + t.name + "' " + what);
+    };
+    const int64_t C = t.ne.empty() ? 1 : t.ne[0];
+    std::string mapped;
+    for (const Plain& p : kGlobal)
+      if (t.name == p.gguf) mapped = p.official;
+    if (!mapped.empty()) {
+      out.add(mapped, TensorView{t.dtype, reversed(t.ne), t.data});
+      continue;
+    }
+    std::smatch m;
+    if (!std::regex_match(t.name, m, blk_re)) {  // not an rwkv7 tensor: keep it as it is
+      out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
+      continue;
+    }
+    const int layer = std::stoi(m[1]);
+    const std::string suffix = m[2];
+    const std::string pre = "blocks." + std::to_string(layer) + ".";
+    bool done = false;
+    for (const Plain& p : kPlainLayer) {
+      if (suffix == p.gguf) {
+        out.add(pre + p.official, TensorView{t.dtype, reversed(t.ne), t.data});
+        done = true;
+      }
+    }
+    for (const Plain& p : kVecLayer) {
+      if (suffix != p.gguf) continue;
+      done = true;
+      // llama.cpp writes a copy of a0/a1/a2 as layer 0's unused v0/v1/v2: drop them.
+      if (layer == 0 && std::string(p.official) == "att.v0") break;
+      if (t.ne.size() != 1) throw fail("has " + std::to_string(t.ne.size()) + " dims; expected 1");
+      out.add(pre + p.official, TensorView{t.dtype, {1, 1, C}, t.data});
+    }
+    if (suffix == "time_mix_lerp_fused.weight") {
+      done = true;
+      if (C <= 0 || shape_numel(reversed(t.ne)) != 6 * C || is_quantized(t.dtype)) {
+        throw fail("must hold 6 unquantised vectors of ne[0] = " + std::to_string(C) + " values");
+      }
+      for (int k = 0; k < 6; ++k) {
+        const void* p =
+            static_cast<const unsigned char*>(t.data) + row_bytes(t.dtype, C) * size_t(k);
+        out.add(pre + "att." + kLerp[k], TensorView{t.dtype, {1, 1, C}, p});
+      }
+    }
+    if (suffix == "time_mix_r_k.weight") {
+      done = true;
+      if (t.ne.size() != 1 || C % N != 0) {
+        throw fail("must be [C] with C a multiple of the head size " + std::to_string(N));
+      }
+      out.add(pre + "att.r_k", TensorView{t.dtype, {C / N, N}, t.data});
+    }
+    for (const char* lora : kLora) {
+      if (suffix != std::string("time_mix_") + lora + ".weight") continue;
+      done = true;
+      if (layer == 0 && lora[0] == 'v') break;
+      if (t.ne.size() != 2) throw fail("must have 2 dims");
+      // Stored as PyTorch [ne1, ne0]; official is its transpose [ne0, ne1].
+      const float* p = transpose_f32(t.data, t.dtype, t.ne[1], t.ne[0], out.owners);
+      out.add(pre + "att." + lora, TensorView{DType::F32, {t.ne[0], t.ne[1]}, p});
+    }
+    if (!done) out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
+  }
+  return out;
+}
+
+namespace {
+
+// Owned encoding of an official tensor into `type` with ggml dims `ne`.
+GgufTensor encode(const std::string& name, const TensorView& v, DType type, std::vector<int64_t> ne,
+                  GgufFile& g) {
+  GgufTensor t{name, type, std::move(ne), nullptr};
+  if (v.dtype == type) {  // same storage: no copy
+    t.data = v.data;
+    return t;
+  }
+  const std::vector<float> f = to_f32(v);
+  auto buf = io::aligned_buffer(t.nbytes());
+  unsigned char* p = buf.get();
+  if (is_quantized(type)) {
+    const int64_t cols = t.ne[0];
+    for (int64_t r = 0; r < int64_t(f.size()) / cols; ++r)
+      quantize_row(type, &f[size_t(r * cols)], p + size_t(r) * row_bytes(type, cols), cols);
+  } else {
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (type == DType::F32) {
+        std::memcpy(p + 4 * i, &f[i], 4);
+      } else {
+        const uint16_t h = type == DType::F16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+    }
+  }
+  t.data = p;
+  g.owners.push_back(std::move(buf));
+  return t;
+}
+
+uint32_t file_type(DType t) {  // llama_ftype: ALL_F32, MOSTLY_F16, _Q4_0, _Q8_0, _BF16
+  switch (t) {
+    case DType::F16:
+      return 1;
+    case DType::Q4_0:
+      return 2;
+    case DType::Q8_0:
+      return 7;
+    case DType::BF16:
+      return 32;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+std::string rwkv_world_token_text(const std::string& bytes) {
+  const bool has_single = bytes.find('\'') != std::string::npos;
+  const bool has_double = bytes.find('"') != std::string::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (c == uint8_t(quote) || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
+GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
+  if (!(opts.type == DType::F32 || opts.type == DType::F16 || opts.type == DType::BF16 ||
+        is_quantized(opts.type))) {
+    throw Error("GGUF conversion: unsupported target type " + dtype_name(opts.type));
+  }
+  GgufFile g;
+  g.path = f.path;
+  g.owners = f.owners;
+  auto dims = [&](const std::string& name, size_t rank) {
+    const TensorView& v = f.get(name);
+    if (v.shape.size() != rank) {
+      throw Error(f.path + ": tensor '" + name + "' has shape " + shape_str(v.shape) +
+                  "; expected rank " + std::to_string(rank));
+    }
+    return v.shape;
+  };
+  const Shape emb = dims("emb.weight", 2), rk = dims("blocks.0.att.r_k", 2);
+  const int64_t V = emb[0], C = emb[1], N = rk[1];
+  int64_t L = 0;
+  static const std::regex block_re(R"(blocks\.(\d{1,6})\..*)");
+  for (const auto& [name, v] : f.tensors) {
+    std::smatch m;
+    if (std::regex_match(name, m, block_re)) L = std::max<int64_t>(L, std::stoll(m[1]) + 1);
+  }
+  const int64_t F = dims("blocks.0.ffn.key.weight", 2)[0];
+  const int64_t Dw = dims("blocks.0.att.w1", 2)[1], Da = dims("blocks.0.att.a1", 2)[1];
+  const int64_t Dg = dims("blocks.0.att.g1", 2)[1];
+  const int64_t Dv = L > 1 ? dims("blocks.1.att.v1", 2)[1] : Da;
+  auto u32 = [](int64_t v) { return GgufValue::u32(uint32_t(v)); };
+  g.kv.emplace_back("general.architecture", GgufValue::str("rwkv7"));
+  if (!opts.name.empty()) g.kv.emplace_back("general.name", GgufValue::str(opts.name));
+  g.kv.emplace_back("rwkv7.context_length", u32(1048576));  // RWKV is not context limited
+  g.kv.emplace_back("rwkv7.embedding_length", u32(C));
+  g.kv.emplace_back("rwkv7.block_count", u32(L));
+  g.kv.emplace_back("rwkv7.attention.layer_norm_epsilon", GgufValue::f32(1e-5f));
+  g.kv.emplace_back("rwkv7.wkv.head_size", u32(N));
+  g.kv.emplace_back("rwkv7.attention.decay_lora_rank", u32(Dw));
+  g.kv.emplace_back("rwkv7.attention.iclr_lora_rank", u32(Da));
+  g.kv.emplace_back("rwkv7.attention.value_residual_mix_lora_rank", u32(Dv));
+  g.kv.emplace_back("rwkv7.attention.gate_lora_rank", u32(Dg));
+  g.kv.emplace_back("rwkv7.feed_forward_length", u32(F));
+  g.kv.emplace_back("general.file_type", u32(file_type(opts.type)));
+  g.kv.emplace_back("rwkv7.attention.head_count", u32(0));  // required by llama.cpp, unused
+  g.kv.emplace_back("general.quantization_version", u32(2));
+  if (!opts.tokens.empty()) {
+    if (int64_t(opts.tokens.size()) > V) {
+      throw Error("GGUF conversion: the vocabulary has " + std::to_string(opts.tokens.size()) +
+                  " tokens but the model only " + std::to_string(V));
+    }
+    std::vector<GgufValue> toks, types;
+    toks.push_back(GgufValue::str("<s>"));
+    types.push_back({GgufType::I32, 3});  // CONTROL
+    for (size_t i = 1; i < size_t(V); ++i) {
+      const bool real = i < opts.tokens.size();
+      toks.push_back(GgufValue::str(real ? rwkv_world_token_text(opts.tokens[i])
+                                         : "[PAD" + std::to_string(i) + "]"));
+      types.push_back({GgufType::I32, real ? 1 : 5});  // NORMAL / UNUSED
+    }
+    g.kv.emplace_back("tokenizer.ggml.model", GgufValue::str("rwkv"));
+    g.kv.emplace_back("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(toks)));
+    g.kv.emplace_back("tokenizer.ggml.token_type",
+                      GgufValue::array(GgufType::I32, std::move(types)));
+  }
+  // Big matrices: the target type (quantised only with whole blocks, else f16); rest f32.
+  auto put = [&](const std::string& official, const std::string& gguf, std::vector<int64_t> ne) {
+    const TensorView& v = f.get(official);
+    DType type = DType::F32;
+    if (is_big_matrix(official)) {
+      type = opts.type;
+      if (is_quantized(type) && ne[0] % kQuantBlock != 0) type = DType::F16;
+    }
+    g.tensors.push_back(encode(gguf, v, type, std::move(ne), g));
+  };
+  auto plain = [&](const std::string& official, const std::string& gguf) {
+    const Shape s = f.get(official).shape;
+    put(official, gguf, std::vector<int64_t>(s.rbegin(), s.rend()));
+  };
+  plain("emb.weight", "token_embd.weight");
+  plain("blocks.0.ln0.weight", "token_embd_norm.weight");
+  plain("blocks.0.ln0.bias", "token_embd_norm.bias");
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = "blocks." + std::to_string(i) + ".", q = "blk." + std::to_string(i) + ".";
+    for (int k = 0; k < 4; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
+    // Fused token-shift mixes, [6, C] as PyTorch = ne [C, 1, 1, 6].
+    auto buf = io::aligned_buffer(size_t(6 * C) * 4);
+    auto* lerp = reinterpret_cast<float*>(buf.get());
+    for (int k = 0; k < 6; ++k) {
+      const std::string name = p + "att." + kLerp[k];
+      const TensorView& v = f.get(name);
+      if (v.numel() != C)
+        throw Error(f.path + ": tensor '" + name + "' must have " + std::to_string(C) + " values");
+      const std::vector<float> x = to_f32(v);
+      std::memcpy(lerp + k * C, x.data(), size_t(C) * 4);
+    }
+    g.owners.push_back(std::move(buf));
+    g.tensors.push_back(
+        GgufTensor{q + "time_mix_lerp_fused.weight", DType::F32, {C, 1, 1, 6}, lerp});
+    for (const Plain& v : kVecLayer) {
+      if (std::string(v.official) == "ffn.x_k") continue;
+      std::string src = p + v.official;
+      if (i == 0 && std::string(v.official) == "att.v0") src = p + "att.a0";
+      put(src, q + v.gguf, {C});
+    }
+    for (const char* lora : kLora) {
+      std::string src = p + "att." + lora;
+      if (i == 0 && lora[0] == 'v') src = p + "att.a" + std::string(lora + 1);
+      const Shape s = dims(src, 2);
+      // Official [a, b] is stored transposed: PyTorch [b, a] = ne [a, b].
+      const float* t = transpose_f32(f.get(src).data, f.get(src).dtype, s[0], s[1], g.owners);
+      TensorView tv{DType::F32, {s[1], s[0]}, t};
+      g.tensors.push_back(
+          encode(q + "time_mix_" + lora + ".weight", tv, DType::F32, {s[0], s[1]}, g));
+    }
+    put(p + "att.r_k", q + "time_mix_r_k.weight", {C});
+    for (int k = 4; k < 10; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
+    put(p + "ffn.x_k", q + "channel_mix_lerp_k.weight", {C});
+    for (int k = 10; k < 12; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
+  }
+  plain("ln_out.weight", "output_norm.weight");
+  plain("ln_out.bias", "output_norm.bias");
+  plain("head.weight", "output.weight");
+  return g;
+}
+
+TensorFile read_gguf(std::shared_ptr<const MappedFile> file) {
+  GgufFile g = read_gguf_raw(std::move(file));
+  const GgufValue* arch = g.find("general.architecture");
+  if (arch && arch->type == GgufType::STRING && arch->s == "rwkv7")
+    return rwkv7_from_gguf(std::move(g));
+  TensorFile out;
+  out.path = g.path;
+  for (const auto& [k, v] : g.kv) out.metadata[k] = v.to_string();
+  for (const GgufTensor& t : g.tensors)
+    out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
+  out.owners = std::move(g.owners);
+  return out;
+}
+
+TensorFile read_gguf(const std::string& path) { return read_gguf(MappedFile::open(path)); }
+
+}  // namespace rwkv7
