@@ -64,6 +64,12 @@ class Model {
   int64_t parameter_count() const;
   // Identifies these weights (shape + a hash of samples of every tensor): states remember it.
   const std::string& fingerprint() const;
+  // Bytes of weights one decoded token reads (every matrix once, one embedding row), and the
+  // FLOPs of one position through the layers (2 per multiply-add, WKV included) and of one row
+  // of logits: the decode and prefill limits are bandwidth / bytes and peak FLOP/s / FLOPs.
+  int64_t decode_bytes_per_token() const;
+  double flops_per_token() const;
+  double head_flops() const;
 
   // Every stored tensor with its count of NaN/inf values (for `info`; reads all weights).
   struct TensorReport {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
@@ -25,10 +26,28 @@ struct Segment {
 
 using Buf = std::vector<float>;
 
+// Scratch buffers reused across layers and passes (allocation and page faults cost more than
+// the arithmetic for small chunks). Buffers are handed out in order; reset() starts over.
+class Workspace {
+ public:
+  Buf& get(size_t n) {
+    if (next_ == bufs_.size()) bufs_.emplace_back();
+    Buf& b = bufs_[next_++];
+    b.resize(n);
+    return b;
+  }
+  void reset() { next_ = 0; }
+
+ private:
+  std::deque<Buf> bufs_;
+  size_t next_ = 0;
+};
+
 struct Pass {
   const Model::Impl& m;
   const std::vector<Segment>& segs;
   int64_t R;  // rows in this pass
+  Workspace& ws;
 
   void mm(const Matrix& w, const float* x, float* y) const {
     m.backend->matmul(MatmulArgs{w, x, y, R});
@@ -57,8 +76,10 @@ struct Pass {
     const LayerWeights& L = m.w.layers[size_t(layer)];
     const ModelConfig& c = m.w.config;
     const int64_t C = c.n_embd, H = c.n_head, N = c.head_size, RC = R * C;
-    Buf xa(static_cast<size_t>(RC)), xr(xa.size()), xw(xa.size()), xk(xa.size()), xv(xa.size()),
-        xa2(xa.size()), xg(xa.size());
+    ws.reset();
+    const size_t n = size_t(RC);
+    Buf &xa = ws.get(n), &xr = ws.get(n), &xw = ws.get(n), &xk = ws.get(n), &xv = ws.get(n),
+        &xa2 = ws.get(n), &xg = ws.get(n);
     for (int64_t r = 0; r < R; ++r)
       layer_norm(&x[size_t(r * C)], L.ln1_w.data(), L.ln1_b.data(), C, kLnEps, &xa[size_t(r * C)]);
     shift_mix(xa, layer, &State::att_shift,
@@ -69,14 +90,14 @@ struct Pass {
                {&L.x_a, &xa2},
                {&L.x_g, &xg}});
 
-    Buf r(static_cast<size_t>(RC)), k(r.size()), v(r.size()), decay(r.size()), a(r.size()),
-        g(r.size());
+    Buf &r = ws.get(n), &k = ws.get(n), &v = ws.get(n), &decay = ws.get(n), &a = ws.get(n),
+        &g = ws.get(n);
     mm(L.receptance, xr.data(), r.data());
     mm(L.key, xk.data(), k.data());
     mm(L.value, xv.data(), v.data());
 
-    Buf low(static_cast<size_t>(R * std::max({c.d_decay, c.d_aaa, c.d_value, c.d_gate})));
-    Buf z(static_cast<size_t>(RC));
+    Buf& low = ws.get(size_t(R * std::max({c.d_decay, c.d_aaa, c.d_value, c.d_gate})));
+    Buf& z = ws.get(n);
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
     mm(L.w1.m, xw.data(), low.data());
     for (int64_t i = 0; i < R * c.d_decay; ++i) low[size_t(i)] = std::tanh(low[size_t(i)]);
@@ -105,7 +126,7 @@ struct Pass {
     mm(L.g2.m, low.data(), g.data());
 
     // kk = per-head L2-normalised k*k_k; k scaled by the rate; WKV inputs a = -kk, b = kk*a
-    Buf wa(static_cast<size_t>(RC)), wb(static_cast<size_t>(RC));
+    Buf &wa = ws.get(n), &wb = ws.get(n);
     for (int64_t row = 0; row < R; ++row) {
       for (int64_t h = 0; h < H; ++h) {
         const int64_t o = row * C + h * N;
@@ -125,7 +146,7 @@ struct Pass {
         }
       }
     }
-    Buf y(static_cast<size_t>(RC));
+    Buf& y = ws.get(n);
     for (const Segment& s : segs) {
       const int64_t o = s.row0 * C;
       m.backend->wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &k[size_t(o)],
@@ -151,11 +172,12 @@ struct Pass {
   void channel_mix(int64_t layer, Buf& x) const {
     const LayerWeights& L = m.w.layers[size_t(layer)];
     const int64_t C = m.w.config.n_embd, F = m.w.config.ffn_dim, RC = R * C;
-    Buf xf(static_cast<size_t>(RC)), xk(static_cast<size_t>(RC));
+    ws.reset();
+    Buf &xf = ws.get(size_t(RC)), &xk = ws.get(size_t(RC));
     for (int64_t r = 0; r < R; ++r)
       layer_norm(&x[size_t(r * C)], L.ln2_w.data(), L.ln2_b.data(), C, kLnEps, &xf[size_t(r * C)]);
     shift_mix(xf, layer, &State::ffn_shift, {{&L.ffn_x_k, &xk}});
-    Buf hidden(static_cast<size_t>(R * F));
+    Buf& hidden = ws.get(size_t(R * F));
     mm(L.ffn_key, xk.data(), hidden.data());
     for (float& h : hidden) {
       h = std::max(h, 0.0f);
@@ -199,6 +221,9 @@ const std::string& Model::path() const { return impl_->path; }
 std::string Model::weight_dtype() const { return dtype_name(impl_->w.matrix_dtype); }
 int64_t Model::parameter_count() const { return impl_->w.parameter_count; }
 const std::string& Model::fingerprint() const { return impl_->w.fingerprint; }
+int64_t Model::decode_bytes_per_token() const { return impl_->w.decode_bytes; }
+double Model::flops_per_token() const { return impl_->w.flops; }
+double Model::head_flops() const { return impl_->w.head_flops; }
 
 std::vector<Model::TensorReport> Model::inspect_tensors() const {
   std::vector<TensorReport> out;
@@ -249,6 +274,8 @@ void Model::forward(std::span<SequenceRequest> batch) const {
     }
   }
   std::vector<size_t> done(batch.size(), 0);
+  Workspace ws;
+  Buf x, v_first;
   for (;;) {
     std::vector<Segment> segs;
     std::vector<size_t> seq_of_seg;
@@ -261,7 +288,7 @@ void Model::forward(std::span<SequenceRequest> batch) const {
       R += n;
     }
     if (R == 0) break;
-    Buf x(static_cast<size_t>(R * C)), v_first;
+    x.resize(size_t(R * C));
     for (size_t s = 0; s < segs.size(); ++s) {
       const SequenceRequest& q = batch[seq_of_seg[s]];
       for (int64_t i = 0; i < segs[s].rows; ++i) {
@@ -272,7 +299,7 @@ void Model::forward(std::span<SequenceRequest> batch) const {
         layer_norm(row, w.ln0_w.data(), w.ln0_b.data(), C, kLnEps, row);
       }
     }
-    Pass pass{*impl_, segs, R};
+    Pass pass{*impl_, segs, R, ws};
     for (int64_t l = 0; l < c.n_layer; ++l) {
       pass.time_mix(l, x, v_first);
       pass.channel_mix(l, x);

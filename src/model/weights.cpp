@@ -15,9 +15,12 @@ std::string where(const TensorFile& f, const std::string& name) {
 
 const TensorView& float_tensor(const TensorFile& f, const std::string& name) {
   const TensorView& v = f.get(name);
-  if (v.dtype != DType::F32 && v.dtype != DType::BF16 && v.dtype != DType::F16) {
+  // Q8_0/Q4_0 (GGUF): the big matrices run quantised; anything else read through them is
+  // dequantised by load_as_f32.
+  if (v.dtype != DType::F32 && v.dtype != DType::BF16 && v.dtype != DType::F16 &&
+      !is_quantized(v.dtype)) {
     throw Error(where(f, name) + " has dtype " + dtype_name(v.dtype) +
-                "; expected f32, bf16 or f16");
+                "; expected f32, bf16, f16, q8_0 or q4_0");
   }
   return v;
 }
@@ -91,12 +94,38 @@ std::string compute_fingerprint(const TensorFile& f, const ModelConfig& c) {
   return buf;
 }
 
+int64_t matrix_bytes(const Matrix& m) { return m.rows * m.cols * int64_t(dtype_size(m.dtype)); }
+
+void account_costs(ModelWeights& w) {
+  const ModelConfig& c = w.config;
+  double macs = 0;
+  int64_t bytes = matrix_bytes(w.head) + w.emb.cols * int64_t(dtype_size(w.emb.dtype));
+  for (const LayerWeights& L : w.layers) {
+    for (const Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value,
+                            &L.w1.m, &L.w2.m, &L.a1.m, &L.a2.m, &L.g1.m, &L.g2.m}) {
+      macs += double(m->rows) * double(m->cols);
+      bytes += matrix_bytes(*m);
+    }
+    if (L.has_value_residual) {
+      macs += 2.0 * double(L.v1.m.rows) * double(L.v1.m.cols);
+      bytes += matrix_bytes(L.v1.m) + matrix_bytes(L.v2.m);
+    }
+    bytes += 20 * c.n_embd * 4;  // norms, mixes, biases in fp32
+  }
+  // WKV: per head N×N state, ~4 multiply-adds per element (decay, a-term, v·k, y).
+  macs += double(c.n_layer) * double(c.n_head) * double(c.head_size * c.head_size) * 4;
+  w.decode_bytes = bytes;
+  w.flops = 2 * macs;
+  w.head_flops = 2.0 * double(w.head.rows) * double(w.head.cols);
+}
+
 }  // namespace
 
 std::string ModelConfig::shape_string() const {
-  return "L" + std::to_string(n_layer) + "-C" + std::to_string(n_embd) + "-N" +
-         std::to_string(head_size) + "-V" + std::to_string(vocab_size) + "-F" +
-         std::to_string(ffn_dim);
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "L%lld-C%lld-N%lld-V%lld-F%lld", (long long)n_layer,
+                (long long)n_embd, (long long)head_size, (long long)vocab_size, (long long)ffn_dim);
+  return buf;
 }
 
 ModelConfig infer_config(const TensorFile& f) {
@@ -192,6 +221,7 @@ ModelWeights build_weights(TensorFile file) {
     w.layers.push_back(std::move(L));
   }
   for (const auto& [name, v] : f.tensors) w.parameter_count += v.numel();
+  account_costs(w);
   w.fingerprint = compute_fingerprint(f, c);
   return w;
 }

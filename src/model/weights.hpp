@@ -41,6 +41,9 @@ struct ModelWeights {
   DType matrix_dtype = DType::F32;
   int64_t parameter_count = 0;
   std::string fingerprint;
+  int64_t decode_bytes = 0;  // weights read per decoded token
+  double flops = 0;          // FLOPs per position through the layers
+  double head_flops = 0;     // FLOPs per row of logits
 };
 
 // Infers the config from shapes and checks every tensor; Error names file, tensor, problem.

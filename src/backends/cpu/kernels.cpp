@@ -112,6 +112,30 @@ void Wkv7HeadStep(float* S, const float* r, const float* decay, const float* k, 
   }
 }
 
+// Ten independent FMA chains in registers: the fp32 FMA limit. Returns the FLOPs done.
+double FmaPeak(int64_t iters, float* sink) {
+  const hn::ScalableTag<float> d;
+  auto a0 = hn::Set(d, 1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0,
+       a8 = a0, a9 = a0;
+  const auto m = hn::Set(d, 0.999999f), c = hn::Set(d, 1e-7f);
+  for (int64_t i = 0; i < iters; ++i) {
+    a0 = hn::MulAdd(a0, m, c);
+    a1 = hn::MulAdd(a1, m, c);
+    a2 = hn::MulAdd(a2, m, c);
+    a3 = hn::MulAdd(a3, m, c);
+    a4 = hn::MulAdd(a4, m, c);
+    a5 = hn::MulAdd(a5, m, c);
+    a6 = hn::MulAdd(a6, m, c);
+    a7 = hn::MulAdd(a7, m, c);
+    a8 = hn::MulAdd(a8, m, c);
+    a9 = hn::MulAdd(a9, m, c);
+  }
+  auto s = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)),
+                   hn::Add(hn::Add(a4, a5), hn::Add(hn::Add(a6, a7), hn::Add(a8, a9))));
+  *sink += hn::GetLane(s);
+  return double(iters) * 10 * 2 * double(hn::Lanes(d));
+}
+
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -122,6 +146,9 @@ HWY_EXPORT(DotRows);
 HWY_EXPORT(Bf16ToF32Row);
 HWY_EXPORT(F16ToF32Row);
 HWY_EXPORT(Wkv7HeadStep);
+HWY_EXPORT(FmaPeak);
+
+double fma_peak(int64_t iters, float* sink) { return HWY_DYNAMIC_DISPATCH(FmaPeak)(iters, sink); }
 
 void dot_rows(const float* w, const float* x, size_t n, size_t rows, float* out,
               size_t out_stride) {

@@ -15,4 +15,7 @@ void f16_to_f32_row(const uint16_t* in, float* out, size_t n);
 void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
                     const float* a, const float* b, size_t N, float* y);
 
+// Runs `iters` rounds of independent FMAs; returns the FLOPs done (for the machine's limit).
+double fma_peak(int64_t iters, float* sink);
+
 }  // namespace rwkv7::cpu

@@ -1,0 +1,131 @@
+// rwkv7 bench: prefill and decode speed, peak memory, and how close each is to its limit
+// (decode: memory bandwidth / bytes per token; prefill: peak FLOP/s / FLOPs per token).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "rwkv7/machine.hpp"
+
+namespace rwkv7::cli {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double seconds(const std::function<void()>& fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  struct Opts {
+    ModelFlags model;
+    int64_t prompt = 512, gen = 128, repeat = 3, chunk = 128;
+    double bandwidth = 0, peak = 0;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("bench",
+                                 "Prefill and decode tokens/s, peak memory, fraction of "
+                                 "the bandwidth (decode) and FLOP (prefill) limits");
+  o->model.add(cmd, false);
+  cmd->add_option("--prompt", o->prompt, "Prefill length (one forward call)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--gen", o->gen, "Decoded tokens per run")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--repeat", o->repeat, "Runs; the median is reported")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk", o->chunk, "Positions per pass in prefill")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--bandwidth-gbs", o->bandwidth, "Memory read bandwidth (GB/s); measured if 0");
+  cmd->add_option("--peak-gflops", o->peak, "fp32 FMA peak (GFLOP/s); measured if 0");
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->callback([o] {
+    MachineLimits lim{o->bandwidth, o->peak};
+    if (lim.read_gb_s <= 0 || lim.fma_gflop_s <= 0) {
+      MachineLimits measured = measure_machine_limits(o->model.threads);
+      if (lim.read_gb_s <= 0) lim.read_gb_s = measured.read_gb_s;
+      if (lim.fma_gflop_s <= 0) lim.fma_gflop_s = measured.fma_gflop_s;
+    }
+    LoadOptions lo;
+    lo.threads = o->model.threads;
+    lo.chunk = o->chunk;
+    lo.backend = o->model.backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
+    auto m = Model::load(o->model.model, lo);
+    const int64_t V = m->config().vocab_size;
+    std::mt19937 rng(1234);
+    std::vector<int32_t> prompt(size_t(o->prompt));
+    for (auto& t : prompt) t = int32_t(rng() % uint32_t(V));
+    {  // warm-up: page the weights in
+      State s = m->new_state();
+      m->forward(std::span<const int32_t>(prompt.data(), std::min<size_t>(prompt.size(), 8)), s);
+    }
+    std::vector<double> prefill, decode;
+    for (int64_t r = 0; r < o->repeat; ++r) {
+      State s = m->new_state();
+      std::vector<float> logits;
+      prefill.push_back(seconds([&] { logits = m->forward(prompt, s, Logits::Last); }));
+      decode.push_back(seconds([&] {
+        for (int64_t i = 0; i < o->gen; ++i) {
+          const int32_t t =
+              int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+          logits = m->forward(std::span<const int32_t>(&t, 1), s, Logits::Last);
+        }
+      }));
+    }
+    const double prefill_tok_s = double(o->prompt) / median(prefill);
+    const double decode_tok_s = double(o->gen) / median(decode);
+    const double decode_limit = lim.read_gb_s * 1e9 / double(m->decode_bytes_per_token());
+    // Prefill computes logits for the last position only.
+    const double prefill_flops = double(o->prompt) * m->flops_per_token() + m->head_flops();
+    const double prefill_limit = lim.fma_gflop_s * 1e9 / (prefill_flops / double(o->prompt));
+    nlohmann::json j = {{"model", m->path()},
+                        {"shape", m->config().shape_string()},
+                        {"dtype", m->weight_dtype()},
+                        {"threads", o->model.threads},
+                        {"prompt", o->prompt},
+                        {"gen", o->gen},
+                        {"prefill_tok_s", prefill_tok_s},
+                        {"decode_tok_s", decode_tok_s},
+                        {"peak_rss_mb", peak_rss_mib()},
+                        {"read_gb_s", lim.read_gb_s},
+                        {"fma_gflop_s", lim.fma_gflop_s},
+                        {"decode_bytes_per_token", m->decode_bytes_per_token()},
+                        {"flops_per_token", m->flops_per_token()},
+                        {"head_flops", m->head_flops()},
+                        {"decode_limit_tok_s", decode_limit},
+                        {"prefill_limit_tok_s", prefill_limit},
+                        {"decode_fraction_of_limit", decode_tok_s / decode_limit},
+                        {"prefill_fraction_of_limit", prefill_tok_s / prefill_limit}};
+    if (o->json) {
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::printf("model    %s (%s, %s)\n", m->path().c_str(), m->config().shape_string().c_str(),
+                m->weight_dtype().c_str());
+    std::printf("machine  %.1f GB/s read, %.0f GFLOP/s fp32 FMA\n", lim.read_gb_s, lim.fma_gflop_s);
+    std::printf(
+        "prefill  %8.1f tok/s  (%lld tokens; limit %.0f tok/s at %.2f GFLOP/token: %.0f%%)\n",
+        prefill_tok_s, (long long)o->prompt, prefill_limit, m->flops_per_token() / 1e9,
+        100 * prefill_tok_s / prefill_limit);
+    std::printf("decode   %8.1f tok/s  (%lld tokens; limit %.0f tok/s at %.1f MB/token: %.0f%%)\n",
+                decode_tok_s, (long long)o->gen, decode_limit,
+                double(m->decode_bytes_per_token()) / 1e6, 100 * decode_tok_s / decode_limit);
+    std::printf("memory   %.1f MiB peak resident\n", peak_rss_mib());
+  });
+}
+
+}  // namespace rwkv7::cli
