@@ -11,6 +11,7 @@ void register_generate(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_init(CLI::App& app);
+void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_grad(CLI::App& app);
 

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_chat(app);
   rwkv7::cli::register_eval(app);
   rwkv7::cli::register_init(app);
+  rwkv7::cli::register_convert(app);
   rwkv7::cli::register_bench(app);
   rwkv7::cli::register_grad(app);
   try {
