@@ -13,9 +13,9 @@
 namespace rwkv7 {
 namespace {
 
-constexpr int64_t kRowTile = 64;  // positions per pass over a weight row: x tile stays in L2
-constexpr int64_t kGemmMinRows = 8;   // below this the products are memory-bound: dot rows
-constexpr int64_t kGemmRowTile = 128; // positions per packed-block pass: x tile stays in L2
+constexpr int64_t kRowTile = 64;       // positions per pass over a weight row: x tile stays in L2
+constexpr int64_t kGemmMinRows = 8;    // below this the products are memory-bound: dot rows
+constexpr int64_t kGemmRowTile = 128;  // positions per packed-block pass: x tile stays in L2
 
 class CpuBackend final : public Backend {
  public:
@@ -78,7 +78,6 @@ class CpuBackend final : public Backend {
       }
     });
   }
-
 
   // Q8_0/Q4_0 weights: x is quantised to Q8_0 once per call (as ggml does), then each weight
   // row is unpacked to int8 + scales once and dotted with every position in integers.
