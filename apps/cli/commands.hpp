@@ -11,8 +11,9 @@ void register_generate(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_init(CLI::App& app);
+void register_grad(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
-void register_grad(CLI::App& app);
+void register_train(CLI::App& app);
 
 }  // namespace rwkv7::cli

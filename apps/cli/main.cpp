@@ -16,9 +16,10 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_chat(app);
   rwkv7::cli::register_eval(app);
   rwkv7::cli::register_init(app);
+  rwkv7::cli::register_grad(app);
   rwkv7::cli::register_convert(app);
   rwkv7::cli::register_bench(app);
-  rwkv7::cli::register_grad(app);
+  rwkv7::cli::register_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,6 +8,8 @@
 
 namespace rwkv7 {
 
+class TensorFile;
+
 // Sizes read from the checkpoint's tensor shapes (SPEC §1).
 struct ModelConfig {
   int64_t n_layer = 0;                                      // L
@@ -56,6 +58,9 @@ class Model {
  public:
   // Loads `.pth` or safetensors; every size inferred from shapes. Error names file and tensor.
   static std::shared_ptr<const Model> load(const std::string& path, const LoadOptions& opts = {});
+  // The same from tensors already in memory (e.g. a model being trained); `file.path` names
+  // them in messages. The TensorFile's owners keep the data alive.
+  static std::shared_ptr<const Model> from_tensors(TensorFile file, const LoadOptions& opts = {});
   ~Model();
 
   const ModelConfig& config() const;

@@ -204,9 +204,13 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
+  return from_tensors(read_tensor_file(path), opts);
+}
+
+std::shared_ptr<const Model> Model::from_tensors(TensorFile file, const LoadOptions& opts) {
   auto impl = std::make_unique<Impl>();
-  impl->w = build_weights(read_tensor_file(path));
-  impl->path = path;
+  impl->path = file.path;
+  impl->w = build_weights(std::move(file));
   if (opts.chunk < 1)
     throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
   impl->chunk = opts.chunk;

@@ -1,0 +1,154 @@
+#include "train/data.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "rwkv7/error.hpp"
+
+namespace rwkv7::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Offset of the first byte that breaks UTF-8, or npos.
+size_t invalid_utf8_at(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = uint8_t(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k)
+      if ((uint8_t(s[i + k]) & 0xc0) != 0x80) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+void add_document(TokenData& d, const std::string& text, const Tokenizer& tok,
+                  const std::string& where) {
+  if (!tok.is_bytes()) {
+    const size_t bad = invalid_utf8_at(text);
+    if (bad != std::string::npos) {
+      throw Error(where + ": not valid UTF-8 at byte " + std::to_string(bad) +
+                  " (the World vocabulary needs text; use a byte-level model for binary data)");
+    }
+  }
+  if (text.empty()) return;
+  if (d.documents > 0) d.tokens.push_back(0);  // document separator
+  auto ids = tok.encode(text);
+  d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
+  ++d.documents;
+}
+
+void add_file(TokenData& d, const std::string& path, const Tokenizer& tok) {
+  const std::string data = read_all(path);
+  if (fs::path(path).extension() != ".jsonl") {
+    add_document(d, data, tok, path);
+    return;
+  }
+  std::istringstream lines(data);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::string text;
+    try {
+      text = nlohmann::json::parse(line).at("text").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(path + ":" + std::to_string(n) +
+                  ": expected a JSON object with a \"text\" string (" + e.what() + ")");
+    }
+    add_document(d, text, tok, path + ":" + std::to_string(n));
+  }
+}
+
+uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+TokenData load_token_data(const std::vector<std::string>& paths, const Tokenizer& tok) {
+  if (paths.empty()) throw Error("no training data given");
+  TokenData d;
+  int64_t files = 0, bytes = 0;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      std::vector<std::string> inside;
+      for (const auto& e : fs::recursive_directory_iterator(p))
+        if (e.is_regular_file()) inside.push_back(e.path().string());
+      std::sort(inside.begin(), inside.end());
+      if (inside.empty()) throw Error(p + ": folder has no files");
+      for (const auto& f : inside) {
+        add_file(d, f, tok);
+        ++files;
+        bytes += int64_t(fs::file_size(f));
+      }
+    } else if (fs::is_regular_file(p, ec)) {
+      add_file(d, p, tok);
+      ++files;
+      bytes += int64_t(fs::file_size(p));
+    } else {
+      throw Error(p + ": no such file or folder");
+    }
+  }
+  if (d.tokens.empty()) throw Error("training data is empty (" + std::to_string(files) + " files)");
+  d.description = std::to_string(files) + " file(s), " + std::to_string(d.documents) +
+                  " document(s), " + std::to_string(bytes) + " bytes, " +
+                  std::to_string(d.tokens.size()) + " tokens";
+  return d;
+}
+
+Split split_tail(const std::vector<int32_t>& tokens, double val_fraction) {
+  if (val_fraction < 0 || val_fraction >= 1) {
+    throw Error("validation fraction must be in [0, 1), got " + std::to_string(val_fraction));
+  }
+  const size_t n_val = size_t(double(tokens.size()) * val_fraction);
+  Split s;
+  s.train.assign(tokens.begin(), tokens.end() - std::ptrdiff_t(n_val));
+  s.val.assign(tokens.end() - std::ptrdiff_t(n_val), tokens.end());
+  return s;
+}
+
+Batcher::Batcher(const std::vector<int32_t>& tokens, int64_t batch, int64_t ctx, bool shuffle,
+                 uint64_t seed, const std::string& what)
+    : tokens_(tokens), batch_(batch), ctx_(ctx), shuffle_(shuffle), seed_(seed) {
+  if (batch < 1 || ctx < 1) throw Error("batch and context must be at least 1");
+  if (int64_t(tokens.size()) < ctx + 1) {
+    throw Error(what + " has " + std::to_string(tokens.size()) + " tokens, fewer than one row of " +
+                "context " + std::to_string(ctx) + " + 1; use a smaller --ctx or more data");
+  }
+}
+
+int64_t Batcher::start(int64_t step, int64_t b) const {
+  const int64_t windows = int64_t(tokens_.size()) - ctx_;  // valid starts: [0, windows)
+  if (!shuffle_) return ((step * batch_ + b) * ctx_) % windows;
+  const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x100000001b3ull + uint64_t(b)));
+  return int64_t(h % uint64_t(windows));
+}
+
+std::vector<std::vector<int32_t>> Batcher::rows(int64_t step) const {
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(batch_));
+  for (int64_t b = 0; b < batch_; ++b) {
+    const int64_t p = start(step, b);
+    out[size_t(b)].assign(tokens_.begin() + p, tokens_.begin() + p + ctx_ + 1);
+  }
+  return out;
+}
+
+}  // namespace rwkv7::train

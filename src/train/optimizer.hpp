@@ -1,0 +1,54 @@
+#pragma once
+// The official RWKV-7 optimiser (SPEC §5): AdamW with bias correction, β1 0.9, β2 0.99,
+// eps 1e-18; weight decay only on 2-D `*.weight` matrices; att.w0 at twice the learning rate.
+// Learning rate: linear warm-up from 1% then cosine decay to lr_final (RWKV-LM trainer).
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+
+namespace rwkv7::train {
+
+struct Schedule {
+  double lr_init = 6e-4, lr_final = 6e-5;
+  int64_t warmup_steps = 10, total_steps = 1000;
+
+  // lr at 0-based step s: cosine from lr_init (at the end of warm-up) to lr_final (at the
+  // last step); during warm-up multiplied by 0.01 + 0.99·s/warmup.
+  double lr_at(int64_t step) const;
+};
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.99, eps = 1e-18, weight_decay = 0.001;
+};
+
+class AdamW {
+ public:
+  AdamW(const std::map<std::string, FloatTensor>& params, const AdamWOptions& opts);
+
+  // p ← p·(1 - lr·wd) (decayed groups), then Adam with bias correction at step t (1-based).
+  void step(std::map<std::string, FloatTensor>& params,
+            const std::map<std::string, FloatTensor>& grads, double lr);
+
+  int64_t steps_taken() const { return t_; }
+  // First and second moments by parameter name (for checkpoints).
+  std::map<std::string, FloatTensor>& first_moments() { return m_; }
+  std::map<std::string, FloatTensor>& second_moments() { return v_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
+
+  static bool decays(const std::string& name, const Shape& shape);  // 2-D *.weight
+  static double lr_scale(const std::string& name);                  // 2 for att.w0
+
+ private:
+  AdamWOptions o_;
+  std::map<std::string, FloatTensor> m_, v_;
+  int64_t t_ = 0;
+};
+
+// Global L2 norm of all gradients; if above max_norm (> 0), scales them to max_norm.
+// Returns the norm before clipping.
+double clip_grad_norm(std::map<std::string, FloatTensor>& grads, double max_norm);
+
+}  // namespace rwkv7::train

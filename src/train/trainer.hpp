@@ -1,0 +1,58 @@
+#pragma once
+// `rwkv7 train`: the training loop around loss_and_gradients — data, schedule, AdamW,
+// clipping, accumulation, validation, atomic checkpoints with exact resume, logs and a plot.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/init.hpp"
+
+namespace rwkv7::train {
+
+struct TrainOptions {
+  // Model: an existing checkpoint, or a fresh official initialisation.
+  std::string init_path;
+  std::optional<InitSpec> fresh;
+  // Data
+  std::vector<std::string> data;
+  std::string vocab;  // World vocabulary; empty = raw bytes
+  double val_fraction = 0.1;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  // Optimisation
+  int64_t steps = 1000, batch = 4, ctx = 512, accum = 1, warmup = 10;
+  double lr_init = 6e-4, lr_final = 6e-5, grad_clip = 1.0, weight_decay = 0.001;
+  bool l2wrap = true;
+  // Output
+  std::string out_dir;
+  std::string log_json;            // one JSON object per step (optional)
+  int64_t save_every = 0;          // 0 = only at the end
+  int64_t val_every = 0;           // 0 = only at the end
+  int64_t val_tokens = 32768;      // per intermediate validation; the final one uses all
+  std::string save_dtype = "f32";  // dtype of the final model.pth (checkpoints are f32)
+  bool resume = false;
+  int64_t stop_after = 0;  // stop (with a checkpoint) once this many steps are done; 0 = never
+  int threads = 0;
+};
+
+struct StepReport {
+  int64_t step = 0, steps = 0;
+  double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
+  std::optional<double> val_loss;
+};
+
+struct TrainSummary {
+  int64_t steps_done = 0;
+  double last_loss = 0;
+  std::optional<double> final_val_loss;
+  std::string model_path;
+};
+
+// Runs (or resumes) training; `on_step` is called after every optimiser step.
+TrainSummary run_training(const TrainOptions& opts,
+                          const std::function<void(const StepReport&)>& on_step,
+                          const std::function<void(const std::string&)>& on_message);
+
+}  // namespace rwkv7::train

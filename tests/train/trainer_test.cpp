@@ -1,0 +1,184 @@
+// The trainer end to end: exact resume, atomic checkpoints, data contract, bad input.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/cli_support.hpp"
+#include "io/tensor_io.hpp"
+#include "rwkv7/error.hpp"
+#include "rwkv7/model.hpp"
+#include "test_support.hpp"
+#include "train/data.hpp"
+#include "train/optimizer.hpp"
+
+namespace rwkv7 {
+namespace {
+
+using testing::quote;
+using testing::run_cli;
+using testing::slurp;
+using testing::TempDir;
+
+std::string small_run(const std::string& data, const std::string& out, const std::string& extra) {
+  return "train --layers 2 --embd 32 --head-size 16 --data " + quote(data) +
+         " --steps 12 --batch 2 --ctx 24 --lr-init 2e-3 --lr-final 2e-4 --warmup 3 --seed 5 -t 2 "
+         "-o " +
+         quote(out) + " " + extra;
+}
+
+std::string text_file(const TempDir& dir) {
+  std::string text;
+  for (int i = 0; i < 300; ++i)
+    text += "To be, or not to be, that is the question " + std::to_string(i) + ".\n";
+  std::ofstream(dir.file("data.txt")) << text;
+  return dir.file("data.txt");
+}
+
+TEST(Trainer, ResumeGivesTheSameLossSequenceAsOneRun) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  auto whole = run_cli(small_run(data, dir.file("a"), "--log-json " + quote(dir.file("a.jsonl"))));
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  auto first = run_cli(
+      small_run(data, dir.file("b"), "--stop-after 5 --log-json " + quote(dir.file("b.jsonl"))));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("b/model.pth")));
+  auto rest =
+      run_cli(small_run(data, dir.file("b"), "--resume --log-json " + quote(dir.file("b.jsonl"))));
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_NE(rest.err.find("resumed"), std::string::npos) << rest.err;
+  const std::string a = slurp(dir.file("a.jsonl")), b = slurp(dir.file("b.jsonl"));
+  EXPECT_EQ(std::count(a.begin(), a.end(), '\n'), 12);
+  EXPECT_EQ(a, b);  // bit-identical losses, learning rates and gradient norms
+  // The final models are identical too.
+  TensorFile ma = read_pth(dir.file("a/model.pth")), mb = read_pth(dir.file("b/model.pth"));
+  for (const auto& n : ma.order) EXPECT_EQ(to_f32(ma.get(n)), to_f32(mb.get(n))) << n;
+  // And loadable for inference, with a CSV log and a plot next to them.
+  auto m = Model::load(dir.file("a/model.pth"));
+  EXPECT_EQ(m->config().n_layer, 2);
+  EXPECT_NE(slurp(dir.file("a/loss.svg")).find("<svg"), std::string::npos);
+  EXPECT_NE(slurp(dir.file("a/log.csv")).find("step,loss,lr"), std::string::npos);
+}
+
+TEST(Trainer, ResumeWithOtherSettingsIsRefused) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  ASSERT_EQ(run_cli(small_run(data, dir.file("a"), "--stop-after 2")).exit_code, 0);
+  auto r = run_cli(small_run(data, dir.file("a"), "--resume --batch 3"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("batch"), std::string::npos) << r.err;
+  auto none = run_cli(small_run(data, dir.file("empty"), "--resume"));
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.err.find("no checkpoint"), std::string::npos) << none.err;
+}
+
+// SIGKILL at arbitrary moments never leaves a checkpoint pointer to incomplete files.
+TEST(Trainer, KilledRunLeavesAUsableCheckpoint) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  for (int delay_ms : {700, 1100, 1500}) {
+    const std::string out = dir.file("k" + std::to_string(delay_ms));
+    const std::string cmd = std::string("exec '") + RWKV7_CLI_PATH + "' " +
+                            small_run(data, out, "--steps 400 --save-every 1") + " 2>/dev/null";
+    pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!std::filesystem::exists(out + "/checkpoint.json")) continue;  // killed before the first
+    auto ptr = nlohmann::json::parse(slurp(out + "/checkpoint.json"));
+    EXPECT_NO_THROW(read_pth(out + "/" + ptr["weights"].get<std::string>()));
+    EXPECT_NO_THROW(read_safetensors(out + "/" + ptr["optimizer"].get<std::string>()));
+    auto resumed = run_cli(small_run(data, out,
+                                     "--steps 400 --stop-after " +
+                                         std::to_string(ptr["steps_done"].get<int>() + 1) +
+                                         " --save-every 1 --resume"));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+  }
+}
+
+TEST(TrainerData, NoShuffleRowsFollowTheContract) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  train::Batcher b(tokens, 3, 10, false, 0);
+  auto rows = b.rows(4);  // step 4: rows start at (4·3 + r)·10
+  ASSERT_EQ(rows.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_EQ(rows[size_t(r)].size(), 11u);
+    EXPECT_EQ(rows[size_t(r)][0], (4 * 3 + r) * 10);
+    EXPECT_EQ(rows[size_t(r)][10], (4 * 3 + r) * 10 + 10);
+  }
+  train::Batcher shuffled(tokens, 3, 10, true, 9);
+  EXPECT_EQ(shuffled.rows(7), train::Batcher(tokens, 3, 10, true, 9).rows(7));
+  EXPECT_NE(shuffled.rows(7), train::Batcher(tokens, 3, 10, true, 10).rows(7));
+}
+
+TEST(TrainerData, DocumentsAreSeparatedByTokenZeroAndBadInputIsNamed) {
+  TempDir dir;
+  std::ofstream(dir.file("d.jsonl")) << "{\"text\": \"ab\"}\n{\"text\": \"cd\"}\n";
+  auto d = train::load_token_data({dir.file("d.jsonl")}, Tokenizer::bytes());
+  EXPECT_EQ(d.tokens, (std::vector<int32_t>{'a', 'b', 0, 'c', 'd'}));
+  EXPECT_EQ(d.documents, 2);
+  std::ofstream(dir.file("empty.txt")) << "";
+  EXPECT_THROW(train::load_token_data({dir.file("empty.txt")}, Tokenizer::bytes()), Error);
+  std::ofstream(dir.file("bad.txt")) << "ok \xff\xfe";
+  RWKV7_REQUIRE_SHARED(vocab, "vocab/rwkv_vocab_v20230424.txt");
+  try {
+    train::load_token_data({dir.file("bad.txt")}, Tokenizer::load_world(vocab));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("UTF-8 at byte 3"), std::string::npos) << e.what();
+  }
+  std::vector<int32_t> few(5, 1);
+  EXPECT_THROW(train::Batcher(few, 1, 10, false, 0), Error);
+  auto r = run_cli("train --layers 1 --embd 32 --head-size 16 --data " +
+                   quote(dir.file("d.jsonl")) + " --ctx 64 --steps 1 -o " + quote(dir.file("o")));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("fewer than one row"), std::string::npos) << r.err;
+}
+
+TEST(TrainerOptimizer, ScheduleWarmsUpThenFollowsTheCosine) {
+  train::Schedule s{1e-3, 1e-4, 10, 110};
+  EXPECT_NEAR(s.lr_at(0), 1e-5, 1e-12);  // 1% at the first step
+  EXPECT_NEAR(s.lr_at(5), 1e-3 * (0.01 + 0.99 * 0.5), 1e-12);
+  EXPECT_NEAR(s.lr_at(10), 1e-3, 1e-12);   // end of warm-up
+  EXPECT_NEAR(s.lr_at(109), 1e-4, 1e-12);  // last step
+  EXPECT_NEAR(s.lr_at(10 + 99 / 2.0), 5.5e-4, 1e-5);
+}
+
+TEST(TrainerOptimizer, AdamWMatchesHandComputation) {
+  std::map<std::string, FloatTensor> p, g;
+  p.emplace("blocks.0.att.key.weight", FloatTensor({1, 2}));
+  p.emplace("blocks.0.att.w0", FloatTensor({1, 1, 1}));
+  p.at("blocks.0.att.key.weight").data = {1.0f, -2.0f};
+  p.at("blocks.0.att.w0").data = {0.5f};
+  g = p;
+  g.at("blocks.0.att.key.weight").data = {0.1f, 0.2f};
+  g.at("blocks.0.att.w0").data = {-0.3f};
+  train::AdamWOptions o;
+  o.weight_decay = 0.1;
+  train::AdamW adam(p, o);
+  adam.step(p, g, 0.01);
+  // Step 1 with bias correction: update = lr · g/|g| (eps tiny); decay p·(1 - lr·wd) first.
+  EXPECT_NEAR(p.at("blocks.0.att.key.weight").data[0], 1.0 * (1 - 0.001) - 0.01, 1e-6);
+  EXPECT_NEAR(p.at("blocks.0.att.key.weight").data[1], -2.0 * (1 - 0.001) - 0.01, 1e-6);
+  EXPECT_NEAR(p.at("blocks.0.att.w0").data[0], 0.5 + 0.02, 1e-6);  // 2x lr, no decay
+  auto grads = g;
+  const double norm = train::clip_grad_norm(grads, 0.1);
+  EXPECT_NEAR(norm, std::sqrt(0.01 + 0.04 + 0.09), 1e-6);
+  EXPECT_NEAR(grads.at("blocks.0.att.w0").data[0], -0.3 * 0.1 / norm, 1e-6);
+}
+
+}  // namespace
+}  // namespace rwkv7
