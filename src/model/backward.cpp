@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/thread_pool.hpp"
 #include "model/train_internal.hpp"
 #include "ops/backward_ops.hpp"
 #include "rwkv7/error.hpp"
@@ -158,11 +159,46 @@ struct Backward {
   }
 };
 
+// Mean cross-entropy over A.R rows, its gradient written over the logits in place; rows are
+// split over the pool (the exp of every logit dominates).
+double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, ThreadPool* pool) {
+  const int64_t R = A.R;
+  std::vector<double> part(size_t(R), 0.0);
+  auto rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* l = A.logits.data() + r * V;
+      part[size_t(r)] = cross_entropy<float>({1, V, l, &A.targets[size_t(r)], l, l2wrap, R});
+    }
+  };
+  if (pool) {
+    pool->parallel_for(R, 1, rows);
+  } else {
+    rows(0, R);
+  }
+  double total = 0;
+  for (double x : part) total += x;
+  return total;
+}
+
 }  // namespace
+
+TrainWorkspace::TrainWorkspace() : acts(std::make_unique<Acts>()) {}
+TrainWorkspace::~TrainWorkspace() = default;
+TrainWorkspace::TrainWorkspace(TrainWorkspace&&) noexcept = default;
+TrainWorkspace& TrainWorkspace::operator=(TrainWorkspace&&) noexcept = default;
 
 GradResult loss_and_gradients(const TrainParams& params,
                               const std::vector<std::vector<int32_t>>& rows, const Backend& backend,
                               ThreadPool* pool, const GradOptions& opts) {
+  TrainWorkspace ws;
+  GradResult res;
+  loss_and_gradients(params, rows, backend, pool, opts, ws, res);
+  return res;
+}
+
+void loss_and_gradients(const TrainParams& params, const std::vector<std::vector<int32_t>>& rows,
+                        const Backend& backend, ThreadPool* pool, const GradOptions& opts,
+                        TrainWorkspace& ws, GradResult& res) {
   const ModelConfig& c = params.config;
   if (rows.empty()) throw Error("gradient: no token rows");
   const size_t len = rows[0].size();
@@ -186,10 +222,12 @@ GradResult loss_and_gradients(const TrainParams& params,
   }
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
 
-  Acts A;
+  Acts& A = *ws.acts;
   A.B = int64_t(rows.size());
   A.T = int64_t(len) - 1;
   A.R = A.B * A.T;
+  A.inputs.clear();
+  A.targets.clear();
   for (const auto& row : rows) {
     A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
     A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
@@ -197,20 +235,27 @@ GradResult loss_and_gradients(const TrainParams& params,
   Products mm{backend};
   detail::train_forward(params, mm, pool, A);
 
-  GradResult res;
   res.positions = A.R;
-  for (const std::string& n : params.names())
-    res.grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
+  const std::vector<std::string> names = params.names();
+  bool reuse = res.grads.size() == names.size();
+  for (const std::string& n : names) {
+    auto it = res.grads.find(n);
+    reuse = reuse && it != res.grads.end() && it->second.shape == params.tensors.at(n).shape;
+  }
+  if (reuse) {
+    for (auto& [n, g] : res.grads) std::fill(g.data.begin(), g.data.end(), 0.0f);
+  } else {
+    res.grads.clear();
+    for (const std::string& n : names)
+      res.grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
+  }
   const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
-  Buf dlogits(size_t(R * V));
-  res.loss =
-      cross_entropy<float>({R, V, A.logits.data(), A.targets.data(), dlogits.data(), opts.l2wrap});
+  res.loss = loss_and_dlogits(A, V, opts.l2wrap, pool);  // A.logits now holds dlogits
 
   Backward bw{params, mm, pool, opts, A, res.grads};
   Buf dxo(size_t(R * C), 0.0f), dx(size_t(R * C), 0.0f);
-  mm.linear_back(A.xo.data(), params.get("head.weight"), dlogits.data(), R, C, V, dxo.data(),
+  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, dxo.data(),
                  bw.G("head.weight"));
-  dlogits = Buf();  // [R, V] is the largest buffer: release it early
   norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
                         params.get("ln_out.bias"), nullptr,
                         const_cast<float*>(A.lnout_stats.data()), dxo.data(), dx.data(),
@@ -227,7 +272,6 @@ GradResult loss_and_gradients(const TrainParams& params,
                         bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
   embedding_backward<float>(
       {R, C, A.inputs.data(), params.get("emb.weight"), nullptr, demb.data(), bw.G("emb.weight")});
-  return res;
 }
 
 }  // namespace rwkv7::train

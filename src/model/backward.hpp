@@ -5,6 +5,7 @@
 // the reference trainer's.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,12 +46,34 @@ struct GradResult {
   Gradients grads;        // one per name in TrainParams::names()
 };
 
+namespace detail {
+struct Acts;
+}
+
+// The buffers one training worker reuses from step to step (activations, [R, V] logits):
+// passing the same workspace to every call avoids re-faulting hundreds of MB per step.
+// Belongs to one caller at a time.
+class TrainWorkspace {
+ public:
+  TrainWorkspace();
+  ~TrainWorkspace();
+  TrainWorkspace(TrainWorkspace&&) noexcept;
+  TrainWorkspace& operator=(TrainWorkspace&&) noexcept;
+
+  std::unique_ptr<detail::Acts> acts;
+};
+
 // Each row predicts row[1:] from row[:-1]. Rows must have equal length >= 2 and ids < V
 // (Error otherwise). Dense products go through `backend` (reference = plain double loops,
 // cpu = SIMD + threads); the WKV recurrence runs heads in parallel on `pool` when given.
 GradResult loss_and_gradients(const TrainParams& params,
                               const std::vector<std::vector<int32_t>>& rows, const Backend& backend,
                               ThreadPool* pool = nullptr, const GradOptions& opts = {});
+// The same, reusing `ws` and the gradient tensors already in `out` (zeroed; re-made when a
+// name or shape differs), so that a training loop allocates nothing per step.
+void loss_and_gradients(const TrainParams& params, const std::vector<std::vector<int32_t>>& rows,
+                        const Backend& backend, ThreadPool* pool, const GradOptions& opts,
+                        TrainWorkspace& ws, GradResult& out);
 
 }  // namespace train
 }  // namespace rwkv7

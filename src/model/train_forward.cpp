@@ -55,21 +55,9 @@ TrainParams params_from_file(const TensorFile& file) {
 }
 
 namespace detail {
-namespace {
 
-Buf transpose(const float* a, int64_t rows, int64_t cols) {
-  Buf t(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) t[size_t(c * rows + r)] = a[r * cols + c];
-  return t;
-}
-
-void add_into(float* dst, const Buf& src) {
-  for (size_t i = 0; i < src.size(); ++i) dst[i] += src[i];
-}
-
-}  // namespace
-
+// Every product but the nn.Linear forward is one accumulate-product C += A·B on the backend
+// (GemmAccArgs), with A read through strides so that no transposed copy is made.
 void Products::linear(const float* x, const float* w, int64_t R, int64_t in, int64_t out,
                       float* y) const {
   be.matmul(MatmulArgs{Matrix{DType::F32, out, in, w}, x, y, R});
@@ -77,35 +65,30 @@ void Products::linear(const float* x, const float* w, int64_t R, int64_t in, int
 
 void Products::lora(const float* x, const float* m, int64_t R, int64_t in, int64_t out,
                     float* y) const {
-  const Buf mt = transpose(m, in, out);  // [out, in]
-  linear(x, mt.data(), R, in, out, y);
+  std::fill_n(y, R * out, 0.0f);  // y [R, out] = x [R, in] · m [in, out]
+  be.gemm_acc(GemmAccArgs{R, out, in, x, in, 1, m, out, y, out});
 }
 
 void Products::atb_add(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
                        float* g) const {
-  // (aᵀ·b)[i][j] = Σ_r a[r][i]·b[r][j]: the backend's y = W·x with W = bᵀ [q, R], x = aᵀ rows.
-  const Buf at = transpose(a, R, p), bt = transpose(b, R, q);
-  Buf tmp(size_t(p * q));
-  linear(at.data(), bt.data(), p, R, q, tmp.data());
-  add_into(g, tmp);
+  // g [p, q] += aᵀ·b: A(i, r) = a[r·p + i], B = b [R, q].
+  be.gemm_acc(GemmAccArgs{p, q, R, a, 1, p, b, q, g, q});
 }
 
 void Products::linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
                            int64_t out, float* dx, float* dw) const {
-  if (dx) {  // dx = dy·w, w [out, in] read as a LoRA-layout [in' = out, out' = in]
-    Buf tmp(size_t(R * in));
-    lora(dy, w, R, out, in, tmp.data());
-    add_into(dx, tmp);
-  }
+  // dx [R, in] += dy [R, out] · w [out, in]
+  if (dx) be.gemm_acc(GemmAccArgs{R, in, out, dy, out, 1, w, in, dx, in});
   if (dw) atb_add(dy, x, R, out, in, dw);
 }
 
 void Products::lora_back(const float* x, const float* m, const float* dy, int64_t R, int64_t in,
                          int64_t out, float* dx, float* dm) const {
-  if (dx) {  // dx = dy·mᵀ, m [in, out] read as an nn.Linear [out' = in, in' = out]
-    Buf tmp(size_t(R * in));
-    linear(dy, m, R, out, in, tmp.data());
-    add_into(dx, tmp);
+  if (dx) {  // dx [R, in] += dy [R, out] · mᵀ; mᵀ [out, in] is small (a LoRA factor)
+    Buf mt(size_t(in * out));
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t o = 0; o < out; ++o) mt[size_t(o * in + i)] = m[i * out + o];
+    be.gemm_acc(GemmAccArgs{R, in, out, dy, out, 1, mt.data(), in, dx, in});
   }
   if (dm) atb_add(x, dy, R, in, out, dm);
 }
@@ -123,7 +106,7 @@ void train_forward(const TrainParams& p, const Products& mm, ThreadPool* pool, A
   norm_forward<float>({R, C, 1, detail::kLnEps, A.emb.data(), P("blocks.0.ln0.weight"),
                        P("blocks.0.ln0.bias"), x.data(), A.ln0_stats.data()});
 
-  A.layers.assign(size_t(c.n_layer), LayerActs{});
+  A.layers.resize(size_t(c.n_layer));  // kept across calls: buffers keep their capacity
   const float* v_first = nullptr;
   for (int64_t l = 0; l < c.n_layer; ++l) {
     LayerActs& L = A.layers[size_t(l)];

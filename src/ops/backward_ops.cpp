@@ -377,7 +377,7 @@ void mul_backward(const MulArgs<T>& a) {
 template <class T>
 double cross_entropy(const CrossEntropyArgs<T>& a) {
   double total = 0;
-  const double inv_r = 1.0 / double(a.R);
+  const double inv_r = 1.0 / double(a.mean_over > 0 ? a.mean_over : a.R);
   for (int64_t r = 0; r < a.R; ++r) {
     const T* l = a.logits + r * a.V;
     int64_t arg = 0;

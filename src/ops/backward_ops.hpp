@@ -209,11 +209,12 @@ struct CrossEntropyArgs {
   int64_t R, V;
   const T* logits;         // [R, V]
   const int32_t* targets;  // [R]
-  T* dlogits;              // [R, V] or null (loss only)
+  T* dlogits;              // [R, V] or null (loss only); may be `logits` itself
   bool l2wrap = false;
+  int64_t mean_over = 0;  // positions the mean divides by (0 = R): a block of a larger batch
 };
 template <class T>
-double cross_entropy(const CrossEntropyArgs<T>& a);  // returns the mean loss
+double cross_entropy(const CrossEntropyArgs<T>& a);  // returns Σ loss / mean_over
 
 }  // namespace train
 }  // namespace rwkv7

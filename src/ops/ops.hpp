@@ -38,11 +38,25 @@ struct Wkv7Args {
   float* y;
 };
 
+// C[m, n] += Σ_k A(m, k) · B[k, n] for m < M, n < N, with A(m, k) = a[m·a_m + k·a_k] (any
+// strides: Aᵀ costs no copy), B [K, N] rows ldb apart, C [M, N] rows ldc apart. The shape of
+// the training products: dX = dY·W, dW = dYᵀ·X, and the LoRA forward y = x·m.
+struct GemmAccArgs {
+  int64_t M, N, K;
+  const float* a;
+  int64_t a_m, a_k;
+  const float* b;
+  int64_t ldb;
+  float* c;
+  int64_t ldc;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual void matmul(const MatmulArgs& args) const = 0;
+  virtual void gemm_acc(const GemmAccArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
 };
 
