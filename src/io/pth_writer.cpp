@@ -30,7 +30,9 @@ const char* storage_type(DType t) {
     case DType::U8:
       return "torch.ByteStorage";
     case DType::I8:
-      return "torch.CharStorage";
+      return "torch.CharStorage";    case DType::Q8_0:
+    case DType::Q4_0:
+      throw Error("block-quantised " + dtype_name(t) + " tensors cannot be stored in .pth; use GGUF");
   }
   return "?";
 }

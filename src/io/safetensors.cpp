@@ -46,7 +46,9 @@ const char* dtype_tag(DType t) {
     case DType::U8:
       return "U8";
     case DType::I8:
-      return "I8";
+      return "I8";    case DType::Q8_0:
+    case DType::Q4_0:
+      throw Error("block-quantised " + dtype_name(t) + " tensors cannot be stored in safetensors; use GGUF");
   }
   return "?";
 }

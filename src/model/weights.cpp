@@ -94,12 +94,12 @@ std::string compute_fingerprint(const TensorFile& f, const ModelConfig& c) {
   return buf;
 }
 
-int64_t matrix_bytes(const Matrix& m) { return m.rows * m.cols * int64_t(dtype_size(m.dtype)); }
+int64_t matrix_bytes(const Matrix& m) { return m.rows * int64_t(row_bytes(m.dtype, m.cols)); }
 
 void account_costs(ModelWeights& w) {
   const ModelConfig& c = w.config;
   double macs = 0;
-  int64_t bytes = matrix_bytes(w.head) + w.emb.cols * int64_t(dtype_size(w.emb.dtype));
+  int64_t bytes = matrix_bytes(w.head) + int64_t(row_bytes(w.emb.dtype, w.emb.cols));
   for (const LayerWeights& L : w.layers) {
     for (const Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value,
                             &L.w1.m, &L.w2.m, &L.a1.m, &L.a2.m, &L.g1.m, &L.g2.m}) {
