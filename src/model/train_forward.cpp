@@ -58,9 +58,36 @@ namespace detail {
 
 // Every product but the nn.Linear forward is one accumulate-product C += A·B on the backend
 // (GemmAccArgs), with A read through strides so that no transposed copy is made.
+namespace {
+
+// dst [cols, rows] = srcᵀ, src [rows, cols] with rows ld_src apart; 16×16 tiles keep both
+// sides in cache lines.
+void transpose(const float* src, int64_t rows, int64_t cols, int64_t ld_src, float* dst,
+               int64_t ld_dst) {
+  constexpr int64_t B = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += B)
+    for (int64_t c0 = 0; c0 < cols; c0 += B)
+      for (int64_t r = r0; r < std::min(rows, r0 + B); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + B); ++c)
+          dst[c * ld_dst + r] = src[r * ld_src + c];
+}
+
+}  // namespace
+
 void Products::linear(const float* x, const float* w, int64_t R, int64_t in, int64_t out,
                       float* y) const {
-  be.matmul(MatmulArgs{Matrix{DType::F32, out, in, w}, x, y, R});
+  // yᵀ [out, R] = w [out, in] · xᵀ [in, R] as an accumulate-product (vectors along R, no
+  // horizontal sums), in chunks of weight rows so that yᵀ stays small for the head.
+  Buf xt(size_t(in * R));
+  transpose(x, R, in, in, xt.data(), R);
+  const int64_t chunk = std::max<int64_t>(64, (int64_t(1) << 21) / std::max<int64_t>(1, R));
+  Buf yt(size_t(std::min(out, chunk) * R));
+  for (int64_t o0 = 0; o0 < out; o0 += chunk) {
+    const int64_t on = std::min(chunk, out - o0);
+    std::fill_n(yt.data(), on * R, 0.0f);
+    be.gemm_acc(GemmAccArgs{on, R, in, w + o0 * in, in, 1, xt.data(), R, yt.data(), R});
+    transpose(yt.data(), on, R, R, y + o0, out);
+  }
 }
 
 void Products::lora(const float* x, const float* m, int64_t R, int64_t in, int64_t out,
