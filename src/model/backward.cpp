@@ -25,8 +25,10 @@ struct Backward {
   const Products& mm;
   ThreadPool* pool;
   const GradOptions& opts;
-  const Acts& A;
+  Acts& A;
   Gradients& grads;
+
+  Buf& zeros(size_t n) const { return A.zeros(n); }
 
   const float* P(const std::string& n) const { return p.get(n); }
   float* G(const std::string& n) const { return grads.at(n).data.data(); }
@@ -36,8 +38,9 @@ struct Backward {
     const ModelConfig& c = p.config;
     const int64_t R = A.R, C = c.n_embd, F = c.ffn_dim;
     const std::string pf = "blocks." + std::to_string(l) + ".";
-    Buf dh(size_t(R * F), 0.0f), dh_pre(dh.size(), 0.0f), dxkf(size_t(R * C), 0.0f),
-        dxf(dxkf.size(), 0.0f);
+    A.scratch_next = 0;
+    Buf &dh = zeros(size_t(R * F)), &dh_pre = zeros(size_t(R * F)), &dxkf = zeros(size_t(R * C)),
+        &dxf = zeros(size_t(R * C));
     mm.linear_back(L.h.data(), P(pf + "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
                    G(pf + "ffn.value.weight"));
     act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
@@ -58,15 +61,16 @@ struct Backward {
     const size_t RC = size_t(R * C);
     const std::string at = "blocks." + std::to_string(l) + ".att.";
     const std::string pf = "blocks." + std::to_string(l) + ".";
-    auto zeros = [](size_t n) { return Buf(n, 0.0f); };
+    A.scratch_next = 0;
 
-    Buf dyg = zeros(RC), dyb = zeros(RC), dg = zeros(RC);
+    Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
     mm.linear_back(L.yg.data(), P(at + "output.weight"), dx.data(), R, C, C, dyg.data(),
                    G(at + "output.weight"));
     mul_backward<float>(
         {R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()});
     // gate: g = σ(xg·g1)·g2
-    Buf dxg = zeros(RC), dg_low = zeros(size_t(R * c.d_gate)), dg_pre = zeros(dg_low.size());
+    Buf &dxg = zeros(RC), &dg_low = zeros(size_t(R * c.d_gate)),
+        &dg_pre = zeros(size_t(R * c.d_gate));
     mm.lora_back(L.g_low.data(), P(at + "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
                  G(at + "g2"));
     act_backward<float>({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
@@ -75,14 +79,14 @@ struct Backward {
                  G(at + "g1"));
 
     // yb = GroupNorm(y) + bonus(r, kf, v)
-    Buf dr = zeros(RC), dkf = zeros(RC), dv = zeros(RC), dy = zeros(RC);
+    Buf &dr = zeros(RC), &dkf = zeros(RC), &dv = zeros(RC), &dy = zeros(RC);
     bonus_backward<float>({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at + "r_k"), nullptr,
                            dyb.data(), dr.data(), dkf.data(), dv.data(), G(at + "r_k")});
     norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at + "ln_x.weight"),
                           P(at + "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
                           dyb.data(), dy.data(), G(at + "ln_x.weight"), G(at + "ln_x.bias")});
     // WKV, one sequence at a time (heads in parallel), from the zero state
-    Buf ddecay = zeros(RC), dwa = zeros(RC), dwb = zeros(RC);
+    Buf &ddecay = zeros(RC), &dwa = zeros(RC), &dwb = zeros(RC);
     for (int64_t b = 0; b < A.B; ++b) {
       const size_t o = size_t(b * A.T * C);
       Wkv7TrainArgs<float> w{A.T,      H,       N,        &L.r[o],  &L.decay[o],
@@ -98,12 +102,12 @@ struct Backward {
       w.pool = pool;
       wkv7_train_backward(w);
     }
-    Buf dk = zeros(RC), da = zeros(RC);
+    Buf &dk = zeros(RC), &da = zeros(RC);
     wkv_inputs_backward<float>({R, H, N, L.k.data(), L.a.data(), P(at + "k_k"), P(at + "k_a"),
                                 nullptr, nullptr, nullptr, dwa.data(), dwb.data(), dkf.data(),
                                 dk.data(), da.data(), G(at + "k_k"), G(at + "k_a")});
     // a = σ(a0 + (xa2·a1)·a2)
-    Buf daz = zeros(RC), da_low = zeros(size_t(R * c.d_aaa)), dxa2 = zeros(RC);
+    Buf &daz = zeros(RC), &da_low = zeros(size_t(R * c.d_aaa)), &dxa2 = zeros(RC);
     bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Sigmoid, P(at + "a0"), L.az.data(),
                                   const_cast<float*>(L.a.data()), da.data(), daz.data(),
                                   G(at + "a0")});
@@ -112,11 +116,11 @@ struct Backward {
     mm.lora_back(L.xa2.data(), P(at + "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(),
                  G(at + "a1"));
     // value residual (layers >= 1) or v_first itself (layer 0)
-    Buf dv_raw = zeros(RC), dxv = zeros(RC);
+    Buf &dv_raw = zeros(RC), &dxv = zeros(RC);
     if (l == 0) {
       for (size_t i = 0; i < RC; ++i) dv_raw[i] = dv[i] + dv_first[i];
     } else {
-      Buf dvz = zeros(RC), dv_low = zeros(size_t(R * c.d_value));
+      Buf &dvz = zeros(RC), &dv_low = zeros(size_t(R * c.d_value));
       value_residual_backward<float>({R, C, L.v_raw.data(), A.layers[0].v.data(), P(at + "v0"),
                                       L.vz.data(), nullptr, dv.data(), dv_raw.data(),
                                       dv_first.data(), G(at + "v0"), dvz.data()});
@@ -126,8 +130,8 @@ struct Backward {
                    G(at + "v1"));
     }
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
-    Buf dwz = zeros(RC), dw_low = zeros(size_t(R * c.d_decay)), dw_pre = zeros(dw_low.size()),
-        dxw = zeros(RC);
+    Buf &dwz = zeros(RC), &dw_low = zeros(size_t(R * c.d_decay)),
+        &dw_pre = zeros(size_t(R * c.d_decay)), &dxw = zeros(RC);
     bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Decay, P(at + "w0"), L.wz.data(),
                                   const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(),
                                   G(at + "w0")});
@@ -138,7 +142,7 @@ struct Backward {
     mm.lora_back(L.xw.data(), P(at + "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(),
                  G(at + "w1"));
     // r, k, v projections
-    Buf dxr = zeros(RC), dxk = zeros(RC);
+    Buf &dxr = zeros(RC), &dxk = zeros(RC);
     mm.linear_back(L.xr.data(), P(at + "receptance.weight"), dr.data(), R, C, C, dxr.data(),
                    G(at + "receptance.weight"));
     mm.linear_back(L.xk.data(), P(at + "key.weight"), dk.data(), R, C, C, dxk.data(),
@@ -146,7 +150,7 @@ struct Backward {
     mm.linear_back(L.xv.data(), P(at + "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
                    G(at + "value.weight"));
     // token shift + mixes into xa, then ln1 into the residual stream
-    Buf dxa = zeros(RC);
+    Buf& dxa = zeros(RC);
     const std::pair<const char*, const Buf*> mixes[] = {
         {"x_r", &dxr}, {"x_w", &dxw}, {"x_k", &dxk}, {"x_v", &dxv}, {"x_a", &dxa2}, {"x_g", &dxg}};
     for (auto [name, d] : mixes) {
@@ -232,7 +236,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
     A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
   }
-  Products mm{backend};
+  Products mm{backend, &A.mm_xt, &A.mm_yt};
   detail::train_forward(params, mm, pool, A);
 
   res.positions = A.R;
@@ -253,7 +257,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   res.loss = loss_and_dlogits(A, V, opts.l2wrap, pool);  // A.logits now holds dlogits
 
   Backward bw{params, mm, pool, opts, A, res.grads};
-  Buf dxo(size_t(R * C), 0.0f), dx(size_t(R * C), 0.0f);
+  Buf dxo(size_t(R * C), 0.0f), dx(size_t(R * C), 0.0f);  // [R, C]: small, heap-reused
   mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, dxo.data(),
                  bw.G("head.weight"));
   norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),

@@ -78,10 +78,12 @@ void Products::linear(const float* x, const float* w, int64_t R, int64_t in, int
                       float* y) const {
   // yᵀ [out, R] = w [out, in] · xᵀ [in, R] as an accumulate-product (vectors along R, no
   // horizontal sums), in chunks of weight rows so that yᵀ stays small for the head.
-  Buf xt(size_t(in * R));
+  Buf& xt = *this->xt;
+  xt.resize(size_t(in * R));
   transpose(x, R, in, in, xt.data(), R);
   const int64_t chunk = std::max<int64_t>(64, (int64_t(1) << 21) / std::max<int64_t>(1, R));
-  Buf yt(size_t(std::min(out, chunk) * R));
+  Buf& yt = *this->yt;
+  yt.resize(size_t(std::min(out, chunk) * R));
   for (int64_t o0 = 0; o0 < out; o0 += chunk) {
     const int64_t on = std::min(chunk, out - o0);
     std::fill_n(yt.data(), on * R, 0.0f);

@@ -1,6 +1,7 @@
 #pragma once
 // Shared by train_forward.cpp and backward.cpp: the activations the forward keeps for the
 // backward, and the dense products in both directions over a Backend.
+#include <deque>
 #include <vector>
 
 #include "model/backward.hpp"
@@ -13,6 +14,8 @@ using Buf = std::vector<float>;
 // are [in, out] (y = x·m). Backward products ACCUMULATE into dx / dw.
 struct Products {
   const Backend& be;
+  Buf* xt;  // scratch for linear(): [in, R] and a chunk of yᵀ, kept by the caller across calls
+  Buf* yt;
 
   void linear(const float* x, const float* w, int64_t R, int64_t in, int64_t out, float* y) const;
   void lora(const float* x, const float* m, int64_t R, int64_t in, int64_t out, float* y) const;
@@ -45,6 +48,18 @@ struct Acts {
   std::vector<LayerActs> layers;
   Buf x_final, lnout_stats, xo;  // before / after ln_out
   Buf logits;                    // [R, V]
+
+  // Backward temporaries, reused from step to step (fresh vectors would be page-faulted in
+  // and trimmed back every step). zeros() hands out the next one; a deque keeps references.
+  std::deque<Buf> scratch;
+  Buf mm_xt, mm_yt;  // Products' scratch
+  size_t scratch_next = 0;
+  Buf& zeros(size_t n) {
+    if (scratch_next == scratch.size()) scratch.emplace_back();
+    Buf& b = scratch[scratch_next++];
+    b.assign(n, 0.0f);
+    return b;
+  }
 };
 
 // Runs the graph, keeping activations; returns the logits in acts.logits.
