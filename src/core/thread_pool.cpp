@@ -42,10 +42,19 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     ++generation_;
   }
   start_cv_.notify_all();
-  run_part(fn, n, parts, 0);
+  std::exception_ptr mine;
+  try {
+    run_part(fn, n, parts, 0);
+  } catch (...) {
+    mine = std::current_exception();
+  }
   std::unique_lock<std::mutex> lock(mutex_);
   done_cv_.wait(lock, [this] { return pending_ == 0; });
   job_ = nullptr;
+  std::exception_ptr err = mine ? mine : worker_error_;
+  worker_error_ = nullptr;
+  lock.unlock();
+  if (err) std::rethrow_exception(err);  // a worker's error surfaces in the caller
 }
 
 void ThreadPool::worker_loop(int index) {
@@ -64,8 +73,14 @@ void ThreadPool::worker_loop(int index) {
       parts = job_parts_;
     }
     if (index < parts) {
-      run_part(*job, n, parts, index);
+      std::exception_ptr err;
+      try {
+        run_part(*job, n, parts, index);
+      } catch (...) {
+        err = std::current_exception();
+      }
       std::lock_guard<std::mutex> lock(mutex_);
+      if (err && !worker_error_) worker_error_ = err;
       if (--pending_ == 0) done_cv_.notify_one();
     }
   }

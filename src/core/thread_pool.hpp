@@ -3,6 +3,7 @@
 // a model (not a global); parallel_for splits [0, n) into contiguous ranges, one per worker.
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -21,7 +22,8 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }  // workers + the calling thread
 
   // Calls fn(begin, end) on disjoint ranges covering [0, n); ranges are at least `grain`
-  // long. Runs inline when n is small or the pool has one thread. Not re-entrant.
+  // long. Runs inline when n is small or the pool has one thread. Not re-entrant. An exception
+  // thrown by fn on any thread is rethrown here once every range has finished.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:
@@ -36,6 +38,7 @@ class ThreadPool {
   uint64_t generation_ = 0;
   int pending_ = 0;
   bool stop_ = false;
+  std::exception_ptr worker_error_;
 };
 
 }  // namespace rwkv7
