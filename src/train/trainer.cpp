@@ -217,15 +217,16 @@ TrainSummary run_training(const TrainOptions& o,
   const double elapsed_before = log.empty() ? 0 : log.back().elapsed_s;
   const auto t0 = Clock::now();
   TrainSummary sum;
+  TrainWorkspace ws;
+  GradResult acc, micro;
   for (int64_t s = start; s < o.steps; ++s) {
     const auto ts = Clock::now();
     const double lr = sched.lr_at(s);
-    GradResult acc;
     for (int64_t a = 0; a < o.accum; ++a) {
-      GradResult r = loss_and_gradients(params, batcher.rows(s * o.accum + a), *backend, &pool, go);
-      if (a == 0) {
-        acc = std::move(r);
-      } else {
+      // Buffers and gradient tensors are reused from step to step (no allocation per step).
+      GradResult& r = a == 0 ? acc : micro;
+      loss_and_gradients(params, batcher.rows(s * o.accum + a), *backend, &pool, go, ws, r);
+      if (a > 0) {
         acc.loss += r.loss;
         for (auto& [n, g] : acc.grads)
           for (size_t i = 0; i < g.data.size(); ++i) g.data[i] += r.grads.at(n).data[i];
