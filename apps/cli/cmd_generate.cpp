@@ -25,8 +25,8 @@ void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate",
                                  "Continue a prompt; text streams to stdout, prompt "
                                  "and generation speed go to stderr");
-  o->model.add(cmd);
-  auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
+  o->model.add(cmd, true, false);
+  auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text (default: a new line)");
   auto* f = cmd->add_option("-f,--prompt-file", o->prompt_file, "Read the prompt from a file");
   p->excludes(f);
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")
@@ -47,8 +47,9 @@ void register_generate(CLI::App& app) {
       st = load_state(o->state_in, *m, &warning);
       if (!warning.empty()) std::fprintf(stderr, "rwkv7: warning: %s\n", warning.c_str());
     }
+    if (prompt.empty() && tok.is_bytes()) prompt = "\n";  // byte models: start at a line
     std::vector<int32_t> ids = tok.encode(prompt);
-    if (ids.empty()) ids.push_back(0);  // an empty prompt starts a fresh document
+    if (ids.empty()) ids.push_back(0);  // World models: an empty prompt starts a document
     Sampler sampler(o->sampling.opts);
     GenerateOptions g;
     g.max_tokens = o->max_tokens;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -11,8 +12,26 @@
 
 namespace rwkv7::cli {
 
-void ModelFlags::add(CLI::App* cmd, bool with_vocab) {
-  cmd->add_option("-m,--model", model, "Checkpoint: official .pth or .safetensors")->required();
+constexpr const char* kShippedModel = "models/rwkv7-shakespeare-L4-C192.pth";
+
+std::string default_model_path() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (!ec) candidates.push_back(exe.parent_path().parent_path() / kShippedModel);
+  candidates.push_back(std::filesystem::current_path(ec) / kShippedModel);
+  for (const auto& p : candidates)
+    if (std::filesystem::exists(p, ec)) return p.string();
+  throw Error(std::string("no -m MODEL given and the shipped model ") + kShippedModel +
+              " was not found next to the build folder or in the current folder");
+}
+
+void ModelFlags::add(CLI::App* cmd, bool with_vocab, bool model_required) {
+  auto* m = cmd->add_option("-m,--model", model,
+                            model_required ? "Checkpoint: official .pth, .safetensors or GGUF"
+                                           : "Checkpoint: official .pth, .safetensors or GGUF "
+                                             "(default: the shipped Shakespeare model)");
+  if (model_required) m->required();
   if (with_vocab) {
     cmd->add_option("--vocab", vocab,
                     "World vocabulary file (rwkv_vocab_v20230424.txt); not needed for byte-level "
@@ -25,10 +44,11 @@ void ModelFlags::add(CLI::App* cmd, bool with_vocab) {
 }
 
 std::shared_ptr<const Model> ModelFlags::load() const {
+  const std::string path = model.empty() ? default_model_path() : model;
   LoadOptions o;
   o.threads = threads;
   o.backend = backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
-  return Model::load(model, o);
+  return Model::load(path, o);
 }
 
 Tokenizer ModelFlags::tokenizer(const Model& m) const {

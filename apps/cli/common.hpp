@@ -17,7 +17,8 @@ struct ModelFlags {
   int threads = 0;
   std::string backend = "cpu";
 
-  void add(CLI::App* cmd, bool with_vocab = true);
+  // model_required = false: without -m the model shipped with rwkv7 is used (see below).
+  void add(CLI::App* cmd, bool with_vocab = true, bool model_required = true);
   std::shared_ptr<const Model> load() const;
   // World vocabulary when --vocab is given; raw bytes for V = 256 models; else an Error.
   Tokenizer tokenizer(const Model& m) const;
@@ -27,6 +28,10 @@ struct SamplingFlags {
   SamplerOptions opts;
   void add(CLI::App* cmd);
 };
+
+// The small model the repository ships (models/, trained by `rwkv7 train`; see README): found
+// next to the binary's build folder or under the current folder. Error when absent.
+std::string default_model_path();
 
 // "1,2,3" → {1, 2, 3}; Error naming the flag on anything else.
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& flag);
