@@ -73,7 +73,8 @@ void register_train(CLI::App& app) {
                   "grad_norm");
   cmd->add_option("--save-every", o->t.save_every, "Checkpoint every N steps (0 = at the end)");
   cmd->add_option("--val-every", o->t.val_every, "Validate every N steps (0 = at the end)");
-  cmd->add_option("--val-tokens", o->t.val_tokens, "Tokens per intermediate validation")
+  cmd->add_option("--val-tokens", o->t.val_tokens,
+                  "Held-out tokens per validation, the same prefix each time (0 = all)")
       ->capture_default_str();
   cmd->add_option("--save-dtype", o->t.save_dtype, "dtype of the final model.pth")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))

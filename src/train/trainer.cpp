@@ -250,7 +250,9 @@ TrainSummary run_training(const TrainOptions& o,
     const bool last = s + 1 == o.steps;
     const bool pause = !last && o.stop_after > 0 && s + 1 == o.stop_after;
     if (last || (o.val_every > 0 && (s + 1) % o.val_every == 0)) {
-      row.val_loss = validation_loss(params, split.val, last ? 0 : o.val_tokens, o.threads);
+      // Same held-out prefix every time, so the curve compares like with like; `rwkv7 eval` on
+      // the held-out file gives the loss over all of it.
+      row.val_loss = validation_loss(params, split.val, o.val_tokens, o.threads);
     }
     log.push_back(row);
     if (json_log) {

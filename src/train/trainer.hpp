@@ -27,10 +27,10 @@ struct TrainOptions {
   bool l2wrap = true;
   // Output
   std::string out_dir;
-  std::string log_json;            // one JSON object per step (optional)
-  int64_t save_every = 0;          // 0 = only at the end
-  int64_t val_every = 0;           // 0 = only at the end
-  int64_t val_tokens = 32768;      // per intermediate validation; the final one uses all
+  std::string log_json;        // one JSON object per step (optional)
+  int64_t save_every = 0;      // 0 = only at the end
+  int64_t val_every = 0;       // 0 = only at the end
+  int64_t val_tokens = 32768;  // held-out tokens per validation, the same prefix each time; 0 = all
   std::string save_dtype = "f32";  // dtype of the final model.pth (checkpoints are f32)
   bool resume = false;
   int64_t stop_after = 0;  // stop (with a checkpoint) once this many steps are done; 0 = never
