@@ -12,7 +12,7 @@
 
 namespace rwkv7::cli {
 
-constexpr const char* kShippedModel = "models/rwkv7-shakespeare-L4-C192.pth";
+constexpr const char* kShippedModel = "models/rwkv7-shakespeare-L4-C128.pth";
 
 std::string default_model_path() {
   std::error_code ec;
