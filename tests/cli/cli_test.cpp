@@ -214,7 +214,7 @@ TEST(CliErrors, BadInputsGiveClearMessagesAndNonZeroExit) {
       {"info -m " + quote(dir.file("junk.pth")), "junk.pth"},
       {"forward -m " + quote(dir.file("junk.pth")) + " --tokens 1,x -o " + quote(dir.file("o")),
        "--tokens"},
-      {"generate", "model"},
+      {"chat", "model"},
       {"nosuchcommand", ""},
   };
   for (const Case& c : cases) {
