@@ -66,7 +66,8 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{DType::F32, 64, 64, 8}, MatmulCase{DType::F32, 100, 37, 9},
                       MatmulCase{DType::F32, 130, 96, 70}, MatmulCase{DType::F32, 48, 256, 200},
                       MatmulCase{DType::BF16, 97, 64, 1}, MatmulCase{DType::BF16, 200, 160, 33},
-                      MatmulCase{DType::F16, 50, 72, 4}, MatmulCase{DType::F16, 113, 200, 130},
+                      MatmulCase{DType::F16, 50, 72, 4}, MatmulCase{DType::F16, 33, 100, 1},
+                      MatmulCase{DType::BF16, 300, 769, 1}, MatmulCase{DType::F16, 113, 200, 130},
                       MatmulCase{DType::F32, 16, 3000, 11}));
 
 TEST(BackendWkv7, CpuEqualsReferenceOverManySteps) {

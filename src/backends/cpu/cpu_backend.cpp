@@ -27,6 +27,7 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     if (is_quantized(w.dtype)) return matmul_quantized(a);
     if (a.count >= kGemmMinRows) return matmul_gemm(a);
+    if (a.count == 1 && (w.dtype == DType::BF16 || w.dtype == DType::F16)) return matvec_half(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> row(w.dtype == DType::F32 ? 0 : size_t(w.cols));
@@ -128,6 +129,21 @@ class CpuBackend final : public Backend {
           cpu::dot_rows_q8(wq.data(), wd.data(), &xq[size_t(t0 * n)], &xd[size_t(t0 * nb)],
                            size_t(nb), size_t(tn), a.y + t0 * w.rows + o, size_t(w.rows));
         }
+      }
+    });
+  }
+
+  // Decode with bf16/f16 weights: each row widened in registers inside the dot product.
+  void matvec_half(const MatmulArgs& a) const {
+    const Matrix& w = a.w;
+    const auto* base = static_cast<const uint16_t*>(w.data);
+    const bool bf16 = w.dtype == DType::BF16;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
+    pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        const uint16_t* row = base + o * w.cols;
+        a.y[o] =
+            bf16 ? cpu::dot_bf16(row, a.x, size_t(w.cols)) : cpu::dot_f16(row, a.x, size_t(w.cols));
       }
     });
   }

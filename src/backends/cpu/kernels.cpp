@@ -81,6 +81,42 @@ void F16ToF32Row(const uint16_t* in, float* out, size_t n) {
   for (; i < n; ++i) out[i] = rwkv7::f16_to_f32(in[i]);
 }
 
+// One row of bf16 / f16 weights dotted with x, widened in registers (decode: no row buffer).
+float DotBf16(const uint16_t* w, const float* x, size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::Rebind<uint16_t, decltype(du)> d16;
+  const size_t L = hn::Lanes(df);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df);
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const auto w0 = hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, w + i))));
+    const auto w1 =
+        hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, w + i + L))));
+    s0 = hn::MulAdd(w0, hn::LoadU(df, x + i), s0);
+    s1 = hn::MulAdd(w1, hn::LoadU(df, x + i + L), s1);
+  }
+  float r = hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1)));
+  for (; i < n; ++i) r += rwkv7::bf16_to_f32(w[i]) * x[i];
+  return r;
+}
+
+float DotF16(const uint16_t* w, const float* x, size_t n) {
+  const hn::ScalableTag<float> df;
+  const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+  const size_t L = hn::Lanes(df);
+  const auto* h = reinterpret_cast<const hwy::float16_t*>(w);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df);
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    s0 = hn::MulAdd(hn::PromoteTo(df, hn::LoadU(dh, h + i)), hn::LoadU(df, x + i), s0);
+    s1 = hn::MulAdd(hn::PromoteTo(df, hn::LoadU(dh, h + i + L)), hn::LoadU(df, x + i + L), s1);
+  }
+  float r = hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1)));
+  for (; i < n; ++i) r += rwkv7::f16_to_f32(w[i]) * x[i];
+  return r;
+}
+
 void Wkv7HeadStep(float* S, const float* r, const float* decay, const float* k, const float* v,
                   const float* a, const float* b, size_t N, float* y) {
   const hn::ScalableTag<float> d;
@@ -147,6 +183,15 @@ HWY_EXPORT(Bf16ToF32Row);
 HWY_EXPORT(F16ToF32Row);
 HWY_EXPORT(Wkv7HeadStep);
 HWY_EXPORT(FmaPeak);
+HWY_EXPORT(DotBf16);
+HWY_EXPORT(DotF16);
+
+float dot_bf16(const uint16_t* w, const float* x, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotBf16)(w, x, n);
+}
+float dot_f16(const uint16_t* w, const float* x, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotF16)(w, x, n);
+}
 
 double fma_peak(int64_t iters, float* sink) { return HWY_DYNAMIC_DISPATCH(FmaPeak)(iters, sink); }
 

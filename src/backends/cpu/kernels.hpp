@@ -8,6 +8,9 @@ namespace rwkv7::cpu {
 
 // out[j] = dot(w, x + j*n) for j < rows; w and x rows are n floats.
 void dot_rows(const float* w, const float* x, size_t n, size_t rows, float* out, size_t out_stride);
+// dot(w, x) for one row of n bf16 / f16 weights, widened in registers.
+float dot_bf16(const uint16_t* w, const float* x, size_t n);
+float dot_f16(const uint16_t* w, const float* x, size_t n);
 // Widen n bf16 / f16 values to f32.
 void bf16_to_f32_row(const uint16_t* in, float* out, size_t n);
 void f16_to_f32_row(const uint16_t* in, float* out, size_t n);
