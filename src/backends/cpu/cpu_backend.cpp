@@ -118,6 +118,15 @@ class CpuBackend final : public Backend {
       }
     });
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
+    if (a.count == 1 && w.dtype == DType::Q8_0) {  // decode: blocks read in place
+      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t o = begin; o < end; ++o) {
+          a.y[o] = cpu::dot_q8_0_blocks(static_cast<const uint8_t*>(w.data) + size_t(o) * rb,
+                                        xq.data(), xd.data(), size_t(nb));
+        }
+      });
+      return;
+    }
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<int8_t> wq(static_cast<size_t>(n));
       std::vector<float> wd(static_cast<size_t>(nb));

@@ -1,6 +1,7 @@
 // Highway multi-target int8 kernels: this file is compiled once per target ISA.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/quant_kernels.cpp"
+#include "core/dtype.hpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 
@@ -72,6 +73,32 @@ void DotRowsQ8(const int8_t* wq, const float* wd, const int8_t* xq, const float*
   }
 }
 
+// Decode with Q8_0 weights: reads the 34-byte blocks in place (f16 scale, 32 int8), so no
+// row is unpacked first. One activation row, quantised to Q8_0 as for DotRowsQ8.
+float DotQ8Blocks(const uint8_t* blocks, const int8_t* xq, const float* xd, size_t nb) {
+  const hn::CappedTag<int16_t, kBlock> d16;
+  const hn::Rebind<int8_t, decltype(d16)> d8;
+  const hn::RepartitionToWide<decltype(d16)> d32;
+  const hn::RebindToFloat<decltype(d32)> df;
+  const size_t L = hn::Lanes(d16);
+  auto acc = hn::Zero(df);
+  for (size_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = blocks + b * (2 + kBlock);
+    const auto* q = reinterpret_cast<const int8_t*>(blk + 2);
+    uint16_t h;
+    __builtin_memcpy(&h, blk, 2);
+    auto i0 = hn::Zero(d32), u = hn::Zero(d32);
+    for (size_t k = 0; k < kBlock; k += L) {
+      const auto w = hn::PromoteTo(d16, hn::LoadU(d8, q + k));
+      i0 = hn::ReorderWidenMulAccumulate(
+          d32, w, hn::PromoteTo(d16, hn::LoadU(d8, xq + b * kBlock + k)), i0, u);
+    }
+    acc = hn::MulAdd(hn::ConvertTo(df, hn::Add(i0, u)), hn::Set(df, rwkv7::f16_to_f32(h) * xd[b]),
+                     acc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, acc));
+}
+
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -79,6 +106,11 @@ HWY_AFTER_NAMESPACE();
 namespace rwkv7::cpu {
 
 HWY_EXPORT(DotRowsQ8);
+HWY_EXPORT(DotQ8Blocks);
+
+float dot_q8_0_blocks(const uint8_t* blocks, const int8_t* xq, const float* xd, size_t nb) {
+  return HWY_DYNAMIC_DISPATCH(DotQ8Blocks)(blocks, xq, xd, nb);
+}
 
 void dot_rows_q8(const int8_t* wq, const float* wd, const int8_t* xq, const float* xd, size_t nb,
                  size_t rows, float* out, size_t out_stride) {

@@ -11,4 +11,8 @@ namespace rwkv7::cpu {
 void dot_rows_q8(const int8_t* wq, const float* wd, const int8_t* xq, const float* xd, size_t nb,
                  size_t rows, float* out, size_t out_stride);
 
+// One row of Q8_0 blocks (34 bytes each, read in place) against one Q8_0-quantised
+// activation row: Σ_b d_w[b]·xd[b]·Σ_i q_w[b][i]·xq[32b+i].
+float dot_q8_0_blocks(const uint8_t* blocks, const int8_t* xq, const float* xd, size_t nb);
+
 }  // namespace rwkv7::cpu
