@@ -60,11 +60,7 @@ void register_bench(CLI::App& app) {
       if (lim.read_gb_s <= 0) lim.read_gb_s = measured.read_gb_s;
       if (lim.fma_gflop_s <= 0) lim.fma_gflop_s = measured.fma_gflop_s;
     }
-    LoadOptions lo;
-    lo.threads = o->model.threads;
-    lo.chunk = o->chunk;
-    lo.backend = o->model.backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
-    auto m = Model::load(o->model.model, lo);
+    auto m = o->model.load(o->chunk);
     const int64_t V = m->config().vocab_size;
     std::mt19937 rng(1234);
     std::vector<int32_t> prompt(size_t(o->prompt));

@@ -44,9 +44,7 @@ void register_chat(CLI::App& app) {
     const bool tty = isatty(STDIN_FILENO);
     std::string lead;  // text fed before the next "User:" turn
     if (!o->session.empty() && std::filesystem::exists(o->session)) {
-      std::string warning;
-      st = load_state(o->session, *m, &warning);
-      if (!warning.empty()) std::fprintf(stderr, "rwkv7: warning: %s\n", warning.c_str());
+      st = load_state_warn(o->session, *m);
       std::fprintf(stderr, "(resumed %s: %lld tokens of conversation)\n", o->session.c_str(),
                    (long long)st.tokens_consumed);
     } else if (!o->system.empty()) {

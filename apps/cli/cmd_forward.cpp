@@ -33,17 +33,8 @@ void register_forward(CLI::App& app) {
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
   cmd->callback([o] {
     const auto tokens = parse_token_list(o->tokens, "--tokens");
-    LoadOptions lo;
-    lo.threads = o->model.threads;
-    lo.chunk = o->chunk;
-    lo.backend = o->model.backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
-    auto m = Model::load(o->model.model, lo);
-    State st = m->new_state();
-    if (!o->state_in.empty()) {
-      std::string warning;
-      st = load_state(o->state_in, *m, &warning);
-      if (!warning.empty()) std::fprintf(stderr, "rwkv7: warning: %s\n", warning.c_str());
-    }
+    auto m = o->model.load(o->chunk);
+    State st = o->state_in.empty() ? m->new_state() : load_state_warn(o->state_in, *m);
     std::vector<float> logits;
     if (o->mode == "seq") {
       logits = m->forward(tokens, st, Logits::All);

@@ -41,12 +41,7 @@ void register_generate(CLI::App& app) {
     auto m = o->model.load();
     Tokenizer tok = o->model.tokenizer(*m);
     std::string prompt = o->prompt_file.empty() ? o->prompt : read_file(o->prompt_file);
-    State st = m->new_state();
-    if (!o->state_in.empty()) {
-      std::string warning;
-      st = load_state(o->state_in, *m, &warning);
-      if (!warning.empty()) std::fprintf(stderr, "rwkv7: warning: %s\n", warning.c_str());
-    }
+    State st = o->state_in.empty() ? m->new_state() : load_state_warn(o->state_in, *m);
     if (prompt.empty() && tok.is_bytes()) prompt = "\n";  // byte models: start at a line
     std::vector<int32_t> ids = tok.encode(prompt);
     if (ids.empty()) ids.push_back(0);  // World models: an empty prompt starts a document

@@ -1,6 +1,7 @@
 #include "common.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -43,9 +44,10 @@ void ModelFlags::add(CLI::App* cmd, bool with_vocab, bool model_required) {
       ->capture_default_str();
 }
 
-std::shared_ptr<const Model> ModelFlags::load() const {
+std::shared_ptr<const Model> ModelFlags::load(int64_t chunk) const {
   const std::string path = model.empty() ? default_model_path() : model;
   LoadOptions o;
+  o.chunk = chunk;
   o.threads = threads;
   o.backend = backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
   return Model::load(path, o);
@@ -64,6 +66,13 @@ Tokenizer ModelFlags::tokenizer(const Model& m) const {
   if (m.config().vocab_size == 256) return Tokenizer::bytes();
   throw Error(m.path() + " has a vocabulary of " + std::to_string(m.config().vocab_size) +
               " tokens: pass --vocab rwkv_vocab_v20230424.txt");
+}
+
+State load_state_warn(const std::string& path, const Model& model) {
+  std::string warning;
+  State st = load_state(path, model, &warning);
+  if (!warning.empty()) std::fprintf(stderr, "rwkv7: warning: %s\n", warning.c_str());
+  return st;
 }
 
 void SamplingFlags::add(CLI::App* cmd) {

@@ -19,7 +19,8 @@ struct ModelFlags {
 
   // model_required = false: without -m the model shipped with rwkv7 is used (see below).
   void add(CLI::App* cmd, bool with_vocab = true, bool model_required = true);
-  std::shared_ptr<const Model> load() const;
+  // chunk: positions per pass in sequence mode (LoadOptions::chunk).
+  std::shared_ptr<const Model> load(int64_t chunk = LoadOptions{}.chunk) const;
   // World vocabulary when --vocab is given; raw bytes for V = 256 models; else an Error.
   Tokenizer tokenizer(const Model& m) const;
 };
@@ -28,6 +29,10 @@ struct SamplingFlags {
   SamplerOptions opts;
   void add(CLI::App* cmd);
 };
+
+// A saved state for `model`; a fingerprint mismatch (same shape, other weights) is printed
+// to stderr as a warning.
+State load_state_warn(const std::string& path, const Model& model);
 
 // The small model the repository ships (models/, trained by `rwkv7 train`; see README): found
 // next to the binary's build folder or under the current folder. Error when absent.
