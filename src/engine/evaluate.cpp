@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "io/jsonl.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -48,27 +48,14 @@ LossResult evaluate_loss(const Model& model, std::span<const int32_t> tokens, in
 }
 
 std::vector<LambadaSample> read_lambada_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot open");
   std::vector<LambadaSample> out;
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string text;
-    try {
-      text = nlohmann::json::parse(line).at("text").get<std::string>();
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(path + ":" + std::to_string(lineno) + ": expected {\"text\": ...} (" + e.what() +
-                  ")");
-    }
+  for_each_jsonl_text(path, [&](std::string&& text, int64_t lineno) {
     const size_t sp = text.rfind(' ');
     if (sp == std::string::npos) {
       throw Error(path + ":" + std::to_string(lineno) + ": passage has no space to split at");
     }
     out.push_back({text.substr(0, sp), text.substr(sp)});
-  }
+  });
   if (out.empty()) throw Error(path + ": no passages");
   return out;
 }

@@ -4,9 +4,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "io/jsonl.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7::train {
@@ -51,25 +50,12 @@ void add_document(TokenData& d, const std::string& text, const Tokenizer& tok,
 }
 
 void add_file(TokenData& d, const std::string& path, const Tokenizer& tok) {
-  const std::string data = read_all(path);
-  if (fs::path(path).extension() != ".jsonl") {
-    add_document(d, data, tok, path);
-    return;
-  }
-  std::istringstream lines(data);
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(lines, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string text;
-    try {
-      text = nlohmann::json::parse(line).at("text").get<std::string>();
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(path + ":" + std::to_string(n) +
-                  ": expected a JSON object with a \"text\" string (" + e.what() + ")");
-    }
-    add_document(d, text, tok, path + ":" + std::to_string(n));
+  if (fs::path(path).extension() == ".jsonl") {
+    for_each_jsonl_text(path, [&](std::string&& text, int64_t line) {
+      add_document(d, text, tok, path + ":" + std::to_string(line));
+    });
+  } else {
+    add_document(d, read_all(path), tok, path);
   }
 }
 

@@ -1,0 +1,14 @@
+#pragma once
+// JSON Lines with one {"text": "..."} object per line (LAMBADA, training corpora).
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace rwkv7 {
+
+// Calls fn(text, line number) for every non-blank line of the file; a line that is not an
+// object with a "text" string is an Error naming "<path>:<line>".
+void for_each_jsonl_text(const std::string& path,
+                         const std::function<void(std::string&& text, int64_t line)>& fn);
+
+}  // namespace rwkv7
