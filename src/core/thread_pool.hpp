@@ -1,6 +1,12 @@
 #pragma once
 // A fixed pool of worker threads for data-parallel loops. One pool is owned by whoever runs
 // a model (not a global); parallel_for splits [0, n) into contiguous ranges, one per worker.
+//
+// Decoding one token makes hundreds of small parallel calls, so hand-offs must cost well under
+// a microsecond: workers spin (with a pause hint) on an atomic job counter for a while after
+// each job and only then sleep on a condition variable; the caller spins until every worker
+// has acknowledged the job.
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -30,14 +36,16 @@ class ThreadPool {
   void worker_loop(int index);
 
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable start_cv_, done_cv_;
+  // The job: written by the caller before `generation_` is bumped (release), read by workers
+  // after they see the new generation (acquire); untouched until `pending_` reaches 0.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int job_parts_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};  // workers that have not finished the current job
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;  // guards sleeping (with wake_cv_) and worker_error_
+  std::condition_variable wake_cv_;
   std::exception_ptr worker_error_;
 };
 
