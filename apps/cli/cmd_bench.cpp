@@ -29,7 +29,7 @@ double seconds(const std::function<void()>& fn) {
 void register_bench(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    int64_t prompt = 512, gen = 128, repeat = 3, chunk = 128;
+    int64_t prompt = 512, gen = 128, repeat = 3, chunk = LoadOptions{}.chunk;
     double bandwidth = 0, peak = 0;
     bool json = false;
   };

@@ -13,7 +13,7 @@ void register_forward(CLI::App& app) {
   struct Opts {
     ModelFlags model;
     std::string tokens, mode = "seq", state_in, state_out, out;
-    int64_t chunk = 128;
+    int64_t chunk = LoadOptions{}.chunk;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(

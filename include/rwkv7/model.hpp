@@ -40,7 +40,7 @@ enum class BackendKind { Cpu, Reference };  // which implementation runs the hot
 struct LoadOptions {
   BackendKind backend = BackendKind::Cpu;
   int threads = 0;      // 0 = all cores
-  int64_t chunk = 128;  // positions per pass over the layers: bounds memory for long inputs
+  int64_t chunk = 256;  // positions per pass over the layers: bounds memory for long inputs
 };
 
 // Which positions of a sequence need logits.

@@ -16,8 +16,6 @@ namespace {
 constexpr float kLnEps = 1e-5f;
 constexpr float kGroupNormEps = 64e-5f;
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
 // A run of consecutive rows that belong to one sequence.
 struct Segment {
   State* state;
@@ -53,21 +51,36 @@ struct Pass {
     m.backend->matmul(MatmulArgs{w, x, y, R});
   }
 
+  // fn(row) for every row of the pass, rows spread over the backend's threads.
+  template <class F>
+  void each_row(const F& fn) const {
+    m.backend->parallel_rows(R, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) fn(r);
+    });
+  }
+
   // prev[row] for the token shift: the carried state for a segment's first row, else row-1.
   // Writes out[r] = x[r] + (prev - x[r]) * mix[c] for every given mix, then updates `carry`.
   void shift_mix(const Buf& x, int64_t layer, std::vector<float> State::*carry,
                  std::initializer_list<std::pair<const std::vector<float>*, Buf*>> mixes) const {
     const int64_t C = m.w.config.n_embd;
+    std::vector<const float*> prev(static_cast<size_t>(R));
+    for (const Segment& s : segs) {
+      const float* state_row = ((*s.state).*carry).data() + layer * C;
+      for (int64_t r = s.row0; r < s.row0 + s.rows; ++r)
+        prev[size_t(r)] = r == s.row0 ? state_row : x.data() + (r - 1) * C;
+    }
+    each_row([&](int64_t r) {
+      const float* cur = x.data() + r * C;
+      const float* p = prev[size_t(r)];
+      for (auto [mix, out] : mixes) {
+        float* o = out->data() + r * C;
+        const float* mx = mix->data();
+        for (int64_t c = 0; c < C; ++c) o[c] = cur[c] + (p[c] - cur[c]) * mx[c];
+      }
+    });
     for (const Segment& s : segs) {
       float* state_row = ((*s.state).*carry).data() + layer * C;
-      for (int64_t r = s.row0; r < s.row0 + s.rows; ++r) {
-        const float* cur = x.data() + r * C;
-        const float* prev = r == s.row0 ? state_row : cur - C;
-        for (auto [mix, out] : mixes) {
-          float* o = out->data() + r * C;
-          for (int64_t c = 0; c < C; ++c) o[c] = cur[c] + (prev[c] - cur[c]) * (*mix)[size_t(c)];
-        }
-      }
       std::copy_n(x.data() + (s.row0 + s.rows - 1) * C, C, state_row);
     }
   }
@@ -75,13 +88,15 @@ struct Pass {
   void time_mix(int64_t layer, Buf& x, Buf& v_first) const {
     const LayerWeights& L = m.w.layers[size_t(layer)];
     const ModelConfig& c = m.w.config;
-    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size, RC = R * C;
+    const PointwiseOps& pw = m.backend->pointwise();
+    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
     ws.reset();
-    const size_t n = size_t(RC);
+    const size_t n = size_t(R * C);
     Buf &xa = ws.get(n), &xr = ws.get(n), &xw = ws.get(n), &xk = ws.get(n), &xv = ws.get(n),
         &xa2 = ws.get(n), &xg = ws.get(n);
-    for (int64_t r = 0; r < R; ++r)
+    each_row([&](int64_t r) {
       layer_norm(&x[size_t(r * C)], L.ln1_w.data(), L.ln1_b.data(), C, kLnEps, &xa[size_t(r * C)]);
+    });
     shift_mix(xa, layer, &State::att_shift,
               {{&L.x_r, &xr},
                {&L.x_w, &xw},
@@ -98,38 +113,36 @@ struct Pass {
 
     Buf& low = ws.get(size_t(R * std::max({c.d_decay, c.d_aaa, c.d_value, c.d_gate})));
     Buf& z = ws.get(n);
+    auto row = [C](Buf& b, int64_t i) { return b.data() + i * C; };
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
     mm(L.w1.m, xw.data(), low.data());
-    for (int64_t i = 0; i < R * c.d_decay; ++i) low[size_t(i)] = std::tanh(low[size_t(i)]);
+    each_row([&](int64_t i) { pw.tanh(&low[size_t(i * c.d_decay)], size_t(c.d_decay)); });
     mm(L.w2.m, low.data(), z.data());
-    const float e_half = std::exp(-0.5f);
-    for (int64_t i = 0; i < RC; ++i)
-      decay[size_t(i)] = std::exp(-e_half * sigmoid(L.w0[size_t(i % C)] + z[size_t(i)]));
+    each_row([&](int64_t i) { pw.decay(L.w0.data(), row(z, i), row(decay, i), size_t(C)); });
     // value residual towards layer 0's value
     if (layer == 0) {
       v_first = v;
     } else {
       mm(L.v1.m, xv.data(), low.data());
       mm(L.v2.m, low.data(), z.data());
-      for (int64_t i = 0; i < RC; ++i) {
-        float mix = sigmoid(L.v0[size_t(i % C)] + z[size_t(i)]);
-        v[size_t(i)] += (v_first[size_t(i)] - v[size_t(i)]) * mix;
-      }
+      each_row([&](int64_t i) {
+        pw.value_residual(L.v0.data(), row(z, i), row(v_first, i), row(v, i), size_t(C));
+      });
     }
     // in-context learning rate
     mm(L.a1.m, xa2.data(), low.data());
     mm(L.a2.m, low.data(), z.data());
-    for (int64_t i = 0; i < RC; ++i) a[size_t(i)] = sigmoid(L.a0[size_t(i % C)] + z[size_t(i)]);
+    each_row([&](int64_t i) { pw.sigmoid_bias(L.a0.data(), row(z, i), row(a, i), size_t(C)); });
     // gate
     mm(L.g1.m, xg.data(), low.data());
-    for (int64_t i = 0; i < R * c.d_gate; ++i) low[size_t(i)] = sigmoid(low[size_t(i)]);
+    each_row([&](int64_t i) { pw.sigmoid(&low[size_t(i * c.d_gate)], size_t(c.d_gate)); });
     mm(L.g2.m, low.data(), g.data());
 
     // kk = per-head L2-normalised k*k_k; k scaled by the rate; WKV inputs a = -kk, b = kk*a
     Buf &wa = ws.get(n), &wb = ws.get(n);
-    for (int64_t row = 0; row < R; ++row) {
+    each_row([&](int64_t i) {
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t o = row * C + h * N;
+        const int64_t o = i * C + h * N;
         double norm = 0;
         for (int64_t j = 0; j < N; ++j) {
           float kk = k[size_t(o + j)] * L.k_k[size_t(h * N + j)];
@@ -138,14 +151,14 @@ struct Pass {
         }
         const float inv = 1.0f / std::max(float(std::sqrt(norm)), 1e-12f);
         for (int64_t j = 0; j < N; ++j) {
-          const size_t i = size_t(o + j);
-          const float kk = wa[i] * inv;
-          wa[i] = -kk;
-          wb[i] = kk * a[i];
-          k[i] = k[i] * (1.0f + (a[i] - 1.0f) * L.k_a[size_t(h * N + j)]);
+          const size_t e = size_t(o + j);
+          const float kk = wa[e] * inv;
+          wa[e] = -kk;
+          wb[e] = kk * a[e];
+          k[e] = k[e] * (1.0f + (a[e] - 1.0f) * L.k_a[size_t(h * N + j)]);
         }
       }
-    }
+    });
     Buf& y = ws.get(n);
     for (const Segment& s : segs) {
       const int64_t o = s.row0 * C;
@@ -153,38 +166,44 @@ struct Pass {
                                &v[size_t(o)], &wa[size_t(o)], &wb[size_t(o)],
                                s.state->wkv.data() + layer * H * N * N, &y[size_t(o)]});
     }
-    for (int64_t row = 0; row < R; ++row) {
-      float* yr = &y[size_t(row * C)];
+    each_row([&](int64_t i) {
+      float* yr = row(y, i);
       group_norm(yr, L.ln_x_w.data(), L.ln_x_b.data(), C, H, kGroupNormEps, yr);
       for (int64_t h = 0; h < H; ++h) {
-        const int64_t o = row * C + h * N;
+        const int64_t o = i * C + h * N;
         float bonus = 0;
         for (int64_t j = 0; j < N; ++j)
           bonus += r[size_t(o + j)] * k[size_t(o + j)] * L.r_k[size_t(h * N + j)];
         for (int64_t j = 0; j < N; ++j) yr[h * N + j] += bonus * v[size_t(o + j)];
       }
-      for (int64_t j = 0; j < C; ++j) yr[j] *= g[size_t(row * C + j)];
-    }
+      const float* gr = row(g, i);
+      for (int64_t j = 0; j < C; ++j) yr[j] *= gr[j];
+    });
     mm(L.output, y.data(), z.data());
-    for (int64_t i = 0; i < RC; ++i) x[size_t(i)] += z[size_t(i)];
+    each_row([&](int64_t i) {
+      float* xr_ = row(x, i);
+      const float* zr = row(z, i);
+      for (int64_t j = 0; j < C; ++j) xr_[j] += zr[j];
+    });
   }
 
   void channel_mix(int64_t layer, Buf& x) const {
     const LayerWeights& L = m.w.layers[size_t(layer)];
-    const int64_t C = m.w.config.n_embd, F = m.w.config.ffn_dim, RC = R * C;
+    const int64_t C = m.w.config.n_embd, F = m.w.config.ffn_dim;
     ws.reset();
-    Buf &xf = ws.get(size_t(RC)), &xk = ws.get(size_t(RC));
-    for (int64_t r = 0; r < R; ++r)
+    Buf &xf = ws.get(size_t(R * C)), &xk = ws.get(size_t(R * C));
+    each_row([&](int64_t r) {
       layer_norm(&x[size_t(r * C)], L.ln2_w.data(), L.ln2_b.data(), C, kLnEps, &xf[size_t(r * C)]);
+    });
     shift_mix(xf, layer, &State::ffn_shift, {{&L.ffn_x_k, &xk}});
     Buf& hidden = ws.get(size_t(R * F));
     mm(L.ffn_key, xk.data(), hidden.data());
-    for (float& h : hidden) {
-      h = std::max(h, 0.0f);
-      h *= h;
-    }
+    const PointwiseOps& pw = m.backend->pointwise();
+    each_row([&](int64_t r) { pw.relu_square(&hidden[size_t(r * F)], size_t(F)); });
     mm(L.ffn_value, hidden.data(), xf.data());
-    for (int64_t i = 0; i < RC; ++i) x[size_t(i)] += xf[size_t(i)];
+    each_row([&](int64_t r) {
+      for (int64_t j = r * C; j < (r + 1) * C; ++j) x[size_t(j)] += xf[size_t(j)];
+    });
   }
 };
 

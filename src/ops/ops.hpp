@@ -3,10 +3,12 @@
 // recurrence) go through a Backend, which has a plain scalar reference implementation (the test
 // oracle) and fast ones. Cheap per-channel ops (norms, mixes) are plain functions here.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "core/dtype.hpp"
+#include "ops/pointwise.hpp"
 
 namespace rwkv7 {
 
@@ -58,6 +60,12 @@ class Backend {
   virtual void matmul(const MatmulArgs& args) const = 0;
   virtual void gemm_acc(const GemmAccArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
+  // The element-wise maps of this backend (scalar or SIMD).
+  virtual const PointwiseOps& pointwise() const = 0;
+  // Calls fn on disjoint ranges covering [0, rows), in parallel where the backend has threads:
+  // for per-row work between products (norms, mixes, maps). fn must not call parallel_rows.
+  virtual void parallel_rows(int64_t rows,
+                             const std::function<void(int64_t, int64_t)>& fn) const = 0;
 };
 
 // Plain scalar C++ with double accumulators: the oracle.

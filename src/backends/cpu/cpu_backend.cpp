@@ -2,26 +2,32 @@
 #include <algorithm>
 #include <vector>
 
-#include "backends/cpu/gemm_kernels.hpp"
+#include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
+#include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
+#include "hwy/aligned_allocator.h"
 #include "ops/ops.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
 namespace {
 
-constexpr int64_t kRowTile = 64;       // positions per pass over a weight row: x tile stays in L2
-constexpr int64_t kGemmMinRows = 8;    // below this the products are memory-bound: dot rows
-constexpr int64_t kGemmRowTile = 128;  // positions per packed-block pass: x tile stays in L2
+constexpr int64_t kRowTile = 64;      // positions per pass over a weight row: x tile stays in L2
+constexpr int64_t kGemmMinRows = 8;   // below this the products are memory-bound: dot rows
+constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
 
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(ThreadPool* pool) : pool_(pool) {}
   std::string name() const override { return "cpu"; }
+  const PointwiseOps& pointwise() const override { return cpu::simd_pointwise_ops(); }
+  void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) const override {
+    pool_->parallel_for(rows, 2, fn);
+  }
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
@@ -77,26 +83,33 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  // Prefill: groups of 3 weight rows (widened to fp32 once) against tiles of positions, with
-  // 4×3 dot products in registers; threads take whole groups.
+  // Prefill: threads take panels of panel_width() outputs; for each block of kPanelDepth
+  // inputs the weights are widened to fp32 (any dtype), packed input-major and multiplied
+  // with every position while the panel sits in L1.
   void matmul_gemm(const MatmulArgs& a) const {
     const Matrix& w = a.w;
-    constexpr int64_t G = 3;
-    const int64_t groups = (w.rows + G - 1) / G;
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, w.cols));
-    pool_->parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
-      std::vector<float> rows(w.dtype == DType::F32 ? 0 : size_t(G * w.cols));
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t o0 = g * G, nw = std::min(G, w.rows - o0);
-        const float* wr = static_cast<const float*>(w.data) + o0 * w.cols;
-        if (w.dtype != DType::F32) {
-          for (int64_t j = 0; j < nw; ++j) widen_row(w, o0 + j, rows.data() + j * w.cols);
-          wr = rows.data();
-        }
-        for (int64_t t0 = 0; t0 < a.count; t0 += kGemmRowTile) {
-          const int64_t tn = std::min(kGemmRowTile, a.count - t0);
-          cpu::gemm_rows(wr, size_t(w.cols), size_t(nw), a.x + t0 * w.cols, size_t(w.cols),
-                         size_t(tn), size_t(w.cols), a.y + t0 * w.rows + o0, size_t(w.rows));
+    const int64_t nr = int64_t(cpu::panel_width());
+    const int64_t panels = (w.rows + nr - 1) / nr;
+    pool_->parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+      auto panel = hwy::AllocateAligned<float>(size_t(kPanelDepth * nr));
+      std::vector<float> widened(w.dtype == DType::F32 ? 0 : size_t(kPanelDepth * nr));
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t o0 = p * nr, nn = std::min(nr, w.rows - o0);
+        for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
+          const int64_t kn = std::min(kPanelDepth, w.cols - k0);
+          const float* src = nullptr;
+          int64_t ldr = w.cols;
+          if (w.dtype == DType::F32) {
+            src = static_cast<const float*>(w.data) + o0 * w.cols + k0;
+          } else {
+            for (int64_t j = 0; j < nn; ++j) widen_part(w, o0 + j, k0, kn, &widened[j * kn]);
+            src = widened.data();
+            ldr = kn;
+          }
+          const int64_t ahead = w.dtype == DType::F32 && k0 + kn < w.cols ? kn : 0;
+          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), size_t(ahead), panel.get());
+          cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel.get(), size_t(kn),
+                          a.y + o0, size_t(w.rows), size_t(nn), k0 > 0);
         }
       }
     });
@@ -168,6 +181,25 @@ class CpuBackend final : public Backend {
       case DType::F16:
         cpu::f16_to_f32_row(static_cast<const uint16_t*>(w.data) + o * w.cols, buf, size_t(w.cols));
         return buf;
+      default:
+        throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
+    }
+  }
+
+  // Elements [k0, k0 + kn) of weight row o as fp32 (quantised: kn and k0 multiples of 32).
+  static void widen_part(const Matrix& w, int64_t o, int64_t k0, int64_t kn, float* out) {
+    if (is_quantized(w.dtype)) {
+      const auto* row =
+          static_cast<const unsigned char*>(w.data) + size_t(o) * row_bytes(w.dtype, w.cols);
+      dequantize_row(w.dtype, row + row_bytes(w.dtype, k0), out, kn);
+      return;
+    }
+    const auto* half = static_cast<const uint16_t*>(w.data) + o * w.cols + k0;
+    switch (w.dtype) {
+      case DType::BF16:
+        return cpu::bf16_to_f32_row(half, out, size_t(kn));
+      case DType::F16:
+        return cpu::f16_to_f32_row(half, out, size_t(kn));
       default:
         throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
     }

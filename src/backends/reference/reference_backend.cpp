@@ -10,6 +10,10 @@ namespace {
 class ReferenceBackend final : public Backend {
  public:
   std::string name() const override { return "reference"; }
+  const PointwiseOps& pointwise() const override { return scalar_pointwise_ops(); }
+  void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) const override {
+    if (rows > 0) fn(0, rows);
+  }
 
   void matmul(const MatmulArgs& a) const override {
     if (is_quantized(a.w.dtype)) return matmul_quantized(a);

@@ -1,0 +1,172 @@
+// Highway multi-target packed-panel product kernel (see gemm_packed_kernels.hpp).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "backends/cpu/gemm_packed_kernels.cpp"
+#include "hwy/cache_control.h"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rwkv7::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// 6 × 4 vectors = 24 accumulators of 32 registers on AVX-512; 6 × 2 of 16 elsewhere.
+constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 2;
+constexpr int kRows = 6;
+
+size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }
+
+#if HWY_TARGET <= HWY_AVX3
+// 16 rows × 16 inputs → 16 panel lines, transposed in registers (unpack, shuffle within
+// 128-bit lanes, then two rounds of 128-bit lane shuffles).
+HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ldo, size_t ahead) {
+  __m512 r[16], t[16];
+  for (int j = 0; j < 16; ++j) {
+    r[j] = _mm512_loadu_ps(rows + j * ldr);
+    hwy::Prefetch(rows + j * ldr + ahead);
+  }
+  for (int j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {
+    r[j] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int q = 0; q < 4; ++q) {
+    t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);
+    t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);
+    t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);
+    t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);
+  }
+  for (int q = 0; q < 8; ++q) {
+    _mm512_storeu_ps(out + q * ldo, _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88));
+    _mm512_storeu_ps(out + (q + 8) * ldo, _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd));
+  }
+}
+#endif
+
+void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel) {
+  const size_t nr = PanelWidth();
+  (void)ahead;  // only the register transpose streams rows
+  size_t j_done = 0, i_done = 0;  // [0, j_done) × [0, i_done) is packed by the fast path
+#if HWY_TARGET <= HWY_AVX3
+  j_done = nn / 16 * 16;
+  i_done = kc / 16 * 16;
+  for (size_t j = 0; j < j_done; j += 16)
+    for (size_t i = 0; i < i_done; i += 16)
+      Transpose16(rows + j * ldr + i, ldr, panel + i * nr + j, nr, ahead);
+#endif
+  // Whatever the fast path left (edges, other ISAs); 8 inputs at a time keep 8 panel lines
+  // open while one weight row is read.
+  for (size_t i0 = 0; i0 < kc; i0 += 8) {
+    const size_t ie = i0 + 8 < kc ? i0 + 8 : kc;
+    for (size_t j = 0; j < nn; ++j) {
+      if (j < j_done && i0 < i_done) continue;
+      const float* src = rows + j * ldr;
+      for (size_t i = i0; i < ie; ++i) panel[i * nr + j] = src[i];
+    }
+    for (size_t i = i0; i < ie; ++i)
+      for (size_t j = nn; j < nr; ++j) panel[i * nr + j] = 0.0f;
+  }
+}
+
+template <int MR>
+HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
+                      size_t ldy, bool accumulate) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  const size_t nr = kVecs * L;
+  using V = hn::Vec<decltype(d)>;
+  V acc[MR][kVecs];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::Zero(d);
+  const float* p = panel;
+  for (size_t i = 0; i < kc; ++i, p += nr) {
+    V b[kVecs];
+    for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
+    for (int r = 0; r < MR; ++r) {
+      const V a = hn::Set(d, x[r * ldx + i]);
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* yr = y + r * ldy;
+    for (int v = 0; v < kVecs; ++v) {
+      const V out = accumulate ? hn::Add(hn::LoadU(d, yr + v * L), acc[r][v]) : acc[r][v];
+      hn::StoreU(out, d, yr + v * L);
+    }
+  }
+}
+
+template <int MR>
+HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
+                         size_t ldy, size_t nn, bool accumulate) {
+  const size_t nr = PanelWidth();
+  if (nn == nr) return Micro<MR>(x, ldx, panel, kc, y, ldy, accumulate);
+  // Partial panel (the last one of a matrix): full tile into a buffer, then nn columns out.
+  HWY_ALIGN float tile[kRows * 4 * HWY_MAX_BYTES / sizeof(float)] = {};
+  Micro<MR>(x, ldx, panel, kc, tile, nr, false);
+  for (int r = 0; r < MR; ++r)
+    for (size_t j = 0; j < nn; ++j)
+      y[r * ldy + j] = (accumulate ? y[r * ldy + j] : 0.0f) + tile[r * nr + j];
+}
+
+void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+               size_t ldy, size_t nn, bool accumulate) {
+  size_t t = 0;
+  for (; t + kRows <= T; t += kRows)
+    MicroAny<kRows>(x + t * ldx, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate);
+  const float* xt = x + t * ldx;
+  float* yt = y + t * ldy;
+  switch (T - t) {
+    case 5:
+      return MicroAny<5>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+    case 4:
+      return MicroAny<4>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+    case 3:
+      return MicroAny<3>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+    case 2:
+      return MicroAny<2>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+    case 1:
+      return MicroAny<1>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+    default:
+      return;
+  }
+}
+
+}  // namespace rwkv7::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace rwkv7::cpu {
+
+HWY_EXPORT(PanelWidth);
+HWY_EXPORT(PackPanel);
+HWY_EXPORT(GemmPanel);
+
+size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
+
+void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanel)(rows, ldr, nn, kc, ahead, panel);
+}
+
+void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+                size_t ldy, size_t nn, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(GemmPanel)(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+}
+
+void gemm_panel_scalar(const float* x, size_t ldx, size_t T, const float* panel, size_t nr,
+                       size_t kc, float* y, size_t ldy, size_t nn, bool accumulate) {
+  for (size_t t = 0; t < T; ++t) {
+    for (size_t j = 0; j < nn; ++j) {
+      float s = 0;
+      for (size_t i = 0; i < kc; ++i) s += x[t * ldx + i] * panel[i * nr + j];
+      y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0.0f) + s;
+    }
+  }
+}
+
+}  // namespace rwkv7::cpu
+#endif

@@ -1,0 +1,29 @@
+#pragma once
+// Prefill products against packed weight panels: Y[t, o] = Σ_i X[t, i] · W[o, i].
+// A panel holds panel_width() consecutive weight rows (outputs) for a block of kc inputs,
+// stored input-major: panel[i * NR + j] = W[o0 + j, i0 + i]. The kernel broadcasts one
+// activation value against NR outputs in vectors, 6 positions × NR outputs of accumulators in
+// registers, so each weight value loaded from L1 serves 6 positions and each activation value
+// serves NR outputs; no horizontal sums.
+#include <cstddef>
+
+namespace rwkv7::cpu {
+
+// Outputs per panel on the running ISA (4 vectors of floats: 64 on AVX-512, 16 on AVX2).
+size_t panel_width();
+
+// panel[i * NR + j] = rows[j * ldr + i] for j < nn, i < kc; columns j in [nn, NR) are zero.
+// Rows are streamed from memory: `ahead` floats further along each row (the next block the
+// caller will pack) are prefetched meanwhile; 0 = none.
+void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel);
+
+// y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) + Σ_i x[t * ldx + i] · panel[i * NR + j]
+// for t < T, j < nn. panel must be 64-byte aligned.
+void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+                size_t ldy, size_t nn, bool accumulate);
+
+// Scalar twin of gemm_panel (the test oracle for the kernel).
+void gemm_panel_scalar(const float* x, size_t ldx, size_t T, const float* panel, size_t nr,
+                       size_t kc, float* y, size_t ldy, size_t nn, bool accumulate);
+
+}  // namespace rwkv7::cpu

@@ -1,0 +1,128 @@
+// Highway multi-target element-wise maps (see pointwise_kernels.hpp). Tails shorter than a
+// vector go through a padded buffer so every element takes the same vector formula.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "backends/cpu/pointwise_kernels.cpp"
+#include "backends/cpu/pointwise_kernels.hpp"
+
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+// After highway.h: re-included once per target.
+#include "hwy/contrib/math/math-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rwkv7::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using D = hn::ScalableTag<float>;
+using V = hn::Vec<D>;
+
+HWY_INLINE V Sigmoid(D d, V x) {
+  // e^-x clamped below overflow: σ(x) < 1e-38 there anyway.
+  const V e = hn::Exp(d, hn::Min(hn::Neg(x), hn::Set(d, 88.0f)));
+  return hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), e));
+}
+
+// Calls f(offset, lanes-wide pointers...) over [0, n): full vectors in place, the tail through
+// padded copies of up to three inputs and one output.
+template <class F>
+HWY_INLINE void ForEach(size_t n, const float* a, const float* b, const float* c, float* out, F f) {
+  const D d;
+  const size_t L = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + L <= n; i += L)
+    f(a ? a + i : nullptr, b ? b + i : nullptr, c ? c + i : nullptr, out + i);
+  if (i == n) return;
+  HWY_ALIGN float ta[HWY_MAX_BYTES / 4] = {}, tb[HWY_MAX_BYTES / 4] = {},
+                                     tc[HWY_MAX_BYTES / 4] = {}, to[HWY_MAX_BYTES / 4] = {};
+  for (size_t j = i; j < n; ++j) {
+    if (a) ta[j - i] = a[j];
+    if (b) tb[j - i] = b[j];
+    if (c) tc[j - i] = c[j];
+    to[j - i] = out[j];
+  }
+  f(a ? ta : nullptr, b ? tb : nullptr, c ? tc : nullptr, to);
+  for (size_t j = i; j < n; ++j) out[j] = to[j - i];
+}
+
+void SigmoidBias(const float* bias, const float* z, float* out, size_t n) {
+  const D d;
+  ForEach(n, bias, z, nullptr, out, [&](const float* b, const float* zz, const float*, float* o) {
+    hn::StoreU(Sigmoid(d, hn::Add(hn::LoadU(d, b), hn::LoadU(d, zz))), d, o);
+  });
+}
+
+void Decay(const float* w0, const float* z, float* out, size_t n) {
+  const D d;
+  const V neg_e_half = hn::Set(d, -0.60653065971263342f);  // -e^-0.5
+  ForEach(n, w0, z, nullptr, out, [&](const float* w, const float* zz, const float*, float* o) {
+    const V s = Sigmoid(d, hn::Add(hn::LoadU(d, w), hn::LoadU(d, zz)));
+    hn::StoreU(hn::Exp(d, hn::Mul(neg_e_half, s)), d, o);
+  });
+}
+
+void ValueResidual(const float* v0, const float* z, const float* v_first, float* v, size_t n) {
+  const D d;
+  ForEach(n, v0, z, v_first, v, [&](const float* b, const float* zz, const float* vf, float* o) {
+    const V mix = Sigmoid(d, hn::Add(hn::LoadU(d, b), hn::LoadU(d, zz)));
+    const V cur = hn::LoadU(d, o);
+    hn::StoreU(hn::MulAdd(hn::Sub(hn::LoadU(d, vf), cur), mix, cur), d, o);
+  });
+}
+
+void TanhMap(float* x, size_t n) {
+  const D d;
+  ForEach(n, nullptr, nullptr, nullptr, x, [&](const float*, const float*, const float*, float* o) {
+    hn::StoreU(hn::Tanh(d, hn::LoadU(d, o)), d, o);
+  });
+}
+
+void SigmoidMap(float* x, size_t n) {
+  const D d;
+  ForEach(n, nullptr, nullptr, nullptr, x, [&](const float*, const float*, const float*, float* o) {
+    hn::StoreU(Sigmoid(d, hn::LoadU(d, o)), d, o);
+  });
+}
+
+void ReluSquare(float* x, size_t n) {
+  const D d;
+  ForEach(n, nullptr, nullptr, nullptr, x, [&](const float*, const float*, const float*, float* o) {
+    const V h = hn::Max(hn::LoadU(d, o), hn::Zero(d));
+    hn::StoreU(hn::Mul(h, h), d, o);
+  });
+}
+
+}  // namespace rwkv7::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace rwkv7::cpu {
+
+HWY_EXPORT(SigmoidBias);
+HWY_EXPORT(Decay);
+HWY_EXPORT(ValueResidual);
+HWY_EXPORT(TanhMap);
+HWY_EXPORT(SigmoidMap);
+HWY_EXPORT(ReluSquare);
+
+namespace {
+void sigmoid_bias(const float* bias, const float* z, float* out, size_t n) {
+  HWY_DYNAMIC_DISPATCH(SigmoidBias)(bias, z, out, n);
+}
+void decay(const float* w0, const float* z, float* out, size_t n) {
+  HWY_DYNAMIC_DISPATCH(Decay)(w0, z, out, n);
+}
+void value_residual(const float* v0, const float* z, const float* v_first, float* v, size_t n) {
+  HWY_DYNAMIC_DISPATCH(ValueResidual)(v0, z, v_first, v, n);
+}
+void tanh_map(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(TanhMap)(x, n); }
+void sigmoid_map(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(SigmoidMap)(x, n); }
+void relu_square(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(ReluSquare)(x, n); }
+}  // namespace
+
+const PointwiseOps& simd_pointwise_ops() {
+  static const PointwiseOps ops{sigmoid_bias, decay,       value_residual,
+                                tanh_map,     sigmoid_map, relu_square};
+  return ops;
+}
+
+}  // namespace rwkv7::cpu
+#endif

@@ -1,0 +1,9 @@
+#pragma once
+// SIMD versions of the element-wise maps (ops/pointwise.hpp), Highway's vector exp/tanh.
+#include "ops/pointwise.hpp"
+
+namespace rwkv7::cpu {
+
+const PointwiseOps& simd_pointwise_ops();
+
+}  // namespace rwkv7::cpu

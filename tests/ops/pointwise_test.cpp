@@ -1,0 +1,65 @@
+// The SIMD element-wise maps against the scalar std::exp / std::tanh versions, over lengths
+// that leave vector tails and inputs from -100 to 100 (σ and exp saturate there).
+#include "ops/pointwise.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backends/cpu/pointwise_kernels.hpp"
+
+namespace rwkv7 {
+namespace {
+
+std::vector<float> values(size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> wide(-100.0f, 100.0f);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = i % 5 == 0 ? wide(rng) : nd(rng);
+  return v;
+}
+
+// Highway's exp/tanh are within a few ulp: relative 1e-6 plus a tiny absolute floor.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, const char* op) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i]) + 1e-30) << op << " element " << i;
+}
+
+TEST(Pointwise, SimdMapsEqualScalarMaps) {
+  const PointwiseOps& ref = scalar_pointwise_ops();
+  const PointwiseOps& simd = cpu::simd_pointwise_ops();
+  std::mt19937 rng(11);
+  for (size_t n : {size_t(1), size_t(7), size_t(16), size_t(33), size_t(64), size_t(771)}) {
+    const auto bias = values(n, rng), z = values(n, rng), vf = values(n, rng), v = values(n, rng);
+    std::vector<float> want(n), got(n);
+    ref.sigmoid_bias(bias.data(), z.data(), want.data(), n);
+    simd.sigmoid_bias(bias.data(), z.data(), got.data(), n);
+    expect_close(got, want, "sigmoid_bias");
+    ref.decay(bias.data(), z.data(), want.data(), n);
+    simd.decay(bias.data(), z.data(), got.data(), n);
+    expect_close(got, want, "decay");
+    want = v;
+    got = v;
+    ref.value_residual(bias.data(), z.data(), vf.data(), want.data(), n);
+    simd.value_residual(bias.data(), z.data(), vf.data(), got.data(), n);
+    for (size_t i = 0; i < n; ++i)  // a difference of two values: absolute error of their scale
+      ASSERT_NEAR(got[i], want[i], 1e-5 * (std::abs(v[i]) + std::abs(vf[i]))) << "residual " << i;
+    using Map = void (*)(float*, size_t);
+    for (auto [map_ref, map_simd, name] :
+         {std::tuple<Map, Map, const char*>{ref.tanh, simd.tanh, "tanh"},
+          {ref.sigmoid, simd.sigmoid, "sigmoid"},
+          {ref.relu_square, simd.relu_square, "relu_square"}}) {
+      want = z;
+      got = z;
+      map_ref(want.data(), n);
+      map_simd(got.data(), n);
+      expect_close(got, want, name);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rwkv7
