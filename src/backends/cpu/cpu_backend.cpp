@@ -18,6 +18,7 @@ namespace {
 
 constexpr int64_t kRowTile = 64;      // positions per pass over a weight row: x tile stays in L2
 constexpr int64_t kGemmMinRows = 8;   // below this the products are memory-bound: dot rows
+constexpr int64_t kWkvSeqMinSteps = 4;
 constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
 
 class CpuBackend final : public Backend {
@@ -72,11 +73,18 @@ class CpuBackend final : public Backend {
   void wkv7(const Wkv7Args& p) const override {
     const int64_t C = p.H * p.N;
     pool_->parallel_for(p.H, 1, [&](int64_t h0, int64_t h1) {
-      for (int64_t t = 0; t < p.T; ++t) {
-        for (int64_t h = h0; h < h1; ++h) {
-          const int64_t o = t * C + h * p.N;
-          cpu::wkv7_head_step(p.state + h * p.N * p.N, p.r + o, p.decay + o, p.k + o, p.v + o,
-                              p.a + o, p.b + o, size_t(p.N), p.y + o);
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t o = h * p.N;
+        float* S = p.state + h * p.N * p.N;
+        // The sequence form transposes the state in and out: worth it from a few steps on.
+        if (p.T >= kWkvSeqMinSteps &&
+            cpu::wkv7_head_seq(S, p.r + o, p.decay + o, p.k + o, p.v + o, p.a + o, p.b + o,
+                               size_t(p.N), size_t(p.T), size_t(C), p.y + o))
+          continue;
+        for (int64_t t = 0; t < p.T; ++t) {
+          const int64_t ot = t * C + o;
+          cpu::wkv7_head_step(S, p.r + ot, p.decay + ot, p.k + ot, p.v + ot, p.a + ot, p.b + ot,
+                              size_t(p.N), p.y + ot);
         }
       }
     });

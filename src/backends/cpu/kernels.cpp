@@ -2,6 +2,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/kernels.cpp"
 #include "core/dtype.hpp"
+#include "hwy/aligned_allocator.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 
@@ -148,6 +149,99 @@ void Wkv7HeadStep(float* S, const float* r, const float* decay, const float* k, 
   }
 }
 
+// T steps of one head with the state held transposed in a local buffer, St[j][i] = S[i][j]
+// (j = key, i = value), so every step is broadcast-FMAs over vectors of values with no
+// horizontal sums: sa = Σ_j a_j St[j], St[j] = St[j]·w_j + b_j·sa + k_j·v, y = Σ_j r_j St[j].
+// Rows are padded to whole vectors (padding stays zero). Inputs of step t are at t·stride.
+// Returns false (nothing done) when a row needs more than kMaxVecs vectors.
+constexpr size_t kMaxVecs = 8;
+
+template <size_t NV>
+HWY_INLINE void Wkv7SeqFixed(float* St, size_t Np, const float* r, const float* w, const float* k,
+                             const float* v, const float* a, const float* b, size_t N, size_t T,
+                             size_t stride, float* y) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  using V = hn::Vec<decltype(d)>;
+  HWY_ALIGN float vpad[kMaxVecs * HWY_MAX_BYTES / sizeof(float)] = {};
+  HWY_ALIGN float ypad[kMaxVecs * HWY_MAX_BYTES / sizeof(float)] = {};
+  for (size_t t = 0; t < T; ++t) {
+    const size_t o = t * stride;
+    for (size_t i = 0; i < N; ++i) vpad[i] = v[o + i];
+    // Two accumulator sets (even / odd j) halve the FMA dependency chains.
+    V sa0[NV], sa1[NV];
+    for (size_t q = 0; q < NV; ++q) sa0[q] = sa1[q] = hn::Zero(d);
+    size_t j = 0;
+    for (; j + 2 <= N; j += 2) {
+      const V a0 = hn::Set(d, a[o + j]), a1 = hn::Set(d, a[o + j + 1]);
+      for (size_t q = 0; q < NV; ++q) {
+        sa0[q] = hn::MulAdd(a0, hn::Load(d, St + j * Np + q * L), sa0[q]);
+        sa1[q] = hn::MulAdd(a1, hn::Load(d, St + (j + 1) * Np + q * L), sa1[q]);
+      }
+    }
+    if (j < N) {
+      const V a0 = hn::Set(d, a[o + j]);
+      for (size_t q = 0; q < NV; ++q)
+        sa0[q] = hn::MulAdd(a0, hn::Load(d, St + j * Np + q * L), sa0[q]);
+    }
+    V sa[NV], vv[NV], y0[NV], y1[NV];
+    for (size_t q = 0; q < NV; ++q) {
+      sa[q] = hn::Add(sa0[q], sa1[q]);
+      vv[q] = hn::Load(d, vpad + q * L);
+      y0[q] = y1[q] = hn::Zero(d);
+    }
+    for (j = 0; j < N; ++j) {
+      const V wj = hn::Set(d, w[o + j]), bj = hn::Set(d, b[o + j]), kj = hn::Set(d, k[o + j]),
+              rj = hn::Set(d, r[o + j]);
+      float* row = St + j * Np;
+      for (size_t q = 0; q < NV; ++q) {
+        V s = hn::Mul(hn::Load(d, row + q * L), wj);
+        s = hn::MulAdd(bj, sa[q], s);
+        s = hn::MulAdd(kj, vv[q], s);
+        hn::Store(s, d, row + q * L);
+        if (j & 1) {
+          y1[q] = hn::MulAdd(rj, s, y1[q]);
+        } else {
+          y0[q] = hn::MulAdd(rj, s, y0[q]);
+        }
+      }
+    }
+    for (size_t q = 0; q < NV; ++q) hn::Store(hn::Add(y0[q], y1[q]), d, ypad + q * L);
+    for (size_t i = 0; i < N; ++i) y[o + i] = ypad[i];
+  }
+}
+
+bool Wkv7HeadSeq(float* S, const float* r, const float* decay, const float* k, const float* v,
+                 const float* a, const float* b, size_t N, size_t T, size_t stride, float* y) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  const size_t nv = (N + L - 1) / L, Np = nv * L;
+  if (nv > kMaxVecs) return false;
+  auto St = hwy::AllocateAligned<float>(N * Np);
+  for (size_t j = 0; j < N; ++j) {
+    for (size_t i = 0; i < N; ++i) St[j * Np + i] = S[i * N + j];
+    for (size_t i = N; i < Np; ++i) St[j * Np + i] = 0.0f;
+  }
+  switch (nv) {
+#define RWKV7_WKV_CASE(n)                                                 \
+  case n:                                                                 \
+    Wkv7SeqFixed<n>(St.get(), Np, r, decay, k, v, a, b, N, T, stride, y); \
+    break;
+    RWKV7_WKV_CASE(1)
+    RWKV7_WKV_CASE(2)
+    RWKV7_WKV_CASE(3)
+    RWKV7_WKV_CASE(4)
+    RWKV7_WKV_CASE(5)
+    RWKV7_WKV_CASE(6)
+    RWKV7_WKV_CASE(7)
+    RWKV7_WKV_CASE(8)
+#undef RWKV7_WKV_CASE
+  }
+  for (size_t i = 0; i < N; ++i)
+    for (size_t j = 0; j < N; ++j) S[i * N + j] = St[j * Np + i];
+  return true;
+}
+
 // Ten independent FMA chains in registers: the fp32 FMA limit. Returns the FLOPs done.
 double FmaPeak(int64_t iters, float* sink) {
   const hn::ScalableTag<float> d;
@@ -182,6 +276,7 @@ HWY_EXPORT(DotRows);
 HWY_EXPORT(Bf16ToF32Row);
 HWY_EXPORT(F16ToF32Row);
 HWY_EXPORT(Wkv7HeadStep);
+HWY_EXPORT(Wkv7HeadSeq);
 HWY_EXPORT(FmaPeak);
 HWY_EXPORT(DotBf16);
 HWY_EXPORT(DotF16);
@@ -204,6 +299,10 @@ void bf16_to_f32_row(const uint16_t* in, float* out, size_t n) {
 }
 void f16_to_f32_row(const uint16_t* in, float* out, size_t n) {
   HWY_DYNAMIC_DISPATCH(F16ToF32Row)(in, out, n);
+}
+bool wkv7_head_seq(float* S, const float* r, const float* decay, const float* k, const float* v,
+                   const float* a, const float* b, size_t N, size_t T, size_t stride, float* y) {
+  return HWY_DYNAMIC_DISPATCH(Wkv7HeadSeq)(S, r, decay, k, v, a, b, N, T, stride, y);
 }
 void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
                     const float* a, const float* b, size_t N, float* y) {

@@ -14,6 +14,10 @@ float dot_f16(const uint16_t* w, const float* x, size_t n);
 // Widen n bf16 / f16 values to f32.
 void bf16_to_f32_row(const uint16_t* in, float* out, size_t n);
 void f16_to_f32_row(const uint16_t* in, float* out, size_t n);
+// T WKV-7 steps of one head (inputs of step t at offset t·stride), state S [N, N] updated in
+// place; false when N is too large for the register-blocked form (then use wkv7_head_step).
+bool wkv7_head_seq(float* S, const float* r, const float* decay, const float* k, const float* v,
+                   const float* a, const float* b, size_t N, size_t T, size_t stride, float* y);
 // One WKV-7 step of one head: S [N, N] updated in place, y [N] written.
 void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
                     const float* a, const float* b, size_t N, float* y);
