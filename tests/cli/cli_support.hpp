@@ -38,19 +38,23 @@ struct TempDir {
   }
 };
 
-// args are passed through the shell: quote them yourself. stdin_text goes to standard input.
-inline CliResult run_cli(const std::string& args, const std::string& stdin_text = "") {
+// Runs a shell command line (quote arguments yourself) with stdin_text on its standard input.
+inline CliResult run_command(const std::string& command, const std::string& stdin_text = "") {
   TempDir dir;
   const std::string in = dir.file("stdin"), out = dir.file("stdout"), err = dir.file("stderr");
   std::ofstream(in, std::ios::binary) << stdin_text;
-  const std::string cmd = std::string("'") + RWKV7_CLI_PATH + "' " + args + " <'" + in + "' >'" +
-                          out + "' 2>'" + err + "'";
+  const std::string cmd = command + " <'" + in + "' >'" + out + "' 2>'" + err + "'";
   int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = slurp(out);
   r.err = slurp(err);
   return r;
+}
+
+// The rwkv7 binary with args (passed through the shell: quote them yourself).
+inline CliResult run_cli(const std::string& args, const std::string& stdin_text = "") {
+  return run_command(std::string("'") + RWKV7_CLI_PATH + "' " + args, stdin_text);
 }
 
 inline std::string quote(const std::string& s) { return "'" + s + "'"; }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 
 #include "cli/cli_support.hpp"
 #include "io/gguf.hpp"
@@ -66,6 +67,51 @@ TEST(ConvertGolden, GgufToGgufAndQuantisedTypes) {
   auto r = run_cli("convert " + quote(pth) + " " + quote(dir.file("x.gguf")) + " --type q5_k");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--type must be"), std::string::npos) << r.err;
+}
+
+// Every written type, with and without the World vocabulary, passes tools/gguf_check.py: an
+// independent Python reader with ggml's gguf.cpp rules (alignment, types, whole blocks, bounds)
+// and llama.cpp's rwkv7 loader expectations (keys, every tensor name and ggml shape). A
+// truncated copy and a file of another architecture must fail it.
+TEST(ConvertGolden, WrittenFilesPassTheIndependentGgufCheck) {
+  RWKV7_REQUIRE_SHARED(pth, "golden/rand-L2-D128.pth");
+  RWKV7_REQUIRE_SHARED(vocab, "vocab/rwkv_vocab_v20230424.txt");
+  if (std::system("python3 -c 'import struct' >/dev/null 2>&1") != 0) {
+    if (testing::under_ci()) FAIL() << "python3 is needed for tools/gguf_check.py";
+    GTEST_SKIP() << "python3 not installed: tools/gguf_check.py not run";
+  }
+  TempDir dir;
+  const std::string checker = std::string(RWKV7_SOURCE_DIR) + "/tools/gguf_check.py";
+  auto check = [&](const std::string& file, const std::string& type) {
+    return testing::run_command("python3 " + quote(checker) + " " + quote(file) +
+                                (type.empty() ? "" : " --expect-type " + type));
+  };
+  for (const char* type : {"f32", "f16", "bf16", "q8_0", "q4_0"}) {
+    const std::string out = dir.file(std::string(type) + ".gguf");
+    auto r = run_cli("convert " + quote(pth) + " " + quote(out) + " --type " + type);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto c = check(out, type);
+    EXPECT_EQ(c.exit_code, 0) << c.out << c.err;
+    EXPECT_NE(c.out.find(": ok"), std::string::npos) << c.out;
+  }
+  // With the World vocabulary: a small fresh model of the full 65536-token width.
+  const std::string fresh = dir.file("fresh.pth"), worded = dir.file("worded.gguf");
+  auto r = run_cli("init --layers 1 --embd 64 --head-size 32 -o " + quote(fresh));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("convert " + quote(fresh) + " " + quote(worded) + " --type q8_0 --vocab " +
+              quote(vocab));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto c = check(worded, "q8_0");
+  EXPECT_EQ(c.exit_code, 0) << c.out << c.err;
+  // The checker can fail: a truncated file, and the wrong expected type.
+  const std::string whole = testing::slurp(dir.file("q4_0.gguf"));
+  const std::string cut = dir.file("cut.gguf");
+  std::ofstream(cut, std::ios::binary) << whole.substr(0, whole.size() - 100);
+  c = check(cut, "");
+  EXPECT_EQ(c.exit_code, 1) << c.out;
+  EXPECT_NE(c.out.find("past the end"), std::string::npos) << c.out;
+  c = check(dir.file("q4_0.gguf"), "q8_0");
+  EXPECT_EQ(c.exit_code, 1) << c.out;
 }
 
 // The byte-level tiny model: perplexity on the last 10% of tinyshakespeare, fp32 vs quantised.
