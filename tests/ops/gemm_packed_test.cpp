@@ -30,7 +30,7 @@ TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
       const auto w = randn(nn * ldr, rng);
       auto panel = hwy::AllocateAligned<float>(kc * nr);
       for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
-      cpu::pack_panel(w.data(), ldr, nn, kc, kc, panel.get());
+      cpu::pack_panel(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
       for (size_t i = 0; i < kc; ++i)
         for (size_t j = 0; j < nr; ++j)
           ASSERT_EQ(panel[i * nr + j], j < nn ? w[j * ldr + i] : 0.0f)
@@ -48,7 +48,7 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
     const size_t ldx = kc + 3, ldy = nn + 7;
     const auto x = randn(T * ldx, rng), w = randn(nn * kc, rng);
     auto panel = hwy::AllocateAligned<float>(kc * nr);
-    cpu::pack_panel(w.data(), kc, nn, kc, 0, panel.get());
+    cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
     for (bool accumulate : {false, true}) {
       const auto y0 = randn(T * ldy, rng);
       auto want = y0, got = y0;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
@@ -16,8 +17,8 @@
 namespace rwkv7 {
 namespace {
 
-constexpr int64_t kRowTile = 64;      // positions per pass over a weight row: x tile stays in L2
-constexpr int64_t kGemmMinRows = 8;   // below this the products are memory-bound: dot rows
+constexpr int64_t kRowTile = 64;     // positions per pass over a weight row: x tile stays in L2
+constexpr int64_t kGemmMinRows = 8;  // below this the products are memory-bound: dot rows
 constexpr int64_t kWkvSeqMinSteps = 4;
 constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
 
@@ -32,7 +33,7 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
-    if (is_quantized(w.dtype)) return matmul_quantized(a);
+    if (is_quantized(w.dtype) && a.count < kGemmMinRows) return matmul_quantized(a);
     if (a.count >= kGemmMinRows) return matmul_gemm(a);
     if (a.count == 1 && (w.dtype == DType::BF16 || w.dtype == DType::F16)) return matvec_half(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
@@ -114,8 +115,13 @@ class CpuBackend final : public Backend {
             src = widened.data();
             ldr = kn;
           }
-          const int64_t ahead = w.dtype == DType::F32 && k0 + kn < w.cols ? kn : 0;
-          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), size_t(ahead), panel.get());
+          // Next block: further along these rows, else the next panel's first rows.
+          const float* next = nullptr;
+          if (w.dtype == DType::F32 && k0 + kn < w.cols)
+            next = src + kn;
+          else if (w.dtype == DType::F32 && p + 1 < p1)
+            next = src - k0 + nr * w.cols;
+          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel.get());
           cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel.get(), size_t(kn),
                           a.y + o0, size_t(w.rows), size_t(nn), k0 > 0);
         }
@@ -199,7 +205,7 @@ class CpuBackend final : public Backend {
     if (is_quantized(w.dtype)) {
       const auto* row =
           static_cast<const unsigned char*>(w.data) + size_t(o) * row_bytes(w.dtype, w.cols);
-      dequantize_row(w.dtype, row + row_bytes(w.dtype, k0), out, kn);
+      cpu::dequantize_row(w.dtype, row + row_bytes(w.dtype, k0), out, kn);
       return;
     }
     const auto* half = static_cast<const uint16_t*>(w.data) + o * w.cols + k0;

@@ -18,11 +18,12 @@ size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }
 #if HWY_TARGET <= HWY_AVX3
 // 16 rows × 16 inputs → 16 panel lines, transposed in registers (unpack, shuffle within
 // 128-bit lanes, then two rounds of 128-bit lane shuffles).
-HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ldo, size_t ahead) {
+HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ldo,
+                            const float* next) {
   __m512 r[16], t[16];
   for (int j = 0; j < 16; ++j) {
     r[j] = _mm512_loadu_ps(rows + j * ldr);
-    hwy::Prefetch(rows + j * ldr + ahead);
+    if (next) hwy::Prefetch(next + j * ldr);
   }
   for (int j = 0; j < 16; j += 2) {
     t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
@@ -47,16 +48,18 @@ HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ld
 }
 #endif
 
-void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel) {
+void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
+               float* panel) {
   const size_t nr = PanelWidth();
-  (void)ahead;  // only the register transpose streams rows
+  (void)next;                     // only the register transpose streams rows
   size_t j_done = 0, i_done = 0;  // [0, j_done) × [0, i_done) is packed by the fast path
 #if HWY_TARGET <= HWY_AVX3
   j_done = nn / 16 * 16;
   i_done = kc / 16 * 16;
   for (size_t j = 0; j < j_done; j += 16)
     for (size_t i = 0; i < i_done; i += 16)
-      Transpose16(rows + j * ldr + i, ldr, panel + i * nr + j, nr, ahead);
+      Transpose16(rows + j * ldr + i, ldr, panel + i * nr + j, nr,
+                  next ? next + j * ldr + i : nullptr);
 #endif
   // Whatever the fast path left (edges, other ISAs); 8 inputs at a time keep 8 panel lines
   // open while one weight row is read.
@@ -148,8 +151,9 @@ HWY_EXPORT(GemmPanel);
 
 size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
 
-void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel) {
-  HWY_DYNAMIC_DISPATCH(PackPanel)(rows, ldr, nn, kc, ahead, panel);
+void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
+                float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanel)(rows, ldr, nn, kc, next, panel);
 }
 
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,

@@ -13,9 +13,10 @@ namespace rwkv7::cpu {
 size_t panel_width();
 
 // panel[i * NR + j] = rows[j * ldr + i] for j < nn, i < kc; columns j in [nn, NR) are zero.
-// Rows are streamed from memory: `ahead` floats further along each row (the next block the
-// caller will pack) are prefetched meanwhile; 0 = none.
-void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, size_t ahead, float* panel);
+// Rows stream from memory: the block the caller packs next (same ldr; nullptr = none) is
+// prefetched meanwhile, so its lines arrive while this block is multiplied.
+void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
+                float* panel);
 
 // y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) + Σ_i x[t * ldx + i] · panel[i * NR + j]
 // for t < T, j < nn. panel must be 64-byte aligned.
