@@ -1,33 +1,34 @@
 // The two-way mapping between official RWKV-7 checkpoints (SPEC §2) and llama.cpp's `rwkv7`
 // GGUF layout (convert_hf_to_gguf.py Rwkv7Model, llama-arch.cpp LLM_ARCH_RWKV7).
 //
-// | official (PyTorch shape)            | llama.cpp GGUF name (ggml ne)          | transform |
-// |-------------------------------------|----------------------------------------|------------------|
-// | emb.weight [V, C]                   | token_embd.weight [C, V]               | none | |
-// blocks.0.ln0.weight/.bias [C]       | token_embd_norm.weight/.bias [C]       | none             |
-// | blocks.i.ln1.weight/.bias           | blk.i.attn_norm.weight/.bias           | none | |
-// blocks.i.ln2.weight/.bias           | blk.i.attn_norm_2.weight/.bias         | none             |
-// | blocks.i.att.x_r x_w x_k x_v x_a x_g| blk.i.time_mix_lerp_fused.weight       | stacked r,w,k,v,
-// | |   each [1, 1, C]                    |   [C, 1, 1, 6]                         |   a,g
-// (outermost)| | att.w0 / a0 / v0 [1, 1, C]          | blk.i.time_mix_w0/a0/v0.weight [C]     |
-// squeezed         | | att.w1 / a1 / v1 / g1 [C, D]        | blk.i.time_mix_w1/a1/v1/g1.weight
-// [C,D]| transposed       | | att.w2 / a2 / v2 / g2 [D, C]        | blk.i.time_mix_w2/...weight [D,
-// C]     | transposed       | | att.k_k / k_a [1, 1, C]             | blk.i.time_mix_k_k/k_a.weight
-// [C]      | squeezed         | | att.r_k [H, N]                      | blk.i.time_mix_r_k.weight
-// [C]          | flattened        | | att.receptance/key/value/output.w.  |
-// blk.i.time_mix_receptance/key/value/   | none             | |   [C, C] |   output.weight [C, C]
-// |                  | | att.ln_x.weight/.bias [C]           | blk.i.time_mix_ln.weight/.bias [C]
-// | none             | | ffn.x_k [1, 1, C]                   | blk.i.channel_mix_lerp_k.weight [C]
-// | squeezed         | | ffn.key.weight [F, C]               | blk.i.channel_mix_key.weight [C, F]
-// | none             | | ffn.value.weight [C, F]             | blk.i.channel_mix_value.weight [F,
-// C]  | none             | | ln_out.weight/.bias                 | output_norm.weight/.bias | none
-// | | head.weight [V, C]                  | output.weight [C, V]                   | none | |
-// blocks.0.att.v0/v1/v2 (unused)      | blk.0.time_mix_v0/v1/v2: llama.cpp     | dropped on read; |
-// |                                     |   writes copies of a0/a1/a2 there      |   a copies on |
-// |                                     |                                        |   write | "none"
-// = same bytes: ggml ne is the PyTorch shape reversed. Hyper-parameters: rwkv7.* keys (block_count,
-// embedding_length, wkv.head_size, attention.{decay,iclr, value_residual_mix,gate}_lora_rank,
-// feed_forward_length, attention.layer_norm_epsilon).
+// clang-format off
+// | official (PyTorch shape)              | llama.cpp GGUF name (ggml ne)             | transform          |
+// |---------------------------------------|-------------------------------------------|--------------------|
+// | emb.weight [V, C]                     | token_embd.weight [C, V]                  | none               |
+// | blocks.0.ln0.weight/.bias [C]         | token_embd_norm.weight/.bias [C]          | none               |
+// | blocks.i.ln1.weight/.bias             | blk.i.attn_norm.weight/.bias              | none               |
+// | blocks.i.ln2.weight/.bias             | blk.i.attn_norm_2.weight/.bias            | none               |
+// | blocks.i.att.x_r x_w x_k x_v x_a x_g  | blk.i.time_mix_lerp_fused.weight          | stacked r,w,k,v,a,g|
+// |   each [1, 1, C]                      |   [C, 1, 1, 6]                            |   (outermost)      |
+// | att.w0 / a0 / v0 [1, 1, C]            | blk.i.time_mix_w0/a0/v0.weight [C]        | squeezed           |
+// | att.w1 / a1 / v1 / g1 [C, D]          | blk.i.time_mix_w1/a1/v1/g1.weight [C, D]  | transposed         |
+// | att.w2 / a2 / v2 / g2 [D, C]          | blk.i.time_mix_w2/...weight [D, C]        | transposed         |
+// | att.k_k / k_a [1, 1, C]               | blk.i.time_mix_k_k/k_a.weight [C]         | squeezed           |
+// | att.r_k [H, N]                        | blk.i.time_mix_r_k.weight [C]             | flattened          |
+// | att.receptance/key/value/output.weight| blk.i.time_mix_receptance/key/value/      | none               |
+// |   [C, C]                              |   output.weight [C, C]                    |                    |
+// | att.ln_x.weight/.bias [C]             | blk.i.time_mix_ln.weight/.bias [C]        | none               |
+// | ffn.x_k [1, 1, C]                     | blk.i.channel_mix_lerp_k.weight [C]       | squeezed           |
+// | ffn.key.weight [F, C]                 | blk.i.channel_mix_key.weight [C, F]       | none               |
+// | ffn.value.weight [C, F]               | blk.i.channel_mix_value.weight [F, C]     | none               |
+// | ln_out.weight/.bias                   | output_norm.weight/.bias                  | none               |
+// | head.weight [V, C]                    | output.weight [C, V]                      | none               |
+// | blocks.0.att.v0/v1/v2 (unused)        | blk.0.time_mix_v0/v1/v2: llama.cpp writes | dropped on read;   |
+// |                                       |   copies of a0/a1/a2 there (iclr rank)    |   a copies on write|
+// clang-format on
+// "none" = same bytes: ggml ne is the PyTorch shape reversed. Hyper-parameters: rwkv7.* keys
+// (block_count, embedding_length, wkv.head_size, attention.{decay, iclr, value_residual_mix,
+// gate}_lora_rank, feed_forward_length, attention.layer_norm_epsilon).
 #include <cstring>
 #include <regex>
 
