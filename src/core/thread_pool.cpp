@@ -1,6 +1,7 @@
 #include "core/thread_pool.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -9,14 +10,28 @@
 namespace rwkv7 {
 namespace {
 
-// ~50-100 µs of polling before a worker sleeps: longer than the gaps between the products of
-// one token, far shorter than anything a user would notice as a busy core.
-constexpr int kSpinRounds = 4000;
-
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
 #endif
+}
+
+// Polling time before blocking: longer than the serial gaps between the products of one
+// decoded token (a few µs), short enough that an oversubscribed machine loses little.
+constexpr auto kSpin = std::chrono::microseconds(30);
+constexpr uint64_t kMinBackoff = 512, kMaxBackoff = 65536;  // jobs without polling
+
+// Polls done() with a pause hint until it is true (returns true) or kSpin has passed.
+template <class Done>
+bool spin_until(const Done& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return done();
+  }
 }
 
 void run_part(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int parts, int part) {
@@ -53,11 +68,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   job_n_ = n;
   job_parts_ = parts;
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
+  uint64_t gen;
   {
     // Under the lock, so a worker about to sleep either sees the new generation or the notify.
     std::lock_guard<std::mutex> lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_release);
+    gen = generation_.fetch_add(1, std::memory_order_release) + 1;
   }
+  const bool poll = gen >= calm_until_.load(std::memory_order_relaxed);
   wake_cv_.notify_all();
   std::exception_ptr mine;
   try {
@@ -65,32 +82,38 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   } catch (...) {
     mine = std::current_exception();
   }
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < kSpinRounds) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-  job_ = nullptr;
+  const auto all_done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
   std::exception_ptr err;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    if (poll && spin_until(all_done)) {
+      lock.lock();
+      backoff_ = 0;
+    } else {
+      if (poll) {  // a worker was not running: stop polling for a while
+        backoff_ = backoff_ == 0 ? kMinBackoff : std::min(2 * backoff_, kMaxBackoff);
+        calm_until_.store(gen + backoff_, std::memory_order_relaxed);
+      }
+      lock.lock();
+      done_cv_.wait(lock, all_done);
+    }
     err = mine ? mine : worker_error_;
     worker_error_ = nullptr;
   }
+  job_ = nullptr;
   if (err) std::rethrow_exception(err);  // a worker's error surfaces in the caller
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
+    const auto new_job = [&] {
+      return stop_.load(std::memory_order_acquire) ||
+             generation_.load(std::memory_order_acquire) != seen;
+    };
+    if (seen >= calm_until_.load(std::memory_order_relaxed)) spin_until(new_job);
+    if (stop_.load(std::memory_order_acquire)) return;
     uint64_t now = generation_.load(std::memory_order_acquire);
-    for (int spins = 0; now == seen && spins < kSpinRounds; ++spins) {
-      if (stop_.load(std::memory_order_acquire)) return;
-      cpu_relax();
-      now = generation_.load(std::memory_order_acquire);
-    }
     if (now == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_cv_.wait(lock, [&] {
@@ -109,7 +132,11 @@ void ThreadPool::worker_loop(int index) {
         if (!worker_error_) worker_error_ = std::current_exception();
       }
     }
-    pending_.fetch_sub(1, std::memory_order_acq_rel);  // every worker acknowledges every job
+    // Every worker acknowledges every job; the last one wakes the caller if it blocked.
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      { std::lock_guard<std::mutex> lock(mutex_); }
+      done_cv_.notify_one();
+    }
   }
 }
 

@@ -3,9 +3,12 @@
 // a model (not a global); parallel_for splits [0, n) into contiguous ranges, one per worker.
 //
 // Decoding one token makes hundreds of small parallel calls, so hand-offs must cost well under
-// a microsecond: workers spin (with a pause hint) on an atomic job counter for a while after
-// each job and only then sleep on a condition variable; the caller spins until every worker
-// has acknowledged the job.
+// a microsecond: workers poll an atomic job counter (with a pause hint) for a short while after
+// each job and the caller polls for their acknowledgements. Both give up after kSpin and block
+// on condition variables, so a machine with more runnable threads than cores (where a polling
+// thread would burn the time slice the thread it waits for needs) degrades to the plain
+// blocking hand-off instead of collapsing: when the caller's polling times out (a worker was
+// not running), nobody polls for the next `backoff_` jobs, doubling on each further timeout.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -44,8 +47,10 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};  // workers that have not finished the current job
   std::atomic<bool> stop_{false};
-  std::mutex mutex_;  // guards sleeping (with wake_cv_) and worker_error_
-  std::condition_variable wake_cv_;
+  std::atomic<uint64_t> calm_until_{0};  // no polling while generation_ < calm_until_
+  uint64_t backoff_ = 0;                 // caller only
+  std::mutex mutex_;  // guards sleeping (with wake_cv_ / done_cv_) and worker_error_
+  std::condition_variable wake_cv_, done_cv_;
   std::exception_ptr worker_error_;
 };
 
