@@ -8,6 +8,8 @@
 #include <sstream>
 #include <string>
 
+#include "temp_dir.hpp"
+
 namespace rwkv7::testing {
 
 struct CliResult {
@@ -21,22 +23,6 @@ inline std::string slurp(const std::filesystem::path& p) {
   ss << in.rdbuf();
   return ss.str();
 }
-
-// A fresh temporary folder, removed when the object goes away.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    path = std::filesystem::temp_directory_path() /
-           ("rwkv7-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-};
 
 // Runs a shell command line (quote arguments yourself) with stdin_text on its standard input.
 inline CliResult run_command(const std::string& command, const std::string& stdin_text = "") {

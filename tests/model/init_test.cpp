@@ -17,27 +17,10 @@
 #include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/model.hpp"
+#include "temp_dir.hpp"
 
 namespace rwkv7 {
 namespace {
-
-class InitTempDir {
- public:
-  InitTempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("rwkv7-init-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~InitTempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 InitSpec small_spec(uint64_t seed = 0) {
   InitSpec s;
@@ -335,7 +318,7 @@ void expect_loads_and_runs(const std::string& path, int64_t vocab) {
 }
 
 TEST(InitRoundTrip, PthAndSafetensorsLoadAndGiveFiniteLogits) {
-  InitTempDir dir;
+  testing::TempDir dir;
   InitializedModel m = init_model(small_spec(1));
   const std::string pth = dir.file("init.pth"), st = dir.file("init.safetensors");
   write_pth(pth, m.tensors);
@@ -360,7 +343,7 @@ TEST(InitRoundTrip, PthAndSafetensorsLoadAndGiveFiniteLogits) {
 
 #ifdef RWKV7_CLI_PATH
 TEST(InitCli, WritesFileAndRejectsBadFlags) {
-  InitTempDir dir;
+  testing::TempDir dir;
   const std::string cli = RWKV7_CLI_PATH;
   const std::string out = dir.file("cli.safetensors");
   const std::string ok =
