@@ -129,14 +129,29 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Q8_0/Q4_0 weights: x is quantised to Q8_0 once per call (as ggml does), then each weight
-  // row is unpacked to int8 + scales once and dotted with every position in integers.
+  // Q8_0/Q4_0 weights: x is quantised to Q8_0 once per call (as ggml does). Decode reads the
+  // weight blocks in place (VNNI where present); prefill unpacks each weight row to int8 +
+  // scales once and dots it with every position in integers.
   void matmul_quantized(const MatmulArgs& a) const {
     const Matrix& w = a.w;
     const int64_t n = w.cols, nb = n / kQuantBlock;
     const size_t rb = row_bytes(w.dtype, n);  // also checks n % 32 == 0
     std::vector<int8_t> xq(size_t(a.count * n));
     std::vector<float> xd(size_t(a.count * nb));
+    if (a.count == 1) {  // decode: blocks read in place, several rows per kernel call
+      std::vector<int32_t> neg_s4(size_t(nb) * 8);
+      cpu::quantize_act_q8(a.x, size_t(nb), xq.data(), xd.data(), neg_s4.data());
+      const cpu::Q8Act xa{xq.data(), xd.data(), neg_s4.data(), size_t(nb)};
+      const auto* base = static_cast<const uint8_t*>(w.data);
+      const auto kernel = w.dtype == DType::Q8_0 ? cpu::matvec_q8_0 : cpu::matvec_q4_0;
+      const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(1, n));
+      // Contiguous row ranges, one per thread: claiming chunks from a shared counter instead
+      // was slower (q4_0 decode 250-275 vs 325-340 tok/s), as every chunk restarts the prefetch.
+      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+        kernel(base + size_t(begin) * rb, rb, size_t(end - begin), xa, a.y + begin);
+      });
+      return;
+    }
     pool_->parallel_for(a.count, 8, [&](int64_t t0, int64_t t1) {
       std::vector<unsigned char> blocks(row_bytes(DType::Q8_0, n));
       for (int64_t t = t0; t < t1; ++t) {
@@ -145,15 +160,6 @@ class CpuBackend final : public Backend {
       }
     });
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
-    if (a.count == 1 && w.dtype == DType::Q8_0) {  // decode: blocks read in place
-      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t o = begin; o < end; ++o) {
-          a.y[o] = cpu::dot_q8_0_blocks(static_cast<const uint8_t*>(w.data) + size_t(o) * rb,
-                                        xq.data(), xd.data(), size_t(nb));
-        }
-      });
-      return;
-    }
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<int8_t> wq(static_cast<size_t>(n));
       std::vector<float> wd(static_cast<size_t>(nb));

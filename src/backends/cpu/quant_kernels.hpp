@@ -1,6 +1,7 @@
 #pragma once
-// Integer dot products for block-quantised weights (Q8_0/Q4_0 unpacked to int8 + per-block
-// scales) against activations quantised to Q8_0, dispatched at run time like kernels.hpp.
+// Integer dot products for block-quantised weights (Q8_0/Q4_0) against activations quantised
+// to Q8_0, dispatched at run time like kernels.hpp: prefill on rows unpacked to int8 +
+// per-block scales, decode on the blocks read in place.
 #include <cstddef>
 #include <cstdint>
 
@@ -11,8 +12,32 @@ namespace rwkv7::cpu {
 void dot_rows_q8(const int8_t* wq, const float* wd, const int8_t* xq, const float* xd, size_t nb,
                  size_t rows, float* out, size_t out_stride);
 
-// One row of Q8_0 blocks (34 bytes each, read in place) against one Q8_0-quantised
-// activation row: Σ_b d_w[b]·xd[b]·Σ_i q_w[b][i]·xq[32b+i].
-float dot_q8_0_blocks(const uint8_t* blocks, const int8_t* xq, const float* xd, size_t nb);
+// One activation row quantised to Q8_0 in the form the decode kernels read: q[32·nb] int8
+// values, d[nb] fp32 scales, neg_s4[8·nb] = -(sum of each 4 consecutive q). The sums let
+// VNNI multiply weights offset to unsigned (Q8_0: q+128, Q4_0: the raw nibble q+8) and
+// subtract the offset exactly in int32.
+struct Q8Act {
+  const int8_t* q;
+  const float* d;
+  const int32_t* neg_s4;
+  size_t nb;
+};
+
+// neg_s4[i] = -(q[4i] + q[4i+1] + q[4i+2] + q[4i+3]) for i < 8·nb.
+void q8_act_lane_sums(const int8_t* q, size_t nb, int32_t* neg_s4);
+
+// x[32·nb] → the Q8Act arrays, bit for bit what quantize_row_q8_0 + unpack_row_i8 +
+// q8_act_lane_sums give (the scalar twin).
+void quantize_act_q8(const float* x, size_t nb, int8_t* q, float* d, int32_t* neg_s4);
+
+// Decode (matrix × one vector) with Q8_0 / Q4_0 weights read in place: row r's x.nb blocks
+// start at w + r·row_bytes. y[r] = Σ_b f16(d_w[r][b])·x.d[b]·Σ_i q_w[r][b][i]·x.q[32b+i]
+// (Q4_0: q_w = nibble - 8), r < rows.
+void matvec_q8_0(const uint8_t* w, size_t row_bytes, size_t rows, const Q8Act& x, float* y);
+void matvec_q4_0(const uint8_t* w, size_t row_bytes, size_t rows, const Q8Act& x, float* y);
+
+// Scalar reference twins: exact int32 sum per block, then fp32 scale and accumulation.
+void matvec_q8_0_ref(const uint8_t* w, size_t row_bytes, size_t rows, const Q8Act& x, float* y);
+void matvec_q4_0_ref(const uint8_t* w, size_t row_bytes, size_t rows, const Q8Act& x, float* y);
 
 }  // namespace rwkv7::cpu
