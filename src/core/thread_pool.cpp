@@ -68,11 +68,14 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   job_n_ = n;
   job_parts_ = parts;
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
+  unstarted_.store(int(workers_.size()), std::memory_order_relaxed);
   uint64_t gen;
+  int awake;  // workers not asleep at publication: they should pick the job up at once
   {
     // Under the lock, so a worker about to sleep either sees the new generation or the notify.
     std::lock_guard<std::mutex> lock(mutex_);
     gen = generation_.fetch_add(1, std::memory_order_release) + 1;
+    awake = int(workers_.size()) - sleepers_;
   }
   const bool poll = gen >= calm_until_.load(std::memory_order_relaxed);
   wake_cv_.notify_all();
@@ -90,7 +93,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
       lock.lock();
       backoff_ = 0;
     } else {
-      if (poll) {  // a worker was not running: stop polling for a while
+      const int started = int(workers_.size()) - unstarted_.load(std::memory_order_acquire);
+      if (poll && started < awake) {
+        // An awake worker has not picked the job up: it is not running. Stop polling a while.
         backoff_ = backoff_ == 0 ? kMinBackoff : std::min(2 * backoff_, kMaxBackoff);
         calm_until_.store(gen + backoff_, std::memory_order_relaxed);
       }
@@ -116,14 +121,17 @@ void ThreadPool::worker_loop(int index) {
     uint64_t now = generation_.load(std::memory_order_acquire);
     if (now == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
+      ++sleepers_;
       wake_cv_.wait(lock, [&] {
         return stop_.load(std::memory_order_acquire) ||
                generation_.load(std::memory_order_acquire) != seen;
       });
+      --sleepers_;
       if (stop_.load(std::memory_order_acquire)) return;
       now = generation_.load(std::memory_order_acquire);
     }
     seen = now;
+    unstarted_.fetch_sub(1, std::memory_order_acq_rel);
     if (index < job_parts_) {
       try {
         run_part(*job_, job_n_, job_parts_, index);

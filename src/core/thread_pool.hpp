@@ -7,8 +7,11 @@
 // each job and the caller polls for their acknowledgements. Both give up after kSpin and block
 // on condition variables, so a machine with more runnable threads than cores (where a polling
 // thread would burn the time slice the thread it waits for needs) degrades to the plain
-// blocking hand-off instead of collapsing: when the caller's polling times out (a worker was
-// not running), nobody polls for the next `backoff_` jobs, doubling on each further timeout.
+// blocking hand-off instead of collapsing: when the caller's polling times out while a worker
+// that was awake (polling, not asleep) when the job was published has not even picked it up,
+// that worker was not running, and nobody polls for the next `backoff_` jobs, doubling on each
+// further such timeout. (A long, unbalanced job or a worker still waking from sleep also time
+// out the polling; that is no reason to back off.)
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -45,7 +48,9 @@ class ThreadPool {
   int64_t job_n_ = 0;
   int job_parts_ = 0;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};  // workers that have not finished the current job
+  std::atomic<int> pending_{0};    // workers that have not finished the current job
+  std::atomic<int> unstarted_{0};  // workers that have not picked the current job up
+  int sleepers_ = 0;               // workers blocked on wake_cv_ (guarded by mutex_)
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> calm_until_{0};  // no polling while generation_ < calm_until_
   uint64_t backoff_ = 0;                 // caller only
