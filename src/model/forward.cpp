@@ -107,36 +107,38 @@ struct Pass {
 
     Buf &r = ws.get(n), &k = ws.get(n), &v = ws.get(n), &decay = ws.get(n), &a = ws.get(n),
         &g = ws.get(n);
-    mm(L.receptance, xr.data(), r.data());
-    mm(L.key, xk.data(), k.data());
-    mm(L.value, xv.data(), v.data());
-
-    Buf& low = ws.get(size_t(R * std::max({c.d_decay, c.d_aaa, c.d_value, c.d_gate})));
-    Buf& z = ws.get(n);
+    // LoRA hidden rows [R, D] and their outputs [R, C], one buffer each so that all products
+    // of a stage are independent (one parallel region when decoding).
+    Buf &low_w = ws.get(size_t(R * c.d_decay)), &low_a = ws.get(size_t(R * c.d_aaa)),
+        &low_v = ws.get(size_t(R * c.d_value)), &low_g = ws.get(size_t(R * c.d_gate));
+    Buf &z_w = ws.get(n), &z_a = ws.get(n), &z_v = ws.get(n);
     auto row = [C](Buf& b, int64_t i) { return b.data() + i * C; };
-    // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
-    mm(L.w1.m, xw.data(), low.data());
-    each_row([&](int64_t i) { pw.tanh(&low[size_t(i * c.d_decay)], size_t(c.d_decay)); });
-    mm(L.w2.m, low.data(), z.data());
-    each_row([&](int64_t i) { pw.decay(L.w0.data(), row(z, i), row(decay, i), size_t(C)); });
-    // value residual towards layer 0's value
-    if (layer == 0) {
-      v_first = v;
-    } else {
-      mm(L.v1.m, xv.data(), low.data());
-      mm(L.v2.m, low.data(), z.data());
-      each_row([&](int64_t i) {
-        pw.value_residual(L.v0.data(), row(z, i), row(v_first, i), row(v, i), size_t(C));
-      });
-    }
-    // in-context learning rate
-    mm(L.a1.m, xa2.data(), low.data());
-    mm(L.a2.m, low.data(), z.data());
-    each_row([&](int64_t i) { pw.sigmoid_bias(L.a0.data(), row(z, i), row(a, i), size_t(C)); });
-    // gate
-    mm(L.g1.m, xg.data(), low.data());
-    each_row([&](int64_t i) { pw.sigmoid(&low[size_t(i * c.d_gate)], size_t(c.d_gate)); });
-    mm(L.g2.m, low.data(), g.data());
+    const bool residual = layer > 0;  // layer 0's value is v_first itself
+    std::vector<MatmulArgs> first = {
+        {L.receptance, xr.data(), r.data(), R}, {L.key, xk.data(), k.data(), R},
+        {L.value, xv.data(), v.data(), R},      {L.w1.m, xw.data(), low_w.data(), R},
+        {L.a1.m, xa2.data(), low_a.data(), R},  {L.g1.m, xg.data(), low_g.data(), R}};
+    if (residual) first.push_back({L.v1.m, xv.data(), low_v.data(), R});
+    m.backend->matmul_many(first);
+    each_row([&](int64_t i) {
+      pw.tanh(&low_w[size_t(i * c.d_decay)], size_t(c.d_decay));
+      pw.sigmoid(&low_g[size_t(i * c.d_gate)], size_t(c.d_gate));
+    });
+    std::vector<MatmulArgs> second = {{L.w2.m, low_w.data(), z_w.data(), R},
+                                      {L.a2.m, low_a.data(), z_a.data(), R},
+                                      {L.g2.m, low_g.data(), g.data(), R}};
+    if (residual) second.push_back({L.v2.m, low_v.data(), z_v.data(), R});
+    m.backend->matmul_many(second);
+    // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2)); in-context rate a = σ(a0 + xa·a1·a2);
+    // value residual towards layer 0's value: v += (v_first - v) · σ(v0 + xv·v1·v2)
+    each_row([&](int64_t i) {
+      pw.decay(L.w0.data(), row(z_w, i), row(decay, i), size_t(C));
+      pw.sigmoid_bias(L.a0.data(), row(z_a, i), row(a, i), size_t(C));
+      if (residual)
+        pw.value_residual(L.v0.data(), row(z_v, i), row(v_first, i), row(v, i), size_t(C));
+    });
+    if (!residual) v_first = v;
+    Buf& z = z_w;  // free again: the output product lands here
 
     // kk = per-head L2-normalised k*k_k; k scaled by the rate; WKV inputs a = -kk, b = kk*a
     Buf &wa = ws.get(n), &wb = ws.get(n);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/dtype.hpp"
@@ -58,6 +59,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual void matmul(const MatmulArgs& args) const = 0;
+  // Several independent products (distinct outputs). Decoding one token runs a dozen small
+  // products per layer; a backend with threads can run them in one parallel region.
+  virtual void matmul_many(std::span<const MatmulArgs> list) const {
+    for (const MatmulArgs& a : list) matmul(a);
+  }
   virtual void gemm_acc(const GemmAccArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
   // The element-wise maps of this backend (scalar or SIMD).

@@ -50,6 +50,35 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // Decode-sized products (one position each) share one parallel region: the rows of all
+  // matrices are laid end to end and split between threads by the bytes they read.
+  void matmul_many(std::span<const MatmulArgs> list) const override {
+    const bool one_position =
+        std::all_of(list.begin(), list.end(), [](const MatmulArgs& a) { return a.count == 1; });
+    if (!one_position || list.size() < 2) {
+      for (const MatmulArgs& a : list) matmul(a);
+      return;
+    }
+    std::vector<QuantizedInput> inputs(list.size());
+    std::vector<int64_t> cost_begin(list.size() + 1, 0), row_cost(list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const Matrix& w = list[i].w;
+      if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
+      row_cost[i] = int64_t(row_bytes(w.dtype, w.cols));
+      cost_begin[i + 1] = cost_begin[i] + w.rows * row_cost[i];
+    }
+    // Row r of matrix i belongs to the thread whose byte range holds the row's first byte.
+    pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
+        if (lo >= hi) continue;
+        const int64_t r0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        const int64_t r1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        if (r0 < r1) matvec_rows(list[i], inputs[i], r0, r1);
+      }
+    });
+  }
+
   // Threads split the rows of C (4-row blocks) when there are enough, else its columns
   // (whole vectors), so each thread writes a disjoint part of C.
   void gemm_acc(const GemmAccArgs& g) const override {
@@ -201,6 +230,54 @@ class CpuBackend final : public Backend {
       case DType::F16:
         cpu::f16_to_f32_row(static_cast<const uint16_t*>(w.data) + o * w.cols, buf, size_t(w.cols));
         return buf;
+      default:
+        throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
+    }
+  }
+
+  // One activation row quantised to Q8_0 for the decode kernels (owns its arrays).
+  struct QuantizedInput {
+    std::vector<int8_t> q;
+    std::vector<float> d;
+    std::vector<int32_t> neg_s4;
+    cpu::Q8Act act{};
+    void quantize(const float* x, int64_t n) {
+      const size_t nb = size_t(n / kQuantBlock);
+      q.resize(size_t(n));
+      d.resize(nb);
+      neg_s4.resize(nb * 8);
+      cpu::quantize_act_q8(x, nb, q.data(), d.data(), neg_s4.data());
+      act = cpu::Q8Act{q.data(), d.data(), neg_s4.data(), nb};
+    }
+  };
+
+  // y[r0, r1) = W[r0, r1) · x for one position (quantised weights: x already in `in`).
+  static void matvec_rows(const MatmulArgs& a, const QuantizedInput& in, int64_t r0, int64_t r1) {
+    const Matrix& w = a.w;
+    switch (w.dtype) {
+      case DType::Q8_0:
+      case DType::Q4_0: {
+        const size_t rb = row_bytes(w.dtype, w.cols);
+        const auto kernel = w.dtype == DType::Q8_0 ? cpu::matvec_q8_0 : cpu::matvec_q4_0;
+        kernel(static_cast<const uint8_t*>(w.data) + size_t(r0) * rb, rb, size_t(r1 - r0), in.act,
+               a.y + r0);
+        return;
+      }
+      case DType::BF16:
+      case DType::F16: {
+        const auto* base = static_cast<const uint16_t*>(w.data);
+        for (int64_t o = r0; o < r1; ++o) {
+          const uint16_t* row = base + o * w.cols;
+          a.y[o] = w.dtype == DType::BF16 ? cpu::dot_bf16(row, a.x, size_t(w.cols))
+                                          : cpu::dot_f16(row, a.x, size_t(w.cols));
+        }
+        return;
+      }
+      case DType::F32:
+        for (int64_t o = r0; o < r1; ++o)
+          cpu::dot_rows(static_cast<const float*>(w.data) + o * w.cols, a.x, size_t(w.cols), 1,
+                        a.y + o, 1);
+        return;
       default:
         throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
     }
