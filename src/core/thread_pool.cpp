@@ -69,43 +69,46 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
   job_parts_ = parts;
   pending_.store(int(workers_.size()), std::memory_order_relaxed);
   unstarted_.store(int(workers_.size()), std::memory_order_relaxed);
-  uint64_t gen;
-  int awake;  // workers not asleep at publication: they should pick the job up at once
-  {
-    // Under the lock, so a worker about to sleep either sees the new generation or the notify.
-    std::lock_guard<std::mutex> lock(mutex_);
-    gen = generation_.fetch_add(1, std::memory_order_release) + 1;
-    awake = int(workers_.size()) - sleepers_;
+  const uint64_t gen = generation_.fetch_add(1) + 1;  // seq_cst: see sleepers_ below
+  // Workers not asleep at publication: they should pick the job up at once.
+  const int sleeping = sleepers_.load();
+  const int awake = int(workers_.size()) - sleeping;
+  if (sleeping > 0) {
+    // A worker that counted itself asleep either sees the new generation in its wait
+    // predicate or is already waiting: taking the lock orders us after its check.
+    { std::lock_guard<std::mutex> lock(mutex_); }
+    wake_cv_.notify_all();
   }
   const bool poll = gen >= calm_until_.load(std::memory_order_relaxed);
-  wake_cv_.notify_all();
   std::exception_ptr mine;
   try {
     run_part(fn, n, parts, 0);
   } catch (...) {
     mine = std::current_exception();
   }
-  const auto all_done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
-  std::exception_ptr err;
-  {
-    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
-    if (poll && spin_until(all_done)) {
-      lock.lock();
-      backoff_ = 0;
-    } else {
-      const int started = int(workers_.size()) - unstarted_.load(std::memory_order_acquire);
-      if (poll && started < awake) {
-        // An awake worker has not picked the job up: it is not running. Stop polling a while.
-        backoff_ = backoff_ == 0 ? kMinBackoff : std::min(2 * backoff_, kMaxBackoff);
-        calm_until_.store(gen + backoff_, std::memory_order_relaxed);
-      }
-      lock.lock();
-      done_cv_.wait(lock, all_done);
+  const auto all_done = [this] { return pending_.load() == 0; };
+  if (poll && spin_until(all_done)) {
+    backoff_ = 0;
+  } else {
+    const int started = int(workers_.size()) - unstarted_.load();
+    if (poll && started < awake) {
+      // An awake worker has not picked the job up: it is not running. Stop polling a while.
+      backoff_ = backoff_ == 0 ? kMinBackoff : std::min(2 * backoff_, kMaxBackoff);
+      calm_until_.store(gen + backoff_, std::memory_order_relaxed);
     }
-    err = mine ? mine : worker_error_;
-    worker_error_ = nullptr;
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_waiting_.store(true);
+    done_cv_.wait(lock, all_done);
+    caller_waiting_.store(false);
   }
   job_ = nullptr;
+  std::exception_ptr err = mine;
+  if (has_error_.load()) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!err) err = worker_error_;
+    worker_error_ = nullptr;
+    has_error_.store(false);
+  }
   if (err) std::rethrow_exception(err);  // a worker's error surfaces in the caller
 }
 
@@ -121,12 +124,9 @@ void ThreadPool::worker_loop(int index) {
     uint64_t now = generation_.load(std::memory_order_acquire);
     if (now == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      ++sleepers_;
-      wake_cv_.wait(lock, [&] {
-        return stop_.load(std::memory_order_acquire) ||
-               generation_.load(std::memory_order_acquire) != seen;
-      });
-      --sleepers_;
+      sleepers_.fetch_add(1);  // seq_cst, before the predicate reads generation_
+      wake_cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+      sleepers_.fetch_sub(1);
       if (stop_.load(std::memory_order_acquire)) return;
       now = generation_.load(std::memory_order_acquire);
     }
@@ -138,10 +138,11 @@ void ThreadPool::worker_loop(int index) {
       } catch (...) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (!worker_error_) worker_error_ = std::current_exception();
+        has_error_.store(true);
       }
     }
     // Every worker acknowledges every job; the last one wakes the caller if it blocked.
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (pending_.fetch_sub(1) == 1 && caller_waiting_.load()) {
       { std::lock_guard<std::mutex> lock(mutex_); }
       done_cv_.notify_one();
     }

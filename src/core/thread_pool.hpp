@@ -50,11 +50,15 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};    // workers that have not finished the current job
   std::atomic<int> unstarted_{0};  // workers that have not picked the current job up
-  int sleepers_ = 0;               // workers blocked on wake_cv_ (guarded by mutex_)
+  // Who may be blocked: the mutex is taken only when one is (seq_cst flag-then-check on both
+  // sides, so a wake-up is never lost), not on every hand-off.
+  std::atomic<int> sleepers_{0};             // workers blocked (or about to) on wake_cv_
+  std::atomic<bool> caller_waiting_{false};  // the caller blocked (or about to) on done_cv_
+  std::atomic<bool> has_error_{false};       // worker_error_ is set
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> calm_until_{0};  // no polling while generation_ < calm_until_
   uint64_t backoff_ = 0;                 // caller only
-  std::mutex mutex_;  // guards sleeping (with wake_cv_ / done_cv_) and worker_error_
+  std::mutex mutex_;                     // for the condition variables, and guards worker_error_
   std::condition_variable wake_cv_, done_cv_;
   std::exception_ptr worker_error_;
 };
