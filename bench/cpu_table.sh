@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces the CPU speed table of the performance issue: random weights of the released
 # 0.1B / 0.4B shapes (official init), each format, `rwkv7 bench` with 2 threads, prompt 512,
-# 128 decoded tokens, median of 3. Prints a markdown table with the rwkv.cpp figures beside.
+# 128 decoded tokens, median of 3 within a process; RUNS=n (default 1) repeats each
+# measurement in n processes and reports the median of those (the machine is shared and
+# single processes move by ±15%). Prints a markdown table with the rwkv.cpp figures beside.
 # Usage: bench/cpu_table.sh [WORKDIR]   (needs ~6 GB of disk for the 0.4B files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +27,17 @@ for shape in $shapes; do
       model="$work/$shape-$fmt.gguf"
       [ -f "$model" ] || $bin convert "$src" "$model" --type "$fmt" >&2
     fi
-    j=$($bin bench -m "$model" -t 2 --prompt 512 --gen 128 --repeat 3 --json)
-    python3 - "$j" "$shape" "$fmt" "${ref_decode[$shape/$fmt]}" "${ref_prefill[$shape/$fmt]}" <<'PY'
-import json, sys
-j = json.loads(sys.argv[1]); shape, fmt, rd, rp = sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+    runs=()
+    for _ in $(seq "${RUNS:-1}"); do
+      runs+=("$($bin bench -m "$model" -t 2 --prompt 512 --gen 128 --repeat 3 --json)")
+    done
+    python3 - "$shape" "$fmt" "${ref_decode[$shape/$fmt]}" "${ref_prefill[$shape/$fmt]}" "${runs[@]}" <<'PY'
+import json, statistics, sys
+shape, fmt, rd, rp = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+all_runs = [json.loads(a) for a in sys.argv[5:]]
+j = {k: statistics.median(r[k] for r in all_runs)
+     for k in ("decode_tok_s", "prefill_tok_s", "decode_fraction_of_limit",
+               "prefill_fraction_of_limit", "peak_rss_mb")}
 print(f"| {shape} | {fmt} | {j['decode_tok_s']:.1f} | {rd} | {j['decode_tok_s']/rd:.2f} | {j['prefill_tok_s']:.1f} | {rp} | "
       f"{j['prefill_tok_s']/rp:.2f} | {100*j['decode_fraction_of_limit']:.0f}% | {100*j['prefill_fraction_of_limit']:.0f}% | {j['peak_rss_mb']:.0f} |")
 PY
