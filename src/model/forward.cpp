@@ -280,8 +280,15 @@ void Model::forward(std::span<SequenceRequest> batch) const {
   const ModelWeights& w = impl_->w;
   const ModelConfig& c = w.config;
   const int64_t C = c.n_embd, V = c.vocab_size;
-  for (const SequenceRequest& q : batch) {
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceRequest& q = batch[b];
     if (!q.state) throw Error("forward: a sequence has no state");
+    for (size_t other = 0; other < b; ++other) {
+      if (batch[other].state == q.state) {
+        throw Error("forward: sequences " + std::to_string(other) + " and " + std::to_string(b) +
+                    " of the batch share one State (each sequence needs its own)");
+      }
+    }
     check_state(*q.state, c);
     for (size_t i = 0; i < q.tokens.size(); ++i) {
       if (q.tokens[i] < 0 || q.tokens[i] >= V) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "io/tensor_io.hpp"
+#include "rwkv7/error.hpp"
 #include "rwkv7/model.hpp"
 #include "test_support.hpp"
 
@@ -185,6 +186,23 @@ TEST_P(GoldenModel, BatchOfSequencesEqualsSeparateRuns) {
   State solo_c = m->new_state();
   auto want_c = m->forward(all.subspan(3, 1), solo_c, Logits::Last);
   for (size_t i = 0; i < lc.size(); ++i) ASSERT_NEAR(lc[i], want_c[i], 1e-5) << i;
+}
+
+TEST(ModelBatch, TwoSequencesSharingOneStateAreRefused) {
+  RWKV7_REQUIRE_SHARED(model_path, "golden/rand-L2-D128.pth");
+  auto m = Model::load(model_path);
+  State s = m->new_state();
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  std::vector<float> l1, l2;
+  std::vector<SequenceRequest> batch = {{tokens, &s, Logits::Last, &l1},
+                                        {tokens, &s, Logits::Last, &l2}};
+  try {
+    m->forward(batch);
+    FAIL() << "a shared State was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("share one State"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(s.tokens_consumed, 0) << "the state changed before the error";
 }
 
 INSTANTIATE_TEST_SUITE_P(All, GoldenModel,

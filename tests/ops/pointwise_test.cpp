@@ -61,5 +61,27 @@ TEST(Pointwise, SimdMapsEqualScalarMaps) {
   }
 }
 
+// A NaN (a broken model) must come out as NaN, as with std::exp, not as a finite number.
+TEST(Pointwise, NanStaysNan) {
+  const PointwiseOps& simd = cpu::simd_pointwise_ops();
+  const size_t n = 35;  // full vectors and a tail
+  std::vector<float> z(n, 0.5f), bias(n, 0.1f), vf(n, 1.0f), out(n);
+  z[3] = NAN;
+  z[34] = NAN;
+  simd.sigmoid_bias(bias.data(), z.data(), out.data(), n);
+  EXPECT_TRUE(std::isnan(out[3]) && std::isnan(out[34]));
+  EXPECT_FALSE(std::isnan(out[4]));
+  simd.decay(bias.data(), z.data(), out.data(), n);
+  EXPECT_TRUE(std::isnan(out[3]) && std::isnan(out[34]));
+  std::vector<float> v(n, 2.0f);
+  simd.value_residual(bias.data(), z.data(), vf.data(), v.data(), n);
+  EXPECT_TRUE(std::isnan(v[3]) && std::isnan(v[34]));
+  for (auto map : {simd.sigmoid, simd.tanh, simd.relu_square}) {
+    std::vector<float> x = z;
+    map(x.data(), n);
+    EXPECT_TRUE(std::isnan(x[3]) && std::isnan(x[34]));
+  }
+}
+
 }  // namespace
 }  // namespace rwkv7

@@ -144,11 +144,12 @@ class CpuBackend final : public Backend {
             src = widened.data();
             ldr = kn;
           }
-          // Next block: further along these rows, else the next panel's first rows.
+          // Next block: further along these rows, else the next panel's first rows. Only a
+          // block at least as large as this one (pack prefetches this block's footprint).
           const float* next = nullptr;
-          if (w.dtype == DType::F32 && k0 + kn < w.cols)
+          if (w.dtype == DType::F32 && k0 + 2 * kn <= w.cols)
             next = src + kn;
-          else if (w.dtype == DType::F32 && p + 1 < p1)
+          else if (w.dtype == DType::F32 && p + 1 < p1 && o0 + 2 * nr <= w.rows)
             next = src - k0 + nr * w.cols;
           cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel.get());
           cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel.get(), size_t(kn),

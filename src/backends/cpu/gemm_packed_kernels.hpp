@@ -14,7 +14,8 @@ size_t panel_width();
 
 // panel[i * NR + j] = rows[j * ldr + i] for j < nn, i < kc; columns j in [nn, NR) are zero.
 // Rows stream from memory: the block the caller packs next (same ldr; nullptr = none) is
-// prefetched meanwhile, so its lines arrive while this block is multiplied.
+// prefetched meanwhile, so its lines arrive while this block is multiplied; it must hold at
+// least nn rows of kc values (this block's footprint is what gets prefetched).
 void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
                 float* panel);
 

@@ -15,10 +15,14 @@ namespace hn = hwy::HWY_NAMESPACE;
 using D = hn::ScalableTag<float>;
 using V = hn::Vec<D>;
 
+// Highway's Exp and Tanh map NaN to a number (their range checks compare false): a NaN input
+// (a broken model) is passed through explicitly, as std::exp would.
+HWY_INLINE V KeepNaN(V x, V y) { return hn::IfThenElse(hn::IsNaN(x), x, y); }
+
 HWY_INLINE V Sigmoid(D d, V x) {
   // e^-x clamped below overflow: σ(x) < 1e-38 there anyway.
-  const V e = hn::Exp(d, hn::Min(hn::Neg(x), hn::Set(d, 88.0f)));
-  return hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), e));
+  const V e = hn::Exp(d, hn::Min(hn::Set(d, 88.0f), hn::Neg(x)));
+  return KeepNaN(x, hn::Div(hn::Set(d, 1.0f), hn::Add(hn::Set(d, 1.0f), e)));
 }
 
 // Calls f(offset, lanes-wide pointers...) over [0, n): full vectors in place, the tail through
@@ -55,7 +59,7 @@ void Decay(const float* w0, const float* z, float* out, size_t n) {
   const V neg_e_half = hn::Set(d, -0.60653065971263342f);  // -e^-0.5
   ForEach(n, w0, z, nullptr, out, [&](const float* w, const float* zz, const float*, float* o) {
     const V s = Sigmoid(d, hn::Add(hn::LoadU(d, w), hn::LoadU(d, zz)));
-    hn::StoreU(hn::Exp(d, hn::Mul(neg_e_half, s)), d, o);
+    hn::StoreU(KeepNaN(s, hn::Exp(d, hn::Mul(neg_e_half, s))), d, o);
   });
 }
 
@@ -71,7 +75,8 @@ void ValueResidual(const float* v0, const float* z, const float* v_first, float*
 void TanhMap(float* x, size_t n) {
   const D d;
   ForEach(n, nullptr, nullptr, nullptr, x, [&](const float*, const float*, const float*, float* o) {
-    hn::StoreU(hn::Tanh(d, hn::LoadU(d, o)), d, o);
+    const V x = hn::LoadU(d, o);
+    hn::StoreU(KeepNaN(x, hn::Tanh(d, x)), d, o);
   });
 }
 
@@ -85,7 +90,7 @@ void SigmoidMap(float* x, size_t n) {
 void ReluSquare(float* x, size_t n) {
   const D d;
   ForEach(n, nullptr, nullptr, nullptr, x, [&](const float*, const float*, const float*, float* o) {
-    const V h = hn::Max(hn::LoadU(d, o), hn::Zero(d));
+    const V h = hn::Max(hn::Zero(d), hn::LoadU(d, o));  // x86 max: a NaN second operand stays
     hn::StoreU(hn::Mul(h, h), d, o);
   });
 }
