@@ -19,7 +19,7 @@ inline void cpu_relax() {
 // Polling time before blocking: longer than the serial gaps between the products of one
 // decoded token (a few µs), short enough that an oversubscribed machine loses little.
 constexpr auto kSpin = std::chrono::microseconds(30);
-constexpr uint64_t kMinBackoff = 512, kMaxBackoff = 65536;  // jobs without polling
+constexpr uint64_t kMinBackoff = 64, kMaxBackoff = 4096;  // jobs without polling
 
 // Polls done() with a pause hint until it is true (returns true) or kSpin has passed.
 template <class Done>
