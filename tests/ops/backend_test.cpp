@@ -71,7 +71,8 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{DType::BF16, 97, 64, 1}, MatmulCase{DType::BF16, 200, 160, 33},
                       MatmulCase{DType::F16, 50, 72, 4}, MatmulCase{DType::F16, 33, 100, 1},
                       MatmulCase{DType::BF16, 300, 769, 1}, MatmulCase{DType::F16, 113, 200, 130},
-                      MatmulCase{DType::F32, 16, 3000, 11}));
+                      MatmulCase{DType::F32, 16, 3000, 11}, MatmulCase{DType::F32, 301, 130, 1},
+                      MatmulCase{DType::F32, 7, 64, 1}));
 
 // Decode runs a layer's independent products in one parallel region (matmul_many): each output
 // must equal that product run alone, bit for bit (same kernels, rows split elsewhere), for a

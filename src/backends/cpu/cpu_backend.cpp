@@ -36,6 +36,13 @@ class CpuBackend final : public Backend {
     if (is_quantized(w.dtype) && a.count < kGemmMinRows) return matmul_quantized(a);
     if (a.count >= kGemmMinRows) return matmul_gemm(a);
     if (a.count == 1 && (w.dtype == DType::BF16 || w.dtype == DType::F16)) return matvec_half(a);
+    if (a.count == 1) {  // fp32 decode: rows of W against x, whole row ranges per call
+      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
+      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+        matvec_rows(a, QuantizedInput{}, begin, end);
+      });
+      return;
+    }
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> row(w.dtype == DType::F32 ? 0 : size_t(w.cols));
@@ -275,9 +282,9 @@ class CpuBackend final : public Backend {
         return;
       }
       case DType::F32:
-        for (int64_t o = r0; o < r1; ++o)
-          cpu::dot_rows(static_cast<const float*>(w.data) + o * w.cols, a.x, size_t(w.cols), 1,
-                        a.y + o, 1);
+        // dot is symmetric: x against rows r0.. of W, one call (4 rows share each x load).
+        cpu::dot_rows(a.x, static_cast<const float*>(w.data) + r0 * w.cols, size_t(w.cols),
+                      size_t(r1 - r0), a.y + r0, 1);
         return;
       default:
         throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
