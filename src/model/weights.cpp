@@ -1,7 +1,9 @@
 #include "model/weights.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <regex>
 
 #include "rwkv7/error.hpp"
@@ -59,6 +61,17 @@ OwnedMatrix transposed(const TensorFile& f, const std::string& name, int64_t row
     for (int64_t c = 0; c < cols; ++c)
       out.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
   out.m = Matrix{DType::F32, cols, rows, out.values.data()};
+  const bool bf16_exact = std::all_of(out.values.begin(), out.values.end(), [](float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    return (bits & 0xffffu) == 0;
+  });
+  if (bf16_exact) {
+    out.halves.resize(out.values.size());
+    for (size_t i = 0; i < out.values.size(); ++i) out.halves[i] = f32_to_bf16(out.values[i]);
+    out.values = {};
+    out.m = Matrix{DType::BF16, cols, rows, out.halves.data()};
+  }
   return out;
 }
 

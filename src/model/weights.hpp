@@ -10,9 +10,12 @@
 
 namespace rwkv7 {
 
-// An fp32 matrix owned by the weights (LoRA factors, transposed so that y = M·x).
+// A matrix owned by the weights (LoRA factors, transposed so that y = M·x). fp32, or bf16 when
+// every value is exactly a bf16 number (official checkpoints are bf16, and GGUF files made from
+// them store these small tensors as fp32): the same values in half the bytes read per token.
 struct OwnedMatrix {
-  std::vector<float> values;
+  std::vector<float> values;     // used when m.dtype == F32
+  std::vector<uint16_t> halves;  // used when m.dtype == BF16
   Matrix m;
 };
 
