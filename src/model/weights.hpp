@@ -1,6 +1,7 @@
 #pragma once
 // The RWKV-7 weights, validated and arranged for the forward pass. Big matrices stay in their
-// file dtype, viewed in place; small tensors (norms, mixes, LoRA factors) are copied to fp32.
+// file dtype, viewed in place; small tensors (norms, mixes) are copied to fp32, LoRA factors to
+// fp32 or, when every value is a bf16 number, bf16 (see OwnedMatrix).
 #include <string>
 #include <vector>
 
