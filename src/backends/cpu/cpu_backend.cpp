@@ -33,16 +33,9 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
-    if (is_quantized(w.dtype) && a.count < kGemmMinRows) return matmul_quantized(a);
     if (a.count >= kGemmMinRows) return matmul_gemm(a);
-    if (a.count == 1 && (w.dtype == DType::BF16 || w.dtype == DType::F16)) return matvec_half(a);
-    if (a.count == 1) {  // fp32 decode: rows of W against x, whole row ranges per call
-      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
-      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-        matvec_rows(a, QuantizedInput{}, begin, end);
-      });
-      return;
-    }
+    if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
+    if (is_quantized(w.dtype)) return matmul_quantized(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
     pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<float> row(w.dtype == DType::F32 ? 0 : size_t(w.cols));
@@ -57,33 +50,15 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Decode-sized products (one position each) share one parallel region: the rows of all
-  // matrices are laid end to end and split between threads by the bytes they read.
+  // Decode-sized products (one position each) share one parallel region.
   void matmul_many(std::span<const MatmulArgs> list) const override {
     const bool one_position =
         std::all_of(list.begin(), list.end(), [](const MatmulArgs& a) { return a.count == 1; });
-    if (!one_position || list.size() < 2) {
+    if (!one_position) {
       for (const MatmulArgs& a : list) matmul(a);
       return;
     }
-    std::vector<QuantizedInput> inputs(list.size());
-    std::vector<int64_t> cost_begin(list.size() + 1, 0), row_cost(list.size());
-    for (size_t i = 0; i < list.size(); ++i) {
-      const Matrix& w = list[i].w;
-      if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
-      row_cost[i] = int64_t(row_bytes(w.dtype, w.cols));
-      cost_begin[i + 1] = cost_begin[i] + w.rows * row_cost[i];
-    }
-    // Row r of matrix i belongs to the thread whose byte range holds the row's first byte.
-    pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
-      for (size_t i = 0; i < list.size(); ++i) {
-        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
-        if (lo >= hi) continue;
-        const int64_t r0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        const int64_t r1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        if (r0 < r1) matvec_rows(list[i], inputs[i], r0, r1);
-      }
-    });
+    matvec_many(list);
   }
 
   // Threads split the rows of C (4-row blocks) when there are enough, else its columns
@@ -166,29 +141,39 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Q8_0/Q4_0 weights: x is quantised to Q8_0 once per call (as ggml does). Decode reads the
-  // weight blocks in place (VNNI where present); prefill unpacks each weight row to int8 +
-  // scales once and dots it with every position in integers.
+  // One position through each matrix of the list (decode), all in one parallel region: the
+  // rows of all matrices are laid end to end and split between threads by the bytes they read;
+  // each thread takes contiguous row ranges (a shared work counter was slower: every chunk
+  // restarts the kernels' prefetch). Quantised weights get x quantised to Q8_0 once.
+  void matvec_many(std::span<const MatmulArgs> list) const {
+    std::vector<QuantizedInput> inputs(list.size());
+    std::vector<int64_t> cost_begin(list.size() + 1, 0), row_cost(list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const Matrix& w = list[i].w;
+      if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
+      row_cost[i] = int64_t(row_bytes(w.dtype, w.cols));
+      cost_begin[i + 1] = cost_begin[i] + w.rows * row_cost[i];
+    }
+    // Row r of matrix i belongs to the thread whose byte range holds the row's first byte.
+    pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
+        if (lo >= hi) continue;
+        const int64_t r0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        const int64_t r1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        if (r0 < r1) matvec_rows(list[i], inputs[i], r0, r1);
+      }
+    });
+  }
+
+  // Q8_0/Q4_0 weights for 2-7 positions: x is quantised to Q8_0 once per call (as ggml does),
+  // each weight row unpacked to int8 + scales once and dotted with every position in integers.
   void matmul_quantized(const MatmulArgs& a) const {
     const Matrix& w = a.w;
     const int64_t n = w.cols, nb = n / kQuantBlock;
     const size_t rb = row_bytes(w.dtype, n);  // also checks n % 32 == 0
     std::vector<int8_t> xq(size_t(a.count * n));
     std::vector<float> xd(size_t(a.count * nb));
-    if (a.count == 1) {  // decode: blocks read in place, several rows per kernel call
-      std::vector<int32_t> neg_s4(size_t(nb) * 8);
-      cpu::quantize_act_q8(a.x, size_t(nb), xq.data(), xd.data(), neg_s4.data());
-      const cpu::Q8Act xa{xq.data(), xd.data(), neg_s4.data(), size_t(nb)};
-      const auto* base = static_cast<const uint8_t*>(w.data);
-      const auto kernel = w.dtype == DType::Q8_0 ? cpu::matvec_q8_0 : cpu::matvec_q4_0;
-      const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(1, n));
-      // Contiguous row ranges, one per thread: claiming chunks from a shared counter instead
-      // was slower (q4_0 decode 250-275 vs 325-340 tok/s), as every chunk restarts the prefetch.
-      pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-        kernel(base + size_t(begin) * rb, rb, size_t(end - begin), xa, a.y + begin);
-      });
-      return;
-    }
     pool_->parallel_for(a.count, 8, [&](int64_t t0, int64_t t1) {
       std::vector<unsigned char> blocks(row_bytes(DType::Q8_0, n));
       for (int64_t t = t0; t < t1; ++t) {
@@ -212,35 +197,11 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Decode with bf16/f16 weights: each row widened in registers inside the dot product.
-  void matvec_half(const MatmulArgs& a) const {
-    const Matrix& w = a.w;
-    const auto* base = static_cast<const uint16_t*>(w.data);
-    const bool bf16 = w.dtype == DType::BF16;
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
-    pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o) {
-        const uint16_t* row = base + o * w.cols;
-        a.y[o] =
-            bf16 ? cpu::dot_bf16(row, a.x, size_t(w.cols)) : cpu::dot_f16(row, a.x, size_t(w.cols));
-      }
-    });
-  }
-
+  // Weight row o as fp32: in place for fp32, else widened into buf (cols floats).
   static const float* widen_row(const Matrix& w, int64_t o, float* buf) {
-    switch (w.dtype) {
-      case DType::F32:
-        return static_cast<const float*>(w.data) + o * w.cols;
-      case DType::BF16:
-        cpu::bf16_to_f32_row(static_cast<const uint16_t*>(w.data) + o * w.cols, buf,
-                             size_t(w.cols));
-        return buf;
-      case DType::F16:
-        cpu::f16_to_f32_row(static_cast<const uint16_t*>(w.data) + o * w.cols, buf, size_t(w.cols));
-        return buf;
-      default:
-        throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
-    }
+    if (w.dtype == DType::F32) return static_cast<const float*>(w.data) + o * w.cols;
+    widen_part(w, o, 0, w.cols, buf);
+    return buf;
   }
 
   // One activation row quantised to Q8_0 for the decode kernels (owns its arrays).
