@@ -4,7 +4,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace rwkv7::testing {
 
@@ -22,6 +24,14 @@ inline std::string shared_file(const std::string& rel) {
   auto p = shared_dir() / rel;
   if (std::filesystem::exists(p)) return p.string();
   return "";
+}
+
+// n draws from a normal distribution with mean 0 and the given standard deviation.
+inline std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
 }
 
 }  // namespace rwkv7::testing

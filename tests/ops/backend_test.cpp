@@ -13,16 +13,10 @@
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "ops/ops.hpp"
+#include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
-
-std::vector<float> random_vec(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 // Stores `values` in dtype t; returns the raw buffer (as uint16 or float words).
 std::vector<uint32_t> store(const std::vector<float>& values, DType t) {
@@ -49,10 +43,10 @@ class BackendMatmul : public ::testing::TestWithParam<MatmulCase> {};
 TEST_P(BackendMatmul, CpuEqualsReference) {
   const MatmulCase c = GetParam();
   std::mt19937 rng{unsigned(c.rows * 131 + c.cols * 7 + c.count)};
-  const auto values = random_vec(size_t(c.rows * c.cols), rng, 0.5f);
+  const auto values = testing::randn(size_t(c.rows * c.cols), rng, 0.5f);
   const auto raw = store(values, c.dtype);
   const Matrix w{c.dtype, c.rows, c.cols, raw.data()};
-  const auto x = random_vec(size_t(c.count * c.cols), rng);
+  const auto x = testing::randn(size_t(c.count * c.cols), rng);
   std::vector<float> want(size_t(c.count * c.rows)), got(want.size(), -1.0f);
   make_reference_backend()->matmul({w, x.data(), want.data(), c.count});
   ThreadPool pool(2);
@@ -90,7 +84,7 @@ TEST(BackendMatmulMany, OneRegionEqualsTheOracles) {
   std::vector<std::vector<unsigned char>> raws;
   std::vector<std::vector<float>> xs;
   for (const Spec& sp : specs) {
-    const auto values = random_vec(size_t(sp.rows * sp.cols), rng, 0.5f);
+    const auto values = testing::randn(size_t(sp.rows * sp.cols), rng, 0.5f);
     std::vector<unsigned char> raw(size_t(sp.rows) * row_bytes(sp.dtype, sp.cols));
     if (is_quantized(sp.dtype)) {
       for (int64_t r = 0; r < sp.rows; ++r)
@@ -101,7 +95,7 @@ TEST(BackendMatmulMany, OneRegionEqualsTheOracles) {
       std::memcpy(raw.data(), words.data(), raw.size());
     }
     raws.push_back(std::move(raw));
-    xs.push_back(random_vec(size_t(sp.cols), rng));
+    xs.push_back(testing::randn(size_t(sp.cols), rng));
   }
   std::vector<Matrix> mats;
   for (size_t i = 0; i < std::size(specs); ++i)
@@ -156,8 +150,8 @@ TEST(BackendWkv7, CpuEqualsReferenceOverManySteps) {
     const int64_t H = 3, C = H * N;
     std::mt19937 rng{unsigned(N + T)};
     std::uniform_real_distribution<float> u01(0.55f, 1.0f);
-    auto r = random_vec(size_t(T * C), rng), k = random_vec(size_t(T * C), rng, 0.3f),
-         v = random_vec(size_t(T * C), rng), kk = random_vec(size_t(T * C), rng);
+    auto r = testing::randn(size_t(T * C), rng), k = testing::randn(size_t(T * C), rng, 0.3f),
+         v = testing::randn(size_t(T * C), rng), kk = testing::randn(size_t(T * C), rng);
     std::vector<float> decay(size_t(T * C)), a(size_t(T * C)), b(size_t(T * C));
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < H; ++h) {  // a = -kk, b = kk * rate with |kk| = 1 per head

@@ -9,16 +9,10 @@
 
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "hwy/aligned_allocator.h"
+#include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
-
-std::vector<float> randn(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
   std::mt19937 rng(5);
@@ -27,7 +21,7 @@ TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
     if (nn > nr) continue;
     for (size_t kc : {size_t(1), size_t(16), size_t(37), size_t(128)}) {
       const size_t ldr = kc + 5;
-      const auto w = randn(nn * ldr, rng);
+      const auto w = testing::randn(nn * ldr, rng);
       auto panel = hwy::AllocateAligned<float>(kc * nr);
       for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
       cpu::pack_panel(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
@@ -46,11 +40,11 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
   for (auto [T, nn_want, kc] : shapes) {
     const size_t nn = std::min(nn_want, nr);
     const size_t ldx = kc + 3, ldy = nn + 7;
-    const auto x = randn(T * ldx, rng), w = randn(nn * kc, rng);
+    const auto x = testing::randn(T * ldx, rng), w = testing::randn(nn * kc, rng);
     auto panel = hwy::AllocateAligned<float>(kc * nr);
     cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
     for (bool accumulate : {false, true}) {
-      const auto y0 = randn(T * ldy, rng);
+      const auto y0 = testing::randn(T * ldy, rng);
       auto want = y0, got = y0;
       cpu::gemm_panel_scalar(x.data(), ldx, T, panel.get(), nr, kc, want.data(), ldy, nn,
                              accumulate);

@@ -10,16 +10,10 @@
 #include "backends/cpu/gemm_train_kernels.hpp"
 #include "core/thread_pool.hpp"
 #include "ops/ops.hpp"
+#include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
-
-std::vector<float> randn(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 // fp32 sums of K unit-variance products: error ~ sqrt(K) · 2^-24 · |terms|.
 double tol(int64_t K) { return 1e-6 * std::sqrt(double(K)) * 16 + 1e-5; }
@@ -31,10 +25,10 @@ TEST(GemmTrain, TileEqualsScalarTwin) {
   for (auto [M, N, K] : shapes) {
     for (bool transposed : {false, true}) {
       // A [M, K] row-major, or stored as [K, M] (transposed view, a_m = 1).
-      const auto a = randn(size_t(M * K), rng), b = randn(size_t(K * N + 3), rng);
+      const auto a = testing::randn(size_t(M * K), rng), b = testing::randn(size_t(K * N + 3), rng);
       const int64_t a_m = transposed ? 1 : K, a_k = transposed ? M : 1;
       const int64_t ldc = N + 2;
-      const auto c0 = randn(size_t(M * ldc), rng);
+      const auto c0 = testing::randn(size_t(M * ldc), rng);
       auto want = c0, got = c0;
       const int64_t n0 = N > 3 ? 1 : 0, m0 = M > 2 ? 1 : 0;
       cpu::gemm_acc_tile_scalar(a.data(), a_m, a_k, b.data(), N, want.data(), ldc, m0, M, n0, N, K);
@@ -54,9 +48,9 @@ TEST(GemmTrain, CpuBackendEqualsReference) {
       {512, 64, 256}, {3, 256, 40}, {256, 32, 512}, {40, 1000, 17}, {100, 7, 9}};
   for (auto [M, N, K] : shapes) {
     for (bool transposed : {false, true}) {
-      const auto a = randn(size_t(M * K), rng), b = randn(size_t(K * N), rng);
+      const auto a = testing::randn(size_t(M * K), rng), b = testing::randn(size_t(K * N), rng);
       const int64_t a_m = transposed ? 1 : K, a_k = transposed ? M : 1;
-      const auto c0 = randn(size_t(M * N), rng);
+      const auto c0 = testing::randn(size_t(M * N), rng);
       auto want = c0, got = c0;
       ref->gemm_acc({M, N, K, a.data(), a_m, a_k, b.data(), N, want.data(), N});
       cpu->gemm_acc({M, N, K, a.data(), a_m, a_k, b.data(), N, got.data(), N});
