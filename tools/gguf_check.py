@@ -98,7 +98,8 @@ def same_shape(ne, want):
 
 
 def check(path, expect_type=None):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     r = Reader(data)
     problems = []
     if r.take("4s") != b"GGUF":
@@ -215,7 +216,7 @@ def main():
         return 2
     try:
         problems = check(args[0], expect)
-    except (ValueError, UnicodeDecodeError, KeyError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, struct.error) as e:
         problems = [str(e)]
     for p in problems:
         print(f"{args[0]}: {p}")
