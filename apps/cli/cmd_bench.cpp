@@ -40,16 +40,16 @@ void register_bench(CLI::App& app) {
   o->model.add(cmd, false);
   cmd->add_option("--prompt", o->prompt, "Prefill length (one forward call)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--gen", o->gen, "Decoded tokens per run")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--repeat", o->repeat, "Runs; the median is reported")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--chunk", o->chunk, "Positions per pass in prefill")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--bandwidth-gbs", o->bandwidth, "Memory read bandwidth (GB/s); measured if 0");
   cmd->add_option("--peak-gflops", o->peak, "fp32 FMA peak (GFLOP/s); measured if 0");
   cmd->add_flag("--json", o->json, "Print one JSON object");

@@ -35,7 +35,7 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--system", o->system, "Text fed once at the start of a new conversation");
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens per reply at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   o->sampling.add(cmd);
   cmd->callback([o] {
     auto m = o->model.load();

@@ -45,12 +45,12 @@ void register_eval(CLI::App& app) {
   t->excludes(l);
   cmd->add_option("--window", o->window, "Positions per forward call (memory bound)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--batch", o->batch, "LAMBADA passages per batch")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--limit", o->limit, "LAMBADA: only the first N passages (0 = all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegative);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     if (o->text_file.empty() == o->lambada.empty()) {

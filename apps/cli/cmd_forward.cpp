@@ -27,7 +27,7 @@ void register_forward(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--chunk", o->chunk, "Positions per pass in seq mode")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--state-in", o->state_in, "Start from this state file instead of zeros");
   cmd->add_option("--state-out", o->state_out, "Also write the final state here (state file)");
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();

@@ -31,7 +31,7 @@ void register_generate(CLI::App& app) {
   p->excludes(f);
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate at most")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegative);
   cmd->add_option("--stop", o->stop, "Stop when the text contains this string (repeatable)");
   o->sampling.add(cmd);
   cmd->add_option("--state-in", o->state_in, "Continue from a saved state");

@@ -53,7 +53,7 @@ void register_grad(CLI::App& app) {
   cmd->add_option("--wkv-checkpoint", o->checkpoint,
                   "Backward keeps WKV states every this many positions (memory vs recompute)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
   cmd->callback([o] {
     const auto rows = parse_rows(o->tokens);

@@ -8,10 +8,35 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <stdexcept>
 
 #include "rwkv7/error.hpp"
 
 namespace rwkv7::cli {
+
+namespace {
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) throw std::invalid_argument(text);
+        } catch (const std::exception&) {
+          return "must be a number (got '" + text + "')";
+        }
+        if (allow_zero ? v < 0 : v <= 0)
+          return std::string(allow_zero ? "must be 0 or more" : "must be greater than 0") +
+                 " (got " + text + ")";
+        return "";
+      },
+      allow_zero ? "NONNEGATIVE" : "POSITIVE");
+}
+}  // namespace
+
+const CLI::Validator Positive = number_check(false);
+const CLI::Validator NonNegative = number_check(true);
 
 constexpr const char* kShippedModel = "models/rwkv7-shakespeare-L4-C128.pth";
 
@@ -78,13 +103,13 @@ State load_state_warn(const std::string& path, const Model& model) {
 void SamplingFlags::add(CLI::App* cmd) {
   cmd->add_option("--temperature", opts.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegative);
   cmd->add_option("--top-p", opts.top_p, "Nucleus sampling mass")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--top-k", opts.top_k, "Keep the k most likely tokens (0 = all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegative);
   cmd->add_option("--presence-penalty", opts.presence_penalty,
                   "Subtracted from the logit of every token already generated")
       ->capture_default_str();

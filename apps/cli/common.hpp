@@ -11,6 +11,11 @@
 
 namespace rwkv7::cli {
 
+// Number checks with short messages (CLI11's own print the whole double range): CLI11 puts
+// the option name in front, e.g. "--chunk: must be greater than 0 (got 0)".
+extern const CLI::Validator Positive;
+extern const CLI::Validator NonNegative;
+
 struct ModelFlags {
   std::string model;
   std::string vocab;

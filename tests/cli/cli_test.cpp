@@ -216,6 +216,9 @@ TEST(CliErrors, BadInputsGiveClearMessagesAndNonZeroExit) {
        "--tokens"},
       {"chat", "model"},
       {"nosuchcommand", ""},
+      {"bench -m x --chunk 0", "--chunk: must be greater than 0 (got 0)"},
+      {"generate -m x --temperature -1", "--temperature: must be 0 or more (got -1)"},
+      {"bench -m x --gen ten", "--gen: must be a number (got 'ten')"},
   };
   for (const Case& c : cases) {
     auto r = run_cli(c.args);
