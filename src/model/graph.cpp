@@ -87,10 +87,10 @@ void GraphPass::time_mix(int64_t layer, Buf& x, Buf& v_first, LayerActs* keep) c
   layer_norm_rows(x.data(), L.ln1_w, L.ln1_b, xa.data(),
                   keep ? buffer(keep, &A::ln1_stats, size_t(R * 2)).data() : nullptr);
   Buf &xr = buffer(keep, &A::xr, n), &xw = buffer(keep, &A::xw, n), &xk = buffer(keep, &A::xk, n),
-      &xv = buffer(keep, &A::xv, n), &xa2 = buffer(keep, &A::xa2, n),
-      &xg = buffer(keep, &A::xg, n);
-  shift_mix(xa, layer, &State::att_shift,
-            {{&L.x_r, &xr}, {&L.x_w, &xw}, {&L.x_k, &xk}, {&L.x_v, &xv}, {&L.x_a, &xa2}, {&L.x_g, &xg}});
+      &xv = buffer(keep, &A::xv, n), &xa2 = buffer(keep, &A::xa2, n), &xg = buffer(keep, &A::xg, n);
+  shift_mix(
+      xa, layer, &State::att_shift,
+      {{&L.x_r, &xr}, {&L.x_w, &xw}, {&L.x_k, &xk}, {&L.x_v, &xv}, {&L.x_a, &xa2}, {&L.x_g, &xg}});
 
   Buf &r = buffer(keep, &A::r, n), &k = buffer(keep, &A::k, n), &v = buffer(keep, &A::v_raw, n),
       &decay = buffer(keep, &A::decay, n), &a = buffer(keep, &A::a, n), &g = buffer(keep, &A::g, n);
@@ -100,7 +100,8 @@ void GraphPass::time_mix(int64_t layer, Buf& x, Buf& v_first, LayerActs* keep) c
       &low_a = buffer(keep, &A::a_low, size_t(R * c.d_aaa)),
       &low_v = buffer(keep, &A::v_low, size_t(R * c.d_value)),
       &low_g = buffer(keep, &A::g_low, size_t(R * c.d_gate));
-  Buf &z_w = buffer(keep, &A::wz, n), &z_a = buffer(keep, &A::az, n), &z_v = buffer(keep, &A::vz, n);
+  Buf &z_w = buffer(keep, &A::wz, n), &z_a = buffer(keep, &A::az, n),
+      &z_v = buffer(keep, &A::vz, n);
   auto row = [C](Buf& b, int64_t i) { return b.data() + i * C; };
   const bool residual = layer > 0;  // layer 0's value is v_first itself
   const MatmulArgs first[] = {
@@ -145,9 +146,9 @@ void GraphPass::time_mix(int64_t layer, Buf& x, Buf& v_first, LayerActs* keep) c
   Buf& y = buffer(keep, &A::y, n);
   for (const Segment& s : segs) {
     const int64_t o = s.row0 * C;
-    be.wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &kf[size_t(o)],
-                     &vr[size_t(o)], &wa[size_t(o)], &wb[size_t(o)],
-                     s.state->wkv.data() + layer * H * N * N, &y[size_t(o)]});
+    be.wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &kf[size_t(o)], &vr[size_t(o)],
+                     &wa[size_t(o)], &wb[size_t(o)], s.state->wkv.data() + layer * H * N * N,
+                     &y[size_t(o)]});
   }
   // GroupNorm per head, plus the bonus (r·(k*r_k))·v, times the gate
   Buf& yb = keep ? buffer(keep, &A::yb, n) : y;
@@ -185,7 +186,9 @@ void GraphPass::channel_mix(int64_t layer, Buf& x, LayerActs* keep) const {
   const PointwiseOps& pw = be.pointwise();
   each_row_range([&](int64_t r0, int64_t r1) {
     const size_t b = size_t(r0 * F), e = size_t(r1 * F);
-    if (keep) std::copy(hidden.begin() + ptrdiff_t(b), hidden.begin() + ptrdiff_t(e), h.begin() + ptrdiff_t(b));
+    if (keep)
+      std::copy(hidden.begin() + ptrdiff_t(b), hidden.begin() + ptrdiff_t(e),
+                h.begin() + ptrdiff_t(b));
     pw.relu_square(&h[b], e - b);
   });
   Buf& out = keep ? ws.get(size_t(R * C)) : xf;  // xf is free again unless kept

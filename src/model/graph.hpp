@@ -43,11 +43,10 @@ struct GraphPass {
  private:
   template <class F>
   void each_row_range(const F& fn) const;
-  std::vector<float>& buffer(LayerActs* keep, std::vector<float> LayerActs::*field,
-                             size_t n) const;
-  void shift_mix(const std::vector<float>& x, int64_t layer, std::vector<float> State::*carry,
-                 std::initializer_list<std::pair<const std::vector<float>*, std::vector<float>*>>
-                     mixes) const;
+  std::vector<float>& buffer(LayerActs* keep, std::vector<float> LayerActs::*field, size_t n) const;
+  void shift_mix(
+      const std::vector<float>& x, int64_t layer, std::vector<float> State::*carry,
+      std::initializer_list<std::pair<const std::vector<float>*, std::vector<float>*>> mixes) const;
 };
 
 }  // namespace rwkv7
