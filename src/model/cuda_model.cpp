@@ -282,28 +282,26 @@ void CudaModel::run_pass(const Plan& p) {
     const DevLayer& d = w.layers[size_t(l)];
     const DevStateView att{att_shift_, L * C, l * C}, ffn{ffn_shift_, L * C, l * C};
     const DevStateView wkv{wkv_, L * H * N * N, l * H * N * N};
-    // time mix
-    ops_.layer_norm(b.x, nullptr, R, C, d.ln1_w, d.ln1_b, kLnEps, b.xa);
-    dev::ShiftMixArgs mix;
-    mix.x = b.xa, mix.carry = att, mix.C = C, mix.nmix = 6;
+    // time mix: LN, token shift and the six mixes in one op
+    dev::LnShiftArgs mix;
+    mix.x = b.x, mix.ln_w = d.ln1_w, mix.ln_b = d.ln1_b, mix.eps = kLnEps, mix.carry = att;
+    mix.C = C, mix.nmix = 6;
     const float* mixes[6] = {d.x_r, d.x_w, d.x_k, d.x_v, d.x_a, d.x_g};
     float* outs[6] = {b.xr, b.xw, b.xk, b.xv, b.xa2, b.xg};
     for (int i = 0; i < 6; ++i) mix.mix[i] = mixes[i], mix.out[i] = outs[i];
-    ops_.shift_mix(s, mix);
-    ops_.store_last_rows(s, b.xa, C, att);
-    ops_.gemm(d.receptance, b.xr, b.r, R, false);
-    ops_.gemm(d.key, b.xk, b.k, R, false);
-    ops_.gemm(d.value, b.xv, b.v, R, false);
-    ops_.gemm(d.w1, b.xw, b.low_w, R, false);
-    ops_.gemm(d.a1, b.xa2, b.low_a, R, false);
-    ops_.gemm(d.g1, b.xg, b.low_g, R, false);
-    if (d.residual) ops_.gemm(d.v1, b.xv, b.low_v, R, false);
-    ops_.activate(dev::Act::Tanh, b.low_w, size_t(R * c.d_decay));
-    ops_.activate(dev::Act::Sigmoid, b.low_g, size_t(R * c.d_gate));
-    ops_.gemm(d.w2, b.low_w, b.z_w, R, false);
-    ops_.gemm(d.a2, b.low_a, b.z_a, R, false);
-    ops_.gemm(d.g2, b.low_g, b.g, R, false);
-    if (d.residual) ops_.gemm(d.v2, b.low_v, b.z_v, R, false);
+    ops_.ln_shift_mix(s, mix);
+    // the products of the mixed inputs, then the LoRA up-projections (tanh / σ on the way in)
+    using dev::Act;
+    const dev::GemmJob first[7] = {{d.receptance, b.xr, b.r}, {d.key, b.xk, b.k},
+                                   {d.value, b.xv, b.v},      {d.w1, b.xw, b.low_w},
+                                   {d.a1, b.xa2, b.low_a},    {d.g1, b.xg, b.low_g},
+                                   {d.v1, b.xv, b.low_v}};
+    ops_.gemm_many(first, d.residual ? 7 : 6, R);
+    const dev::GemmJob second[4] = {{d.w2, b.low_w, b.z_w, false, Act::Tanh},
+                                    {d.a2, b.low_a, b.z_a, false, Act::None},
+                                    {d.g2, b.low_g, b.g, false, Act::Sigmoid},
+                                    {d.v2, b.low_v, b.z_v, false, Act::None}};
+    ops_.gemm_many(second, d.residual ? 4 : 3, R);
     dev::WkvPrepArgs prep{R,
                           H,
                           N,
@@ -329,14 +327,13 @@ void CudaModel::run_pass(const Plan& p) {
                                                   b.r, b.k, b.v, b.g, b.y});
     ops_.gemm(d.output, b.y, b.x, R, true);  // x += Wo·(y*g)
     // channel mix
-    ops_.layer_norm(b.x, nullptr, R, C, d.ln2_w, d.ln2_b, kLnEps, b.xa);
-    dev::ShiftMixArgs fm;
-    fm.x = b.xa, fm.carry = ffn, fm.C = C, fm.nmix = 1, fm.mix[0] = d.ffn_x_k, fm.out[0] = b.xk;
-    ops_.shift_mix(s, fm);
-    ops_.store_last_rows(s, b.xa, C, ffn);
+    dev::LnShiftArgs fm;
+    fm.x = b.x, fm.ln_w = d.ln2_w, fm.ln_b = d.ln2_b, fm.eps = kLnEps, fm.carry = ffn;
+    fm.C = C, fm.nmix = 1, fm.mix[0] = d.ffn_x_k, fm.out[0] = b.xk;
+    ops_.ln_shift_mix(s, fm);
     ops_.gemm(d.ffn_key, b.xk, b.hidden, R, false);
-    ops_.activate(dev::Act::ReluSquare, b.hidden, size_t(R * c.ffn_dim));
-    ops_.gemm(d.ffn_value, b.hidden, b.x, R, true);  // x += Wv·relu(Wk·xk)²
+    const dev::GemmJob value{d.ffn_value, b.hidden, b.x, true, Act::ReluSquare};
+    ops_.gemm_many(&value, 1, R);  // x += Wv·relu(Wk·xk)²
   }
   if (p.n_head_rows > 0) {
     ops_.layer_norm(b.x, p.head_rows, p.n_head_rows, C, w.ln_out_w, w.ln_out_b, kLnEps, b.normed);

@@ -62,20 +62,34 @@ TEST(CudaKernels, GemmMatchesHostTwinInEveryType) {
   REQUIRE_CUDA();
   std::mt19937 rng(1);
   for (WType t : {WType::F32, WType::BF16, WType::F16}) {
-    for (int64_t R : {1, 7, 64, 300}) {
+    for (int64_t R : {1, 3, 7, 64, 300}) {
       for (bool acc : {false, true}) {
-        const int64_t out = 96, in = 160;
-        auto wf = randv(size_t(out * in), rng);
-        std::vector<uint16_t> whalf(t == WType::F32 ? 0 : wf.size());
-        void* wh = t == WType::F32 ? static_cast<void*>(wf.data()) : whalf.data();
-        host->upload_as(t, wh, wf.data(), wf.size());
-        void* wd = gpu->alloc(wf.size() * dev::wtype_size(t));
-        gpu->upload_as(t, wd, wf.data(), wf.size());
-        Mirror<float> x(*gpu, randv(size_t(R * in), rng)), y(*gpu, randv(size_t(R * out), rng));
-        gpu->gemm({t, out, in, wd}, x.d, y.d, R, acc);
-        host->gemm({t, out, in, wh}, x.h.data(), y.h.data(), R, acc);
-        EXPECT_LE(rel_max(y.back(), y.h), 1e-5) << int(t) << " R " << R << " acc " << acc;
-        gpu->release(wd);
+        for (dev::Act act : {dev::Act::None, dev::Act::Tanh, dev::Act::ReluSquare}) {
+          const int64_t out = 96, in = 160;
+          auto wf = randv(size_t(out * in), rng);
+          std::vector<uint16_t> whalf(t == WType::F32 ? 0 : wf.size());
+          void* wh = t == WType::F32 ? static_cast<void*>(wf.data()) : whalf.data();
+          host->upload_as(t, wh, wf.data(), wf.size());
+          void* wd = gpu->alloc(wf.size() * dev::wtype_size(t));
+          gpu->upload_as(t, wd, wf.data(), wf.size());
+          Mirror<float> x(*gpu, randv(size_t(R * in), rng)), y(*gpu, randv(size_t(R * out), rng));
+          // two jobs in one group (the decode path groups products)
+          Mirror<float> y2(*gpu, randv(size_t(R * out), rng));
+          const dev::GemmJob jd[2] = {{{t, out, in, wd}, x.d, y.d, acc, act},
+                                      {{t, out, in, wd}, x.d, y2.d, false, dev::Act::None}};
+          const dev::GemmJob jh[2] = {
+              {{t, out, in, wh}, x.h.data(), y.h.data(), acc, act},
+              {{t, out, in, wh}, x.h.data(), y2.h.data(), false, dev::Act::None}};
+          gpu->gemm_many(jd, 2, R);
+          host->gemm_many(jh, 2, R);
+          // An activation computed one ulp apart (tanhf vs std::tanh) can flip the rounding of
+          // an input to bf16/fp16: one input off by one ulp of that type, ≤ 2^-8 relative.
+          const double tol = t != WType::F32 && act != dev::Act::None ? 1e-3 : 1e-5;
+          EXPECT_LE(rel_max(y.back(), y.h), tol)
+              << int(t) << " R " << R << " acc " << acc << " act " << int(act);
+          EXPECT_LE(rel_max(y2.back(), y2.h), 1e-5) << int(t) << " R " << R;
+          gpu->release(wd);
+        }
       }
     }
   }
@@ -106,15 +120,21 @@ TEST(CudaKernels, LayerNormAndEmbeddingMatchHostTwin) {
   }
 }
 
-// A ragged batch: segments of 3, 1, 5 rows in slots 2, 0, 1 of a 3-slot pool.
+// A ragged batch: segments of 3, 1, 5 and 61 rows in slots 2, 0, 1, 3 of a 4-slot pool (61 rows
+// span several staged chunks of the WKV kernel).
 struct Ragged {
-  std::vector<int32_t> row0 = {0, 3, 4}, rows = {3, 1, 5}, slot = {2, 0, 1}, last = {2, 3, 8};
-  std::vector<int32_t> prev = {-1, 0, 1, -2, -3, 4, 5, 6, 7};
-  int64_t R = 9, S = 3, slots = 3;
+  std::vector<int32_t> row0 = {0, 3, 4, 9}, rows = {3, 1, 5, 61}, slot = {2, 0, 1, 3},
+                       last = {2, 3, 8, 69}, prev;
+  int64_t R = 70, S = 4, slots = 4;
+  Ragged() {
+    for (int64_t s = 0; s < S; ++s)
+      for (int32_t t = 0; t < rows[size_t(s)]; ++t)
+        prev.push_back(t == 0 ? int32_t(-1 - s) : row0[size_t(s)] + t - 1);
+  }
   dev::DevSegments view(const int32_t* r0, const int32_t* rs, const int32_t* sl, const int32_t* la,
                         const int32_t* pr) const {
     dev::DevSegments s;
-    s.count = S, s.total_rows = R, s.max_rows = 5;
+    s.count = S, s.total_rows = R, s.max_rows = 61;
     s.row0 = r0, s.rows = rs, s.slot = sl, s.last_row = la, s.prev = pr;
     return s;
   }
@@ -148,6 +168,20 @@ TEST(CudaKernels, ShiftMixAndCarryMatchHostTwin) {
   gpu->store_last_rows(sd, x.d, C, ad.carry);
   host->store_last_rows(sh, x.h.data(), C, ah.carry);
   EXPECT_EQ(carry.back(), carry.h);
+  // LayerNorm + shift + mixes + carry in one op
+  Mirror<float> lw(*gpu, randv(size_t(C), rng, 0.5f, 1.5f)), lb(*gpu, randv(size_t(C), rng));
+  dev::LnShiftArgs ld, lh;
+  ld.x = x.d, lh.x = x.h.data(), ld.ln_w = lw.d, lh.ln_w = lw.h.data(), ld.ln_b = lb.d;
+  lh.ln_b = lb.h.data(), ld.carry = ad.carry, lh.carry = ah.carry, ld.C = lh.C = C;
+  ld.nmix = lh.nmix = 6;
+  for (int m = 0; m < 6; ++m) {
+    ld.mix[m] = ad.mix[m], ld.out[m] = ad.out[m], lh.mix[m] = ah.mix[m], lh.out[m] = ah.out[m];
+  }
+  gpu->ln_shift_mix(sd, ld);
+  host->ln_shift_mix(sh, lh);
+  for (int m = 0; m < 6; ++m)
+    EXPECT_LE(rel_max(out[m]->back(), out[m]->h), 1e-5) << "ln_shift " << m;
+  EXPECT_LE(rel_max(carry.back(), carry.h), 1e-5) << "ln_shift carry";
   std::vector<float> z = randv(1000, rng, -4, 4);
   for (dev::Act f : {dev::Act::Tanh, dev::Act::Sigmoid, dev::Act::ReluSquare}) {
     Mirror<float> a(*gpu, z);

@@ -47,6 +47,28 @@ __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float act_f(Act f, float v) {
+  switch (f) {
+    case Act::Tanh:
+      return tanhf(v);
+    case Act::Sigmoid:
+      return sigmoidf_(v);
+    case Act::ReluSquare:
+      return fmaxf(v, 0.f) * fmaxf(v, 0.f);
+    default:
+      return v;
+  }
+}
+// x rounded to the product input type T and back (what cuBLAS sees).
+template <class T>
+__device__ __forceinline__ float round_f(float v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(__float2bfloat16_rn(v));
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(__float2half_rn(v));
+  else
+    return v;
+}
 
 // --- LayerNorm of gathered rows: y[r] = LN(x[idx ? idx[r] : r]); also the embedding lookup ---
 template <class T>
@@ -94,10 +116,7 @@ __global__ void store_rows_kernel(DevSegments s, const float* x, int64_t C, DevS
 __global__ void activate_kernel(Act f, float* x, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
-    const float v = x[i];
-    x[i] = f == Act::Tanh      ? tanhf(v)
-           : f == Act::Sigmoid ? sigmoidf_(v)
-                               : fmaxf(v, 0.f) * fmaxf(v, 0.f);
+    x[i] = act_f(f, x[i]);
   }
 }
 
@@ -131,42 +150,104 @@ __global__ void wkv_prep_kernel(WkvPrepArgs p) {
 }
 
 // --- WKV-7: one block per (segment, head), thread i owns state row i (value index) in
-// registers; the step's r, decay, k, a, b (key-indexed) are shared. Sequential over the
-// segment's rows: S = S·diag(w) + (S·a)·bᵀ + v·kᵀ, y = S·r. ---
+// registers. Sequential over the segment's rows: S = S·diag(w) + (S·a)·bᵀ + v·kᵀ, y = S·r.
+// The state tile is loaded and stored coalesced through shared memory (rows padded to N+1
+// floats: conflict-free row reads); the step vectors r, w, k, a, b, v of `stage` steps at a time
+// are staged in shared memory with coalesced loads, so the serial loop waits on no global load.
+// Dynamic shared memory: max(6·stage·N, N·(N+1)) floats. ---
+constexpr int kStageFloats = 1536;  // per vector: 6 · 1536 · 4 B = 36 KB at most
+
 template <int N>
-__global__ void __launch_bounds__(N) wkv7_kernel(DevSegments s, WkvArgs p) {
-  __shared__ float sr[N], sw[N], sk[N], sa[N], sb[N];
+__global__ void __launch_bounds__(N) wkv7_kernel(DevSegments s, WkvArgs p, int stage) {
+  constexpr bool kTile = N <= 64;  // a 128-wide tile would not fit; those rows load directly
+  extern __shared__ float4 sm4[];
+  float* sm = reinterpret_cast<float*>(sm4);
   const int64_t seg = blockIdx.x / p.H, h = blockIdx.x % p.H, C = p.H * N;
   const int i = threadIdx.x;
   float* S = p.state.base + int64_t(s.slot[seg]) * p.state.slot_stride + p.state.layer_offset +
-             (h * N + i) * int64_t(N);
+             h * int64_t(N) * N;  // this head's [N, N]
   float st[N];
+  if constexpr (kTile) {
+    // N/4 independent 16-byte loads per thread, consecutive across the block
+    const float4* S4 = reinterpret_cast<const float4*>(S);
 #pragma unroll
-  for (int j = 0; j < N; ++j) st[j] = S[j];
-  const int64_t row0 = s.row0[seg], rows = s.rows[seg];
-  for (int64_t t = 0; t < rows; ++t) {
-    const int64_t o = (row0 + t) * C + h * N;
-    __syncthreads();  // the previous step's reads of the shared vectors are done
-    sr[i] = p.r[o + i];
-    sw[i] = p.decay[o + i];
-    sk[i] = p.k[o + i];
-    sa[i] = p.a[o + i];
-    sb[i] = p.b[o + i];
-    const float v = p.v[o + i];
-    __syncthreads();
-    float sa_i = 0;
-#pragma unroll
-    for (int j = 0; j < N; ++j) sa_i += st[j] * sa[j];
-    float y = 0;
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      st[j] = st[j] * sw[j] + sa_i * sb[j] + v * sk[j];
-      y += st[j] * sr[j];
+    for (int q = 0; q < N / 4; ++q) {
+      const int e = (i + q * N) * 4;
+      const float4 v = S4[i + q * N];
+      float* d = sm + (e / N) * (N + 1) + e % N;
+      d[0] = v.x, d[1] = v.y, d[2] = v.z, d[3] = v.w;
     }
-    p.y[o + i] = y;
-  }
+    __syncthreads();
 #pragma unroll
-  for (int j = 0; j < N; ++j) S[j] = st[j];
+    for (int j = 0; j < N; ++j) st[j] = sm[i * (N + 1) + j];
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) st[j] = S[i * N + j];
+  }
+  float *sr = sm, *sw = sm + stage * N, *sk = sm + 2 * stage * N, *sa = sm + 3 * stage * N,
+        *sb = sm + 4 * stage * N, *sv = sm + 5 * stage * N;
+  const int64_t row0 = s.row0[seg], rows = s.rows[seg];
+  for (int64_t t0 = 0; t0 < rows; t0 += stage) {
+    const int ts = int(rows - t0 < stage ? rows - t0 : stage);
+    __syncthreads();  // the tile or the previous chunk has been read by every thread
+    for (int e = i; e < ts * N; e += N) {
+      const int64_t g = (row0 + t0 + e / N) * C + h * N + e % N;
+      sr[e] = p.r[g];
+      sw[e] = p.decay[g];
+      sk[e] = p.k[g];
+      sa[e] = p.a[g];
+      sb[e] = p.b[g];
+      sv[e] = p.v[g];
+    }
+    __syncthreads();
+    for (int t = 0; t < ts; ++t) {
+      const float4* a4 = reinterpret_cast<const float4*>(sa + t * N);
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: S·a
+#pragma unroll
+      for (int q = 0; q < N / 4; ++q) {
+        const float4 a = a4[q];
+        s0 += st[4 * q] * a.x;
+        s1 += st[4 * q + 1] * a.y;
+        s2 += st[4 * q + 2] * a.z;
+        s3 += st[4 * q + 3] * a.w;
+      }
+      const float sai = (s0 + s1) + (s2 + s3), v = sv[t * N + i];
+      const float4 *w4 = reinterpret_cast<const float4*>(sw + t * N),
+                   *b4 = reinterpret_cast<const float4*>(sb + t * N),
+                   *k4 = reinterpret_cast<const float4*>(sk + t * N),
+                   *r4 = reinterpret_cast<const float4*>(sr + t * N);
+      float y0 = 0, y1 = 0, y2 = 0, y3 = 0;
+#pragma unroll
+      for (int q = 0; q < N / 4; ++q) {
+        const float4 w = w4[q], b = b4[q], k = k4[q], r = r4[q];
+        st[4 * q] = st[4 * q] * w.x + sai * b.x + v * k.x;
+        st[4 * q + 1] = st[4 * q + 1] * w.y + sai * b.y + v * k.y;
+        st[4 * q + 2] = st[4 * q + 2] * w.z + sai * b.z + v * k.z;
+        st[4 * q + 3] = st[4 * q + 3] * w.w + sai * b.w + v * k.w;
+        y0 += st[4 * q] * r.x;
+        y1 += st[4 * q + 1] * r.y;
+        y2 += st[4 * q + 2] * r.z;
+        y3 += st[4 * q + 3] * r.w;
+      }
+      p.y[(row0 + t0 + t) * C + h * N + i] = (y0 + y1) + (y2 + y3);
+    }
+  }
+  if constexpr (kTile) {
+    __syncthreads();  // every thread is done with the staged steps
+#pragma unroll
+    for (int j = 0; j < N; ++j) sm[i * (N + 1) + j] = st[j];
+    __syncthreads();
+    float4* S4 = reinterpret_cast<float4*>(S);
+#pragma unroll
+    for (int q = 0; q < N / 4; ++q) {
+      const int e = (i + q * N) * 4;
+      const float* d = sm + (e / N) * (N + 1) + e % N;
+      S4[i + q * N] = make_float4(d[0], d[1], d[2], d[3]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) S[i * N + j] = st[j];
+  }
 }
 
 // --- GroupNorm per head + bonus (Σ r·k·r_k)·v + gate; block per (row, head),
@@ -185,14 +266,131 @@ __global__ void group_norm_bonus_kernel(GroupNormBonusArgs p) {
   if (on) p.y[e] = (d * inv * p.ln_w[c] + p.ln_b[c] + bonus * p.v[e]) * p.g[e];
 }
 
+// act(x) in the product input type T (cuBLAS input for large row counts).
 template <class T>
-__global__ void round_kernel(const float* x, T* out, size_t n) {
+__global__ void round_kernel(const float* x, T* out, size_t n, Act f) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
+    const float v = act_f(f, x[i]);
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
-      out[i] = __float2bfloat16_rn(x[i]);
+      out[i] = __float2bfloat16_rn(v);
+    else if constexpr (std::is_same_v<T, __half>)
+      out[i] = __float2half_rn(v);
     else
-      out[i] = __float2half_rn(x[i]);
+      out[i] = v;
+  }
+}
+
+// --- grouped matrix-vector products for few rows (decode): one warp per output row of one job,
+// the weight row read once with 16-byte loads for all R ≤ kGemvRows input rows (the inputs are
+// activated and rounded per warp, which costs more than the weights beyond a few rows). ---
+constexpr int kGemvRows = 4, kGemvJobs = 8, kGemvWarps = 4;
+struct GemvJob {
+  const void* w;
+  const float* x;
+  float* y;
+  int rows, cols, first_block;
+  bool accumulate;
+  Act act;
+};
+struct GemvGroup {
+  GemvJob job[kGemvJobs];
+  int n, R;
+};
+
+template <class T>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvGroup g) {
+  int j = 0;
+  while (j + 1 < g.n && int(blockIdx.x) >= g.job[j + 1].first_block) ++j;
+  const GemvJob& job = g.job[j];
+  const int lane = threadIdx.x & 31;
+  const int o = (int(blockIdx.x) - job.first_block) * kGemvWarps + int(threadIdx.x >> 5);
+  if (o >= job.rows) return;
+  const int cols = job.cols, R = g.R;
+  const T* wr = static_cast<const T*>(job.w) + size_t(o) * cols;
+  float acc[kGemvRows] = {};
+  // 8 consecutive weights per lane per step (16 bytes for 2-byte types); unrolled so that
+  // several loads are in flight per warp.
+#pragma unroll 4
+  for (int c = lane * 8; c < cols; c += 32 * 8) {
+    float wf[8];
+    if constexpr (sizeof(T) == 2) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(wr + c);
+      const T* h = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wf[e] = to_f(h[e]);
+    } else {
+      const float4 a = *reinterpret_cast<const float4*>(wr + c);
+      const float4 b = *reinterpret_cast<const float4*>(wr + c + 4);
+      wf[0] = a.x, wf[1] = a.y, wf[2] = a.z, wf[3] = a.w;
+      wf[4] = b.x, wf[5] = b.y, wf[6] = b.z, wf[7] = b.w;
+    }
+#pragma unroll
+    for (int r = 0; r < kGemvRows; ++r) {
+      if (r < R) {
+        const float4 a = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c);
+        const float4 b = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c + 4);
+        const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[r] += wf[e] * round_f<T>(act_f(job.act, xv[e]));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kGemvRows; ++r) {
+    if (r < R) {
+      float v = acc[r];
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) {
+        float& y = job.y[size_t(r) * job.rows + o];
+        y = job.accumulate ? y + v : v;
+      }
+    }
+  }
+}
+
+// --- LayerNorm + token shift + mixes + carry (one block per row) ---
+__device__ float2 row_stats(const float* x, int64_t C, float eps, float* sh) {
+  float s = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+  const float mean = block_sum(s, sh) / float(C);
+  float q = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float d = x[c] - mean;
+    q += d * d;
+  }
+  return make_float2(mean, rsqrtf(block_sum(q, sh) / float(C) + eps));
+}
+
+__global__ void ln_shift_kernel(DevSegments s, LnShiftArgs a) {
+  __shared__ float sh[32];
+  const int64_t r = blockIdx.x, C = a.C;
+  const int32_t p = s.prev[r];  // uniform in the block: the branches below are too
+  const float* xc = a.x + r * C;
+  const float2 cur = row_stats(xc, C, a.eps, sh);
+  float2 prv = make_float2(0.f, 0.f), lst = prv;
+  const float* xp = nullptr;
+  const float* xl = nullptr;
+  float* carry = nullptr;
+  if (p >= 0) {
+    xp = a.x + int64_t(p) * C;
+    prv = row_stats(xp, C, a.eps, sh);
+  } else {
+    // A segment's first row reads the carried state and then replaces it by the segment's
+    // last row (each element read before written, by the same thread; no other block
+    // touches this slot's carry).
+    const int64_t seg = -1 - p;
+    carry = a.carry.base + int64_t(s.slot[seg]) * a.carry.slot_stride + a.carry.layer_offset;
+    xl = a.x + int64_t(s.last_row[seg]) * C;
+    lst = row_stats(xl, C, a.eps, sh);
+  }
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float w = a.ln_w[c], b = a.ln_b[c];
+    const float xa = (xc[c] - cur.x) * cur.y * w + b;
+    const float pv = xp ? (xp[c] - prv.x) * prv.y * w + b : carry[c];
+    const float d = pv - xa;
+    for (int m = 0; m < a.nmix; ++m) a.out[m][r * C + c] = xa + d * a.mix[m][c];
+    if (carry) carry[c] = (xl[c] - lst.x) * lst.y * w + b;
   }
 }
 
@@ -273,34 +471,69 @@ class CudaOps final : public DeviceOps {
     CK(cudaStreamSynchronize(stream_));
     cudaFree(scratch_);
     scratch_ = nullptr;
-    CK(cudaMalloc(&scratch_, product_inputs * 2));
+    CK(cudaMalloc(&scratch_, product_inputs * 4));  // fp32 when an activation is applied
     scratch_n_ = product_inputs;
   }
 
-  void gemm(const DevMatrix& w, const float* x, float* y, int64_t R, bool accumulate) override {
-    if (R == 0) return;
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  void gemm_many(const GemmJob* jobs, int n, int64_t R) override {
+    if (R == 0 || n == 0) return;
+    bool small = R <= kGemvRows && n <= kGemvJobs;
+    for (int i = 0; i < n; ++i)
+      small = small && jobs[i].w.cols % 8 == 0 && jobs[i].w.type == jobs[0].w.type;
+    if (!small) {
+      for (int i = 0; i < n; ++i) gemm_blas(jobs[i], R);
+      return;
+    }
+    GemvGroup g{};
+    g.n = n, g.R = int(R);
+    int blocks = 0;
+    for (int i = 0; i < n; ++i) {
+      const GemmJob& j = jobs[i];
+      g.job[i] =
+          GemvJob{j.w.data, j.x, j.y, int(j.w.rows), int(j.w.cols), blocks, j.accumulate, j.in_act};
+      blocks += int((j.w.rows + kGemvWarps - 1) / kGemvWarps);
+    }
+    switch (jobs[0].w.type) {
+      case WType::F32:
+        gemv_kernel<float><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        break;
+      case WType::BF16:
+        gemv_kernel<__nv_bfloat16><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        break;
+      case WType::F16:
+        gemv_kernel<__half><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        break;
+    }
+    LAUNCHED("gemv");
+  }
+
+  void gemm_blas(const GemmJob& j, int64_t R) {
+    const DevMatrix& w = j.w;
+    const float alpha = 1.0f, beta = j.accumulate ? 1.0f : 0.0f;
     // Row-major W [out, in] is column-major Wᵀ with ld = in; x [R, in] is column-major [in, R];
     // y [R, out] is column-major [out, R]: y = op_T(W) · x.
-    const void* xin = x;
+    const void* xin = j.x;
     cudaDataType_t t = CUDA_R_32F;
-    if (w.type != WType::F32) {
+    if (w.type != WType::F32 || j.in_act != Act::None) {
       const size_t n = size_t(R * w.cols);
       if (n > scratch_n_) reserve(n);
       const int blocks = blocks_for(n, 256);
       if (w.type == WType::BF16) {
-        round_kernel<<<blocks, 256, 0, stream_>>>(x, static_cast<__nv_bfloat16*>(scratch_), n);
+        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<__nv_bfloat16*>(scratch_), n,
+                                                  j.in_act);
         t = CUDA_R_16BF;
-      } else {
-        round_kernel<<<blocks, 256, 0, stream_>>>(x, static_cast<__half*>(scratch_), n);
+      } else if (w.type == WType::F16) {
+        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<__half*>(scratch_), n, j.in_act);
         t = CUDA_R_16F;
+      } else {
+        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<float*>(scratch_), n, j.in_act);
       }
       LAUNCHED("round");
       xin = scratch_;
     }
     CK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(w.rows), int(R), int(w.cols), &alpha,
-                    w.data, t, int(w.cols), xin, t, int(w.cols), &beta, y, CUDA_R_32F, int(w.rows),
-                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                    w.data, t, int(w.cols), xin, t, int(w.cols), &beta, j.y, CUDA_R_32F,
+                    int(w.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   void embed_ln(const DevMatrix& emb, const int32_t* tokens, int64_t R, const float* w,
@@ -332,6 +565,12 @@ class CudaOps final : public DeviceOps {
     LAUNCHED("shift_mix");
   }
 
+  void ln_shift_mix(const DevSegments& s, const LnShiftArgs& a) override {
+    if (s.total_rows == 0) return;
+    ln_shift_kernel<<<s.total_rows, norm_threads(a.C), 0, stream_>>>(s, a);
+    LAUNCHED("ln_shift_mix");
+  }
+
   void store_last_rows(const DevSegments& s, const float* x, int64_t C,
                        DevStateView carry) override {
     if (s.count == 0) return;
@@ -353,23 +592,26 @@ class CudaOps final : public DeviceOps {
 
   void wkv7(const DevSegments& s, const WkvArgs& a) override {
     if (s.count == 0) return;
-    const unsigned blocks = unsigned(s.count * a.H);
     switch (a.N) {
-      case 64:
-        wkv7_kernel<64><<<blocks, 64, 0, stream_>>>(s, a);
-        break;
-      case 32:
-        wkv7_kernel<32><<<blocks, 32, 0, stream_>>>(s, a);
-        break;
       case 16:
-        wkv7_kernel<16><<<blocks, 16, 0, stream_>>>(s, a);
-        break;
+        return launch_wkv7<16>(s, a);
+      case 32:
+        return launch_wkv7<32>(s, a);
+      case 64:
+        return launch_wkv7<64>(s, a);
       case 128:
-        wkv7_kernel<128><<<blocks, 128, 0, stream_>>>(s, a);
-        break;
+        return launch_wkv7<128>(s, a);
       default:
         throw Error("CUDA wkv7: head size " + std::to_string(a.N) + " not built (16/32/64/128)");
     }
+  }
+  template <int N>
+  void launch_wkv7(const DevSegments& s, const WkvArgs& a) {
+    const int64_t most = std::max<int64_t>(s.max_rows, 1);
+    const int stage = int(std::min<int64_t>(kStageFloats / N, most));
+    const size_t tile = N <= 64 ? size_t(N) * (N + 1) : 0;
+    const size_t smem = std::max(size_t(6) * size_t(stage) * N, tile) * 4;
+    wkv7_kernel<N><<<unsigned(s.count * a.H), N, smem, stream_>>>(s, a, stage);
     LAUNCHED("wkv7");
   }
 
@@ -413,7 +655,7 @@ class CudaOps final : public DeviceOps {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   void* blas_ws_ = nullptr;
-  void* scratch_ = nullptr;  // rounded product inputs (2 bytes each)
+  void* scratch_ = nullptr;  // product inputs after act / rounding (up to 4 bytes each)
   size_t scratch_n_ = 0;
   cudaEvent_t e0_ = nullptr, e1_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;

@@ -85,7 +85,29 @@ struct GroupNormBonusArgs {
   float* y;                        // [R, C] in place
 };
 
-enum class Act : uint8_t { Tanh, Sigmoid, ReluSquare };
+enum class Act : uint8_t { None, Tanh, Sigmoid, ReluSquare };
+
+// One product of a group: y[R, out] = act(x)[R, in] · Wᵀ (y += that when accumulate).
+struct GemmJob {
+  DevMatrix w;
+  const float* x = nullptr;
+  float* y = nullptr;
+  bool accumulate = false;
+  Act in_act = Act::None;  // applied to x on the way in (x itself is not changed)
+};
+
+// LayerNorm, token shift and mixes in one op: xa = LN(x) per row, out[m] = xa + (prev - xa) ·
+// mix[m] with prev the previous row's xa or the carried state, then carry = the last row's xa.
+struct LnShiftArgs {
+  const float* x = nullptr;  // [R, C] residual stream
+  const float *ln_w = nullptr, *ln_b = nullptr;
+  float eps = 1e-5f;
+  DevStateView carry;
+  int nmix = 0;
+  const float* mix[6] = {};
+  float* out[6] = {};
+  int64_t C = 0;
+};
 
 class DeviceOps {
  public:
@@ -107,8 +129,14 @@ class DeviceOps {
   virtual void reserve(size_t product_inputs) = 0;
 
   // --- ops ---
+  // Independent products over the same R rows (distinct outputs); small R runs them all in one
+  // launch (decode), large R one cuBLAS call each.
+  virtual void gemm_many(const GemmJob* jobs, int n, int64_t R) = 0;
   // y[R, out] = x[R, in] · Wᵀ, or y += that when accumulate (residual adds).
-  virtual void gemm(const DevMatrix& w, const float* x, float* y, int64_t R, bool accumulate) = 0;
+  void gemm(const DevMatrix& w, const float* x, float* y, int64_t R, bool accumulate) {
+    const GemmJob j{w, x, y, accumulate, Act::None};
+    gemm_many(&j, 1, R);
+  }
   // x[r] = LN(emb[tokens[r]]) over C channels (emb in its type, tokens device int32).
   virtual void embed_ln(const DevMatrix& emb, const int32_t* tokens, int64_t R, const float* w,
                         const float* b, float eps, float* x) = 0;
@@ -116,6 +144,7 @@ class DeviceOps {
   virtual void layer_norm(const float* x, const int32_t* rows, int64_t R, int64_t C, const float* w,
                           const float* b, float eps, float* y) = 0;
   virtual void shift_mix(const DevSegments& s, const ShiftMixArgs& a) = 0;
+  virtual void ln_shift_mix(const DevSegments& s, const LnShiftArgs& a) = 0;
   // carry[slot[s]] = x[last_row[s]] for every segment (after the shift has read it).
   virtual void store_last_rows(const DevSegments& s, const float* x, int64_t C,
                                DevStateView carry) = 0;

@@ -84,9 +84,17 @@ class HostOps final : public DeviceOps {
   }
   void reserve(size_t) override {}
 
-  void gemm(const DevMatrix& w, const float* x, float* y, int64_t R, bool accumulate) override {
-    std::vector<float> xr(size_t(R * w.cols)), wr(size_t(w.cols));
-    for (size_t i = 0; i < xr.size(); ++i) xr[i] = round_to(w.type, x[i]);
+  void gemm_many(const GemmJob* jobs, int n, int64_t R) override {
+    for (int i = 0; i < n; ++i) gemm_one(jobs[i], R);
+  }
+
+  void gemm_one(const GemmJob& j, int64_t R) {
+    const DevMatrix& w = j.w;
+    float* y = j.y;
+    const bool accumulate = j.accumulate;
+    std::vector<float> xr(j.x, j.x + R * w.cols), wr(size_t(w.cols));
+    if (j.in_act != Act::None) activate(j.in_act, xr.data(), xr.size());
+    for (size_t i = 0; i < xr.size(); ++i) xr[i] = round_to(w.type, xr[i]);
     for (int64_t o = 0; o < w.rows; ++o) {
       for (int64_t c = 0; c < w.cols; ++c)
         wr[size_t(c)] = load_w(w.type, w.data, size_t(o * w.cols + c));
@@ -131,6 +139,16 @@ class HostOps final : public DeviceOps {
     }
   }
 
+  void ln_shift_mix(const DevSegments& s, const LnShiftArgs& a) override {
+    std::vector<float> xa(size_t(s.total_rows * a.C));
+    layer_norm(a.x, nullptr, s.total_rows, a.C, a.ln_w, a.ln_b, a.eps, xa.data());
+    ShiftMixArgs m;
+    m.x = xa.data(), m.carry = a.carry, m.nmix = a.nmix, m.C = a.C;
+    for (int i = 0; i < a.nmix; ++i) m.mix[i] = a.mix[i], m.out[i] = a.out[i];
+    shift_mix(s, m);
+    store_last_rows(s, xa.data(), a.C, a.carry);
+  }
+
   void store_last_rows(const DevSegments& s, const float* x, int64_t C,
                        DevStateView carry) override {
     for (int64_t i = 0; i < s.count; ++i)
@@ -143,6 +161,7 @@ class HostOps final : public DeviceOps {
     if (f == Act::Tanh) pw.tanh(x, n);
     if (f == Act::Sigmoid) pw.sigmoid(x, n);
     if (f == Act::ReluSquare) pw.relu_square(x, n);
+    // Act::None: nothing
   }
 
   void wkv_prep(const WkvPrepArgs& p) override {
