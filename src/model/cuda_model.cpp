@@ -265,7 +265,10 @@ void CudaModel::ensure_buffers(int64_t rows, int64_t head_rows) {
   b.rows = rows;
   b.head_rows = head_rows;
   ++b.generation;
-  const int64_t widest = std::max({c.n_embd, c.ffn_dim, c.d_decay, c.d_aaa, c.d_value, c.d_gate});
+  // Product inputs of the widest group per row: the seven of the time mix (7·C), the LoRA
+  // up-projections, or the channel mix's value (F). Sized here: a graph capture cannot allocate.
+  const int64_t widest =
+      std::max({7 * c.n_embd, c.ffn_dim, c.d_decay + c.d_aaa + c.d_value + c.d_gate});
   ops_.reserve(size_t(std::max(rows, head_rows) * widest));
 }
 

@@ -266,12 +266,26 @@ __global__ void group_norm_bonus_kernel(GroupNormBonusArgs p) {
   if (on) p.y[e] = (d * inv * p.ln_w[c] + p.ln_b[c] + bonus * p.v[e]) * p.g[e];
 }
 
-// act(x) in the product input type T (cuBLAS input for large row counts).
+// act(x) in the product input type T for several products at once (one launch per group):
+// job j's inputs land at out + job[j].dst, one after another.
+struct RoundJob {
+  const float* x;
+  size_t dst;  // first element in out; inputs are [dst, next job's dst)
+  Act act;
+};
+struct RoundGroup {
+  RoundJob job[8];
+  int n;
+  size_t total;
+};
+
 template <class T>
-__global__ void round_kernel(const float* x, T* out, size_t n, Act f) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+__global__ void round_many_kernel(RoundGroup g, T* out) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < g.total;
        i += size_t(gridDim.x) * blockDim.x) {
-    const float v = act_f(f, x[i]);
+    int j = 0;
+    while (j + 1 < g.n && i >= g.job[j + 1].dst) ++j;
+    const float v = act_f(g.job[j].act, g.job[j].x[i - g.job[j].dst]);
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       out[i] = __float2bfloat16_rn(v);
     else if constexpr (std::is_same_v<T, __half>)
@@ -281,10 +295,11 @@ __global__ void round_kernel(const float* x, T* out, size_t n, Act f) {
   }
 }
 
-// --- grouped matrix-vector products for few rows (decode): one warp per output row of one job,
-// the weight row read once with 16-byte loads for all R ≤ kGemvRows input rows (the inputs are
-// activated and rounded per warp, which costs more than the weights beyond a few rows). ---
-constexpr int kGemvRows = 4, kGemvJobs = 8, kGemvWarps = 4;
+// --- grouped matrix-vector products for few rows (decode): one block per output row of one job,
+// its 128 threads splitting the columns; each thread has four 16-byte weight loads in flight
+// before it uses the first, then the inputs (R ≤ kGemvRows rows, activated and rounded on the way
+// in) are read from L2. ---
+constexpr int kGemvRows = 4, kGemvJobs = 8, kGemvThreads = 128, kGemvUnroll = 4;
 struct GemvJob {
   const void* w;
   const float* x;
@@ -299,98 +314,124 @@ struct GemvGroup {
 };
 
 template <class T>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(GemvGroup g) {
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvGroup g) {
+  __shared__ float part[kGemvThreads / 32][kGemvRows];
   int j = 0;
   while (j + 1 < g.n && int(blockIdx.x) >= g.job[j + 1].first_block) ++j;
   const GemvJob& job = g.job[j];
-  const int lane = threadIdx.x & 31;
-  const int o = (int(blockIdx.x) - job.first_block) * kGemvWarps + int(threadIdx.x >> 5);
-  if (o >= job.rows) return;
+  const int o = int(blockIdx.x) - job.first_block;  // the output row
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int cols = job.cols, R = g.R;
   const T* wr = static_cast<const T*>(job.w) + size_t(o) * cols;
+  constexpr int kPass = kGemvThreads * 8;  // columns per block pass
   float acc[kGemvRows] = {};
-  // 8 consecutive weights per lane per step (16 bytes for 2-byte types); unrolled so that
-  // several loads are in flight per warp.
-#pragma unroll 4
-  for (int c = lane * 8; c < cols; c += 32 * 8) {
-    float wf[8];
-    if constexpr (sizeof(T) == 2) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(wr + c);
-      const T* h = reinterpret_cast<const T*>(&raw);
+  for (int base = tid * 8; base < cols; base += kGemvUnroll * kPass) {
+    float4 raw[kGemvUnroll][sizeof(T) == 2 ? 1 : 2];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) wf[e] = to_f(h[e]);
-    } else {
-      const float4 a = *reinterpret_cast<const float4*>(wr + c);
-      const float4 b = *reinterpret_cast<const float4*>(wr + c + 4);
-      wf[0] = a.x, wf[1] = a.y, wf[2] = a.z, wf[3] = a.w;
-      wf[4] = b.x, wf[5] = b.y, wf[6] = b.z, wf[7] = b.w;
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int c = base + u * kPass;
+      if (c < cols) {
+        raw[u][0] = *reinterpret_cast<const float4*>(wr + c);
+        if constexpr (sizeof(T) == 4)
+          raw[u][sizeof(T) == 2 ? 0 : 1] = *reinterpret_cast<const float4*>(wr + c + 4);
+      }
     }
 #pragma unroll
-    for (int r = 0; r < kGemvRows; ++r) {
-      if (r < R) {
-        const float4 a = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c);
-        const float4 b = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c + 4);
-        const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int c = base + u * kPass;
+      if (c >= cols) break;
+      float wf[8];
+      if constexpr (sizeof(T) == 2) {
+        const T* h = reinterpret_cast<const T*>(&raw[u][0]);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[r] += wf[e] * round_f<T>(act_f(job.act, xv[e]));
+        for (int e = 0; e < 8; ++e) wf[e] = to_f(h[e]);
+      } else {
+        const float* f = reinterpret_cast<const float*>(&raw[u][0]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) wf[e] = f[e];
+      }
+#pragma unroll
+      for (int r = 0; r < kGemvRows; ++r) {
+        if (r < R) {
+          const float4 a = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c);
+          const float4 b = *reinterpret_cast<const float4*>(job.x + size_t(r) * cols + c + 4);
+          const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[r] += wf[e] * round_f<T>(act_f(job.act, xv[e]));
+        }
       }
     }
   }
 #pragma unroll
   for (int r = 0; r < kGemvRows; ++r) {
-    if (r < R) {
-      float v = acc[r];
-      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-      if (lane == 0) {
-        float& y = job.y[size_t(r) * job.rows + o];
-        y = job.accumulate ? y + v : v;
-      }
-    }
+    float v = acc[r];
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) part[warp][r] = v;
+  }
+  __syncthreads();
+  if (tid < R) {
+    float v = 0;
+#pragma unroll
+    for (int w = 0; w < kGemvThreads / 32; ++w) v += part[w][tid];
+    float& y = job.y[size_t(tid) * job.rows + o];
+    y = job.accumulate ? y + v : v;
   }
 }
 
-// --- LayerNorm + token shift + mixes + carry (one block per row) ---
-__device__ float2 row_stats(const float* x, int64_t C, float eps, float* sh) {
+// --- LayerNorm + token shift + mixes + carry: one block per row, each thread keeps its E
+// elements of the rows it needs in registers (one round of loads, then block reductions). ---
+template <int E>
+__device__ float2 reg_stats(const float (&v)[E], int64_t C, float eps, float* sh) {
   float s = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += x[c];
+#pragma unroll
+  for (int e = 0; e < E; ++e) s += v[e];  // elements past C are zero
   const float mean = block_sum(s, sh) / float(C);
   float q = 0;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = x[c] - mean;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int64_t c = threadIdx.x + int64_t(e) * blockDim.x;
+    const float d = c < C ? v[e] - mean : 0.f;
     q += d * d;
   }
   return make_float2(mean, rsqrtf(block_sum(q, sh) / float(C) + eps));
 }
 
+template <int E>
 __global__ void ln_shift_kernel(DevSegments s, LnShiftArgs a) {
   __shared__ float sh[32];
-  const int64_t r = blockIdx.x, C = a.C;
-  const int32_t p = s.prev[r];  // uniform in the block: the branches below are too
+  const int64_t r = blockIdx.x, C = a.C, T = blockDim.x;
+  const int32_t p = s.prev[r];  // uniform in the block: so are the branches below
+  const int64_t seg = p < 0 ? -1 - p : -1;
+  const int64_t last = seg >= 0 ? s.last_row[seg] : -1;
+  // The other row whose LayerNorm is needed: the previous one, or (on a segment's first row)
+  // the segment's last row, whose LN becomes the carried state; none when that is this row.
   const float* xc = a.x + r * C;
-  const float2 cur = row_stats(xc, C, a.eps, sh);
-  float2 prv = make_float2(0.f, 0.f), lst = prv;
-  const float* xp = nullptr;
-  const float* xl = nullptr;
-  float* carry = nullptr;
-  if (p >= 0) {
-    xp = a.x + int64_t(p) * C;
-    prv = row_stats(xp, C, a.eps, sh);
-  } else {
-    // A segment's first row reads the carried state and then replaces it by the segment's
-    // last row (each element read before written, by the same thread; no other block
-    // touches this slot's carry).
-    const int64_t seg = -1 - p;
-    carry = a.carry.base + int64_t(s.slot[seg]) * a.carry.slot_stride + a.carry.layer_offset;
-    xl = a.x + int64_t(s.last_row[seg]) * C;
-    lst = row_stats(xl, C, a.eps, sh);
+  const float* xo = p >= 0 ? a.x + int64_t(p) * C : last != r ? a.x + last * C : nullptr;
+  float vc[E], vo[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int64_t c = threadIdx.x + e * T;
+    vc[e] = c < C ? xc[c] : 0.f;
+    vo[e] = xo && c < C ? xo[c] : 0.f;
   }
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float w = a.ln_w[c], b = a.ln_b[c];
-    const float xa = (xc[c] - cur.x) * cur.y * w + b;
-    const float pv = xp ? (xp[c] - prv.x) * prv.y * w + b : carry[c];
-    const float d = pv - xa;
-    for (int m = 0; m < a.nmix; ++m) a.out[m][r * C + c] = xa + d * a.mix[m][c];
-    if (carry) carry[c] = (xl[c] - lst.x) * lst.y * w + b;
+  const float2 sc = reg_stats(vc, C, a.eps, sh);
+  const float2 so = xo ? reg_stats(vo, C, a.eps, sh) : sc;
+  // A segment's first row reads the carried state and then replaces it (each element read
+  // before written, by the same thread; no other block touches this slot's carry).
+  float* carry =
+      seg >= 0 ? a.carry.base + int64_t(s.slot[seg]) * a.carry.slot_stride + a.carry.layer_offset
+               : nullptr;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int64_t c = threadIdx.x + e * T;
+    if (c < C) {
+      const float w = a.ln_w[c], b = a.ln_b[c];
+      const float xa = (vc[e] - sc.x) * sc.y * w + b;
+      const float other = xo ? (vo[e] - so.x) * so.y * w + b : xa;
+      const float d = (carry ? carry[c] : other) - xa;
+      for (int m = 0; m < a.nmix; ++m) a.out[m][r * C + c] = xa + d * a.mix[m][c];
+      if (carry) carry[c] = other;
+    }
   }
 }
 
@@ -477,13 +518,11 @@ class CudaOps final : public DeviceOps {
 
   void gemm_many(const GemmJob* jobs, int n, int64_t R) override {
     if (R == 0 || n == 0) return;
+    if (n > kGemvJobs) throw Error("CUDA gemm_many: more than 8 products in a group");
     bool small = R <= kGemvRows && n <= kGemvJobs;
     for (int i = 0; i < n; ++i)
       small = small && jobs[i].w.cols % 8 == 0 && jobs[i].w.type == jobs[0].w.type;
-    if (!small) {
-      for (int i = 0; i < n; ++i) gemm_blas(jobs[i], R);
-      return;
-    }
+    if (!small) return gemm_blas(jobs, n, R);
     GemvGroup g{};
     g.n = n, g.R = int(R);
     int blocks = 0;
@@ -491,49 +530,65 @@ class CudaOps final : public DeviceOps {
       const GemmJob& j = jobs[i];
       g.job[i] =
           GemvJob{j.w.data, j.x, j.y, int(j.w.rows), int(j.w.cols), blocks, j.accumulate, j.in_act};
-      blocks += int((j.w.rows + kGemvWarps - 1) / kGemvWarps);
+      blocks += int(j.w.rows);  // one block per output row
     }
     switch (jobs[0].w.type) {
       case WType::F32:
-        gemv_kernel<float><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        gemv_kernel<float><<<blocks, kGemvThreads, 0, stream_>>>(g);
         break;
       case WType::BF16:
-        gemv_kernel<__nv_bfloat16><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        gemv_kernel<__nv_bfloat16><<<blocks, kGemvThreads, 0, stream_>>>(g);
         break;
       case WType::F16:
-        gemv_kernel<__half><<<blocks, kGemvWarps * 32, 0, stream_>>>(g);
+        gemv_kernel<__half><<<blocks, kGemvThreads, 0, stream_>>>(g);
         break;
     }
     LAUNCHED("gemv");
   }
 
-  void gemm_blas(const GemmJob& j, int64_t R) {
-    const DevMatrix& w = j.w;
-    const float alpha = 1.0f, beta = j.accumulate ? 1.0f : 0.0f;
-    // Row-major W [out, in] is column-major Wᵀ with ld = in; x [R, in] is column-major [in, R];
-    // y [R, out] is column-major [out, R]: y = op_T(W) · x.
-    const void* xin = j.x;
-    cudaDataType_t t = CUDA_R_32F;
-    if (w.type != WType::F32 || j.in_act != Act::None) {
-      const size_t n = size_t(R * w.cols);
-      if (n > scratch_n_) reserve(n);
-      const int blocks = blocks_for(n, 256);
-      if (w.type == WType::BF16) {
-        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<__nv_bfloat16*>(scratch_), n,
-                                                  j.in_act);
-        t = CUDA_R_16BF;
-      } else if (w.type == WType::F16) {
-        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<__half*>(scratch_), n, j.in_act);
-        t = CUDA_R_16F;
-      } else {
-        round_kernel<<<blocks, 256, 0, stream_>>>(j.x, static_cast<float*>(scratch_), n, j.in_act);
+  // One conversion launch for the inputs of every job that needs one (bf16/fp16 weights, or
+  // an activation), then one cuBLAS call per job.
+  void gemm_blas(const GemmJob* jobs, int n, int64_t R) {
+    RoundGroup g{};
+    const void* xin[kGemvJobs];
+    for (int i = 0; i < n; ++i) {
+      const GemmJob& j = jobs[i];
+      if (i > 0 && j.w.type != jobs[0].w.type) throw Error("CUDA gemm_many: mixed weight types");
+      xin[i] = j.x;
+      if (j.w.type != WType::F32 || j.in_act != Act::None) {
+        g.job[g.n++] = RoundJob{j.x, g.total, j.in_act};
+        g.total += size_t(R * j.w.cols);
       }
-      LAUNCHED("round");
-      xin = scratch_;
     }
-    CK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(w.rows), int(R), int(w.cols), &alpha,
-                    w.data, t, int(w.cols), xin, t, int(w.cols), &beta, j.y, CUDA_R_32F,
-                    int(w.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    const WType type = jobs[0].w.type;
+    const size_t es = wtype_size(type);
+    if (g.n > 0) {
+      if (g.total > scratch_n_) reserve(g.total);
+      const int blocks = blocks_for(g.total, 256);
+      if (type == WType::BF16)
+        round_many_kernel<<<blocks, 256, 0, stream_>>>(g, static_cast<__nv_bfloat16*>(scratch_));
+      else if (type == WType::F16)
+        round_many_kernel<<<blocks, 256, 0, stream_>>>(g, static_cast<__half*>(scratch_));
+      else
+        round_many_kernel<<<blocks, 256, 0, stream_>>>(g, static_cast<float*>(scratch_));
+      LAUNCHED("round_many");
+      for (int i = 0, k = 0; i < n; ++i)
+        if (jobs[i].w.type != WType::F32 || jobs[i].in_act != Act::None)
+          xin[i] = static_cast<const char*>(scratch_) + g.job[k++].dst * es;
+    }
+    const cudaDataType_t t = type == WType::BF16  ? CUDA_R_16BF
+                             : type == WType::F16 ? CUDA_R_16F
+                                                  : CUDA_R_32F;
+    const float alpha = 1.0f;
+    for (int i = 0; i < n; ++i) {
+      const GemmJob& j = jobs[i];
+      const float beta = j.accumulate ? 1.0f : 0.0f;
+      // Row-major W [out, in] is column-major Wᵀ with ld = in; x [R, in] is column-major
+      // [in, R]; y [R, out] is column-major [out, R]: y = op_T(W) · x.
+      CK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(j.w.rows), int(R), int(j.w.cols), &alpha,
+                      j.w.data, t, int(j.w.cols), xin[i], t, int(j.w.cols), &beta, j.y, CUDA_R_32F,
+                      int(j.w.rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
   }
 
   void embed_ln(const DevMatrix& emb, const int32_t* tokens, int64_t R, const float* w,
@@ -567,7 +622,20 @@ class CudaOps final : public DeviceOps {
 
   void ln_shift_mix(const DevSegments& s, const LnShiftArgs& a) override {
     if (s.total_rows == 0) return;
-    ln_shift_kernel<<<s.total_rows, norm_threads(a.C), 0, stream_>>>(s, a);
+    // about four elements per thread, up to 1024 threads; 8 per thread beyond C = 4096
+    const int64_t T = std::clamp<int64_t>((a.C + 4 * 32 - 1) / (4 * 32) * 32, 32, 1024);
+    const int64_t E = (a.C + T - 1) / T;
+    const unsigned blocks = unsigned(s.total_rows);
+    if (E <= 1)
+      ln_shift_kernel<1><<<blocks, unsigned(T), 0, stream_>>>(s, a);
+    else if (E <= 2)
+      ln_shift_kernel<2><<<blocks, unsigned(T), 0, stream_>>>(s, a);
+    else if (E <= 4)
+      ln_shift_kernel<4><<<blocks, unsigned(T), 0, stream_>>>(s, a);
+    else if (E <= 8)
+      ln_shift_kernel<8><<<blocks, unsigned(T), 0, stream_>>>(s, a);
+    else
+      throw Error("CUDA ln_shift_mix: width " + std::to_string(a.C) + " over 8192");
     LAUNCHED("ln_shift_mix");
   }
 
