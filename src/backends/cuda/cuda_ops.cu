@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -149,40 +150,52 @@ __global__ void wkv_prep_kernel(WkvPrepArgs p) {
   }
 }
 
-// --- WKV-7: one block per (segment, head), thread i owns state row i (value index) in
-// registers. Sequential over the segment's rows: S = S·diag(w) + (S·a)·bᵀ + v·kᵀ, y = S·r.
-// The state tile is loaded and stored coalesced through shared memory (rows padded to N+1
-// floats: conflict-free row reads); the step vectors r, w, k, a, b, v of `stage` steps at a time
-// are staged in shared memory with coalesced loads, so the serial loop waits on no global load.
+// --- WKV-7: one block per (segment, head); Q consecutive threads own state row i (value index),
+// each M = N/Q of its columns in registers, and combine S·a and y = S·r by warp shuffles.
+// Sequential over the segment's rows: S = S·diag(w) + (S·a)·bᵀ + v·kᵀ, y = S·r.
+// The state tile moves through shared memory with coalesced 16-byte accesses (rows padded to
+// N+1 floats); the step vectors r, w, k, a, b, v of `stage` steps at a time are staged in shared
+// memory with coalesced loads, so the serial loop waits on no global load.
 // Dynamic shared memory: max(6·stage·N, N·(N+1)) floats. ---
 constexpr int kStageFloats = 1536;  // per vector: 6 · 1536 · 4 B = 36 KB at most
+// Q, threads per state row: 1 by default (fastest measured on the H200); 2 or 4 through
+// RWKV7_WKV_LANES, for measuring.
+int wkv_lanes() {
+  static const int q = [] {
+    const char* e = std::getenv("RWKV7_WKV_LANES");
+    const int v = e ? std::atoi(e) : 1;
+    return v == 2 || v == 4 ? v : 1;
+  }();
+  return q;
+}
 
-template <int N>
-__global__ void __launch_bounds__(N) wkv7_kernel(DevSegments s, WkvArgs p, int stage) {
+template <int N, int Q>
+__global__ void __launch_bounds__(N* Q) wkv7_kernel(DevSegments s, WkvArgs p, int stage) {
+  constexpr int M = N / Q;         // columns per thread (a multiple of 4)
   constexpr bool kTile = N <= 64;  // a 128-wide tile would not fit; those rows load directly
+  static_assert(M % 4 == 0 && (N * N / 4) % (N * Q) == 0, "head size and lanes");
   extern __shared__ float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
   const int64_t seg = blockIdx.x / p.H, h = blockIdx.x % p.H, C = p.H * N;
-  const int i = threadIdx.x;
+  const int tid = threadIdx.x, i = tid / Q, j0 = (tid % Q) * M;  // row i, columns [j0, j0+M)
   float* S = p.state.base + int64_t(s.slot[seg]) * p.state.slot_stride + p.state.layer_offset +
              h * int64_t(N) * N;  // this head's [N, N]
-  float st[N];
+  float st[M];
   if constexpr (kTile) {
-    // N/4 independent 16-byte loads per thread, consecutive across the block
     const float4* S4 = reinterpret_cast<const float4*>(S);
 #pragma unroll
-    for (int q = 0; q < N / 4; ++q) {
-      const int e = (i + q * N) * 4;
-      const float4 v = S4[i + q * N];
+    for (int u = 0; u < N * N / 4 / (N * Q); ++u) {
+      const int f = tid + u * N * Q, e = f * 4;
+      const float4 v = S4[f];
       float* d = sm + (e / N) * (N + 1) + e % N;
       d[0] = v.x, d[1] = v.y, d[2] = v.z, d[3] = v.w;
     }
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < N; ++j) st[j] = sm[i * (N + 1) + j];
+    for (int m = 0; m < M; ++m) st[m] = sm[i * (N + 1) + j0 + m];
   } else {
 #pragma unroll
-    for (int j = 0; j < N; ++j) st[j] = S[i * N + j];
+    for (int m = 0; m < M; ++m) st[m] = S[i * N + j0 + m];
   }
   float *sr = sm, *sw = sm + stage * N, *sk = sm + 2 * stage * N, *sa = sm + 3 * stage * N,
         *sb = sm + 4 * stage * N, *sv = sm + 5 * stage * N;
@@ -190,7 +203,7 @@ __global__ void __launch_bounds__(N) wkv7_kernel(DevSegments s, WkvArgs p, int s
   for (int64_t t0 = 0; t0 < rows; t0 += stage) {
     const int ts = int(rows - t0 < stage ? rows - t0 : stage);
     __syncthreads();  // the tile or the previous chunk has been read by every thread
-    for (int e = i; e < ts * N; e += N) {
+    for (int e = tid; e < ts * N; e += N * Q) {
       const int64_t g = (row0 + t0 + e / N) * C + h * N + e % N;
       sr[e] = p.r[g];
       sw[e] = p.decay[g];
@@ -201,52 +214,59 @@ __global__ void __launch_bounds__(N) wkv7_kernel(DevSegments s, WkvArgs p, int s
     }
     __syncthreads();
     for (int t = 0; t < ts; ++t) {
-      const float4* a4 = reinterpret_cast<const float4*>(sa + t * N);
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: S·a
+      const int o = t * N + j0;
+      const float4* a4 = reinterpret_cast<const float4*>(sa + o);
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: this thread's part of S·a
 #pragma unroll
-      for (int q = 0; q < N / 4; ++q) {
-        const float4 a = a4[q];
-        s0 += st[4 * q] * a.x;
-        s1 += st[4 * q + 1] * a.y;
-        s2 += st[4 * q + 2] * a.z;
-        s3 += st[4 * q + 3] * a.w;
+      for (int u = 0; u < M / 4; ++u) {
+        const float4 a = a4[u];
+        s0 += st[4 * u] * a.x;
+        s1 += st[4 * u + 1] * a.y;
+        s2 += st[4 * u + 2] * a.z;
+        s3 += st[4 * u + 3] * a.w;
       }
-      const float sai = (s0 + s1) + (s2 + s3), v = sv[t * N + i];
-      const float4 *w4 = reinterpret_cast<const float4*>(sw + t * N),
-                   *b4 = reinterpret_cast<const float4*>(sb + t * N),
-                   *k4 = reinterpret_cast<const float4*>(sk + t * N),
-                   *r4 = reinterpret_cast<const float4*>(sr + t * N);
+      float sai = (s0 + s1) + (s2 + s3);
+#pragma unroll
+      for (int off = 1; off < Q; off <<= 1) sai += __shfl_xor_sync(0xffffffffu, sai, off);
+      const float v = sv[t * N + i];
+      const float4 *w4 = reinterpret_cast<const float4*>(sw + o),
+                   *b4 = reinterpret_cast<const float4*>(sb + o),
+                   *k4 = reinterpret_cast<const float4*>(sk + o),
+                   *r4 = reinterpret_cast<const float4*>(sr + o);
       float y0 = 0, y1 = 0, y2 = 0, y3 = 0;
 #pragma unroll
-      for (int q = 0; q < N / 4; ++q) {
-        const float4 w = w4[q], b = b4[q], k = k4[q], r = r4[q];
-        st[4 * q] = st[4 * q] * w.x + sai * b.x + v * k.x;
-        st[4 * q + 1] = st[4 * q + 1] * w.y + sai * b.y + v * k.y;
-        st[4 * q + 2] = st[4 * q + 2] * w.z + sai * b.z + v * k.z;
-        st[4 * q + 3] = st[4 * q + 3] * w.w + sai * b.w + v * k.w;
-        y0 += st[4 * q] * r.x;
-        y1 += st[4 * q + 1] * r.y;
-        y2 += st[4 * q + 2] * r.z;
-        y3 += st[4 * q + 3] * r.w;
+      for (int u = 0; u < M / 4; ++u) {
+        const float4 w = w4[u], b = b4[u], k = k4[u], r = r4[u];
+        st[4 * u] = st[4 * u] * w.x + sai * b.x + v * k.x;
+        st[4 * u + 1] = st[4 * u + 1] * w.y + sai * b.y + v * k.y;
+        st[4 * u + 2] = st[4 * u + 2] * w.z + sai * b.z + v * k.z;
+        st[4 * u + 3] = st[4 * u + 3] * w.w + sai * b.w + v * k.w;
+        y0 += st[4 * u] * r.x;
+        y1 += st[4 * u + 1] * r.y;
+        y2 += st[4 * u + 2] * r.z;
+        y3 += st[4 * u + 3] * r.w;
       }
-      p.y[(row0 + t0 + t) * C + h * N + i] = (y0 + y1) + (y2 + y3);
+      float y = (y0 + y1) + (y2 + y3);
+#pragma unroll
+      for (int off = 1; off < Q; off <<= 1) y += __shfl_xor_sync(0xffffffffu, y, off);
+      if (j0 == 0) p.y[(row0 + t0 + t) * C + h * N + i] = y;
     }
   }
   if constexpr (kTile) {
     __syncthreads();  // every thread is done with the staged steps
 #pragma unroll
-    for (int j = 0; j < N; ++j) sm[i * (N + 1) + j] = st[j];
+    for (int m = 0; m < M; ++m) sm[i * (N + 1) + j0 + m] = st[m];
     __syncthreads();
     float4* S4 = reinterpret_cast<float4*>(S);
 #pragma unroll
-    for (int q = 0; q < N / 4; ++q) {
-      const int e = (i + q * N) * 4;
+    for (int u = 0; u < N * N / 4 / (N * Q); ++u) {
+      const int f = tid + u * N * Q, e = f * 4;
       const float* d = sm + (e / N) * (N + 1) + e % N;
-      S4[i + q * N] = make_float4(d[0], d[1], d[2], d[3]);
+      S4[f] = make_float4(d[0], d[1], d[2], d[3]);
     }
   } else {
 #pragma unroll
-    for (int j = 0; j < N; ++j) S[i * N + j] = st[j];
+    for (int m = 0; m < M; ++m) S[i * N + j0 + m] = st[m];
   }
 }
 
@@ -679,7 +699,18 @@ class CudaOps final : public DeviceOps {
     const int stage = int(std::min<int64_t>(kStageFloats / N, most));
     const size_t tile = N <= 64 ? size_t(N) * (N + 1) : 0;
     const size_t smem = std::max(size_t(6) * size_t(stage) * N, tile) * 4;
-    wkv7_kernel<N><<<unsigned(s.count * a.H), N, smem, stream_>>>(s, a, stage);
+    const unsigned blocks = unsigned(s.count * a.H);
+    switch (wkv_lanes()) {
+      case 4:
+        wkv7_kernel<N, 4><<<blocks, N * 4, smem, stream_>>>(s, a, stage);
+        break;
+      case 2:
+        wkv7_kernel<N, 2><<<blocks, N * 2, smem, stream_>>>(s, a, stage);
+        break;
+      default:
+        wkv7_kernel<N, 1><<<blocks, N, smem, stream_>>>(s, a, stage);
+        break;
+    }
     LAUNCHED("wkv7");
   }
 
