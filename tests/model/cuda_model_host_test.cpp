@@ -32,7 +32,7 @@ TEST_P(CudaModelHost, EveryModeMatchesGolden) {
   auto ops = dev::make_host_ops();
   for (dev::WType t : {dev::WType::F32, dev::WType::BF16, dev::WType::F16}) {
     const bool f32 = t == dev::WType::F32;
-    for (const auto& e : testing::run_golden_modes(*model, *ops, t, g)) {
+    for (const auto& e : testing::run_golden_modes(*model, *ops, t, g, f32)) {
       std::cout << c.golden << " "
                 << (f32                     ? "f32"
                     : t == dev::WType::BF16 ? "bf16"
