@@ -47,8 +47,8 @@ struct CudaModel::Buffers {
   int64_t rows = 0, head_rows = 0;
   int generation = 0;
   std::vector<void*> allocs;
-  float *x, *xa, *xr, *xw, *xk, *xv, *xa2, *xg, *r, *k, *v, *decay, *a, *g, *wa, *wb, *y, *v_first,
-      *z_w, *z_a, *z_v;
+  float *x, *xr, *xw, *xk, *xv, *xa2, *xg, *r, *k, *v, *decay, *a, *g, *wa, *wb, *y, *v_first, *z_w,
+      *z_a, *z_v;
   float *low_w, *low_a, *low_v, *low_g, *hidden;
   float *normed, *logits;
   int32_t* idx;  // tokens[R] prev[R] row0[R] rows[R] slot[R] last_row[R] head_rows[H]
@@ -254,8 +254,8 @@ void CudaModel::ensure_buffers(int64_t rows, int64_t head_rows) {
   };
   const int64_t n = rows * c.n_embd;
   for (float** p :
-       {&b.x,     &b.xa, &b.xr, &b.xw, &b.xk, &b.xv, &b.xa2,     &b.xg,  &b.r,   &b.k,  &b.v,
-        &b.decay, &b.a,  &b.g,  &b.wa, &b.wb, &b.y,  &b.v_first, &b.z_w, &b.z_a, &b.z_v})
+       {&b.x,     &b.xr, &b.xw, &b.xk, &b.xv, &b.xa2, &b.xg,      &b.r,   &b.k,   &b.v,
+        &b.decay, &b.a,  &b.g,  &b.wa, &b.wb, &b.y,   &b.v_first, &b.z_w, &b.z_a, &b.z_v})
     *p = f(n);
   b.low_w = f(rows * c.d_decay), b.low_a = f(rows * c.d_aaa), b.low_v = f(rows * c.d_value);
   b.low_g = f(rows * c.d_gate), b.hidden = f(rows * c.ffn_dim);

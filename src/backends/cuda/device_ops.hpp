@@ -125,7 +125,8 @@ class DeviceOps {
   virtual void sync() = 0;
   // Converts n fp32 host values to `t` and uploads them (weights: once, at load).
   virtual void upload_as(WType t, void* dst, const float* host, size_t n) = 0;
-  // Scratch for the rounded inputs of low-precision products: sized before a graph capture.
+  // Scratch for product inputs (activated and rounded to the weight type) of the widest group
+  // of products, in elements: sized before a graph capture, which cannot allocate.
   virtual void reserve(size_t product_inputs) = 0;
 
   // --- ops ---
