@@ -84,14 +84,14 @@ std::vector<float> widen(const Matrix& m) {
 
 }  // namespace
 
-CudaModel::CudaModel(const Model& model, dev::DeviceOps& ops, WType type)
-    : config_(model.config()),
+CudaModel::CudaModel(const ModelWeights& weights, dev::DeviceOps& ops, WType type)
+    : config_(weights.config),
       ops_(ops),
       type_(type),
       w_(std::make_unique<Weights>()),
       b_(std::make_unique<Buffers>()),
       decode_(std::make_unique<Decode>()) {
-  upload_weights(model.impl().w);
+  upload_weights(weights);
 }
 
 CudaModel::CudaModel(const ModelConfig& config, dev::DeviceOps& ops, WType type, uint64_t seed)

@@ -19,7 +19,7 @@ class CudaModel {
  public:
   // Uploads the weights of `model` (any file dtype) as `type` (the big products' input type;
   // LoRA factors, embedding and head too). Norms, mixes and the state stay fp32.
-  CudaModel(const Model& model, dev::DeviceOps& ops, dev::WType type);
+  CudaModel(const ModelWeights& weights, dev::DeviceOps& ops, dev::WType type);
   // Random weights of the given shape (benchmarks): no host copy of a whole model is made.
   CudaModel(const ModelConfig& config, dev::DeviceOps& ops, dev::WType type, uint64_t seed);
   ~CudaModel();

@@ -324,7 +324,7 @@ TEST(CudaGreedy, TinyModelTokensEqualCpuBackend) {
     return out;
   };
   auto greedy_dev = [&](WType t) {
-    CudaModel cm(*model, *gpu, t);
+    CudaModel cm(build_weights(read_tensor_file(model->path())), *gpu, t);
     cm.reserve_slots(1);
     cm.reset_slot(0);
     std::vector<float> logits;

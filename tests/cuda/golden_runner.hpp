@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "golden_support.hpp"
+#include "io/tensor_io.hpp"
 #include "model/cuda_model.hpp"
+#include "model/weights.hpp"
 
 namespace rwkv7::testing {
 
@@ -21,7 +23,7 @@ struct ModeError {
 inline std::vector<ModeError> run_golden_modes(const Model& model, dev::DeviceOps& ops,
                                                dev::WType type, const Golden& g,
                                                bool all_modes = true) {
-  CudaModel cm(model, ops, type);
+  CudaModel cm(build_weights(read_tensor_file(model.path())), ops, type);
   std::vector<ModeError> out;
   const std::span<const int32_t> all(g.tokens);
   auto one = [&](const std::string& mode, int64_t chunk, std::vector<size_t> pieces) {

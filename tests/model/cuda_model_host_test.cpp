@@ -60,7 +60,7 @@ TEST(CudaModelHost, BadInputsAreRefused) {
   RWKV7_REQUIRE_SHARED_PATH(model_path, "golden/rand-L2-D128.pth");
   auto model = Model::load(model_path);
   auto ops = dev::make_host_ops();
-  CudaModel cm(*model, *ops, dev::WType::F32);
+  CudaModel cm(build_weights(read_tensor_file(model->path())), *ops, dev::WType::F32);
   State s = model->new_state();
   const std::vector<int32_t> bad = {1, int32_t(model->config().vocab_size)};
   std::vector<float> out;

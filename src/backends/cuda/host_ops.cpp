@@ -9,6 +9,7 @@
 
 #include "backends/cuda/device_ops.hpp"
 #include "core/dtype.hpp"
+#include "ops/backward_ops.hpp"
 #include "ops/ops.hpp"
 #include "rwkv7/error.hpp"
 
@@ -115,14 +116,14 @@ class HostOps final : public DeviceOps {
       float* row = x + r * C;
       for (int64_t c = 0; c < C; ++c)
         row[c] = load_w(emb.type, emb.data, size_t(int64_t(tokens[r]) * C + c));
-      rwkv7::layer_norm(row, w, b, C, eps, row);
+      train::norm_forward<float>({1, C, 1, eps, row, w, b, row, nullptr});
     }
   }
 
   void layer_norm(const float* x, const int32_t* rows, int64_t R, int64_t C, const float* w,
                   const float* b, float eps, float* y) override {
     for (int64_t r = 0; r < R; ++r)
-      rwkv7::layer_norm(x + (rows ? rows[r] : r) * C, w, b, C, eps, y + r * C);
+      train::norm_forward<float>({1, C, 1, eps, x + (rows ? rows[r] : r) * C, w, b, y + r * C, nullptr});
   }
 
   void shift_mix(const DevSegments& s, const ShiftMixArgs& a) override {
@@ -205,7 +206,7 @@ class HostOps final : public DeviceOps {
     const int64_t C = p.H * p.N;
     for (int64_t r = 0; r < p.R; ++r) {
       float* y = p.y + r * C;
-      rwkv7::group_norm(y, p.ln_w, p.ln_b, C, p.H, p.eps, y);
+      train::norm_forward<float>({1, C, p.H, p.eps, y, p.ln_w, p.ln_b, y, nullptr});
       for (int64_t h = 0; h < p.H; ++h) {
         const int64_t o = r * C + h * p.N;
         float bonus = 0;
