@@ -2,6 +2,7 @@
 // Views of stored tensors (row-major, contiguous) and a named collection of them that keeps
 // its backing memory (a file mapping or owned buffers) alive.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,11 +29,11 @@ struct TensorView {
 // A checkpoint or state file as read: every tensor by name, plus string metadata.
 class TensorFile {
  public:
-  std::string path;                                 // for error messages
-  std::map<std::string, TensorView> tensors;        // by name
-  std::vector<std::string> order;                   // names in file order
-  std::map<std::string, std::string> metadata;      // safetensors __metadata__, pth extras
-  std::vector<std::shared_ptr<const void>> owners;  // keeps mappings/buffers alive
+  std::string path;                                        // for error messages
+  std::map<std::string, TensorView, std::less<>> tensors;  // by name
+  std::vector<std::string> order;                          // names in file order
+  std::map<std::string, std::string> metadata;             // safetensors __metadata__, pth extras
+  std::vector<std::shared_ptr<const void>> owners;         // keeps mappings/buffers alive
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   // Throws an Error naming the file and the tensor when it is missing.
@@ -49,6 +50,10 @@ struct FloatTensor {
   explicit FloatTensor(Shape s) : shape(std::move(s)), data(size_t(shape_numel(shape)), 0.0f) {}
   TensorView view() const { return TensorView{DType::F32, shape, data.data()}; }
 };
+
+// fp32 tensors by name (parameters, gradients, optimizer moments). The transparent
+// comparator lets a name built in a stack buffer look one up without allocating.
+using TensorMap = std::map<std::string, FloatTensor, std::less<>>;
 
 // Copies any float-like view into fp32.
 std::vector<float> to_f32(const TensorView& v);

@@ -19,6 +19,15 @@ using detail::Products;
 
 namespace {
 
+constexpr size_t kNameMax = 160;
+
+std::string_view join(char (&buf)[kNameMax], std::string_view a, std::string_view b) {
+  if (a.size() + b.size() > kNameMax) throw Error("parameter name too long: " + std::string(a));
+  std::copy(a.begin(), a.end(), buf);
+  std::copy(b.begin(), b.end(), buf + a.size());
+  return std::string_view(buf, a.size() + b.size());
+}
+
 struct Backward {
   const TrainParams& p;
   const Products& mm;
@@ -29,8 +38,18 @@ struct Backward {
 
   Buf& zeros(size_t n) const { return A.zeros(n); }
 
-  const float* P(const std::string& n) const { return p.get(n); }
-  float* G(const std::string& n) const { return grads.at(n).data.data(); }
+  // prefix + suffix looked up through a stack buffer: no std::string per use.
+  const float* P(std::string_view a, std::string_view b = {}) const {
+    char buf[kNameMax];
+    return p.get(join(buf, a, b));
+  }
+  float* G(std::string_view a, std::string_view b = {}) const {
+    char buf[kNameMax];
+    const std::string_view key = join(buf, a, b);
+    auto it = grads.find(key);
+    if (it == grads.end()) throw Error("gradient: no buffer for '" + std::string(key) + "'");
+    return it->second.data.data();
+  }
 
   void channel_mix(int64_t l, Buf& dx) const {
     const LayerActs& L = A.layers[size_t(l)];
@@ -40,16 +59,16 @@ struct Backward {
     A.scratch_next = 0;
     Buf &dh = zeros(size_t(R * F)), &dh_pre = zeros(size_t(R * F)), &dxkf = zeros(size_t(R * C)),
         &dxf = zeros(size_t(R * C));
-    mm.linear_back(L.h.data(), P(pf + "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
-                   G(pf + "ffn.value.weight"));
+    mm.linear_back(L.h.data(), P(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
+                   G(pf, "ffn.value.weight"));
     act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
-    mm.linear_back(L.xkf.data(), P(pf + "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
-                   G(pf + "ffn.key.weight"));
-    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), nullptr, P(pf + "ffn.x_k"), nullptr,
-                               dxkf.data(), dxf.data(), G(pf + "ffn.x_k"), nullptr});
-    norm_backward<float>({R, C, 1, kLnEps, L.x_mid.data(), P(pf + "ln2.weight"), P(pf + "ln2.bias"),
+    mm.linear_back(L.xkf.data(), P(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
+                   G(pf, "ffn.key.weight"));
+    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), nullptr, P(pf, "ffn.x_k"), nullptr,
+                               dxkf.data(), dxf.data(), G(pf, "ffn.x_k"), nullptr});
+    norm_backward<float>({R, C, 1, kLnEps, L.x_mid.data(), P(pf, "ln2.weight"), P(pf, "ln2.bias"),
                           nullptr, const_cast<float*>(L.ln2_stats.data()), dxf.data(), dx.data(),
-                          G(pf + "ln2.weight"), G(pf + "ln2.bias")});
+                          G(pf, "ln2.weight"), G(pf, "ln2.bias")});
   }
 
   // dv_first: gradient w.r.t. layer 0's value, accumulated by layers >= 1.
@@ -63,27 +82,26 @@ struct Backward {
     A.scratch_next = 0;
 
     Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
-    mm.linear_back(L.yg.data(), P(at + "output.weight"), dx.data(), R, C, C, dyg.data(),
-                   G(at + "output.weight"));
+    mm.linear_back(L.yg.data(), P(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
+                   G(at, "output.weight"));
     mul_backward<float>(
         {R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()});
     // gate: g = σ(xg·g1)·g2
     Buf &dxg = zeros(RC), &dg_low = zeros(size_t(R * c.d_gate)),
         &dg_pre = zeros(size_t(R * c.d_gate));
-    mm.lora_back(L.g_low.data(), P(at + "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
-                 G(at + "g2"));
+    mm.lora_back(L.g_low.data(), P(at, "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
+                 G(at, "g2"));
     act_backward<float>({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
                          dg_low.data(), dg_pre.data()});
-    mm.lora_back(L.xg.data(), P(at + "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(),
-                 G(at + "g1"));
+    mm.lora_back(L.xg.data(), P(at, "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(), G(at, "g1"));
 
     // yb = GroupNorm(y) + bonus(r, kf, v)
     Buf &dr = zeros(RC), &dkf = zeros(RC), &dv = zeros(RC), &dy = zeros(RC);
-    bonus_backward<float>({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at + "r_k"), nullptr,
-                           dyb.data(), dr.data(), dkf.data(), dv.data(), G(at + "r_k")});
-    norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at + "ln_x.weight"),
-                          P(at + "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
-                          dyb.data(), dy.data(), G(at + "ln_x.weight"), G(at + "ln_x.bias")});
+    bonus_backward<float>({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at, "r_k"), nullptr,
+                           dyb.data(), dr.data(), dkf.data(), dv.data(), G(at, "r_k")});
+    norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at, "ln_x.weight"),
+                          P(at, "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
+                          dyb.data(), dy.data(), G(at, "ln_x.weight"), G(at, "ln_x.bias")});
     // WKV, one sequence at a time (heads in parallel), from the zero state
     Buf &ddecay = zeros(RC), &dwa = zeros(RC), &dwb = zeros(RC);
     for (int64_t b = 0; b < A.B; ++b) {
@@ -102,63 +120,61 @@ struct Backward {
       wkv7_train_backward(w);
     }
     Buf &dk = zeros(RC), &da = zeros(RC);
-    wkv_inputs_backward<float>({R, H, N, L.k.data(), L.a.data(), P(at + "k_k"), P(at + "k_a"),
+    wkv_inputs_backward<float>({R, H, N, L.k.data(), L.a.data(), P(at, "k_k"), P(at, "k_a"),
                                 nullptr, nullptr, nullptr, dwa.data(), dwb.data(), dkf.data(),
-                                dk.data(), da.data(), G(at + "k_k"), G(at + "k_a")});
+                                dk.data(), da.data(), G(at, "k_k"), G(at, "k_a")});
     // a = σ(a0 + (xa2·a1)·a2)
     Buf &daz = zeros(RC), &da_low = zeros(size_t(R * c.d_aaa)), &dxa2 = zeros(RC);
-    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Sigmoid, P(at + "a0"), L.az.data(),
+    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Sigmoid, P(at, "a0"), L.az.data(),
                                   const_cast<float*>(L.a.data()), da.data(), daz.data(),
-                                  G(at + "a0")});
-    mm.lora_back(L.a_low.data(), P(at + "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
-                 G(at + "a2"));
-    mm.lora_back(L.xa2.data(), P(at + "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(),
-                 G(at + "a1"));
+                                  G(at, "a0")});
+    mm.lora_back(L.a_low.data(), P(at, "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
+                 G(at, "a2"));
+    mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(), G(at, "a1"));
     // value residual (layers >= 1) or v_first itself (layer 0)
     Buf &dv_raw = zeros(RC), &dxv = zeros(RC);
     if (l == 0) {
       for (size_t i = 0; i < RC; ++i) dv_raw[i] = dv[i] + dv_first[i];
     } else {
       Buf &dvz = zeros(RC), &dv_low = zeros(size_t(R * c.d_value));
-      value_residual_backward<float>({R, C, L.v_raw.data(), A.layers[0].v.data(), P(at + "v0"),
+      value_residual_backward<float>({R, C, L.v_raw.data(), A.layers[0].v.data(), P(at, "v0"),
                                       L.vz.data(), nullptr, dv.data(), dv_raw.data(),
-                                      dv_first.data(), G(at + "v0"), dvz.data()});
-      mm.lora_back(L.v_low.data(), P(at + "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
-                   G(at + "v2"));
-      mm.lora_back(L.xv.data(), P(at + "v1"), dv_low.data(), R, C, c.d_value, dxv.data(),
-                   G(at + "v1"));
+                                      dv_first.data(), G(at, "v0"), dvz.data()});
+      mm.lora_back(L.v_low.data(), P(at, "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
+                   G(at, "v2"));
+      mm.lora_back(L.xv.data(), P(at, "v1"), dv_low.data(), R, C, c.d_value, dxv.data(),
+                   G(at, "v1"));
     }
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
     Buf &dwz = zeros(RC), &dw_low = zeros(size_t(R * c.d_decay)),
         &dw_pre = zeros(size_t(R * c.d_decay)), &dxw = zeros(RC);
-    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Decay, P(at + "w0"), L.wz.data(),
+    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Decay, P(at, "w0"), L.wz.data(),
                                   const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(),
-                                  G(at + "w0")});
-    mm.lora_back(L.w_low.data(), P(at + "w2"), dwz.data(), R, c.d_decay, C, dw_low.data(),
-                 G(at + "w2"));
+                                  G(at, "w0")});
+    mm.lora_back(L.w_low.data(), P(at, "w2"), dwz.data(), R, c.d_decay, C, dw_low.data(),
+                 G(at, "w2"));
     act_backward<float>({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()),
                          dw_low.data(), dw_pre.data()});
-    mm.lora_back(L.xw.data(), P(at + "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(),
-                 G(at + "w1"));
+    mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(), G(at, "w1"));
     // r, k, v projections
     Buf &dxr = zeros(RC), &dxk = zeros(RC);
-    mm.linear_back(L.xr.data(), P(at + "receptance.weight"), dr.data(), R, C, C, dxr.data(),
-                   G(at + "receptance.weight"));
-    mm.linear_back(L.xk.data(), P(at + "key.weight"), dk.data(), R, C, C, dxk.data(),
-                   G(at + "key.weight"));
-    mm.linear_back(L.xv.data(), P(at + "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
-                   G(at + "value.weight"));
+    mm.linear_back(L.xr.data(), P(at, "receptance.weight"), dr.data(), R, C, C, dxr.data(),
+                   G(at, "receptance.weight"));
+    mm.linear_back(L.xk.data(), P(at, "key.weight"), dk.data(), R, C, C, dxk.data(),
+                   G(at, "key.weight"));
+    mm.linear_back(L.xv.data(), P(at, "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
+                   G(at, "value.weight"));
     // token shift + mixes into xa, then ln1 into the residual stream
     Buf& dxa = zeros(RC);
     const std::pair<const char*, const Buf*> mixes[] = {
         {"x_r", &dxr}, {"x_w", &dxw}, {"x_k", &dxk}, {"x_v", &dxv}, {"x_a", &dxa2}, {"x_g", &dxg}};
     for (auto [name, d] : mixes) {
-      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), nullptr, P(at + name), nullptr,
-                                 d->data(), dxa.data(), G(at + name), nullptr});
+      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), nullptr, P(at, name), nullptr, d->data(),
+                                 dxa.data(), G(at, name), nullptr});
     }
-    norm_backward<float>({R, C, 1, kLnEps, L.x_in.data(), P(pf + "ln1.weight"), P(pf + "ln1.bias"),
+    norm_backward<float>({R, C, 1, kLnEps, L.x_in.data(), P(pf, "ln1.weight"), P(pf, "ln1.bias"),
                           nullptr, const_cast<float*>(L.ln1_stats.data()), dxa.data(), dx.data(),
-                          G(pf + "ln1.weight"), G(pf + "ln1.bias")});
+                          G(pf, "ln1.weight"), G(pf, "ln1.bias")});
   }
 };
 
@@ -166,7 +182,8 @@ struct Backward {
 // split over the pool (the exp of every logit dominates).
 double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, ThreadPool* pool) {
   const int64_t R = A.R;
-  std::vector<double> part(size_t(R), 0.0);
+  std::vector<double>& part = A.loss_parts;
+  part.assign(size_t(R), 0.0);
   auto rows = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* l = A.logits.data() + r * V;
@@ -236,11 +253,14 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
   }
   Products mm{backend, &A.lora_t};
-  const ModelWeights weights = detail::weights_of(params);
-  detail::train_forward(weights, backend, A);
+  detail::train_forward(detail::current_weights(params, A), backend, A);
 
   res.positions = A.R;
-  const std::vector<std::string> names = params.names();
+  if (A.names.empty() || A.names_layers != c.n_layer) {  // once: names() builds strings
+    A.names = params.names();
+    A.names_layers = c.n_layer;
+  }
+  const std::vector<std::string>& names = A.names;
   bool reuse = res.grads.size() == names.size();
   for (const std::string& n : names) {
     auto it = res.grads.find(n);
@@ -257,19 +277,23 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   res.loss = loss_and_dlogits(A, V, opts.l2wrap, pool);  // A.logits now holds dlogits
 
   Backward bw{params, mm, pool, opts, A, res.grads};
-  Buf dxo(size_t(R * C), 0.0f), dx(size_t(R * C), 0.0f);  // [R, C]: small, heap-reused
+  Buf &dxo = A.dxo, &dx = A.dx;  // [R, C], kept from step to step
+  dxo.assign(size_t(R * C), 0.0f);
+  dx.assign(size_t(R * C), 0.0f);
   mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, dxo.data(),
                  bw.G("head.weight"));
   norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
                         params.get("ln_out.bias"), nullptr,
                         const_cast<float*>(A.lnout_stats.data()), dxo.data(), dx.data(),
                         bw.G("ln_out.weight"), bw.G("ln_out.bias")});
-  Buf dv_first(size_t(R * C), 0.0f);
+  Buf& dv_first = A.dv_first;
+  dv_first.assign(size_t(R * C), 0.0f);
   for (int64_t l = c.n_layer - 1; l >= 0; --l) {
     bw.channel_mix(l, dx);
     bw.time_mix(l, dx, dv_first);
   }
-  Buf demb(size_t(R * C), 0.0f);
+  Buf& demb = A.demb;
+  demb.assign(size_t(R * C), 0.0f);
   norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
                         params.get("blocks.0.ln0.bias"), nullptr,
                         const_cast<float*>(A.ln0_stats.data()), dx.data(), demb.data(),

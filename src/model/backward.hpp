@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.hpp"
@@ -20,13 +21,13 @@ class ThreadPool;
 namespace train {
 
 // name → fp32 tensor of the checkpoint's shape.
-using Gradients = std::map<std::string, FloatTensor>;
+using Gradients = TensorMap;
 
 struct TrainParams {
   ModelConfig config;
-  std::map<std::string, FloatTensor> tensors;  // every parameter the graph uses, fp32
+  TensorMap tensors;  // every parameter the graph uses, fp32
 
-  const float* get(const std::string& name) const;  // Error when absent
+  const float* get(std::string_view name) const;  // Error when absent
   // The parameters the graph uses, in the official state_dict order (layer 0 has no
   // v0/v1/v2: its value is v_first).
   std::vector<std::string> names() const;

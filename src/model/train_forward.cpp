@@ -13,9 +13,10 @@ namespace rwkv7::train {
 
 using detail::Buf;
 
-const float* TrainParams::get(const std::string& name) const {
+const float* TrainParams::get(std::string_view name) const {
   auto it = tensors.find(name);
-  if (it == tensors.end()) throw Error("training parameters: tensor '" + name + "' is missing");
+  if (it == tensors.end())
+    throw Error("training parameters: tensor '" + std::string(name) + "' is missing");
   return it->second.data.data();
 }
 
@@ -88,7 +89,25 @@ ModelWeights weights_of(const TrainParams& p) {
   TensorFile f;
   f.path = "parameters being trained";
   for (const auto& [name, t] : p.tensors) f.add(name, t.view());
-  return build_weights(std::move(f));
+  return build_weights(std::move(f), WeightOptions{true});
+}
+
+const ModelWeights& current_weights(const TrainParams& p, Acts& A) {
+  // The cached views stay valid while every parameter keeps its buffer.
+  bool same = A.weights != nullptr && A.weight_sources.size() == p.tensors.size();
+  size_t i = 0;
+  for (const auto& [name, t] : p.tensors) {
+    if (!same) break;
+    same = A.weight_sources[i++] == t.data.data();
+  }
+  if (same) {
+    refresh_weights(*A.weights);
+  } else {
+    A.weights = std::make_unique<ModelWeights>(weights_of(p));
+    A.weight_sources.clear();
+    for (const auto& [name, t] : p.tensors) A.weight_sources.push_back(t.data.data());
+  }
+  return *A.weights;
 }
 
 void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {

@@ -2,6 +2,7 @@
 // Shared by train_forward.cpp and backward.cpp: the activations the forward keeps for the
 // backward, and the dense products in both directions over a Backend.
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "model/activations.hpp"
@@ -47,7 +48,13 @@ struct Acts {
   // Backward temporaries, reused from step to step (fresh vectors would be page-faulted in
   // and trimmed back every step). zeros() hands out the next one; a deque keeps references.
   std::deque<Buf> scratch;
-  Buf lora_t;  // Products' scratch
+  Buf lora_t;                                // Products' scratch
+  Buf dxo, dx, dv_first, demb;               // backward's [R, C] streams
+  std::vector<double> loss_parts;            // [R]
+  std::vector<std::string> names;            // TrainParams::names(), made once
+  std::unique_ptr<ModelWeights> weights;     // the graph's views of the parameters
+  std::vector<const float*> weight_sources;  // the parameter buffers they view
+  int64_t names_layers = -1;
   size_t scratch_next = 0;
   Buf& zeros(size_t n) {
     if (scratch_next == scratch.size()) scratch.emplace_back();
@@ -60,6 +67,8 @@ struct Acts {
 // The graph's weights viewing the training parameters (no copies of the big matrices; LoRA
 // factors transposed, small vectors copied): made again after the parameters change.
 ModelWeights weights_of(const TrainParams& p);
+// weights_of(p), kept in `acts` and refreshed in place while p's buffers stay the same.
+const ModelWeights& current_weights(const TrainParams& p, Acts& acts);
 
 // Runs the graph (model/graph.cpp) over acts.inputs (B rows of T), keeping the activations
 // the backward reads; the logits land in acts.logits.

@@ -53,7 +53,8 @@ Matrix matrix(const TensorFile& f, const std::string& name, int64_t rows, int64_
 }
 
 // x @ M with M [rows, cols] stored, used as y = Mᵀ·x: keep Mᵀ [cols, rows] in fp32.
-OwnedMatrix transposed(const TensorFile& f, const std::string& name, int64_t rows, int64_t cols) {
+OwnedMatrix transposed(const TensorFile& f, const std::string& name, int64_t rows, int64_t cols,
+                       bool allow_bf16) {
   const TensorView& v = expect_shape(f, name, {rows, cols});
   OwnedMatrix out;
   out.values.resize(size_t(rows * cols));
@@ -61,11 +62,12 @@ OwnedMatrix transposed(const TensorFile& f, const std::string& name, int64_t row
     for (int64_t c = 0; c < cols; ++c)
       out.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
   out.m = Matrix{DType::F32, cols, rows, out.values.data()};
-  const bool bf16_exact = std::all_of(out.values.begin(), out.values.end(), [](float x) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, 4);
-    return (bits & 0xffffu) == 0;
-  });
+  const bool bf16_exact =
+      allow_bf16 && std::all_of(out.values.begin(), out.values.end(), [](float x) {
+        uint32_t bits;
+        std::memcpy(&bits, &x, 4);
+        return (bits & 0xffffu) == 0;
+      });
   if (bf16_exact) {
     out.halves.resize(out.values.size());
     for (size_t i = 0; i < out.values.size(); ++i) out.halves[i] = f32_to_bf16(out.values[i]);
@@ -175,68 +177,135 @@ ModelConfig infer_config(const TensorFile& f) {
   return c;
 }
 
-ModelWeights build_weights(TensorFile file) {
+namespace {
+
+// Every tensor the weights copy (per-channel vectors, LoRA factors) with its name: the one
+// list that build_weights reads and refresh_weights reads again. vec(dst, prefix, name, n),
+// lora(dst, prefix, name, rows, cols), r_k(dst, prefix, name) with the names split in two so
+// that a refresh can look them up from a stack buffer.
+template <class Vec, class Lora, class Rk>
+void for_each_copied(ModelWeights& w, Vec&& vec, Lora&& lora, Rk&& r_k) {
+  const ModelConfig& c = w.config;
+  const int64_t C = c.n_embd;
+  vec(w.ln0_w, "", "blocks.0.ln0.weight", C);
+  vec(w.ln0_b, "", "blocks.0.ln0.bias", C);
+  vec(w.ln_out_w, "", "ln_out.weight", C);
+  vec(w.ln_out_b, "", "ln_out.bias", C);
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    char p[32], a[40];
+    std::snprintf(p, sizeof p, "blocks.%" PRId64 ".", i);
+    std::snprintf(a, sizeof a, "blocks.%" PRId64 ".att.", i);
+    LayerWeights& L = w.layers[size_t(i)];
+    vec(L.ln1_w, p, "ln1.weight", C);
+    vec(L.ln1_b, p, "ln1.bias", C);
+    vec(L.ln2_w, p, "ln2.weight", C);
+    vec(L.ln2_b, p, "ln2.bias", C);
+    vec(L.x_r, a, "x_r", C);
+    vec(L.x_w, a, "x_w", C);
+    vec(L.x_k, a, "x_k", C);
+    vec(L.x_v, a, "x_v", C);
+    vec(L.x_a, a, "x_a", C);
+    vec(L.x_g, a, "x_g", C);
+    vec(L.w0, a, "w0", C);
+    vec(L.a0, a, "a0", C);
+    vec(L.k_k, a, "k_k", C);
+    vec(L.k_a, a, "k_a", C);
+    r_k(L.r_k, a, "r_k");
+    vec(L.ln_x_w, a, "ln_x.weight", C);
+    vec(L.ln_x_b, a, "ln_x.bias", C);
+    lora(L.w1, a, "w1", C, c.d_decay);
+    lora(L.w2, a, "w2", c.d_decay, C);
+    lora(L.a1, a, "a1", C, c.d_aaa);
+    lora(L.a2, a, "a2", c.d_aaa, C);
+    lora(L.g1, a, "g1", C, c.d_gate);
+    lora(L.g2, a, "g2", c.d_gate, C);
+    // Layer 0 takes v_first from its own value; released files still carry unused v0/v1/v2.
+    if (L.has_value_residual) {
+      vec(L.v0, a, "v0", C);
+      lora(L.v1, a, "v1", C, c.d_value);
+      lora(L.v2, a, "v2", c.d_value, C);
+    }
+    vec(L.ffn_x_k, p, "ffn.x_k", C);
+  }
+}
+
+std::string joined(std::string_view a, std::string_view b) {
+  return std::string(a) + std::string(b);
+}
+
+}  // namespace
+
+ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
   ModelWeights w;
   w.file = std::move(file);
+  w.trainable = opts.trainable;
   const TensorFile& f = w.file;
   const ModelConfig c = infer_config(f);
   w.config = c;
   const int64_t C = c.n_embd, V = c.vocab_size, F = c.ffn_dim;
   w.emb = matrix(f, "emb.weight", V, C);
   w.matrix_dtype = w.emb.dtype;
-  w.ln0_w = vec(f, "blocks.0.ln0.weight", C);
-  w.ln0_b = vec(f, "blocks.0.ln0.bias", C);
-  w.ln_out_w = vec(f, "ln_out.weight", C);
-  w.ln_out_b = vec(f, "ln_out.bias", C);
   w.head = matrix(f, "head.weight", V, C);
+  w.layers.resize(size_t(c.n_layer));
+  for (int64_t i = 0; i < c.n_layer; ++i) w.layers[size_t(i)].has_value_residual = i > 0;
+  for_each_copied(
+      w,
+      [&](std::vector<float>& dst, std::string_view p, std::string_view n, int64_t len) {
+        dst = vec(f, joined(p, n), len);
+      },
+      [&](OwnedMatrix& dst, std::string_view p, std::string_view n, int64_t rows, int64_t cols) {
+        dst = transposed(f, joined(p, n), rows, cols, !opts.trainable);
+      },
+      [&](std::vector<float>& dst, std::string_view p, std::string_view n) {
+        expect_shape(f, joined(p, n), {c.n_head, c.head_size});
+        dst = to_f32(f.get(joined(p, n)));
+      });
   for (int64_t i = 0; i < c.n_layer; ++i) {
+    const std::string a = "blocks." + std::to_string(i) + ".att.";
     const std::string p = "blocks." + std::to_string(i) + ".";
-    LayerWeights L;
-    L.ln1_w = vec(f, p + "ln1.weight", C);
-    L.ln1_b = vec(f, p + "ln1.bias", C);
-    L.ln2_w = vec(f, p + "ln2.weight", C);
-    L.ln2_b = vec(f, p + "ln2.bias", C);
-    const std::string a = p + "att.";
-    L.x_r = vec(f, a + "x_r", C);
-    L.x_w = vec(f, a + "x_w", C);
-    L.x_k = vec(f, a + "x_k", C);
-    L.x_v = vec(f, a + "x_v", C);
-    L.x_a = vec(f, a + "x_a", C);
-    L.x_g = vec(f, a + "x_g", C);
-    L.w0 = vec(f, a + "w0", C);
-    L.a0 = vec(f, a + "a0", C);
-    L.k_k = vec(f, a + "k_k", C);
-    L.k_a = vec(f, a + "k_a", C);
-    expect_shape(f, a + "r_k", {c.n_head, c.head_size});
-    L.r_k = to_f32(f.get(a + "r_k"));
-    L.ln_x_w = vec(f, a + "ln_x.weight", C);
-    L.ln_x_b = vec(f, a + "ln_x.bias", C);
-    L.w1 = transposed(f, a + "w1", C, c.d_decay);
-    L.w2 = transposed(f, a + "w2", c.d_decay, C);
-    L.a1 = transposed(f, a + "a1", C, c.d_aaa);
-    L.a2 = transposed(f, a + "a2", c.d_aaa, C);
-    L.g1 = transposed(f, a + "g1", C, c.d_gate);
-    L.g2 = transposed(f, a + "g2", c.d_gate, C);
-    // Layer 0 takes v_first from its own value; released files still carry unused v0/v1/v2.
-    L.has_value_residual = i > 0;
-    if (L.has_value_residual) {
-      L.v0 = vec(f, a + "v0", C);
-      L.v1 = transposed(f, a + "v1", C, c.d_value);
-      L.v2 = transposed(f, a + "v2", c.d_value, C);
-    }
+    LayerWeights& L = w.layers[size_t(i)];
     L.receptance = matrix(f, a + "receptance.weight", C, C);
     L.key = matrix(f, a + "key.weight", C, C);
     L.value = matrix(f, a + "value.weight", C, C);
     L.output = matrix(f, a + "output.weight", C, C);
-    L.ffn_x_k = vec(f, p + "ffn.x_k", C);
     L.ffn_key = matrix(f, p + "ffn.key.weight", F, C);
     L.ffn_value = matrix(f, p + "ffn.value.weight", C, F);
-    w.layers.push_back(std::move(L));
   }
   for (const auto& [name, v] : f.tensors) w.parameter_count += v.numel();
   account_costs(w);
   w.fingerprint = compute_fingerprint(f, c);
   return w;
+}
+
+void refresh_weights(ModelWeights& w) {
+  if (!w.trainable) throw Error("refresh_weights: weights were not built trainable");
+  const TensorFile& f = w.file;
+  auto find = [&](std::string_view p, std::string_view n) -> const TensorView& {
+    char buf[96];
+    if (p.size() + n.size() > sizeof buf) throw Error("refresh_weights: name too long");
+    std::copy(p.begin(), p.end(), buf);
+    std::copy(n.begin(), n.end(), buf + p.size());
+    auto it = f.tensors.find(std::string_view(buf, p.size() + n.size()));
+    if (it == f.tensors.end()) throw Error("refresh_weights: a tensor is gone");
+    return it->second;
+  };
+  auto copy = [](const TensorView& v, std::vector<float>& dst) {
+    for (size_t i = 0; i < dst.size(); ++i) dst[i] = load_as_f32(v.dtype, v.data, i);
+  };
+  for_each_copied(
+      w,
+      [&](std::vector<float>& dst, std::string_view p, std::string_view n, int64_t) {
+        copy(find(p, n), dst);
+      },
+      [&](OwnedMatrix& dst, std::string_view p, std::string_view n, int64_t rows, int64_t cols) {
+        const TensorView& v = find(p, n);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c)
+            dst.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
+      },
+      [&](std::vector<float>& dst, std::string_view p, std::string_view n) {
+        copy(find(p, n), dst);
+      });
 }
 
 }  // namespace rwkv7

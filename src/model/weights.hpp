@@ -48,10 +48,21 @@ struct ModelWeights {
   int64_t decode_bytes = 0;  // weights read per decoded token
   double flops = 0;          // FLOPs per position through the layers
   double head_flops = 0;     // FLOPs per row of logits
+  bool trainable = false;    // WeightOptions::trainable
+};
+
+struct WeightOptions {
+  // The file's tensors are fp32 parameters that change (training): LoRA factors stay fp32
+  // (never the bf16 form) so that refresh_weights can copy new values in place.
+  bool trainable = false;
 };
 
 // Infers the config from shapes and checks every tensor; Error names file, tensor, problem.
-ModelWeights build_weights(TensorFile file);
+ModelWeights build_weights(TensorFile file, const WeightOptions& opts = {});
+
+// Copies the current values of the file's tensors into the weights' own copies (vectors,
+// transposed LoRA factors) without allocating: after an optimizer step changed them.
+void refresh_weights(ModelWeights& w);
 
 // Infers sizes only (for `info` on files that may not be complete models).
 ModelConfig infer_config(const TensorFile& file);

@@ -281,7 +281,8 @@ void wkv_inputs_forward(const WkvInputsArgs<T>& a) {
 template <class T>
 void wkv_inputs_backward(const WkvInputsArgs<T>& a) {
   const int64_t C = a.H * a.N;
-  std::vector<T> dkk(size_t(a.N), T(0));
+  thread_local std::vector<T> dkk;  // per head; kept between calls (no allocation per step)
+  dkk.assign(size_t(a.N), T(0));
   for (int64_t r = 0; r < a.R; ++r) {
     for (int64_t h = 0; h < a.H; ++h) {
       const int64_t o = r * C + h * a.N;

@@ -37,21 +37,38 @@ void head_steps(const Wkv7TrainArgs<T>& p, int64_t h, T* S, int64_t t0, int64_t 
   }
 }
 
+// Per-thread buffers of the per-head work (heads run on pool threads): kept between calls so
+// that a training step allocates nothing once warm.
+template <class T>
+struct HeadScratch {
+  std::vector<T> ck, S, dS, states, sa, dsa;
+};
+template <class T>
+HeadScratch<T>& head_scratch() {
+  thread_local HeadScratch<T> s;
+  return s;
+}
+
 template <class T>
 void head_backward(const Wkv7TrainArgs<T>& p, int64_t h) {
   const int64_t N = p.N, NN = N * N, C = p.H * p.N;
   const int64_t K = std::max<int64_t>(1, p.checkpoint);
   const int64_t chunks = (p.S + K - 1) / K;
   // Checkpoints: the state before steps 0, K, 2K, ...
-  std::vector<T> ck(size_t(chunks * NN)), S(size_t(NN), T(0));
+  HeadScratch<T>& w = head_scratch<T>();
+  std::vector<T>&ck = w.ck, &S = w.S, &dS = w.dS, &states = w.states, &sa = w.sa, &dsa = w.dsa;
+  ck.assign(size_t(chunks * NN), T(0));
+  S.assign(size_t(NN), T(0));
   if (p.s0) std::copy_n(p.s0 + h * NN, NN, S.data());
   for (int64_t c = 0; c < chunks; ++c) {
     std::copy(S.begin(), S.end(), ck.begin() + c * NN);
     if (c + 1 < chunks) head_steps(p, h, S.data(), c * K, (c + 1) * K, (T*)nullptr, (T*)nullptr);
   }
-  std::vector<T> dS(size_t(NN), T(0)), states(size_t((K + 1) * NN));
+  dS.assign(size_t(NN), T(0));
+  states.assign(size_t((K + 1) * NN), T(0));
   if (p.ds_final) std::copy_n(p.ds_final + h * NN, NN, dS.data());
-  std::vector<T> sa(static_cast<size_t>(N)), dsa(static_cast<size_t>(N));
+  sa.assign(size_t(N), T(0));
+  dsa.assign(size_t(N), T(0));
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * K, t1 = std::min(p.S, t0 + K);
     // states[m] = state before step t0 + m; states[m + 1] = after it.
@@ -116,7 +133,8 @@ void for_heads(const Wkv7TrainArgs<T>& p, void (*fn)(const Wkv7TrainArgs<T>&, in
 template <class T>
 void head_forward(const Wkv7TrainArgs<T>& p, int64_t h) {
   const int64_t NN = p.N * p.N;
-  std::vector<T> S(size_t(NN), T(0));
+  std::vector<T>& S = head_scratch<T>().S;
+  S.assign(size_t(NN), T(0));
   if (p.s0) std::copy_n(p.s0 + h * NN, NN, S.data());
   head_steps(p, h, S.data(), 0, p.S, p.y, (T*)nullptr);
   if (p.s_final) std::copy(S.begin(), S.end(), p.s_final + h * NN);

@@ -19,8 +19,7 @@ double Schedule::lr_at(int64_t step) const {
   return lr;
 }
 
-AdamW::AdamW(const std::map<std::string, FloatTensor>& params, const AdamWOptions& opts)
-    : o_(opts) {
+AdamW::AdamW(const TensorMap& params, const AdamWOptions& opts) : o_(opts) {
   for (const auto& [name, p] : params) {
     m_.emplace(name, FloatTensor(p.shape));
     v_.emplace(name, FloatTensor(p.shape));
@@ -41,8 +40,7 @@ double AdamW::lr_scale(const std::string& name) {
              : 1.0;
 }
 
-void AdamW::step(std::map<std::string, FloatTensor>& params,
-                 const std::map<std::string, FloatTensor>& grads, double lr) {
+void AdamW::step(TensorMap& params, const TensorMap& grads, double lr) {
   ++t_;
   const double bc1 = 1 - std::pow(o_.beta1, double(t_)), bc2 = 1 - std::pow(o_.beta2, double(t_));
   for (auto& [name, p] : params) {
@@ -65,7 +63,7 @@ void AdamW::step(std::map<std::string, FloatTensor>& params,
   }
 }
 
-double clip_grad_norm(std::map<std::string, FloatTensor>& grads, double max_norm) {
+double clip_grad_norm(TensorMap& grads, double max_norm) {
   double sq = 0;
   for (const auto& [name, g] : grads)
     for (float x : g.data) sq += double(x) * x;

@@ -26,16 +26,15 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  AdamW(const std::map<std::string, FloatTensor>& params, const AdamWOptions& opts);
+  AdamW(const TensorMap& params, const AdamWOptions& opts);
 
   // p ← p·(1 - lr·wd) (decayed groups), then Adam with bias correction at step t (1-based).
-  void step(std::map<std::string, FloatTensor>& params,
-            const std::map<std::string, FloatTensor>& grads, double lr);
+  void step(TensorMap& params, const TensorMap& grads, double lr);
 
   int64_t steps_taken() const { return t_; }
   // First and second moments by parameter name (for checkpoints).
-  std::map<std::string, FloatTensor>& first_moments() { return m_; }
-  std::map<std::string, FloatTensor>& second_moments() { return v_; }
+  TensorMap& first_moments() { return m_; }
+  TensorMap& second_moments() { return v_; }
   void set_steps_taken(int64_t t) { t_ = t; }
 
   static bool decays(const std::string& name, const Shape& shape);  // 2-D *.weight
@@ -43,12 +42,12 @@ class AdamW {
 
  private:
   AdamWOptions o_;
-  std::map<std::string, FloatTensor> m_, v_;
+  TensorMap m_, v_;
   int64_t t_ = 0;
 };
 
 // Global L2 norm of all gradients; if above max_norm (> 0), scales them to max_norm.
 // Returns the norm before clipping.
-double clip_grad_norm(std::map<std::string, FloatTensor>& grads, double max_norm);
+double clip_grad_norm(TensorMap& grads, double max_norm);
 
 }  // namespace rwkv7::train

@@ -158,7 +158,7 @@ TEST(TrainerOptimizer, ScheduleWarmsUpThenFollowsTheCosine) {
 }
 
 TEST(TrainerOptimizer, AdamWMatchesHandComputation) {
-  std::map<std::string, FloatTensor> p, g;
+  TensorMap p, g;
   p.emplace("blocks.0.att.key.weight", FloatTensor({1, 2}));
   p.emplace("blocks.0.att.w0", FloatTensor({1, 1, 1}));
   p.at("blocks.0.att.key.weight").data = {1.0f, -2.0f};
