@@ -96,8 +96,10 @@ TEST(CliForward, WritesGoldenLogitsAndStateInBothModes) {
     EXPECT_EQ(f.get("state.wkv").shape, (Shape{2, 2, 64, 64}));
     EXPECT_EQ(f.get("state.att_shift").shape, (Shape{2, 128}));
     const auto got = to_f32(f.get("logits"));
+    ASSERT_EQ(got.size(), want_logits.size()) << mode;
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want_logits[i], 1e-4) << mode << i;
     const auto wkv = to_f32(f.get("state.wkv"));
+    ASSERT_EQ(wkv.size(), want_wkv.size()) << mode;
     for (size_t i = 0; i < wkv.size(); ++i) ASSERT_NEAR(wkv[i], want_wkv[i], 1e-4) << mode << i;
   }
   // 20 tokens, state out; the rest from that state: the last rows equal the golden rows.
@@ -112,6 +114,7 @@ TEST(CliForward, WritesGoldenLogitsAndStateInBothModes) {
                     quote(o2));
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
   const auto tail = to_f32(read_safetensors(o2).get("logits"));
+  ASSERT_EQ(tail.size(), want_logits.size() - 20 * 1000);
   for (size_t i = 0; i < tail.size(); ++i) ASSERT_NEAR(tail[i], want_logits[20 * 1000 + i], 1e-4);
   TensorFile st = read_safetensors(s);
   EXPECT_EQ(st.metadata.at("tokens_consumed"), "20");
