@@ -8,6 +8,7 @@
 #include <deque>
 
 #include "io/tensor_io.hpp"
+#include "model/model_internal.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -225,11 +226,11 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
-  return from_tensors(read_tensor_file(path), opts);
+  return ModelFactory::from_tensors(read_tensor_file(path), opts);
 }
 
-std::shared_ptr<const Model> Model::from_tensors(TensorFile file, const LoadOptions& opts) {
-  auto impl = std::make_unique<Impl>();
+std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const LoadOptions& opts) {
+  auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
   if (opts.chunk < 1)
