@@ -8,10 +8,10 @@
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
+#include "backends/backend.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
-#include "ops/ops.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
