@@ -51,6 +51,8 @@ double compare_grads(const GoldenGrads& g, const Gradients& grads, bool verbose)
     const TensorView& gv = g.file.get(gname);
     EXPECT_EQ(shape_numel(gv.shape), shape_numel(it->second.shape)) << name;
     const std::vector<float> want = to_f32(gv);
+    EXPECT_EQ(want.size(), it->second.data.size()) << name;
+    if (want.size() != it->second.data.size()) continue;  // (failed above) not read past the end
     double mx = 0, err = 0;
     for (float w : want) mx = std::max(mx, double(std::abs(w)));
     for (size_t i = 0; i < want.size(); ++i)
@@ -60,6 +62,7 @@ double compare_grads(const GoldenGrads& g, const Gradients& grads, bool verbose)
     if (verbose) std::printf("  %-40s max|g| %.3e  rel err %.2e\n", name.c_str(), mx, rel);
     EXPECT_LE(rel, 1e-3) << name << ": max |Δ| " << err << ", max |grad| " << mx;
   }
+  EXPECT_GT(seen, 0u) << "no gradient compared";
   EXPECT_EQ(seen, grads.size()) << "golden file and our gradients name different tensors";
   return worst;
 }
@@ -132,12 +135,23 @@ TEST(GradGolden, L2WrapAddsTheSpecifiedHeadGradient) {
     ASSERT_EQ(logits.size(), (row.size() - 1) * size_t(V));
     for (size_t t = 0; t + 1 < row.size(); ++t) {
       const float* l = &logits[t * size_t(V)];
-      const int64_t a = std::max_element(l, l + V) - l;
-      float second = -INFINITY;
-      for (int64_t v = 0; v < V; ++v)
-        if (v != a) second = std::max(second, l[v]);
-      // A near tie could make the trainer pick another arg-max from its own rounding.
-      ASSERT_GT(l[a] - second, 1e-3) << "near tie at row position " << t;
+      int64_t a = std::max_element(l, l + V) - l;
+      // Our logits and the trainer's may differ by the SPEC §7 logit tolerance each: within
+      // twice that of the maximum, the trainer may have picked another token. Then take the
+      // candidate whose head row moved most; a wrong pick fails the comparison below.
+      double mean = 0, var = 0;
+      for (int64_t v = 0; v < V; ++v) mean += l[v];
+      mean /= double(V);
+      for (int64_t v = 0; v < V; ++v) var += (l[v] - mean) * (l[v] - mean);
+      const double near = 2e-4 * std::max(1.0, std::sqrt(var / double(V)));
+      double moved_most = -1;
+      for (int64_t v = 0; v < V; ++v) {
+        if (double(l[v]) < double(l[a]) - near) continue;
+        double moved = 0;
+        for (int64_t c = 0; c < C; ++c)
+          moved += std::abs(double(h1[size_t(v * C + c)]) - double(h0[size_t(v * C + c)]));
+        if (moved > moved_most) moved_most = moved, a = v;
+      }
       auto& w = want[a];
       w.resize(size_t(V));
       for (int64_t u = 0; u < V; ++u) w[size_t(u)] += c_scale * double(l[a]) * double(l[u]);

@@ -26,9 +26,11 @@ using testing::run_cli;
 using testing::slurp;
 using testing::TempDir;
 
-std::string small_run(const std::string& data, const std::string& out, const std::string& extra) {
-  return "train --layers 2 --embd 32 --head-size 16 --data " + quote(data) +
-         " --steps 12 --batch 2 --ctx 24 --lr-init 2e-3 --lr-final 2e-4 --warmup 3 --seed 5 -t 2 "
+std::string small_run(const std::string& data, const std::string& out, const std::string& extra,
+                      int steps = 12) {
+  return "train --layers 2 --embd 32 --head-size 16 --data " + quote(data) + " --steps " +
+         std::to_string(steps) +
+         " --batch 2 --ctx 24 --lr-init 2e-3 --lr-final 2e-4 --warmup 3 --seed 5 -t 2 "
          "-o " +
          quote(out) + " " + extra;
 }
@@ -88,7 +90,7 @@ TEST(Trainer, KilledRunLeavesAUsableCheckpoint) {
   for (int delay_ms : {0, 150, 400}) {
     const std::string out = dir.file("k" + std::to_string(delay_ms));
     const std::string cmd = std::string("exec '") + RWKV7_CLI_PATH + "' " +
-                            small_run(data, out, "--steps 400 --save-every 1") + " 2>/dev/null";
+                            small_run(data, out, "--save-every 1", 400) + " 2>/dev/null";
     pid_t pid = fork();
     ASSERT_GE(pid, 0) << "fork failed";
     if (pid == 0) {
@@ -120,10 +122,11 @@ TEST(Trainer, KilledRunLeavesAUsableCheckpoint) {
     auto ptr = nlohmann::json::parse(slurp(out + "/checkpoint.json"));
     EXPECT_NO_THROW(read_pth(out + "/" + ptr["weights"].get<std::string>()));
     EXPECT_NO_THROW(read_safetensors(out + "/" + ptr["optimizer"].get<std::string>()));
-    auto resumed = run_cli(small_run(data, out,
-                                     "--steps 400 --stop-after " +
-                                         std::to_string(ptr["steps_done"].get<int>() + 1) +
-                                         " --save-every 1 --resume"));
+    auto resumed =
+        run_cli(small_run(data, out,
+                          "--stop-after " + std::to_string(ptr["steps_done"].get<int>() + 1) +
+                              " --save-every 1 --resume",
+                          400));
     EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
     EXPECT_NE(resumed.err.find("resumed"), std::string::npos) << resumed.err;
   }
