@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "rwkv7/context.hpp"
+
 namespace rwkv7 {
 
 // Sizes read from the checkpoint's tensor shapes (SPEC §1).
@@ -29,6 +31,9 @@ struct State {
   std::vector<float> ffn_shift;  // [L, C]
   std::vector<float> wkv;        // [L, H, N, N]
   int64_t tokens_consumed = 0;   // how many tokens this state has seen
+  // Model::fingerprint() of the weights it was made for (empty: unknown, only the shape is
+  // checked). A state of other weights of the same shape is refused.
+  std::string model_fingerprint;
 
   size_t bytes() const { return (att_shift.size() + ffn_shift.size() + wkv.size()) * 4; }
 };
@@ -37,7 +42,7 @@ enum class BackendKind { Cpu, Reference };  // which implementation runs the hot
 
 struct LoadOptions {
   BackendKind backend = BackendKind::Cpu;
-  int threads = 0;      // 0 = all cores
+  int threads = 0;      // of the model's own Context (calls without one); 0 = all cores
   int64_t chunk = 256;  // positions per pass over the layers: bounds memory for long inputs
 };
 
@@ -79,19 +84,31 @@ class Model {
   };
   std::vector<TensorReport> inspect_tensors() const;
 
-  State new_state() const;  // all zeros
-  // Runs every sequence of the batch. Long inputs are processed in chunks of
-  // LoadOptions::chunk tokens (memory stays constant); results do not depend on the chunking beyond
-  // float rounding.
+  State new_state() const;  // all zeros, tied to these weights
+  // Error unless `state` has this model's shape and (when it has one) fingerprint.
+  void check_state(const State& state) const;
+
+  // Runs every sequence of the batch on the caller's Context. Long inputs are processed in
+  // chunks of LoadOptions::chunk tokens (memory stays constant); results do not depend on the
+  // chunking, on the batch or on the Context beyond float rounding. Safe to call from any
+  // number of threads at once, each with its own Context.
+  void forward(Context& ctx, std::span<SequenceRequest> batch) const;
+  // One sequence; logits [V] of the last position (or [T, V] with Logits::All) into
+  // `logits_out`, whose capacity is reused (no allocation once warm).
+  void forward(Context& ctx, std::span<const int32_t> tokens, State& state, Logits which,
+               std::vector<float>& logits_out) const;
+  std::vector<float> forward(Context& ctx, std::span<const int32_t> tokens, State& state,
+                             Logits which = Logits::Last) const;
+  // The same on the model's own Context (LoadOptions::threads): safe from any thread, but
+  // concurrent callers take turns.
   void forward(std::span<SequenceRequest> batch) const;
-  // One sequence; returns logits [V] of the last position (or [T, V] with Logits::All).
   std::vector<float> forward(std::span<const int32_t> tokens, State& state,
                              Logits which = Logits::Last) const;
 
-  struct Impl;  // defined by the model layer (src/model), opaque here
+  struct Impl;  // defined by the engine (src/engine/model_impl.hpp), opaque here
 
  private:
-  friend struct ModelFactory;  // the library's own constructor (src/model/model_internal.hpp)
+  friend struct ModelFactory;  // the library's own constructor (src/engine/model_internal.hpp)
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -4,17 +4,17 @@
 #include <cstdint>
 #include <random>
 #include <span>
-#include <unordered_map>
+#include <vector>
 
 namespace rwkv7 {
 
 struct SamplerOptions {
-  float temperature = 1.0f;       // 0 = greedy (arg-max)
-  float top_p = 1.0f;             // 1 = off
-  int top_k = 0;                  // 0 = off
-  float presence_penalty = 0.0f;  // subtracted once from every generated token's logit
-  float frequency_penalty = 0.0f; // subtracted per (decayed) occurrence
-  float penalty_decay = 0.996f;   // occurrence counts are multiplied by this each step
+  float temperature = 1.0f;        // 0 = greedy (arg-max)
+  float top_p = 1.0f;              // 1 = off
+  int top_k = 0;                   // 0 = off
+  float presence_penalty = 0.0f;   // subtracted once from every generated token's logit
+  float frequency_penalty = 0.0f;  // subtracted per (decayed) occurrence
+  float penalty_decay = 0.996f;    // occurrence counts are multiplied by this each step
   uint64_t seed = 0;
 };
 
@@ -31,7 +31,11 @@ class Sampler {
  private:
   SamplerOptions opts_;
   std::mt19937_64 rng_;
-  std::unordered_map<int32_t, float> occurrences_;
+  // Decayed occurrence count per token id, and the ids with a count (in order of first use):
+  // sized to the vocabulary on first use, so accepting tokens allocates nothing later.
+  std::vector<float> counts_;
+  std::vector<int32_t> seen_;
+  void reserve(size_t vocab);
 };
 
 }  // namespace rwkv7

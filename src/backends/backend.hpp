@@ -3,13 +3,13 @@
 // recurrence) with their named-argument structs. Each backend implements it: a plain scalar
 // reference (the test oracle) and fast ones. The ops and model layers above call it.
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 
 #include "backends/pointwise.hpp"
 #include "core/dtype.hpp"
+#include "core/function_ref.hpp"
 
 namespace rwkv7 {
 
@@ -70,13 +70,14 @@ class Backend {
   virtual const PointwiseOps& pointwise() const = 0;
   // Calls fn on disjoint ranges covering [0, rows), in parallel where the backend has threads:
   // for per-row work between products (norms, mixes, maps). fn must not call parallel_rows.
-  virtual void parallel_rows(int64_t rows,
-                             const std::function<void(int64_t, int64_t)>& fn) const = 0;
+  virtual void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const = 0;
 };
 
 // Plain scalar C++ with double accumulators: the oracle.
 std::unique_ptr<Backend> make_reference_backend();
-// SIMD (run-time dispatch) + threads from the pool (which must outlive the backend).
+// SIMD (run-time dispatch) + threads from the pool (which must outlive the backend). The
+// backend keeps scratch buffers between calls (so decoding allocates nothing): one instance
+// serves one caller at a time, like the pool it runs on.
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
 
 }  // namespace rwkv7

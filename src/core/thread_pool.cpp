@@ -34,9 +34,9 @@ bool spin_until(const Done& done) {
   }
 }
 
-void run_part(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int parts, int part) {
+void run_part(FunctionRef<void(int, int64_t, int64_t)> fn, int64_t n, int parts, int part) {
   const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
-  if (begin < end) fn(begin, end);
+  if (begin < end) fn(part, begin, end);
 }
 
 }  // namespace
@@ -55,13 +55,17 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
+  parallel_parts(n, grain, [&fn](int, int64_t begin, int64_t end) { fn(begin, end); });
+}
+
+void ThreadPool::parallel_parts(int64_t n, int64_t grain,
+                                FunctionRef<void(int, int64_t, int64_t)> fn) {
   if (n <= 0) return;
   const int64_t g = std::max<int64_t>(grain, 1);
   const int parts = int(std::min<int64_t>(size(), (n + g - 1) / g));
   if (parts <= 1) {
-    fn(0, n);
+    fn(0, 0, n);
     return;
   }
   job_ = &fn;

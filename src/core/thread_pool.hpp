@@ -16,10 +16,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "core/function_ref.hpp"
 
 namespace rwkv7 {
 
@@ -36,7 +37,10 @@ class ThreadPool {
   // Calls fn(begin, end) on disjoint ranges covering [0, n); ranges are at least `grain`
   // long. Runs inline when n is small or the pool has one thread. Not re-entrant. An exception
   // thrown by fn on any thread is rethrown here once every range has finished.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
+  // The same, also telling fn which part (0 .. size()-1) it runs: per-thread scratch buffers
+  // indexed by part are never used by two threads at once.
+  void parallel_parts(int64_t n, int64_t grain, FunctionRef<void(int, int64_t, int64_t)> fn);
 
  private:
   void worker_loop(int index);
@@ -44,7 +48,7 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   // The job: written by the caller before `generation_` is bumped (release), read by workers
   // after they see the new generation (acquire); untouched until `pending_` reaches 0.
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  const FunctionRef<void(int, int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int job_parts_ = 0;
   std::atomic<uint64_t> generation_{0};

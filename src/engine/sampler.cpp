@@ -52,11 +52,31 @@ Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) {
 
 void Sampler::accept(int32_t token) {
   if (token < 0) throw Error("sampler: accept() got negative token id " + std::to_string(token));
-  for (auto& [t, count] : occurrences_) count *= opts_.penalty_decay;
-  occurrences_[token] += 1.0f;
+  // Ids past any real vocabulary are a caller's bug, not a reason to allocate gigabytes.
+  constexpr int32_t kMaxVocab = 1 << 22;
+  if (token >= kMaxVocab) {
+    throw Error("sampler: accept() got token id " + std::to_string(token) +
+                ", past any vocabulary (at most " + std::to_string(kMaxVocab) + " ids)");
+  }
+  reserve(size_t(token) + 1);
+  for (int32_t t : seen_) counts_[size_t(t)] *= opts_.penalty_decay;
+  if (counts_[size_t(token)] == 0.0f) {
+    // A count decayed to exactly 0 (penalty_decay 0) may already be listed: keep ids unique.
+    if (std::find(seen_.begin(), seen_.end(), token) == seen_.end()) seen_.push_back(token);
+  }
+  counts_[size_t(token)] += 1.0f;
 }
 
-void Sampler::reset() { occurrences_.clear(); }
+void Sampler::reserve(size_t vocab) {
+  if (counts_.size() >= vocab) return;
+  counts_.resize(vocab, 0.0f);
+  seen_.reserve(vocab);
+}
+
+void Sampler::reset() {
+  for (int32_t t : seen_) counts_[size_t(t)] = 0.0f;
+  seen_.clear();
+}
 
 int32_t Sampler::sample(std::span<const float> logits) {
   const size_t V = logits.size();
@@ -75,7 +95,13 @@ int32_t Sampler::sample(std::span<const float> logits) {
   thread_local Scratch scratch;
   std::vector<float>& x = scratch.x;
   x.assign(logits.begin(), logits.end());
-  for (const auto& [t, count] : occurrences_) {
+  if (scratch.keep.capacity() < V) {  // at most V candidates: no growth later
+    scratch.keep.reserve(V);
+    scratch.w.reserve(V);
+  }
+  reserve(V);
+  for (int32_t t : seen_) {
+    const float count = counts_[size_t(t)];
     if (static_cast<size_t>(t) < V) {
       x[static_cast<size_t>(t)] -= opts_.presence_penalty + count * opts_.frequency_penalty;
     }

@@ -12,10 +12,10 @@ constexpr const char* kFormatVersion = "1";
 
 void save_state(const std::string& path, const State& s, const Model& model) {
   const ModelConfig& c = model.config();
-  if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
-      s.head_size != c.head_size) {
-    throw Error(path + ": refusing to save a state that does not fit the model " +
-                c.shape_string());
+  try {
+    model.check_state(s);
+  } catch (const Error& e) {
+    throw Error(path + ": refusing to save: " + e.what());
   }
   NamedTensors tensors = {
       {"state.att_shift", TensorView{DType::F32, {s.n_layer, s.n_embd}, s.att_shift.data()}},

@@ -4,11 +4,9 @@
 #include "model/forward.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
-#include <deque>
 
-#include "io/tensor_io.hpp"
-#include "model/model_internal.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -17,45 +15,22 @@ namespace {
 constexpr float kLnEps = 1e-5f;
 constexpr float kGroupNormEps = 64e-5f;
 
-// A run of consecutive rows that belong to one sequence.
-struct Segment {
-  State* state;
-  int64_t row0, rows;
-};
-
 using Buf = std::vector<float>;
-
-// Scratch buffers reused across layers and passes (allocation and page faults cost more than
-// the arithmetic for small chunks). Buffers are handed out in order; reset() starts over.
-class Workspace {
- public:
-  Buf& get(size_t n) {
-    if (next_ == bufs_.size()) bufs_.emplace_back();
-    Buf& b = bufs_[next_++];
-    b.resize(n);
-    return b;
-  }
-  void reset() { next_ = 0; }
-
- private:
-  std::deque<Buf> bufs_;
-  size_t next_ = 0;
-};
+using Workspace = ForwardScratch;
 
 struct Pass {
-  const Model::Impl& m;
+  const ModelWeights& w;
+  const Backend& be;
   const std::vector<Segment>& segs;
   int64_t R;  // rows in this pass
   Workspace& ws;
 
-  void mm(const Matrix& w, const float* x, float* y) const {
-    m.backend->matmul(MatmulArgs{w, x, y, R});
-  }
+  void mm(const Matrix& w, const float* x, float* y) const { be.matmul(MatmulArgs{w, x, y, R}); }
 
   // fn(row) for every row of the pass, rows spread over the backend's threads.
   template <class F>
   void each_row(const F& fn) const {
-    m.backend->parallel_rows(R, [&](int64_t r0, int64_t r1) {
+    be.parallel_rows(R, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) fn(r);
     });
   }
@@ -64,8 +39,9 @@ struct Pass {
   // Writes out[r] = x[r] + (prev - x[r]) * mix[c] for every given mix, then updates `carry`.
   void shift_mix(const Buf& x, int64_t layer, std::vector<float> State::*carry,
                  std::initializer_list<std::pair<const std::vector<float>*, Buf*>> mixes) const {
-    const int64_t C = m.w.config.n_embd;
-    std::vector<const float*> prev(static_cast<size_t>(R));
+    const int64_t C = w.config.n_embd;
+    std::vector<const float*>& prev = ws.prev;
+    prev.resize(size_t(R));
     for (const Segment& s : segs) {
       const float* state_row = ((*s.state).*carry).data() + layer * C;
       for (int64_t r = s.row0; r < s.row0 + s.rows; ++r)
@@ -87,9 +63,9 @@ struct Pass {
   }
 
   void time_mix(int64_t layer, Buf& x, Buf& v_first) const {
-    const LayerWeights& L = m.w.layers[size_t(layer)];
-    const ModelConfig& c = m.w.config;
-    const PointwiseOps& pw = m.backend->pointwise();
+    const LayerWeights& L = w.layers[size_t(layer)];
+    const ModelConfig& c = w.config;
+    const PointwiseOps& pw = be.pointwise();
     const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
     ws.reset();
     const size_t n = size_t(R * C);
@@ -115,21 +91,21 @@ struct Pass {
     Buf &z_w = ws.get(n), &z_a = ws.get(n), &z_v = ws.get(n);
     auto row = [C](Buf& b, int64_t i) { return b.data() + i * C; };
     const bool residual = layer > 0;  // layer 0's value is v_first itself
-    std::vector<MatmulArgs> first = {
+    const MatmulArgs first[] = {
         {L.receptance, xr.data(), r.data(), R}, {L.key, xk.data(), k.data(), R},
         {L.value, xv.data(), v.data(), R},      {L.w1.m, xw.data(), low_w.data(), R},
-        {L.a1.m, xa2.data(), low_a.data(), R},  {L.g1.m, xg.data(), low_g.data(), R}};
-    if (residual) first.push_back({L.v1.m, xv.data(), low_v.data(), R});
-    m.backend->matmul_many(first);
+        {L.a1.m, xa2.data(), low_a.data(), R},  {L.g1.m, xg.data(), low_g.data(), R},
+        {L.v1.m, xv.data(), low_v.data(), R}};
+    be.matmul_many(std::span<const MatmulArgs>(first, residual ? 7 : 6));
     each_row([&](int64_t i) {
       pw.tanh(&low_w[size_t(i * c.d_decay)], size_t(c.d_decay));
       pw.sigmoid(&low_g[size_t(i * c.d_gate)], size_t(c.d_gate));
     });
-    std::vector<MatmulArgs> second = {{L.w2.m, low_w.data(), z_w.data(), R},
-                                      {L.a2.m, low_a.data(), z_a.data(), R},
-                                      {L.g2.m, low_g.data(), g.data(), R}};
-    if (residual) second.push_back({L.v2.m, low_v.data(), z_v.data(), R});
-    m.backend->matmul_many(second);
+    const MatmulArgs second[] = {{L.w2.m, low_w.data(), z_w.data(), R},
+                                 {L.a2.m, low_a.data(), z_a.data(), R},
+                                 {L.g2.m, low_g.data(), g.data(), R},
+                                 {L.v2.m, low_v.data(), z_v.data(), R}};
+    be.matmul_many(std::span<const MatmulArgs>(second, residual ? 4 : 3));
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2)); in-context rate a = σ(a0 + xa·a1·a2);
     // value residual towards layer 0's value: v += (v_first - v) · σ(v0 + xv·v1·v2)
     each_row([&](int64_t i) {
@@ -165,9 +141,9 @@ struct Pass {
     Buf& y = ws.get(n);
     for (const Segment& s : segs) {
       const int64_t o = s.row0 * C;
-      m.backend->wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &k[size_t(o)],
-                               &v[size_t(o)], &wa[size_t(o)], &wb[size_t(o)],
-                               s.state->wkv.data() + layer * H * N * N, &y[size_t(o)]});
+      be.wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &k[size_t(o)], &v[size_t(o)],
+                       &wa[size_t(o)], &wb[size_t(o)], s.state->wkv.data() + layer * H * N * N,
+                       &y[size_t(o)]});
     }
     each_row([&](int64_t i) {
       float* yr = row(y, i);
@@ -191,8 +167,8 @@ struct Pass {
   }
 
   void channel_mix(int64_t layer, Buf& x) const {
-    const LayerWeights& L = m.w.layers[size_t(layer)];
-    const int64_t C = m.w.config.n_embd, F = m.w.config.ffn_dim;
+    const LayerWeights& L = w.layers[size_t(layer)];
+    const int64_t C = w.config.n_embd, F = w.config.ffn_dim;
     ws.reset();
     Buf &xf = ws.get(size_t(R * C)), &xk = ws.get(size_t(R * C));
     each_row([&](int64_t r) {
@@ -201,7 +177,7 @@ struct Pass {
     shift_mix(xf, layer, &State::ffn_shift, {{&L.ffn_x_k, &xk}});
     Buf& hidden = ws.get(size_t(R * F));
     mm(L.ffn_key, xk.data(), hidden.data());
-    const PointwiseOps& pw = m.backend->pointwise();
+    const PointwiseOps& pw = be.pointwise();
     each_row([&](int64_t r) { pw.relu_square(&hidden[size_t(r * F)], size_t(F)); });
     mm(L.ffn_value, hidden.data(), xf.data());
     each_row([&](int64_t r) {
@@ -210,75 +186,25 @@ struct Pass {
   }
 };
 
-void check_state(const State& s, const ModelConfig& c) {
+}  // namespace
+
+void check_state(const State& s, const ModelConfig& c, const std::string& fingerprint) {
   if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
       s.head_size != c.head_size || s.att_shift.size() != size_t(c.n_layer * c.n_embd) ||
       s.ffn_shift.size() != size_t(c.n_layer * c.n_embd) ||
       s.wkv.size() != size_t(c.n_layer * c.n_head * c.head_size * c.head_size)) {
     throw Error("state does not fit this model (state L" + std::to_string(s.n_layer) + " C" +
-                std::to_string(s.n_embd) + ", model " + c.shape_string() + ")");
+                std::to_string(s.n_embd) + " H" + std::to_string(s.n_head) + " N" +
+                std::to_string(s.head_size) + ", model " + c.shape_string() + ")");
+  }
+  if (!s.model_fingerprint.empty() && s.model_fingerprint != fingerprint) {
+    throw Error("state belongs to other weights of the same shape (state fingerprint " +
+                s.model_fingerprint + ", model " + fingerprint + ")");
   }
 }
 
-}  // namespace
-
-Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Model::~Model() = default;
-
-std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
-  return ModelFactory::from_tensors(read_tensor_file(path), opts);
-}
-
-std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const LoadOptions& opts) {
-  auto impl = std::make_unique<Model::Impl>();
-  impl->path = file.path;
-  impl->w = build_weights(std::move(file));
-  if (opts.chunk < 1)
-    throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
-  impl->chunk = opts.chunk;
-  impl->pool = std::make_unique<ThreadPool>(opts.threads);
-  impl->backend = opts.backend == BackendKind::Reference ? make_reference_backend()
-                                                         : make_cpu_backend(impl->pool.get());
-  return std::shared_ptr<const Model>(new Model(std::move(impl)));
-}
-
-const ModelConfig& Model::config() const { return impl_->w.config; }
-const std::string& Model::path() const { return impl_->path; }
-std::string Model::weight_dtype() const { return dtype_name(impl_->w.matrix_dtype); }
-int64_t Model::parameter_count() const { return impl_->w.parameter_count; }
-const std::string& Model::fingerprint() const { return impl_->w.fingerprint; }
-int64_t Model::decode_bytes_per_token() const { return impl_->w.decode_bytes; }
-double Model::flops_per_token() const { return impl_->w.flops; }
-double Model::head_flops() const { return impl_->w.head_flops; }
-
-std::vector<Model::TensorReport> Model::inspect_tensors() const {
-  std::vector<TensorReport> out;
-  const TensorFile& f = impl_->w.file;
-  for (const std::string& name : f.order) {
-    const TensorView& v = f.get(name);
-    TensorReport r{name, dtype_name(v.dtype), v.shape, 0};
-    for (int64_t i = 0; i < v.numel(); ++i)
-      if (!std::isfinite(load_as_f32(v.dtype, v.data, size_t(i)))) ++r.nonfinite;
-    out.push_back(std::move(r));
-  }
-  return out;
-}
-
-State Model::new_state() const {
-  const ModelConfig& c = config();
-  State s;
-  s.n_layer = c.n_layer;
-  s.n_embd = c.n_embd;
-  s.n_head = c.n_head;
-  s.head_size = c.head_size;
-  s.att_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
-  s.ffn_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
-  s.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
-  return s;
-}
-
-void Model::forward(std::span<SequenceRequest> batch) const {
-  const ModelWeights& w = impl_->w;
+void run_forward(const ModelWeights& w, const Backend& be, int64_t chunk, ForwardScratch& ws,
+                 std::span<SequenceRequest> batch) {
   const ModelConfig& c = w.config;
   const int64_t C = c.n_embd, V = c.vocab_size;
   for (size_t b = 0; b < batch.size(); ++b) {
@@ -290,7 +216,7 @@ void Model::forward(std::span<SequenceRequest> batch) const {
                     " of the batch share one State (each sequence needs its own)");
       }
     }
-    check_state(*q.state, c);
+    check_state(*q.state, c, w.fingerprint);
     for (size_t i = 0; i < q.tokens.size(); ++i) {
       if (q.tokens[i] < 0 || q.tokens[i] >= V) {
         throw Error("token " + std::to_string(q.tokens[i]) + " at position " + std::to_string(i) +
@@ -306,15 +232,17 @@ void Model::forward(std::span<SequenceRequest> batch) const {
       if (q.logits == Logits::None) q.logits_out->clear();
     }
   }
-  std::vector<size_t> done(batch.size(), 0);
-  Workspace ws;
-  Buf x, v_first;
+  std::vector<size_t>& done = ws.done;
+  done.assign(batch.size(), 0);
+  Buf &x = ws.x, &v_first = ws.v_first;
   for (;;) {
-    std::vector<Segment> segs;
-    std::vector<size_t> seq_of_seg;
+    std::vector<Segment>& segs = ws.segs;
+    std::vector<size_t>& seq_of_seg = ws.seq_of_seg;
+    segs.clear();
+    seq_of_seg.clear();
     int64_t R = 0;
     for (size_t b = 0; b < batch.size(); ++b) {
-      const int64_t n = std::min<int64_t>(impl_->chunk, int64_t(batch[b].tokens.size() - done[b]));
+      const int64_t n = std::min<int64_t>(chunk, int64_t(batch[b].tokens.size() - done[b]));
       if (n <= 0) continue;
       segs.push_back(Segment{batch[b].state, R, n});
       seq_of_seg.push_back(b);
@@ -332,13 +260,14 @@ void Model::forward(std::span<SequenceRequest> batch) const {
         layer_norm(row, w.ln0_w.data(), w.ln0_b.data(), C, kLnEps, row);
       }
     }
-    Pass pass{*impl_, segs, R, ws};
+    Pass pass{w, be, segs, R, ws};
     for (int64_t l = 0; l < c.n_layer; ++l) {
       pass.time_mix(l, x, v_first);
       pass.channel_mix(l, x);
     }
     // Head only on the rows whose logits were asked for.
-    std::vector<std::pair<size_t, int64_t>> wanted;  // (segment, row within it)
+    std::vector<std::pair<size_t, int64_t>>& wanted = ws.wanted;  // (segment, row within it)
+    wanted.clear();
     for (size_t s = 0; s < segs.size(); ++s) {
       const SequenceRequest& q = batch[seq_of_seg[s]];
       const bool last_pass = done[seq_of_seg[s]] + size_t(segs[s].rows) == q.tokens.size();
@@ -349,13 +278,14 @@ void Model::forward(std::span<SequenceRequest> batch) const {
       }
     }
     if (!wanted.empty()) {
-      Buf normed(wanted.size() * size_t(C)), logits(wanted.size() * size_t(V));
+      Buf &normed = ws.normed, &logits = ws.logits;
+      normed.resize(wanted.size() * size_t(C));
+      logits.resize(wanted.size() * size_t(V));
       for (size_t i = 0; i < wanted.size(); ++i) {
         layer_norm(&x[size_t((segs[wanted[i].first].row0 + wanted[i].second) * C)],
                    w.ln_out_w.data(), w.ln_out_b.data(), C, kLnEps, &normed[i * size_t(C)]);
       }
-      impl_->backend->matmul(
-          MatmulArgs{w.head, normed.data(), logits.data(), int64_t(wanted.size())});
+      be.matmul(MatmulArgs{w.head, normed.data(), logits.data(), int64_t(wanted.size())});
       for (size_t i = 0; i < wanted.size(); ++i) {
         const size_t b = seq_of_seg[wanted[i].first];
         const SequenceRequest& q = batch[b];
@@ -368,14 +298,6 @@ void Model::forward(std::span<SequenceRequest> batch) const {
       segs[s].state->tokens_consumed += segs[s].rows;
     }
   }
-}
-
-std::vector<float> Model::forward(std::span<const int32_t> tokens, State& state,
-                                  Logits which) const {
-  std::vector<float> out;
-  SequenceRequest q{tokens, &state, which, &out};
-  forward(std::span<SequenceRequest>(&q, 1));
-  return out;
 }
 
 }  // namespace rwkv7

@@ -24,10 +24,10 @@ constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floa
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(ThreadPool* pool) : pool_(pool) {}
+  explicit CpuBackend(ThreadPool* pool) : pool_(pool), parts_(size_t(pool->size())) {}
   std::string name() const override { return "cpu"; }
   const PointwiseOps& pointwise() const override { return cpu::simd_pointwise_ops(); }
-  void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) const override {
+  void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const override {
     pool_->parallel_for(rows, 2, fn);
   }
 
@@ -37,8 +37,9 @@ class CpuBackend final : public Backend {
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
     if (is_quantized(w.dtype)) return matmul_quantized(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
-    pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<float> row(w.dtype == DType::F32 ? 0 : size_t(w.cols));
+    pool_->parallel_parts(w.rows, grain, [&](int part, int64_t begin, int64_t end) {
+      std::vector<float>& row = parts_[size_t(part)].row;
+      row.resize(w.dtype == DType::F32 ? 0 : size_t(w.cols));
       for (int64_t t0 = 0; t0 < a.count; t0 += kRowTile) {
         const int64_t tn = std::min(kRowTile, a.count - t0);
         for (int64_t o = begin; o < end; ++o) {
@@ -110,9 +111,15 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     const int64_t nr = int64_t(cpu::panel_width());
     const int64_t panels = (w.rows + nr - 1) / nr;
-    pool_->parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
-      auto panel = hwy::AllocateAligned<float>(size_t(kPanelDepth * nr));
-      std::vector<float> widened(w.dtype == DType::F32 ? 0 : size_t(kPanelDepth * nr));
+    pool_->parallel_parts(panels, 1, [&](int part, int64_t p0, int64_t p1) {
+      PartScratch& ps = parts_[size_t(part)];
+      if (ps.panel_size < size_t(kPanelDepth * nr)) {
+        ps.panel_size = size_t(kPanelDepth * nr);
+        ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
+      }
+      float* panel = ps.panel.get();
+      std::vector<float>& widened = ps.widened;
+      widened.resize(w.dtype == DType::F32 ? 0 : size_t(kPanelDepth * nr));
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t o0 = p * nr, nn = std::min(nr, w.rows - o0);
         for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
@@ -133,9 +140,9 @@ class CpuBackend final : public Backend {
             next = src + kn;
           else if (w.dtype == DType::F32 && p + 1 < p1 && o0 + 2 * nr <= w.rows)
             next = src - k0 + nr * w.cols;
-          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel.get());
-          cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel.get(), size_t(kn),
-                          a.y + o0, size_t(w.rows), size_t(nn), k0 > 0);
+          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel);
+          cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + o0,
+                          size_t(w.rows), size_t(nn), k0 > 0);
         }
       }
     });
@@ -146,8 +153,11 @@ class CpuBackend final : public Backend {
   // each thread takes contiguous row ranges (a shared work counter was slower: every chunk
   // restarts the kernels' prefetch). Quantised weights get x quantised to Q8_0 once.
   void matvec_many(std::span<const MatmulArgs> list) const {
-    std::vector<QuantizedInput> inputs(list.size());
-    std::vector<int64_t> cost_begin(list.size() + 1, 0), row_cost(list.size());
+    std::vector<QuantizedInput>& inputs = decode_.inputs;
+    std::vector<int64_t>&cost_begin = decode_.cost_begin, &row_cost = decode_.row_cost;
+    if (inputs.size() < list.size()) inputs.resize(list.size());
+    cost_begin.assign(list.size() + 1, 0);
+    row_cost.assign(list.size(), 0);
     for (size_t i = 0; i < list.size(); ++i) {
       const Matrix& w = list[i].w;
       if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
@@ -172,19 +182,24 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     const int64_t n = w.cols, nb = n / kQuantBlock;
     const size_t rb = row_bytes(w.dtype, n);  // also checks n % 32 == 0
-    std::vector<int8_t> xq(size_t(a.count * n));
-    std::vector<float> xd(size_t(a.count * nb));
-    pool_->parallel_for(a.count, 8, [&](int64_t t0, int64_t t1) {
-      std::vector<unsigned char> blocks(row_bytes(DType::Q8_0, n));
+    std::vector<int8_t>& xq = decode_.xq;
+    std::vector<float>& xd = decode_.xd;
+    xq.resize(size_t(a.count * n));
+    xd.resize(size_t(a.count * nb));
+    pool_->parallel_parts(a.count, 8, [&](int part, int64_t t0, int64_t t1) {
+      std::vector<unsigned char>& blocks = parts_[size_t(part)].blocks;
+      blocks.resize(row_bytes(DType::Q8_0, n));
       for (int64_t t = t0; t < t1; ++t) {
         quantize_row_q8_0(a.x + t * n, blocks.data(), n);
         unpack_row_i8(DType::Q8_0, blocks.data(), &xq[size_t(t * n)], &xd[size_t(t * nb)], n);
       }
     });
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
-    pool_->parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-      std::vector<int8_t> wq(static_cast<size_t>(n));
-      std::vector<float> wd(static_cast<size_t>(nb));
+    pool_->parallel_parts(w.rows, grain, [&](int part, int64_t begin, int64_t end) {
+      std::vector<int8_t>& wq = parts_[size_t(part)].wq;
+      std::vector<float>& wd = parts_[size_t(part)].wd;
+      wq.resize(size_t(n));
+      wd.resize(size_t(nb));
       for (int64_t o = begin; o < end; ++o) {
         unpack_row_i8(w.dtype, static_cast<const unsigned char*>(w.data) + size_t(o) * rb,
                       wq.data(), wd.data(), n);
@@ -271,7 +286,24 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Buffers kept between calls, so that a decode step allocates nothing once warm.
+  struct PartScratch {  // one per pool part: never shared by two threads at once
+    hwy::AlignedFreeUniquePtr<float[]> panel;
+    size_t panel_size = 0;
+    std::vector<float> widened, row, wd;
+    std::vector<unsigned char> blocks;
+    std::vector<int8_t> wq;
+  };
+  struct DecodeScratch {  // used by the calling thread before and between parallel regions
+    std::vector<QuantizedInput> inputs;
+    std::vector<int64_t> cost_begin, row_cost;
+    std::vector<int8_t> xq;
+    std::vector<float> xd;
+  };
+
   ThreadPool* pool_;
+  mutable std::vector<PartScratch> parts_;
+  mutable DecodeScratch decode_;
 };
 
 }  // namespace

@@ -11,7 +11,7 @@ class ReferenceBackend final : public Backend {
  public:
   std::string name() const override { return "reference"; }
   const PointwiseOps& pointwise() const override { return scalar_pointwise_ops(); }
-  void parallel_rows(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) const override {
+  void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const override {
     if (rows > 0) fn(0, rows);
   }
 
@@ -41,10 +41,11 @@ class ReferenceBackend final : public Backend {
   }
 
   // Block-quantised weights: dequantise each row exactly, then the same double accumulation.
-  static void matmul_quantized(const MatmulArgs& a) {
+  void matmul_quantized(const MatmulArgs& a) const {
     const int64_t cols = a.w.cols;
     const size_t rb = row_bytes(a.w.dtype, cols);
-    std::vector<float> row(static_cast<size_t>(cols));
+    std::vector<float>& row = row_;
+    row.resize(static_cast<size_t>(cols));
     for (int64_t o = 0; o < a.w.rows; ++o) {
       dequantize_row(a.w.dtype, static_cast<const unsigned char*>(a.w.data) + size_t(o) * rb,
                      row.data(), cols);
@@ -59,7 +60,8 @@ class ReferenceBackend final : public Backend {
 
   void wkv7(const Wkv7Args& p) const override {
     const int64_t N = p.N, C = p.H * p.N;
-    std::vector<double> sa(static_cast<size_t>(N));
+    std::vector<double>& sa = sa_;
+    sa.resize(static_cast<size_t>(N));
     for (int64_t t = 0; t < p.T; ++t) {
       for (int64_t h = 0; h < p.H; ++h) {
         const int64_t o = t * C + h * N;
@@ -82,6 +84,11 @@ class ReferenceBackend final : public Backend {
       }
     }
   }
+
+ private:
+  // Kept between calls (one caller at a time, like every backend instance).
+  mutable std::vector<float> row_;
+  mutable std::vector<double> sa_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 #pragma once
 // What the public Model (rwkv7/model.hpp) does not show: building one from tensors already in
-// memory, for the trainer (validation on the model being trained). Not for apps.
+// memory, for the trainer (validation on the model being trained). Not for apps: they cannot
+// include it (docs/architecture.md).
 #include <memory>
 
 #include "core/tensor.hpp"
