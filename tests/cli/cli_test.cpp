@@ -218,7 +218,7 @@ TEST(CliErrors, BadInputsGiveClearMessagesAndNonZeroExit) {
       {"forward -m " + quote(dir.file("junk.pth")) + " --tokens 1,x -o " + quote(dir.file("o")),
        "--tokens"},
       {"chat", "model"},
-      {"nosuchcommand", ""},
+      {"nosuchcommand", "subcommand"},
       {"bench -m x --chunk 0", "--chunk: must be greater than 0 (got 0)"},
       {"generate -m x --temperature -1", "--temperature: must be 0 or more (got -1)"},
       {"bench -m x --gen ten", "--gen: must be a number (got 'ten')"},
@@ -249,14 +249,21 @@ TEST(CliChat, SessionIsSavedAndResumed) {
   auto r = run_cli("chat -m " + quote(model_path) + " -n 8 --session " + quote(session),
                    "hello\nhow are you\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ':'),
-            std::count(r.out.begin(), r.out.end(), ':'));
-  EXPECT_NE(r.out.find("Assistant:"), std::string::npos);
+  // One reply per turn, each after "Assistant:" and ended by a blank line (8 bytes of reply
+  // cannot spell another "Assistant:").
+  size_t replies = 0;
+  for (size_t at = r.out.find("Assistant:"); at != std::string::npos;
+       at = r.out.find("Assistant:", at + 1))
+    ++replies;
+  EXPECT_EQ(replies, 2u) << r.out;
+  EXPECT_EQ(r.out.rfind("\n\n"), r.out.size() - 2) << r.out;
   TensorFile s = read_safetensors(session);
   const int64_t after_two = std::stoll(s.metadata.at("tokens_consumed"));
   // Each turn feeds "User: <msg>\n\nAssistant:" (bytes) plus up to 8 generated + 2 separator.
-  EXPECT_GE(after_two, int64_t(std::string("User: hello\n\nAssistant:").size() +
-                               std::string("User: how are you\n\nAssistant:").size()));
+  const int64_t fed = int64_t(std::string("User: hello\n\nAssistant:").size() +
+                              std::string("User: how are you\n\nAssistant:").size());
+  EXPECT_GE(after_two, fed);
+  EXPECT_LE(after_two, fed + 2 * (8 + 2));
   auto r2 =
       run_cli("chat -m " + quote(model_path) + " -n 8 --session " + quote(session), "again\n");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
