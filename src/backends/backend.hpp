@@ -1,7 +1,8 @@
 #pragma once
 // The Backend interface: hot ops of the RWKV-7 graph (products with stored weights, the WKV-7
-// recurrence) with their named-argument structs. Each backend implements it: a plain scalar
-// reference (the test oracle) and fast ones. The ops and model layers above call it.
+// recurrence, element-wise maps) with their named-argument structs. Each backend implements
+// it: a plain scalar reference (the test oracle) and fast ones. The ops and model layers above
+// call it.
 #include <cstdint>
 #include <memory>
 #include <span>

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/thread_pool.hpp"
+#include "model/graph.hpp"
 #include "model/train_internal.hpp"
 #include "ops/backward_ops.hpp"
 #include "rwkv7/error.hpp"
@@ -13,8 +14,6 @@ namespace rwkv7::train {
 
 using detail::Acts;
 using detail::Buf;
-using detail::kGroupNormEps;
-using detail::kLnEps;
 using detail::LayerActs;
 using detail::Products;
 
@@ -236,8 +235,9 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
     A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
   }
-  Products mm{backend, &A.mm_xt, &A.mm_yt};
-  detail::train_forward(params, mm, pool, A);
+  Products mm{backend, &A.lora_t};
+  const ModelWeights weights = detail::weights_of(params);
+  detail::train_forward(weights, backend, A);
 
   res.positions = A.R;
   const std::vector<std::string> names = params.names();

@@ -39,6 +39,7 @@ struct ForwardScratch {
   std::vector<size_t> seq_of_seg, done;
   std::vector<std::pair<size_t, int64_t>> wanted;  // rows whose logits were asked for
   std::vector<const float*> prev;                  // token-shift source per row
+  std::vector<int32_t> tokens;                     // [R] token of each row of a pass
 };
 
 // Checks the batch (states fit, tokens in the vocabulary, outputs given), then runs it in

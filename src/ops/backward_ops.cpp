@@ -48,8 +48,10 @@ void norm_forward(const NormArgs<T>& a) {
       for (int64_t i = 0; i < g; ++i) var += (x[i] - mean) * (x[i] - mean);
       var /= double(g);
       const T inv = T(1.0 / std::sqrt(var + double(a.eps))), m = T(mean);
-      a.stats[(r * a.groups + h) * 2] = m;
-      a.stats[(r * a.groups + h) * 2 + 1] = inv;
+      if (a.stats) {  // null when nothing will run backward (inference)
+        a.stats[(r * a.groups + h) * 2] = m;
+        a.stats[(r * a.groups + h) * 2 + 1] = inv;
+      }
       for (int64_t i = 0; i < g; ++i)
         a.y[o + i] = (x[i] - m) * inv * a.w[h * g + i] + a.b[h * g + i];
     }

@@ -39,7 +39,8 @@ struct NormArgs {
   T eps;
   const T *x, *w, *b;  // x [R, n]; w, b [n]
   T* y;                // [R, n] (forward)
-  T* stats;            // [R, groups, 2]: mean, 1/std — written by forward, read by backward
+  T* stats;            // [R, groups, 2]: mean, 1/std — written by forward (unless null), read
+                       // by backward
   const T* dy = nullptr;
   T *dx = nullptr, *dw = nullptr, *db = nullptr;
 };
