@@ -6,13 +6,13 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../test_support.hpp"
 #include "io/io_internal.hpp"
 #include "io/pickle.hpp"
 #include "io/tensor_io.hpp"
 #include "io/zip_reader.hpp"
 #include "io/zip_writer.hpp"
 #include "io_test_util.hpp"
-#include "../test_support.hpp"
 
 namespace rwkv7 {
 namespace {

@@ -2,13 +2,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
-#include "backends/backend.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
