@@ -65,6 +65,7 @@ class Model {
 
   const ModelConfig& config() const;
   const std::string& path() const;
+  int threads() const;  // LoadOptions::threads: for the model's own Context (0 = all cores)
   std::string weight_dtype() const;  // dtype of the big matrices, e.g. "bf16"
   int64_t parameter_count() const;
   // Identifies these weights (shape + a hash of samples of every tensor): states remember it.

@@ -1,6 +1,8 @@
 #include "rwkv7/generate.hpp"
 
 #include <chrono>
+#include <cmath>
+#include <memory>
 
 #include "rwkv7/error.hpp"
 
@@ -28,73 +30,151 @@ size_t held_back(std::string_view text, const std::vector<std::string>& stops) {
   return hold;
 }
 
+// log softmax(logits)[token], in double.
+float log_probability(std::span<const float> logits, int32_t token) {
+  float mx = logits[0];
+  for (float x : logits) mx = std::max(mx, x);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(double(x) - mx);
+  return float(double(logits[size_t(token)]) - mx - std::log(sum));
+}
+
+// A running sequence: its decoder, its text not yet released, its logits.
+struct Running {
+  GenerationRequest* req;
+  GenerateResult* res;
+  std::unique_ptr<StreamDecoder> decoder;
+  std::string pending;
+  std::vector<float> logits;
+  int32_t fed = 0;     // the token fed at this step
+  bool active = true;  // still sampling
+  bool feed = false;   // has a token to feed at this step
+};
+
 }  // namespace
+
+std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, const Tokenizer& tok,
+                                           std::span<GenerationRequest> requests,
+                                           const TokenCallback& on_token) {
+  std::vector<GenerateResult> results(requests.size());
+  std::vector<Running> seqs;
+  seqs.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    GenerationRequest& q = requests[i];
+    if (!q.state) throw Error("generate: request " + std::to_string(i) + " has no state");
+    if (!q.sampler) throw Error("generate: request " + std::to_string(i) + " has no sampler");
+    model.check_state(*q.state);
+    for (const std::string& s : q.options.stop)
+      if (s.empty()) throw Error("generate: stop strings must not be empty");
+    if (q.options.max_tokens < 0) throw Error("generate: max_tokens must not be negative");
+    if (q.prompt.empty() && (!q.logits || q.logits->empty()))
+      throw Error("generate: request " + std::to_string(i) +
+                  " has an empty prompt and no logits to continue from");
+    results[i].prompt_tokens = int64_t(q.prompt.size());
+    results[i].stop_reason = "max_tokens";
+    seqs.push_back(Running{&q, &results[i], std::make_unique<StreamDecoder>(tok), {}, {}});
+  }
+
+  // Every prompt in one batched forward.
+  const auto t0 = Clock::now();
+  std::vector<SequenceRequest> batch;
+  for (Running& s : seqs) {
+    if (s.req->prompt.empty()) {
+      s.logits = *s.req->logits;
+    } else {
+      batch.push_back(SequenceRequest{s.req->prompt, s.req->state, Logits::Last, &s.logits});
+    }
+  }
+  if (!batch.empty()) model.forward(ctx, batch);
+  const double prompt_seconds = seconds_since(t0);
+
+  const auto t1 = Clock::now();
+  for (int64_t step = 0;; ++step) {
+    batch.clear();
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Running& s = seqs[i];
+      s.feed = false;
+      if (!s.active) continue;
+      const GenerateOptions& o = s.req->options;
+      if (int64_t(s.res->tokens.size()) >= o.max_tokens) {
+        s.active = false;
+        continue;
+      }
+      const int32_t next = s.req->sampler->sample(s.logits);
+      TokenEvent ev{i, next, {}, log_probability(s.logits, next)};
+      if (next == 0 && o.stop_at_end_of_text) {
+        s.res->stop_reason = "end_of_text";
+        s.active = false;
+        on_token(ev);
+        continue;
+      }
+      s.req->sampler->accept(next);
+      s.res->tokens.push_back(next);
+      s.fed = next;
+      s.feed = true;
+      s.pending += s.decoder->push(next);
+      bool stopped = false;
+      for (const std::string& stop : o.stop) {
+        const size_t at = s.pending.find(stop);
+        if (at != std::string::npos) {
+          s.pending.resize(at);
+          stopped = true;
+        }
+      }
+      const size_t hold = stopped ? 0 : held_back(s.pending, o.stop);
+      size_t released = 0;
+      if (s.pending.size() > hold) {
+        released = s.pending.size() - hold;
+        s.res->text.append(s.pending, 0, released);
+        ev.text = std::string_view(s.pending.data(), released);
+      }
+      const bool go_on = on_token(ev);
+      s.pending.erase(0, released);
+      if (stopped) {
+        s.res->stop_reason = "stop_string";
+        s.active = false;
+      } else if (!go_on) {
+        s.res->stop_reason = "cancelled";
+        s.active = false;
+      }
+      // Logits are needed to sample again, or to hand back to the caller.
+      const bool need = s.active || s.req->logits;
+      batch.push_back(SequenceRequest{std::span<const int32_t>(&s.fed, 1), s.req->state,
+                                      need ? Logits::Last : Logits::None, &s.logits});
+    }
+    if (batch.empty()) break;
+    model.forward(ctx, batch);
+  }
+  const double generate_seconds = seconds_since(t1);
+
+  for (Running& s : seqs) {
+    if (s.res->stop_reason != "stop_string" && s.res->stop_reason != "cancelled") {
+      s.pending += s.decoder->flush();
+      if (!s.pending.empty()) {
+        s.res->text += s.pending;
+        on_token(TokenEvent{size_t(&s - seqs.data()), -1, s.pending, 0.0f});
+      }
+    }
+    s.res->prompt_seconds = prompt_seconds;
+    s.res->generate_seconds = generate_seconds;
+    if (s.req->logits) *s.req->logits = std::move(s.logits);
+  }
+  return results;
+}
 
 GenerateResult generate(const Model& model, const Tokenizer& tok, State& state,
                         std::span<const int32_t> prompt, Sampler& sampler,
                         const GenerateOptions& opts,
                         const std::function<void(std::string_view)>& on_text,
                         std::vector<float>* prompt_logits) {
-  for (const std::string& s : opts.stop)
-    if (s.empty()) throw Error("stop strings must not be empty");
-  GenerateResult res;
-  res.prompt_tokens = int64_t(prompt.size());
-  auto t0 = Clock::now();
-  std::vector<float> logits;
-  if (!prompt.empty()) {
-    logits = model.forward(prompt, state, Logits::Last);
-  } else if (prompt_logits && !prompt_logits->empty()) {
-    logits = *prompt_logits;
-  } else {
-    throw Error("generate: empty prompt and no logits to continue from");
-  }
-  res.prompt_seconds = seconds_since(t0);
-
-  auto t1 = Clock::now();
-  StreamDecoder decoder(tok);
-  std::string pending;  // decoded text not yet printed (may begin a stop string)
-  res.stop_reason = "max_tokens";
-  for (int64_t i = 0; i < opts.max_tokens; ++i) {
-    const int32_t next = sampler.sample(logits);
-    if (next == 0 && opts.stop_at_end_of_text) {
-      res.stop_reason = "end_of_text";
-      break;
-    }
-    sampler.accept(next);
-    res.tokens.push_back(next);
-    const int32_t one[1] = {next};
-    logits = model.forward(one, state, Logits::Last);
-    pending += decoder.push(next);
-    bool stopped = false;
-    for (const std::string& s : opts.stop) {
-      size_t at = pending.find(s);
-      if (at != std::string::npos) {
-        pending.resize(at);
-        stopped = true;
-      }
-    }
-    const size_t hold = stopped ? 0 : held_back(pending, opts.stop);
-    if (pending.size() > hold) {
-      std::string_view out(pending.data(), pending.size() - hold);
-      on_text(out);
-      res.text += out;
-      pending.erase(0, out.size());
-    }
-    if (stopped) {
-      res.stop_reason = "stop_string";
-      break;
-    }
-  }
-  if (res.stop_reason != "stop_string") {
-    pending += decoder.flush();
-    if (!pending.empty()) {
-      on_text(pending);
-      res.text += pending;
-    }
-  }
-  res.generate_seconds = seconds_since(t1);
-  if (prompt_logits) *prompt_logits = std::move(logits);
-  return res;
+  Context ctx(model.threads());
+  GenerationRequest req{prompt, &state, &sampler, opts, prompt_logits};
+  auto results = generate_batch(model, ctx, tok, std::span<GenerationRequest>(&req, 1),
+                                [&](const TokenEvent& ev) {
+                                  if (!ev.text.empty()) on_text(ev.text);
+                                  return true;
+                                });
+  return std::move(results[0]);
 }
 
 }  // namespace rwkv7

@@ -37,6 +37,7 @@ std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const L
 
 const ModelConfig& Model::config() const { return impl_->w.config; }
 const std::string& Model::path() const { return impl_->path; }
+int Model::threads() const { return impl_->threads; }
 std::string Model::weight_dtype() const { return dtype_name(impl_->w.matrix_dtype); }
 int64_t Model::parameter_count() const { return impl_->w.parameter_count; }
 const std::string& Model::fingerprint() const { return impl_->w.fingerprint; }
