@@ -4,8 +4,8 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
+#include "rwkv7/tensor_file.hpp"
 
 namespace rwkv7::cli {
 
@@ -46,16 +46,15 @@ void register_forward(CLI::App& app) {
     }
     const ModelConfig& c = m->config();
     const int64_t T = int64_t(tokens.size());
-    NamedTensors out = {
-        {"logits", TensorView{DType::F32, {T, c.vocab_size}, logits.data()}},
-        {"state.att_shift", TensorView{DType::F32, {c.n_layer, c.n_embd}, st.att_shift.data()}},
-        {"state.ffn_shift", TensorView{DType::F32, {c.n_layer, c.n_embd}, st.ffn_shift.data()}},
-        {"state.wkv",
-         TensorView{DType::F32, {c.n_layer, c.n_head, c.head_size, c.head_size}, st.wkv.data()}},
-        {"tokens", TensorView{DType::I32, {T}, tokens.data()}},
+    const std::vector<ArrayView> out = {
+        {"logits", {T, c.vocab_size}, logits.data()},
+        {"state.att_shift", {c.n_layer, c.n_embd}, st.att_shift.data()},
+        {"state.ffn_shift", {c.n_layer, c.n_embd}, st.ffn_shift.data()},
+        {"state.wkv", {c.n_layer, c.n_head, c.head_size, c.head_size}, st.wkv.data()},
+        {"tokens", {T}, nullptr, tokens.data()},
     };
-    write_safetensors(o->out, out,
-                      {{"model", m->path()}, {"mode", o->mode}, {"model_shape", c.shape_string()}});
+    write_arrays_safetensors(
+        o->out, out, {{"model", m->path()}, {"mode", o->mode}, {"model_shape", c.shape_string()}});
     if (!o->state_out.empty()) save_state(o->state_out, st, *m);
   });
 }

@@ -6,10 +6,9 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "core/thread_pool.hpp"
-#include "io/tensor_io.hpp"
-#include "model/backward.hpp"
 #include "rwkv7/error.hpp"
+#include "rwkv7/grad.hpp"
+#include "rwkv7/tensor_file.hpp"
 
 namespace rwkv7::cli {
 namespace {
@@ -57,29 +56,25 @@ void register_grad(CLI::App& app) {
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
   cmd->callback([o] {
     const auto rows = parse_rows(o->tokens);
-    const train::TrainParams params = train::params_from_file(read_tensor_file(o->model.model));
-    ThreadPool pool(o->model.threads);
-    auto backend =
-        o->model.backend == "reference" ? make_reference_backend() : make_cpu_backend(&pool);
-    train::GradOptions go;
+    GradientOptions go;
+    go.backend = o->model.backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
+    go.threads = o->model.threads;
     go.l2wrap = o->l2wrap;
     go.wkv_checkpoint = o->checkpoint;
-    const train::GradResult r = train::loss_and_gradients(params, rows, *backend, &pool, go);
+    const LossAndGradients r = compute_gradients(o->model.model, rows, go);
     const float loss = float(r.loss);
-    NamedTensors out = {{"loss", TensorView{DType::F32, {}, &loss}}};
-    for (const std::string& name : params.names()) {
-      const FloatTensor& g = r.grads.at(name);
-      out.emplace_back("grad." + name, g.view());
-    }
+    std::vector<ArrayView> out = {{"loss", {}, &loss}};
+    for (const NamedGradient& g : r.gradients)
+      out.push_back({"grad." + g.name, g.shape, g.values.data()});
     char loss_text[32];
     std::snprintf(loss_text, sizeof loss_text, "%.9g", r.loss);
-    write_safetensors(o->out, out,
-                      {{"model", o->model.model},
-                       {"loss", loss_text},
-                       {"positions", std::to_string(r.positions)},
-                       {"l2wrap", o->l2wrap ? "true" : "false"}});
+    write_arrays_safetensors(o->out, out,
+                             {{"model", o->model.model},
+                              {"loss", loss_text},
+                              {"positions", std::to_string(r.positions)},
+                              {"l2wrap", o->l2wrap ? "true" : "false"}});
     std::printf("loss %.8f over %lld positions; %zu gradients written to %s\n", r.loss,
-                (long long)r.positions, r.grads.size(), o->out.c_str());
+                (long long)r.positions, r.gradients.size(), o->out.c_str());
   });
 }
 

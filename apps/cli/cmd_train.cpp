@@ -8,7 +8,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "rwkv7/error.hpp"
-#include "train/trainer.hpp"
+#include "rwkv7/train.hpp"
 
 namespace rwkv7::cli {
 namespace {
@@ -91,15 +91,15 @@ void register_train(CLI::App& app) {
       if (o->layers <= 0 || o->embd <= 0) {
         throw Error("train: give --init MODEL, or --layers and --embd for a fresh model");
       }
-      InitSpec spec;
-      spec.n_layer = o->layers;
-      spec.n_embd = o->embd;
-      spec.head_size = o->head_size;
-      spec.vocab_size = o->vocab_size ? o->vocab_size : (t.vocab.empty() ? 256 : 65536);
-      spec.seed = t.seed;
-      spec.threads = t.threads;
-      resolve_init_config(spec);  // validates
-      t.fresh = spec;
+      InitOptions fresh;
+      fresh.n_layer = o->layers;
+      fresh.n_embd = o->embd;
+      fresh.head_size = o->head_size;
+      fresh.vocab_size = o->vocab_size ? o->vocab_size : (t.vocab.empty() ? 256 : 65536);
+      fresh.seed = t.seed;
+      fresh.threads = t.threads;
+      check_init_options(fresh);  // validates
+      t.fresh = fresh;
     }
     const bool tty = isatty(STDERR_FILENO);
     auto summary = train::run_training(

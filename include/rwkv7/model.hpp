@@ -10,8 +10,6 @@
 
 namespace rwkv7 {
 
-class TensorFile;
-
 // Sizes read from the checkpoint's tensor shapes (SPEC §1).
 struct ModelConfig {
   int64_t n_layer = 0;                                      // L
@@ -63,9 +61,6 @@ class Model {
  public:
   // Loads `.pth` or safetensors; every size inferred from shapes. Error names file and tensor.
   static std::shared_ptr<const Model> load(const std::string& path, const LoadOptions& opts = {});
-  // The same from tensors already in memory (e.g. a model being trained); `file.path` names
-  // them in messages. The TensorFile's owners keep the data alive.
-  static std::shared_ptr<const Model> from_tensors(TensorFile file, const LoadOptions& opts = {});
   ~Model();
 
   const ModelConfig& config() const;
@@ -111,9 +106,10 @@ class Model {
   std::vector<float> forward(std::span<const int32_t> tokens, State& state,
                              Logits which = Logits::Last) const;
 
-  struct Impl;
+  struct Impl;  // defined by the engine (src/engine/model_impl.hpp), opaque here
 
  private:
+  friend struct ModelFactory;  // the library's own constructor (src/engine/model_internal.hpp)
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -5,6 +5,7 @@
 
 #include "engine/context_impl.hpp"
 #include "engine/model_impl.hpp"
+#include "engine/model_internal.hpp"
 #include "io/tensor_io.hpp"
 #include "model/forward.hpp"
 #include "rwkv7/error.hpp"
@@ -15,17 +16,17 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
-  return from_tensors(read_tensor_file(path), opts);
+  return ModelFactory::from_tensors(read_tensor_file(path), opts);
 }
 
-std::shared_ptr<const Model> Model::from_tensors(TensorFile file, const LoadOptions& opts) {
+std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const LoadOptions& opts) {
   if (opts.chunk < 1)
     throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
   if (opts.threads < 0 || opts.threads > Context::kMaxThreads) {
     throw Error("threads must be between 1 and " + std::to_string(Context::kMaxThreads) +
                 ", or 0 for every core (got " + std::to_string(opts.threads) + ")");
   }
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
   impl->chunk = opts.chunk;

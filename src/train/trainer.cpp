@@ -1,5 +1,3 @@
-#include "train/trainer.hpp"
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -8,10 +6,13 @@
 
 #include "core/atomic_write.hpp"
 #include "core/thread_pool.hpp"
+#include "engine/init_internal.hpp"
+#include "engine/model_internal.hpp"
 #include "io/tensor_io.hpp"
 #include "model/backward.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/evaluate.hpp"
+#include "rwkv7/train.hpp"
 #include "train/data.hpp"
 #include "train/optimizer.hpp"
 #include "train/report.hpp"
@@ -39,7 +40,7 @@ TensorFile params_as_file(const TrainParams& params, const std::string& what) {
 // The model the run starts from: a checkpoint or a fresh official initialisation.
 TrainParams initial_params(const TrainOptions& o) {
   if (o.fresh) {
-    InitializedModel init = init_model(*o.fresh);
+    InitializedModel init = init_model(init_spec_from(*o.fresh));
     TensorFile f;
     f.path = "fresh model";
     for (auto& [n, v] : init.tensors) f.add(n, v);
@@ -139,7 +140,7 @@ double validation_loss(const TrainParams& params, const std::vector<int32_t>& va
   if (val.size() < 2) return std::nan("");
   LoadOptions lo;
   lo.threads = threads;
-  auto model = Model::from_tensors(params_as_file(params, "model being trained"), lo);
+  auto model = ModelFactory::from_tensors(params_as_file(params, "model being trained"), lo);
   std::span<const int32_t> span(val);
   if (limit > 0 && int64_t(span.size()) > limit) span = span.first(size_t(limit));
   return evaluate_loss(*model, span).loss;

@@ -96,8 +96,10 @@ TEST(CliForward, WritesGoldenLogitsAndStateInBothModes) {
     EXPECT_EQ(f.get("state.wkv").shape, (Shape{2, 2, 64, 64}));
     EXPECT_EQ(f.get("state.att_shift").shape, (Shape{2, 128}));
     const auto got = to_f32(f.get("logits"));
+    ASSERT_EQ(got.size(), want_logits.size()) << mode;
     for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want_logits[i], 1e-4) << mode << i;
     const auto wkv = to_f32(f.get("state.wkv"));
+    ASSERT_EQ(wkv.size(), want_wkv.size()) << mode;
     for (size_t i = 0; i < wkv.size(); ++i) ASSERT_NEAR(wkv[i], want_wkv[i], 1e-4) << mode << i;
   }
   // 20 tokens, state out; the rest from that state: the last rows equal the golden rows.
@@ -112,6 +114,7 @@ TEST(CliForward, WritesGoldenLogitsAndStateInBothModes) {
                     quote(o2));
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
   const auto tail = to_f32(read_safetensors(o2).get("logits"));
+  ASSERT_EQ(tail.size(), want_logits.size() - 20 * 1000);
   for (size_t i = 0; i < tail.size(); ++i) ASSERT_NEAR(tail[i], want_logits[20 * 1000 + i], 1e-4);
   TensorFile st = read_safetensors(s);
   EXPECT_EQ(st.metadata.at("tokens_consumed"), "20");
@@ -215,7 +218,7 @@ TEST(CliErrors, BadInputsGiveClearMessagesAndNonZeroExit) {
       {"forward -m " + quote(dir.file("junk.pth")) + " --tokens 1,x -o " + quote(dir.file("o")),
        "--tokens"},
       {"chat", "model"},
-      {"nosuchcommand", ""},
+      {"nosuchcommand", "subcommand"},
       {"bench -m x --chunk 0", "--chunk: must be greater than 0 (got 0)"},
       {"generate -m x --temperature -1", "--temperature: must be 0 or more (got -1)"},
       {"bench -m x --gen ten", "--gen: must be a number (got 'ten')"},
@@ -246,14 +249,21 @@ TEST(CliChat, SessionIsSavedAndResumed) {
   auto r = run_cli("chat -m " + quote(model_path) + " -n 8 --session " + quote(session),
                    "hello\nhow are you\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ':'),
-            std::count(r.out.begin(), r.out.end(), ':'));
-  EXPECT_NE(r.out.find("Assistant:"), std::string::npos);
+  // One reply per turn, each after "Assistant:" and ended by a blank line (8 bytes of reply
+  // cannot spell another "Assistant:").
+  size_t replies = 0;
+  for (size_t at = r.out.find("Assistant:"); at != std::string::npos;
+       at = r.out.find("Assistant:", at + 1))
+    ++replies;
+  EXPECT_EQ(replies, 2u) << r.out;
+  EXPECT_EQ(r.out.rfind("\n\n"), r.out.size() - 2) << r.out;
   TensorFile s = read_safetensors(session);
   const int64_t after_two = std::stoll(s.metadata.at("tokens_consumed"));
   // Each turn feeds "User: <msg>\n\nAssistant:" (bytes) plus up to 8 generated + 2 separator.
-  EXPECT_GE(after_two, int64_t(std::string("User: hello\n\nAssistant:").size() +
-                               std::string("User: how are you\n\nAssistant:").size()));
+  const int64_t fed = int64_t(std::string("User: hello\n\nAssistant:").size() +
+                              std::string("User: how are you\n\nAssistant:").size());
+  EXPECT_GE(after_two, fed);
+  EXPECT_LE(after_two, fed + 2 * (8 + 2));
   auto r2 =
       run_cli("chat -m " + quote(model_path) + " -n 8 --session " + quote(session), "again\n");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;

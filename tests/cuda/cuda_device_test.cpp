@@ -1,6 +1,6 @@
-// The CUDA backend on a GPU: every kernel against its host twin (host_ops.cpp) on random
-// inputs, every golden file in every mode (fp32 within the SPEC tolerance, bf16/fp16 within the
-// stated ones), and greedy tokens equal to the CPU backend on the tiny real model. Skips when
+// The CUDA backend on a GPU: every kernel against its host twin (src/ops/cuda_host_ops.cpp) on
+// random inputs, every golden file in every mode (fp32 within the SPEC tolerance, bf16/fp16 within
+// the stated ones), and greedy tokens equal to the CPU backend on the tiny real model. Skips when
 // no CUDA device is usable (so it can sit in the CPU test binary too).
 #include <gtest/gtest.h>
 

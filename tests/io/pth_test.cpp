@@ -6,13 +6,13 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "../test_support.hpp"
 #include "io/io_internal.hpp"
 #include "io/pickle.hpp"
 #include "io/tensor_io.hpp"
 #include "io/zip_reader.hpp"
 #include "io/zip_writer.hpp"
 #include "io_test_util.hpp"
-#include "../test_support.hpp"
 
 namespace rwkv7 {
 namespace {
@@ -47,6 +47,7 @@ TEST(PthGolden, Torch2FormatSample) {
   const TensorFile f = read_pth(pth);
   const auto j = nlohmann::json::parse(testing::read_bytes(json_path));
   const auto& expected = j.at("tensors");
+  ASSERT_FALSE(expected.empty()) << json_path << " lists no tensors: nothing would be checked";
   EXPECT_EQ(f.tensors.size(), expected.size());
   for (const auto& [name, e] : expected.items()) {
     SCOPED_TRACE(name);

@@ -181,10 +181,13 @@ TEST_P(GoldenModel, BatchOfSequencesEqualsSeparateRuns) {
   expect_state(sa, g, "batch member A");
   State solo = m->new_state();
   auto want_b = m->forward(all.subspan(all.size() / 2), solo, Logits::Last);
+  ASSERT_EQ(want_b.size(), size_t(m->config().vocab_size));
   ASSERT_EQ(lb.size(), want_b.size());
   for (size_t i = 0; i < lb.size(); ++i) ASSERT_NEAR(lb[i], want_b[i], 1e-5) << i;
   State solo_c = m->new_state();
   auto want_c = m->forward(all.subspan(3, 1), solo_c, Logits::Last);
+  ASSERT_EQ(want_c.size(), size_t(m->config().vocab_size));
+  ASSERT_EQ(lc.size(), want_c.size());
   for (size_t i = 0; i < lc.size(); ++i) ASSERT_NEAR(lc[i], want_c[i], 1e-5) << i;
 }
 

@@ -266,6 +266,7 @@ TEST(InitDtype, Bf16AndF16AreRoundedF32) {
     EXPECT_EQ(v.dtype, d);
     auto lo = to_f32(v);
     auto hi = values(f, "blocks.1.att.receptance.weight");
+    ASSERT_EQ(lo.size(), hi.size());
     for (size_t i = 0; i < lo.size(); ++i) ASSERT_NEAR(lo[i], hi[i], 1e-2 * std::abs(hi[i]) + 1e-6);
   }
 }
@@ -298,6 +299,7 @@ TEST(InitValidation, BadSpecsThrow) {
     s = small_spec();
     s.n_embd = 100;
     resolve_init_config(s);
+    ADD_FAILURE() << "n_embd 100 (not a multiple of the head size) was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("divisible"), std::string::npos) << e.what();
   }

@@ -91,6 +91,7 @@ TEST(ModelState, CopiedStateContinuesIdentically) {
   State fork = s1;  // a State is plain data: copying forks the sequence
   auto l1 = m->forward(b, s1);
   auto l2 = m->forward(b, fork);
+  ASSERT_EQ(l1.size(), size_t(m->config().vocab_size));
   EXPECT_EQ(l1, l2);
   EXPECT_EQ(s1.wkv, fork.wkv);
   EXPECT_EQ(s1.tokens_consumed, 11);
@@ -129,6 +130,10 @@ TEST(ModelLong, ChunkedSequenceModeEqualsTokenByTokenOverLongInputs) {
   auto last_seq = m->forward(tokens, seq, Logits::Last);
   std::vector<float> last_rnn;
   for (int32_t t : tokens) last_rnn = m->forward(std::span<const int32_t>(&t, 1), rnn);
+  ASSERT_EQ(last_seq.size(), size_t(m->config().vocab_size));
+  ASSERT_EQ(last_rnn.size(), last_seq.size());
+  ASSERT_EQ(seq.wkv.size(), rnn.wkv.size());
+  ASSERT_FALSE(seq.wkv.empty());
   for (size_t i = 0; i < last_seq.size(); ++i) ASSERT_NEAR(last_seq[i], last_rnn[i], 1e-3) << i;
   for (size_t i = 0; i < seq.wkv.size(); ++i) ASSERT_NEAR(seq.wkv[i], rnn.wkv[i], 1e-3) << i;
 }

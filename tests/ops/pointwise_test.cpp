@@ -1,6 +1,6 @@
 // The SIMD element-wise maps against the scalar std::exp / std::tanh versions, over lengths
 // that leave vector tails and inputs from -100 to 100 (σ and exp saturate there).
-#include "ops/pointwise.hpp"
+#include "backends/pointwise.hpp"
 
 #include <gtest/gtest.h>
 

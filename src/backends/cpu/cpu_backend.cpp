@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_train_kernels.hpp"
@@ -11,7 +12,6 @@
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
-#include "ops/ops.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {

@@ -1,6 +1,6 @@
 #pragma once
-// SIMD versions of the element-wise maps (ops/pointwise.hpp), Highway's vector exp/tanh.
-#include "ops/pointwise.hpp"
+// SIMD versions of the element-wise maps (backends/pointwise.hpp), Highway's vector exp/tanh.
+#include "backends/pointwise.hpp"
 
 namespace rwkv7::cpu {
 

@@ -1,5 +1,5 @@
 // Replaces cuda_ops.cu when the project is built without CUDA (RWKV7_CUDA off): the CUDA ops
-// refuse to start, the host twin (host_ops.cpp) still works.
+// refuse to start, the host twin (src/ops/cuda_host_ops.cpp) still works.
 #include "backends/cuda/device_ops.hpp"
 #include "rwkv7/error.hpp"
 

@@ -2,8 +2,9 @@
 // The device-op API of the CUDA backend, in plain C++ (no CUDA types): device memory is void* /
 // float*, the stream and the cuBLAS handle live inside the implementation. Two implementations:
 //   make_cuda_ops()  kernels + cuBLAS (cuda_ops.cu), or a stub that throws when CUDA is off;
-//   make_host_ops()  the same ops on host memory in plain C++ (host_ops.cpp): the reference
-//                    twin of every kernel, used by the CPU tests and to check the kernels.
+//   make_host_ops()  the same ops on host memory in plain C++ (src/ops/cuda_host_ops.cpp):
+//                    the reference twin of every kernel, used by the CPU tests and to check the
+//                    kernels.
 // The ops know nothing of the block order; src/model/cuda_model.cpp calls them in RWKV-7 order.
 // All activations are fp32 [rows, channels] row-major; "slot" indexes a sequence's state in a
 // state pool; all ops run in order on one stream (host_ops: immediately).

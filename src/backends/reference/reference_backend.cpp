@@ -1,8 +1,8 @@
 // The oracle: straightforward loops, double accumulators, no threads, no SIMD.
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "core/quant.hpp"
-#include "ops/ops.hpp"
 
 namespace rwkv7 {
 namespace {

@@ -1,20 +1,21 @@
 #pragma once
-// `rwkv7 train`: the training loop around loss_and_gradients — data, schedule, AdamW,
-// clipping, accumulation, validation, atomic checkpoints with exact resume, logs and a plot.
+// Training and fine-tuning: data, warm-up + cosine schedule, AdamW (official parameter
+// groups), clipping, accumulation, validation, atomic checkpoints with exact resume, a CSV log
+// and a loss plot in the output folder.
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "model/init.hpp"
+#include "rwkv7/init.hpp"
 
 namespace rwkv7::train {
 
 struct TrainOptions {
   // Model: an existing checkpoint, or a fresh official initialisation.
   std::string init_path;
-  std::optional<InitSpec> fresh;
+  std::optional<InitOptions> fresh;
   // Data
   std::vector<std::string> data;
   std::string vocab;  // World vocabulary; empty = raw bytes
@@ -50,7 +51,8 @@ struct TrainSummary {
   std::string model_path;
 };
 
-// Runs (or resumes) training; `on_step` is called after every optimiser step.
+// Runs (or resumes) training; `on_step` is called after every optimiser step, `on_message`
+// with one-line notes (resumed from ..., checkpoint written ...).
 TrainSummary run_training(const TrainOptions& opts,
                           const std::function<void(const StepReport&)>& on_step,
                           const std::function<void(const std::string&)>& on_message);

@@ -1,4 +1,4 @@
-#include "ops/pointwise.hpp"
+#include "backends/pointwise.hpp"
 
 #include <algorithm>
 #include <cmath>

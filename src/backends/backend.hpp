@@ -1,0 +1,84 @@
+#pragma once
+// The Backend interface: hot ops of the RWKV-7 graph (products with stored weights, the WKV-7
+// recurrence, element-wise maps) with their named-argument structs. Each backend implements
+// it: a plain scalar reference (the test oracle) and fast ones. The ops and model layers above
+// call it.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backends/pointwise.hpp"
+#include "core/dtype.hpp"
+#include "core/function_ref.hpp"
+
+namespace rwkv7 {
+
+class ThreadPool;
+
+// A weight matrix as stored: [rows = out, cols = in], row-major, in its file dtype.
+struct Matrix {
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+};
+
+// y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
+struct MatmulArgs {
+  const Matrix& w;
+  const float* x;
+  float* y;
+  int64_t count;
+};
+
+// The WKV-7 recurrence over T positions of one sequence (SPEC §3), heads of size N.
+// Inputs are [T, H*N]; state is [H, N, N] with S[i][j] (i = value, j = key), updated in place.
+//   S = S·diag(decay) + (S·a)·bᵀ + v·kᵀ ;  y = S·r      (a = -kk, b = kk*a in RWKV-7)
+struct Wkv7Args {
+  int64_t T, H, N;
+  const float *r, *decay, *k, *v, *a, *b;
+  float* state;
+  float* y;
+};
+
+// C[m, n] += Σ_k A(m, k) · B[k, n] for m < M, n < N, with A(m, k) = a[m·a_m + k·a_k] (any
+// strides: Aᵀ costs no copy), B [K, N] rows ldb apart, C [M, N] rows ldc apart. The shape of
+// the training products: dX = dY·W, dW = dYᵀ·X, and the LoRA forward y = x·m.
+struct GemmAccArgs {
+  int64_t M, N, K;
+  const float* a;
+  int64_t a_m, a_k;
+  const float* b;
+  int64_t ldb;
+  float* c;
+  int64_t ldc;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual void matmul(const MatmulArgs& args) const = 0;
+  // Several independent products (distinct outputs). Decoding one token runs a dozen small
+  // products per layer; a backend with threads can run them in one parallel region.
+  virtual void matmul_many(std::span<const MatmulArgs> list) const {
+    for (const MatmulArgs& a : list) matmul(a);
+  }
+  virtual void gemm_acc(const GemmAccArgs& args) const = 0;
+  virtual void wkv7(const Wkv7Args& args) const = 0;
+  // The element-wise maps of this backend (scalar or SIMD).
+  virtual const PointwiseOps& pointwise() const = 0;
+  // Calls fn on disjoint ranges covering [0, rows), in parallel where the backend has threads:
+  // for per-row work between products (norms, mixes, maps). fn must not call parallel_rows.
+  virtual void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const = 0;
+};
+
+// Plain scalar C++ with double accumulators: the oracle.
+std::unique_ptr<Backend> make_reference_backend();
+// SIMD (run-time dispatch) + threads from the pool (which must outlive the backend). The
+// backend keeps scratch buffers between calls (so decoding allocates nothing): one instance
+// serves one caller at a time, like the pool it runs on.
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+
+}  // namespace rwkv7

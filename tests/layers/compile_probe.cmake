@@ -1,0 +1,36 @@
+# Compiles a one-line file `#include "<HEADER>"` with exactly the include path a layer's code
+# gets (INCLUDES, '|'-separated), and checks the outcome: EXPECT=pass must compile; EXPECT=fail
+# must fail because the header is not found (an include that runs up the layers), not for any
+# other reason. Run by CTest (see CMakeLists.txt: Layers.*).
+#   cmake -DCXX=... -DINCLUDES=a|b -DHEADER=model/forward.hpp -DEXPECT=fail -DWORK=dir -P this
+foreach(v CXX INCLUDES HEADER EXPECT WORK)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "compile_probe: -D${v}=... is required")
+  endif()
+endforeach()
+string(REPLACE "|" ";" dirs "${INCLUDES}")
+set(flags -std=c++20 -fsyntax-only -DHWY_WANT_AVX3_DL)
+foreach(d IN LISTS dirs)
+  list(APPEND flags "-I${d}")
+endforeach()
+string(MAKE_C_IDENTIFIER "${HEADER}" id)
+file(MAKE_DIRECTORY "${WORK}")
+set(src "${WORK}/probe_${id}.cpp")
+file(WRITE "${src}" "#include \"${HEADER}\"\n")
+execute_process(COMMAND "${CXX}" ${flags} "${src}" RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE out)
+if(EXPECT STREQUAL "pass")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "'${HEADER}' should compile with this layer's include path:\n${out}")
+  endif()
+  message(STATUS "ok: '${HEADER}' is visible here")
+else()
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "'${HEADER}' compiled, but this layer must not see it")
+  endif()
+  string(FIND "${out}" "${HEADER}: No such file or directory" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "'${HEADER}' failed for another reason than not being found:\n${out}")
+  endif()
+  message(STATUS "ok: '${HEADER}' is out of reach")
+endif()
