@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "common.hpp"
 #include "io/tensor_io.hpp"
 #include "model/init.hpp"
 #include "rwkv7/error.hpp"
@@ -118,7 +119,8 @@ void register_init(CLI::App& app) {
   cmd->add_option("--seed", opts->seed, "Random seed (same seed, same file)")
       ->capture_default_str();
   cmd->add_option("--threads", opts->threads, "Worker threads (0 = all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(ThreadCount);
   cmd->add_option("-o,--output", opts->out, "Output file (.pth or .safetensors)")->required();
   cmd->callback([opts] { run_init(*opts); });
 }
