@@ -131,8 +131,9 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
       }
       continue;
     }
-    auto fail = [&](const std::string& what) {
-      return Error(path + ": tensor '" + name + "': " + what);
+    // (A copy of the name: clang 14 cannot capture a structured binding.)
+    auto fail = [&path, tensor = std::string(name)](const std::string& what) {
+      return Error(path + ": tensor '" + tensor + "': " + what);
     };
     if (!spec.is_object()) throw fail("header entry is not an object");
     if (!spec.contains("dtype") || !spec["dtype"].is_string()) throw fail("dtype is missing");
