@@ -171,7 +171,7 @@ __attribute__((target("avx512vnni"))) void MatvecVnni(const uint8_t* w, size_t s
     // Blocks b and b + 1 (kPair) or b alone (upper half zero: an odd block count).
     // clang does not pass the function's target attribute on to a lambda inside it.
 #if defined(__clang__)
-  auto step = [&](size_t b, auto kPair) __attribute__((target(HWY_TARGET_STR))) {
+  auto step = [&](size_t b, auto kPair) __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) {
 #else
   auto step = [&](size_t b, auto kPair) {
 #endif
