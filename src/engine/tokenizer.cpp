@@ -130,9 +130,15 @@ Tokenizer Tokenizer::bytes() {
 Tokenizer Tokenizer::load_world(const std::string& vocab_path) {
   std::ifstream in(vocab_path, std::ios::binary);
   if (!in) throw Error(vocab_path + ": cannot open vocabulary file");
-  in.seekg(0, std::ios::end);
-  const auto file_bytes = static_cast<long>(std::max<std::streamoff>(in.tellg(), 0));
-  in.seekg(0);
+  // The file's size bounds the ids (below). A pipe has none: then ids up to 2^22 (64 MiB of
+  // token tables at most).
+  long file_bytes = 6L << 22;
+  if (in.seekg(0, std::ios::end) && in.tellg() >= 0) {
+    file_bytes = static_cast<long>(in.tellg());
+    in.seekg(0);
+  } else {
+    in.clear();
+  }
   auto impl = std::make_unique<Impl>();
   impl->source = vocab_path;
   std::vector<bool> seen;
