@@ -256,7 +256,12 @@ TrainSummary run_training(const TrainOptions& o,
   if (!(o.lr_init > 0) || !(o.lr_final > 0)) throw Error("train: learning rates must be positive");
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "f16")
     throw Error("train: --save-dtype must be f32, bf16 or f16");
-  fs::create_directories(o.out_dir);
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec || !fs::is_directory(o.out_dir, ec)) {
+    throw Error(o.out_dir + ": cannot create the output folder (" +
+                (ec ? ec.message() : std::string("a file of that name exists")) + ")");
+  }
   remove_orphan_temps(o.out_dir, say);
 
   Tokenizer tok = o.vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o.vocab);

@@ -90,5 +90,15 @@ TEST(CheckpointPaths, OrphanTemporaryFilesOfDeadRunsAreRemoved) {
   EXPECT_TRUE(fs::exists(other));
 }
 
+TEST(CheckpointPaths, OutputFolderThatIsAFileOrUnreadableDataAreErrorsNotCrashes) {
+  TempDir dir;
+  std::ofstream(dir.file("file")) << "x";
+  auto r = run_cli(tiny_run(dir, dir.file("file"), ""));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find(dir.file("file") + ": cannot create the output folder"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("unexpected error"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace rwkv7
