@@ -90,6 +90,16 @@ TEST(CheckpointPaths, OrphanTemporaryFilesOfDeadRunsAreRemoved) {
   EXPECT_TRUE(fs::exists(other));
 }
 
+TEST(CheckpointPaths, LogIsWrittenBeforeThePointer) {
+  // A kill between the two must not lose log rows of steps the pointer covers: log.csv is
+  // renamed into place first (a resume drops rows past the pointer).
+  TempDir dir;
+  const std::string out = dir.file("out");
+  const auto r = run_cli(tiny_run(dir, out, "--save-every 1"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(fs::last_write_time(out + "/log.csv"), fs::last_write_time(out + "/checkpoint.json"));
+}
+
 TEST(CheckpointPaths, OutputFolderThatIsAFileOrUnreadableDataAreErrorsNotCrashes) {
   TempDir dir;
   std::ofstream(dir.file("file")) << "x";
