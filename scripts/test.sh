@@ -1,7 +1,36 @@
 #!/usr/bin/env bash
 # Builds (via setup.sh) and runs every test. Tests read ../shared (golden files, models) and
 # skip with a message when it is absent; with CI=true a missing ../shared is a failure.
+#
+# Then two hostile-input stages (issue 14):
+#   1. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/,
+#      Debug at -O1), without the tests labelled "slow";
+#   2. each libFuzzer harness of fuzz/ for RWKV7_FUZZ_SECONDS (default 20) from build-fuzz/
+#      (clang), so a regression in any reader shows up as a finding.
+# RWKV7_QUICK=1 skips both stages on a developer machine; CI always runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+jobs="${RWKV7_JOBS:-$(nproc)}"
+stage() { echo "test.sh: $1 ($(date +%T))" >&2; }
+
+stage "build and unit tests"
 bash scripts/setup.sh
-ctest --test-dir build --output-on-failure -j"${RWKV7_JOBS:-$(nproc)}" --timeout 600
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+if [ "${RWKV7_QUICK:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+  stage "RWKV7_QUICK=1: sanitizer and fuzz stages skipped"
+  exit 0
+fi
+
+stage "unit tests under ASan + UBSan (build-asan, without -L slow)"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
+  -DRWKV7_SANITIZE=ON ${RWKV7_CMAKE_ARGS:-} >/dev/null
+ninja -C build-asan -j"$jobs" rwkv7_tests rwkv7 >&2
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -LE slow
+
+stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-20} s each"
+for name in pth pickle zip safetensors gguf state vocab tokenizer jsonl; do
+  bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-20}"
+done
+stage "done"

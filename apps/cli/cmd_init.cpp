@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "common.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/init.hpp"
 
@@ -70,7 +71,8 @@ void register_init(CLI::App& app) {
   cmd->add_option("--seed", opts->o.seed, "Random seed (same seed, same file)")
       ->capture_default_str();
   cmd->add_option("--threads", opts->o.threads, "Worker threads (0 = all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(ThreadCount);
   cmd->add_option("-o,--output", opts->out, "Output file (.pth or .safetensors)")->required();
   cmd->callback([opts] { run_init(*opts); });
 }

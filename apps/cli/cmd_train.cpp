@@ -82,7 +82,8 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", o->t.resume, "Continue from the output folder's checkpoint");
   cmd->add_option("--stop-after", o->t.stop_after,
                   "Stop once this many steps are done (checkpoint written; --resume continues)");
-  cmd->add_option("-t,--threads", o->t.threads, "Worker threads (0 = all cores)");
+  cmd->add_option("-t,--threads", o->t.threads, "Worker threads (0 = all cores)")
+      ->check(ThreadCount);
   cmd->callback([o] {
     train::TrainOptions t = o->t;
     t.shuffle = !o->no_shuffle;

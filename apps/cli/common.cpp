@@ -37,6 +37,22 @@ CLI::Validator number_check(bool allow_zero) {
 
 const CLI::Validator Positive = number_check(false);
 const CLI::Validator NonNegative = number_check(true);
+const CLI::Validator ThreadCount(
+    [](std::string& text) -> std::string {
+      long long v = -1;
+      size_t used = 0;
+      try {
+        v = std::stoll(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != text.size() || used == 0) return "must be a whole number (got '" + text + "')";
+      if (v < 0 || v > kMaxThreads) {
+        return "must be 0 (all cores) to " + std::to_string(kMaxThreads) + " (got " + text + ")";
+      }
+      return "";
+    },
+    "0..1024");
 
 constexpr const char* kShippedModel = "models/rwkv7-shakespeare-L4-C128.pth";
 
@@ -63,7 +79,9 @@ void ModelFlags::add(CLI::App* cmd, bool with_vocab, bool model_required) {
                     "World vocabulary file (rwkv_vocab_v20230424.txt); not needed for byte-level "
                     "(V = 256) models");
   }
-  cmd->add_option("-t,--threads", threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("-t,--threads", threads, "Worker threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(ThreadCount);
   cmd->add_option("--backend", backend, "cpu (SIMD + threads) or reference (scalar oracle)")
       ->check(CLI::IsMember({"cpu", "reference"}))
       ->capture_default_str();

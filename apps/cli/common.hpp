@@ -15,6 +15,9 @@ namespace rwkv7::cli {
 // the option name in front, e.g. "--chunk: must be greater than 0 (got 0)".
 extern const CLI::Validator Positive;
 extern const CLI::Validator NonNegative;
+// -t/--threads: 0 (all cores) to kMaxThreads; more would only spend minutes starting threads.
+constexpr int kMaxThreads = 1024;
+extern const CLI::Validator ThreadCount;
 
 struct ModelFlags {
   std::string model;

@@ -1,6 +1,7 @@
 // rwkv7: one command, many subcommands. Errors go to stderr with a non-zero exit code.
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include "commands.hpp"
 #include "rwkv7/error.hpp"
@@ -23,9 +24,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Help and version exit 0; every flag error exits 1, as every other error does.
+    return app.exit(e) == 0 ? 0 : 1;
   } catch (const rwkv7::Error& e) {
     std::fprintf(stderr, "rwkv7: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // Readers bound every size by the input before allocating (issue 14), so this is a real
+    // shortage: the model or data is larger than this machine's memory.
+    std::fprintf(stderr, "rwkv7: error: out of memory (the input needs more than is free)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rwkv7: unexpected error: %s\n", e.what());

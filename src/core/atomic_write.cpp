@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "rwkv7/error.hpp"
@@ -39,6 +40,14 @@ void write_file_atomic(const std::string& path, const std::function<void(std::os
     int err = errno;
     std::remove(tmp.c_str());
     throw Error(path + ": cannot rename temporary file into place (" + std::strerror(err) + ")");
+  }
+  // The rename lives in the directory: sync it too, or a power loss can bring back the old
+  // name (or neither) although the call returned.
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
 }
 

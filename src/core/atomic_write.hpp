@@ -1,6 +1,6 @@
 #pragma once
 // Writes a file so that readers see either the old file or the complete new one:
-// write to "<path>.tmp.<pid>", fsync, rename over the target.
+// write to "<path>.tmp.<pid>", fsync, rename over the target, fsync the directory.
 #include <functional>
 #include <ostream>
 #include <string>

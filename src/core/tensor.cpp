@@ -1,13 +1,27 @@
 #include "core/tensor.hpp"
 
+#include "core/checked.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
 
 int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
+  uint64_t n = 0;
+  if (!checked::numel(s, &n)) {
+    throw Error("shape " + shape_str(s) + " is negative or has too many elements");
+  }
+  return int64_t(n);
+}
+
+bool split_indexed_name(std::string_view name, std::string_view prefix, std::string_view* digits,
+                        std::string_view* rest) {
+  if (name.substr(0, prefix.size()) != prefix) return false;
+  size_t k = prefix.size();
+  while (k < name.size() && name[k] >= '0' && name[k] <= '9') ++k;
+  if (k == prefix.size() || k >= name.size() || name[k] != '.') return false;
+  *digits = name.substr(prefix.size(), k - prefix.size());
+  *rest = name.substr(k + 1);
+  return true;
 }
 
 std::string shape_str(const Shape& s) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -16,6 +17,12 @@ using Shape = std::vector<int64_t>;
 
 int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);  // "[2, 64]"
+
+// Splits "<prefix><digits>.<rest>" (e.g. "blocks.12.att.key.weight" with prefix "blocks."):
+// true with the digits and the rest when `name` has that form (at least one digit). A loop,
+// not a regex: std::regex recurses per character and overflows the stack on long names.
+bool split_indexed_name(std::string_view name, std::string_view prefix, std::string_view* digits,
+                        std::string_view* rest);
 
 struct TensorView {
   DType dtype = DType::F32;

@@ -1,4 +1,5 @@
 // State files (SPEC §7 names) with metadata that ties them to a model.
+#include <cmath>
 #include <string>
 
 #include "io/tensor_io.hpp"
@@ -52,6 +53,13 @@ State load_state(const std::string& path, const Model& model, std::string* warni
                   " but this model (" + c.shape_string() + ") needs " + shape_str(want));
     }
     dst = to_f32(v);
+    // A NaN or infinity would poison every later token without naming this file: refuse it.
+    for (size_t i = 0; i < dst.size(); ++i) {
+      if (!std::isfinite(dst[i])) {
+        throw Error(path + ": tensor '" + name + "' element " + std::to_string(i) + " is " +
+                    (std::isnan(dst[i]) ? "NaN" : "infinite") + "; not a usable state");
+      }
+    }
   };
   take("state.att_shift", s.att_shift, {c.n_layer, c.n_embd});
   take("state.ffn_shift", s.ffn_shift, {c.n_layer, c.n_embd});

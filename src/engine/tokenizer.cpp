@@ -130,6 +130,15 @@ Tokenizer Tokenizer::bytes() {
 Tokenizer Tokenizer::load_world(const std::string& vocab_path) {
   std::ifstream in(vocab_path, std::ios::binary);
   if (!in) throw Error(vocab_path + ": cannot open vocabulary file");
+  // The file's size bounds the ids (below). A pipe has none: then ids up to 2^22 (64 MiB of
+  // token tables at most).
+  long file_bytes = 6L << 22;
+  if (in.seekg(0, std::ios::end) && in.tellg() >= 0) {
+    file_bytes = static_cast<long>(in.tellg());
+    in.seekg(0);
+  } else {
+    in.clear();
+  }
   auto impl = std::make_unique<Impl>();
   impl->source = vocab_path;
   std::vector<bool> seen;
@@ -164,6 +173,12 @@ Tokenizer Tokenizer::load_world(const std::string& vocab_path) {
                   " bytes but the line says " + std::to_string(len));
     }
     if (id == 0) throw Error(where + ": id 0 is reserved for end-of-text");
+    // Ids 1..id each need a line of at least 6 bytes ("1 'a' 1"): a larger id cannot be part
+    // of a complete vocabulary, and would size the tables from one line.
+    if (id > file_bytes / 6) {
+      throw Error(where + ": token id " + std::to_string(id) + " is larger than a file of " +
+                  std::to_string(file_bytes) + " bytes can define (ids must run 1..N)");
+    }
     if (bytes.empty()) throw Error(where + ": empty token");
     if (static_cast<size_t>(id) >= impl->tokens.size()) {
       impl->tokens.resize(static_cast<size_t>(id) + 1);

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "core/atomic_write.hpp"
+#include "core/checked.hpp"
 #include "core/quant.hpp"
 #include "io/io_util.hpp"
 #include "rwkv7/error.hpp"
@@ -131,7 +132,12 @@ GgufValue read_scalar(Cursor& c, GgufType t, const std::string& key) {
   return v;
 }
 
-GgufValue read_value(Cursor& c, GgufType t, const std::string& key) {
+// Memory the metadata may take, per byte of file (plus kMetaSlack): an array element is a
+// GgufValue (~100 bytes) however few bytes it takes in the file, so arrays are charged here.
+constexpr uint64_t kMetaBytesPerFileByte = 32;
+constexpr uint64_t kMetaSlack = 1ull << 20;
+
+GgufValue read_value(Cursor& c, GgufType t, const std::string& key, uint64_t& budget) {
   if (t != GgufType::ARRAY) return read_scalar(c, t, key);
   GgufValue v;
   v.type = GgufType::ARRAY;
@@ -147,6 +153,12 @@ GgufValue read_value(Cursor& c, GgufType t, const std::string& key) {
   if (n > c.left() / min_each) {
     throw c.fail("key '" + key + "': array of " + std::to_string(n) + " elements exceeds the file");
   }
+  if (n > budget / sizeof(GgufValue)) {
+    throw c.fail("key '" + key + "': array of " + std::to_string(n) +
+                 " elements needs more memory than a file of this size may ask for (" +
+                 std::to_string(kMetaBytesPerFileByte) + " bytes per file byte)");
+  }
+  budget -= n * sizeof(GgufValue);
   v.arr.reserve(size_t(n));
   for (uint64_t k = 0; k < n; ++k) v.arr.push_back(read_scalar(c, v.elem, key));
   return v;
@@ -288,11 +300,12 @@ GgufFile read_gguf_raw(std::shared_ptr<const MappedFile> file) {
   if (n_kv > c.left() / 12)
     throw c.fail("metadata count " + std::to_string(n_kv) + " exceeds the file");
   std::unordered_set<std::string> keys;
+  uint64_t budget = kMetaBytesPerFileByte * file->size() + kMetaSlack;
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = c.str("metadata key");
     if (!keys.insert(key).second) throw c.fail("metadata key '" + key + "' appears twice");
     const GgufType t = GgufType(c.u32("value type"));
-    GgufValue v = read_value(c, t, key);
+    GgufValue v = read_value(c, t, key, budget);
     if (key == "general.alignment") {
       if (t != GgufType::U32 || v.i == 0 || (v.i & (v.i - 1)) != 0) {
         throw c.fail("general.alignment must be a u32 power of two, got " + v.to_string());
@@ -318,12 +331,9 @@ GgufFile read_gguf_raw(std::shared_ptr<const MappedFile> file) {
     if (nd > kMaxDims) {
       throw c.fail("tensor '" + t.name + "' has " + std::to_string(nd) + " dimensions (max 4)");
     }
-    uint64_t numel = 1;
     for (uint32_t d = 0; d < nd; ++d) {
       const uint64_t n = c.u64("dimension");
-      if (n > (1ull << 60) || !io::mul_ok(numel, n, &numel) || numel > (1ull << 60)) {
-        throw c.fail("tensor '" + t.name + "' has an implausible shape");
-      }
+      if (n > (1ull << 60)) throw c.fail("tensor '" + t.name + "' has an implausible shape");
       t.ne.push_back(int64_t(n));
     }
     const uint32_t type = c.u32("tensor type");
@@ -335,6 +345,16 @@ GgufFile read_gguf_raw(std::shared_ptr<const MappedFile> file) {
     if (is_quantized(t.dtype) && (t.ne.empty() || t.ne[0] % kQuantBlock != 0)) {
       throw c.fail("tensor '" + t.name + "' of type " + dtype_name(t.dtype) +
                    " needs a first dimension that is a multiple of 32");
+    }
+    // At most 2^60 elements (their bytes are checked against the file below). An empty tensor
+    // has no bytes to check: the product of its nonzero dimensions must fit the file as if it
+    // held them, so a zero dimension cannot hide a huge other one that a loop (a transpose)
+    // would run over.
+    uint64_t numel = 0;
+    if (!checked::numel(t.ne, &numel, 1ull << 60) ||
+        (numel == 0 && !checked::numel(t.ne, &numel, 2 * file->size() + (1ull << 20)))) {
+      throw c.fail("tensor '" + t.name + "' has an implausible shape " + shape_str(t.ne) +
+                   " (more elements than the file can hold)");
     }
     infos.push_back({c.u64("tensor offset"), type});
     g.tensors.push_back(std::move(t));

@@ -30,7 +30,6 @@
 // (block_count, embedding_length, wkv.head_size, attention.{decay, iclr, value_residual_mix,
 // gate}_lora_rank, feed_forward_length, attention.layer_norm_epsilon).
 #include <cstring>
-#include <regex>
 
 #include "core/quant.hpp"
 #include "io/gguf.hpp"
@@ -80,16 +79,22 @@ const Plain kGlobal[] = {
 };
 
 bool is_big_matrix(const std::string& official) {
-  static const std::regex re(
-      R"(emb\.weight|head\.weight|blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))\.weight)");
-  return std::regex_match(official, re);
+  if (official == "emb.weight" || official == "head.weight") return true;
+  std::string_view digits, rest;
+  if (!split_indexed_name(official, "blocks.", &digits, &rest)) return false;
+  for (const char* m : {"att.receptance.weight", "att.key.weight", "att.value.weight",
+                        "att.output.weight", "ffn.key.weight", "ffn.value.weight"}) {
+    if (rest == m) return true;
+  }
+  return false;
 }
 
 // [a, b] row-major of any dtype → [b, a] fp32 in a buffer owned by `owners`.
 const float* transpose_f32(const void* data, DType t, int64_t a, int64_t b,
                            std::vector<std::shared_ptr<const void>>& owners) {
-  auto buf = io::aligned_buffer(size_t(a * b) * 4);
+  auto buf = io::aligned_buffer(size_t(a * b) * 4);  // a * b is bounded by the reader
   auto* out = reinterpret_cast<float*>(buf.get());
+  if (a == 0 || b == 0) a = b = 0;  // empty: no loop over the other dimension
   for (int64_t i = 0; i < a; ++i)
     for (int64_t j = 0; j < b; ++j) out[j * a + i] = load_as_f32(t, data, size_t(i * b + j));
   owners.push_back(std::move(buf));
@@ -113,7 +118,6 @@ TensorFile rwkv7_from_gguf(GgufFile g) {
   for (const auto& [k, v] : g.kv) out.metadata[k] = v.to_string();
   const int64_t N = u32_key(g, "rwkv7.wkv.head_size");
   if (N <= 0 || N > (1 << 20)) throw Error(g.path + ": rwkv7.wkv.head_size is out of range");
-  static const std::regex blk_re(R"(blk\.(\d{1,6})\.(.+))");
   for (const GgufTensor& t : g.tensors) {
     auto fail = [&](const std::string& what) {
       return Error(g.path + ": GGUF tensor '" + t.name + "' " + what);
@@ -126,13 +130,14 @@ TensorFile rwkv7_from_gguf(GgufFile g) {
       out.add(mapped, TensorView{t.dtype, reversed(t.ne), t.data});
       continue;
     }
-    std::smatch m;
-    if (!std::regex_match(t.name, m, blk_re)) {  // not an rwkv7 tensor: keep it as it is
+    std::string_view digits, rest;
+    if (!split_indexed_name(t.name, "blk.", &digits, &rest) || digits.size() > 6 ||
+        rest.empty()) {  // not an rwkv7 tensor: keep it as it is
       out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
       continue;
     }
-    const int layer = std::stoi(m[1]);
-    const std::string suffix = m[2];
+    const int layer = std::stoi(std::string(digits));
+    const std::string suffix(rest);
     const std::string pre = "blocks." + std::to_string(layer) + ".";
     bool done = false;
     for (const Plain& p : kPlainLayer) {
@@ -276,10 +281,10 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
   const Shape emb = dims("emb.weight", 2), rk = dims("blocks.0.att.r_k", 2);
   const int64_t V = emb[0], C = emb[1], N = rk[1];
   int64_t L = 0;
-  static const std::regex block_re(R"(blocks\.(\d{1,6})\..*)");
   for (const auto& [name, v] : f.tensors) {
-    std::smatch m;
-    if (std::regex_match(name, m, block_re)) L = std::max<int64_t>(L, std::stoll(m[1]) + 1);
+    std::string_view digits, rest;
+    if (split_indexed_name(name, "blocks.", &digits, &rest) && digits.size() <= 6)
+      L = std::max<int64_t>(L, std::stoll(std::string(digits)) + 1);
   }
   const int64_t F = dims("blocks.0.ffn.key.weight", 2)[0];
   const int64_t Dw = dims("blocks.0.att.w1", 2)[1], Da = dims("blocks.0.att.a1", 2)[1];

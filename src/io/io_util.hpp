@@ -9,6 +9,8 @@
 #include <ostream>
 #include <string>
 
+#include "core/checked.hpp"
+
 namespace rwkv7::io {
 
 inline uint16_t le16(const unsigned char* p) { return uint16_t(p[0] | (p[1] << 8)); }
@@ -19,13 +21,9 @@ inline uint64_t le64(const unsigned char* p) {
   return uint64_t(le32(p)) | (uint64_t(le32(p + 4)) << 32);
 }
 
-// a + b <= limit without overflow.
-inline bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
-
-// a * b, false on overflow.
-inline bool mul_ok(uint64_t a, uint64_t b, uint64_t* out) {
-  return !__builtin_mul_overflow(a, b, out);
-}
+// Overflow-checked size arithmetic lives in core/checked.hpp; the readers' short names:
+using checked::fits;  // a + b <= limit without overflow
+inline bool mul_ok(uint64_t a, uint64_t b, uint64_t* out) { return checked::mul(a, b, out); }
 
 // A 64-byte-aligned owned buffer, kept alive through TensorFile::owners.
 inline std::shared_ptr<unsigned char> aligned_buffer(size_t bytes) {

@@ -1,10 +1,15 @@
 #pragma once
 // JSON Lines with one {"text": "..."} object per line (LAMBADA, training corpora).
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
 
 namespace rwkv7 {
+
+// Limits on one line: its length (refused before it is read whole) and its JSON nesting.
+constexpr size_t kMaxJsonlLineBytes = size_t(64) << 20;
+constexpr int kMaxJsonlDepth = 32;
 
 // Calls fn(text, line number) for every non-blank line of the file; a line that is not an
 // object with a "text" string is an Error naming "<path>:<line>".

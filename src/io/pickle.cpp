@@ -1,6 +1,7 @@
 #include "io/pickle.hpp"
 
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <unordered_map>
 
@@ -44,15 +45,22 @@ struct Value {
     Storage,
     Tensor
   };
-  explicit Value(Kind k) : kind(k) {}
+  // The rarer, larger parts live apart so that the common values (ints, strings, tuples)
+  // stay small: memory per input byte is what bounds a hostile pickle.
+  struct Extra {
+    std::string key;  // Storage key
+    std::vector<std::pair<Value*, Value*>> dict;
+    PickledTensor tensor;
+  };
+  explicit Value(Kind k) : kind(k) {
+    if (k == Kind::Storage || k == Kind::Dict || k == Kind::Tensor) x = std::make_unique<Extra>();
+  }
   Kind kind;
   int64_t i = 0;
   double f = 0;
   std::string s;              // Str, Bytes, Global name, Storage type
-  std::string key;            // Storage key
   std::vector<Value*> items;  // Tuple, List
-  std::vector<std::pair<Value*, Value*>> dict;
-  PickledTensor tensor;
+  std::unique_ptr<Extra> x;   // Storage, Dict, Tensor
 };
 using Kind = Value::Kind;
 
@@ -87,10 +95,18 @@ const char* kind_name(Kind k) {
 }
 
 constexpr size_t kMaxValues = size_t(1) << 24;
+// Memory the unpickler may use per byte of pickle (plus kSlack): values, strings, container
+// slots and memo entries are charged as they are made. A real torch.save pickle needs about
+// kTypicalBytesPerByte (measured on the shipped and ../shared checkpoints); one made to
+// allocate (a stream of one-byte EMPTY_DICT or TUPLE1 opcodes) is refused with an error.
+constexpr size_t kBytesPerInputByte = 64;
+constexpr size_t kSlack = size_t(1) << 20;
 
 class Unpickler {
  public:
-  Unpickler(std::span<const unsigned char> b, const std::string& where) : b_(b), where_(where) {}
+  Unpickler(std::span<const unsigned char> b, const std::string& where)
+      : b_(b), where_(where), budget_(kBytesPerInputByte * b.size() + kSlack) {}
+  size_t used() const { return kBytesPerInputByte * b_.size() + kSlack - budget_; }
   Value* run();
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -98,10 +114,18 @@ class Unpickler {
   }
 
  private:
+  void charge(size_t bytes) {
+    if (bytes > budget_) {
+      fail("pickle needs more memory than a state dict of its size would (over " +
+           std::to_string(kBytesPerInputByte) + " bytes per pickle byte)");
+    }
+    budget_ -= bytes;
+  }
   Value* make(Kind k) {
     if (arena_.size() >= kMaxValues) fail("pickle holds too many objects for a state dict");
-    arena_.push_back(std::make_unique<Value>(k));
-    return arena_.back().get();
+    const bool extra = k == Kind::Storage || k == Kind::Dict || k == Kind::Tensor;
+    charge(sizeof(Value) + (extra ? sizeof(Value::Extra) + 16 : 0));
+    return &arena_.emplace_back(k);
   }
   const unsigned char* need(size_t n) {
     if (n > b_.size() - p_) fail("pickle ends unexpectedly (truncated)");
@@ -119,7 +143,10 @@ class Unpickler {
     ++p_;
     return std::string(reinterpret_cast<const char*>(b_.data() + start), p_ - 1 - start);
   }
-  void push(Value* v) { stack_.push_back(v); }
+  void push(Value* v) {
+    charge(sizeof(Value*));  // a DUP stream grows the stack by one slot per byte
+    stack_.push_back(v);
+  }
   Value* pop() {
     if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) {
       fail("pickle stack underflow");
@@ -143,6 +170,7 @@ class Unpickler {
     return items;
   }
   Value* tuple(std::vector<Value*> items) {
+    charge(items.size() * sizeof(Value*));
     Value* t = make(Kind::Tuple);
     t->items = std::move(items);
     return t;
@@ -153,6 +181,7 @@ class Unpickler {
     return x;
   }
   Value* str(const unsigned char* p, size_t n, Kind k = Kind::Str) {
+    charge(n);
     Value* x = make(k);
     x->s.assign(reinterpret_cast<const char*>(p), n);
     return x;
@@ -176,7 +205,11 @@ class Unpickler {
     v->s = g;
     push(v);
   }
-  void memo_put(uint64_t idx) { memo_[idx] = top(); }
+  void memo_put(uint64_t idx) {
+    auto [it, fresh] = memo_.emplace(idx, nullptr);
+    if (fresh) charge(64);  // a hash node
+    it->second = top();
+  }
   void memo_get(uint64_t idx) {
     auto it = memo_.find(idx);
     if (it == memo_.end())
@@ -185,13 +218,14 @@ class Unpickler {
   }
   Value* reduce(Value* fn, Value* args);
   Value* persistent(Value* pid);
-  static void set_items(Value* d, const std::vector<Value*>& kv, size_t from);
+  void set_items(Value* d, const std::vector<Value*>& kv, size_t from);
 
   std::span<const unsigned char> b_;
   const std::string& where_;
   size_t p_ = 0;
   size_t op_pos_ = 0;
-  std::vector<std::unique_ptr<Value>> arena_;  // owns every value; cycles are harmless
+  size_t budget_;
+  std::deque<Value> arena_;  // owns every value (stable addresses); cycles are harmless
   std::vector<Value*> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Value*> memo_;
@@ -213,7 +247,7 @@ Value* Unpickler::persistent(Value* pid) {
   if (numel->kind != Kind::Int || numel->i < 0) fail("storage size is not a non-negative int");
   Value* s = make(Kind::Storage);
   s->s = type->s;
-  s->key = key->s;
+  s->x->key = key->s;
   s->i = numel->i;
   return s;
 }
@@ -226,11 +260,12 @@ Value* Unpickler::reduce(Value* fn, Value* args) {
     Value* d = make(Kind::Dict);
     if (a.empty()) return d;
     if (a.size() == 1 && a[0]->kind == Kind::List) {
+      charge(a[0]->items.size() * 2 * sizeof(Value*));  // one list may be reused (memo)
       for (Value* kv : a[0]->items) {
         if ((kv->kind != Kind::Tuple && kv->kind != Kind::List) || kv->items.size() != 2) {
           fail("OrderedDict item is not a pair");
         }
-        d->dict.emplace_back(kv->items[0], kv->items[1]);
+        d->x->dict.emplace_back(kv->items[0], kv->items[1]);
       }
       return d;
     }
@@ -247,18 +282,18 @@ Value* Unpickler::reduce(Value* fn, Value* args) {
     }
     if (a[2]->items.size() > 64) fail("_rebuild_tensor_v2: too many dimensions");
     Value* t = make(Kind::Tensor);
-    t->tensor.storage_type = a[0]->s;
-    t->tensor.storage_key = a[0]->key;
-    t->tensor.storage_numel = a[0]->i;
-    t->tensor.offset = a[1]->i;
+    t->x->tensor.storage_type = a[0]->s;
+    t->x->tensor.storage_key = a[0]->x->key;
+    t->x->tensor.storage_numel = a[0]->i;
+    t->x->tensor.offset = a[1]->i;
     for (size_t k = 0; k < a[2]->items.size(); ++k) {
       Value* sz = a[2]->items[k];
       Value* st = a[3]->items[k];
       if (sz->kind != Kind::Int || st->kind != Kind::Int || sz->i < 0 || st->i < 0) {
         fail("_rebuild_tensor_v2: size/stride entries must be non-negative ints");
       }
-      t->tensor.shape.push_back(sz->i);
-      t->tensor.stride.push_back(st->i);
+      t->x->tensor.shape.push_back(sz->i);
+      t->x->tensor.stride.push_back(st->i);
     }
     return t;
   }
@@ -270,7 +305,8 @@ Value* Unpickler::reduce(Value* fn, Value* args) {
 }
 
 void Unpickler::set_items(Value* d, const std::vector<Value*>& kv, size_t from) {
-  for (size_t k = from; k + 1 < kv.size(); k += 2) d->dict.emplace_back(kv[k], kv[k + 1]);
+  charge(kv.size() * sizeof(Value*));
+  for (size_t k = from; k + 1 < kv.size(); k += 2) d->x->dict.emplace_back(kv[k], kv[k + 1]);
 }
 
 Value* Unpickler::run() {
@@ -318,6 +354,7 @@ Value* Unpickler::run() {
         memo_get(le32(need(4)));
         break;
       case '(':
+        charge(sizeof(size_t));
         marks_.push_back(stack_.size());
         break;
       case '0':
@@ -362,6 +399,7 @@ Value* Unpickler::run() {
       case 'l': {
         Value* l = make(Kind::List);
         l->items = pop_mark();
+        charge(l->items.size() * sizeof(Value*));
         push(l);
         break;
       }
@@ -377,6 +415,7 @@ Value* Unpickler::run() {
         Value* v = pop();
         Value* l = top();
         if (l->kind != Kind::List) fail("APPEND to a " + std::string(kind_name(l->kind)));
+        charge(sizeof(Value*));
         l->items.push_back(v);
         break;
       }
@@ -384,6 +423,7 @@ Value* Unpickler::run() {
         auto vs = pop_mark();
         Value* l = top();
         if (l->kind != Kind::List) fail("APPENDS to a " + std::string(kind_name(l->kind)));
+        charge(vs.size() * sizeof(Value*));
         l->items.insert(l->items.end(), vs.begin(), vs.end());
         break;
       }
@@ -392,7 +432,8 @@ Value* Unpickler::run() {
         Value* k = pop();
         Value* d = top();
         if (d->kind != Kind::Dict) fail("SETITEM on a " + std::string(kind_name(d->kind)));
-        d->dict.emplace_back(k, v);
+        charge(2 * sizeof(Value*));
+        d->x->dict.emplace_back(k, v);
         break;
       }
       case 'u': {
@@ -516,10 +557,10 @@ std::vector<PickledTensor> unpickle_state_dict(std::span<const unsigned char> by
   }
   const Value* d = top;
   bool any_tensor = false;
-  for (const auto& [k, v] : d->dict) any_tensor |= v->kind == Kind::Tensor;
+  for (const auto& [k, v] : d->x->dict) any_tensor |= v->kind == Kind::Tensor;
   if (!any_tensor) {
     for (const char* wrapper : {"state_dict", "model"}) {
-      for (const auto& [k, v] : top->dict) {
+      for (const auto& [k, v] : top->x->dict) {
         if (k->kind == Kind::Str && k->s == wrapper && v->kind == Kind::Dict) {
           d = v;
           break;
@@ -530,7 +571,9 @@ std::vector<PickledTensor> unpickle_state_dict(std::span<const unsigned char> by
   }
   std::vector<PickledTensor> out;
   std::unordered_map<std::string, size_t> index;
-  for (const auto& [k, v] : d->dict) {
+  // The result is charged too: memo references make one tensor value cheap to repeat.
+  size_t budget = kBytesPerInputByte * bytes.size() + kSlack;
+  for (const auto& [k, v] : d->x->dict) {
     if (k->kind != Kind::Str) {
       throw Error(where + ": state dict key is a " + kind_name(k->kind) + ", not a string");
     }
@@ -538,7 +581,17 @@ std::vector<PickledTensor> unpickle_state_dict(std::span<const unsigned char> by
       throw Error(where + ": state dict entry '" + k->s + "' is a " + kind_name(v->kind) +
                   ", not a tensor");
     }
-    PickledTensor t = v->tensor;
+    const PickledTensor& src = v->x->tensor;
+    const size_t cost = sizeof(PickledTensor) + 2 * k->s.size() + src.storage_key.size() +
+                        src.storage_type.size() + 16 * src.shape.size() + 64;
+    if (cost > budget) {
+      throw Error(where +
+                  ": data.pkl: the state dict needs more memory than a pickle of its "
+                  "size would (over " +
+                  std::to_string(kBytesPerInputByte) + " bytes per pickle byte)");
+    }
+    budget -= cost;
+    PickledTensor t = src;
     t.name = k->s;
     auto [it, fresh] = index.emplace(t.name, out.size());
     if (fresh) {

@@ -1,4 +1,5 @@
 // `.pth` reader: zip container + restricted unpickler; tensors viewed in the mapping.
+#include <algorithm>
 #include <cstring>
 
 #include "io/io_internal.hpp"
@@ -14,6 +15,9 @@ namespace io {
 namespace {
 
 constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 28;
+// A tensor with a zero dimension holds nothing, but loops may still run over its other
+// dimensions: their product is bounded by the storage, or by this for tiny storages.
+constexpr uint64_t kEmptyDimsLimit = uint64_t(1) << 20;
 
 // Storage type → DType; throws naming the tensor for types DType cannot hold.
 DType storage_dtype(const std::string& path, const PickledTensor& t) {
@@ -96,22 +100,27 @@ TensorFile read_pth_mapped(std::shared_ptr<const MappedFile> file) {
     auto storage = zip.data(*entry);
     const uint64_t storage_elems = storage.size() / es;
 
-    // Elements spanned: offset + sum((size-1)*stride) + 1 (none when a dimension is 0).
-    uint64_t numel = 1, last = 0;
+    // Elements spanned: offset + sum((size-1)*stride) + 1 (none when a dimension is 0). The
+    // element count is bounded by the storage too: a view with a stride of 0 (an expanded
+    // tensor) could otherwise ask for any amount of memory from a few bytes of storage.
+    uint64_t numel = 0, last = 0;
+    if (!checked::numel(t.shape, &numel, std::max(storage_elems, kEmptyDimsLimit)) ||
+        numel > storage_elems) {
+      throw fail("shape " + shape_str(t.shape) + " has more elements than its storage of " +
+                 std::to_string(storage_elems) + " elements");
+    }
     bool contiguous = true;
     uint64_t expect = 1;
     for (size_t d = t.shape.size(); d-- > 0;) {
       const uint64_t sz = uint64_t(t.shape[d]), st = uint64_t(t.stride[d]);
       uint64_t span = 0;
-      if (!mul_ok(numel, sz, &numel) || (sz > 0 && !mul_ok(sz - 1, st, &span)) ||
-          !fits(last, span, UINT64_MAX / 2)) {
-        throw fail("shape " + shape_str(t.shape) + " is too large");
+      if ((sz > 0 && !checked::mul(sz - 1, st, &span)) || !checked::add(last, span, &last)) {
+        throw fail("strides of shape " + shape_str(t.shape) + " run past any storage");
       }
-      last += span;
       if (sz != 1 && st != expect) contiguous = false;
-      if (!mul_ok(expect, sz, &expect)) throw fail("shape is too large");
+      if (!checked::mul(expect, sz, &expect)) expect = UINT64_MAX;  // only compared when sz != 1
     }
-    if (numel > 0 && (!fits(uint64_t(t.offset), last + 1, storage_elems))) {
+    if (numel > 0 && (last == UINT64_MAX || !fits(uint64_t(t.offset), last + 1, storage_elems))) {
       throw fail("view (offset " + std::to_string(t.offset) + ", shape " + shape_str(t.shape) +
                  ") runs past its storage of " + std::to_string(storage_elems) + " elements");
     }
@@ -121,6 +130,7 @@ TensorFile read_pth_mapped(std::shared_ptr<const MappedFile> file) {
       continue;
     }
     // Strided view: gather into an owned contiguous buffer.
+    // numel <= storage_elems, so numel * es <= the storage's byte size: no overflow.
     auto buf = aligned_buffer(size_t(numel * es));
     std::vector<int64_t> idx(t.shape.size(), 0);
     for (uint64_t n = 0; n < numel; ++n) {

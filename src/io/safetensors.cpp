@@ -17,6 +17,8 @@ namespace io {
 namespace {
 
 constexpr uint64_t kMaxHeader = uint64_t(100) << 20;  // as the reference implementation
+constexpr size_t kMaxDims = 64;
+constexpr int kMaxJsonDepth = 8;  // {"name": {"shape": [..]}} is depth 3; metadata is flat
 
 bool parse_dtype(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kTypes[] = {
@@ -46,9 +48,11 @@ const char* dtype_tag(DType t) {
     case DType::U8:
       return "U8";
     case DType::I8:
-      return "I8";    case DType::Q8_0:
+      return "I8";
+    case DType::Q8_0:
     case DType::Q4_0:
-      throw Error("block-quantised " + dtype_name(t) + " tensors cannot be stored in safetensors; use GGUF");
+      throw Error("block-quantised " + dtype_name(t) +
+                  " tensors cannot be stored in safetensors; use GGUF");
   }
   return "?";
 }
@@ -77,8 +81,30 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
   if (n > kMaxHeader)
     throw Error(path + ": safetensors header of " + std::to_string(n) + " bytes is too large");
   nlohmann::ordered_json header;
+  // The parse is refused past a small nesting depth (memory per byte stays bounded) and on a
+  // key that appears twice in one object (JSON would keep one silently).
+  std::vector<std::unordered_set<std::string>> keys;
+  auto check = [&](int depth, nlohmann::ordered_json::parse_event_t ev,
+                   nlohmann::ordered_json& parsed) {
+    using Ev = nlohmann::ordered_json::parse_event_t;
+    if (ev == Ev::object_start || ev == Ev::array_start) {
+      if (depth >= kMaxJsonDepth) {
+        throw Error(path + ": safetensors header nests deeper than " +
+                    std::to_string(kMaxJsonDepth) + " levels");
+      }
+      if (ev == Ev::object_start) keys.emplace_back();
+    } else if (ev == Ev::object_end) {
+      keys.pop_back();
+    } else if (ev == Ev::key && !keys.empty()) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      if (!keys.back().insert(k).second) {
+        throw Error(path + ": safetensors header has the key '" + k + "' twice");
+      }
+    }
+    return true;
+  };
   try {
-    header = nlohmann::ordered_json::parse(base + 8, base + 8 + n);
+    header = nlohmann::ordered_json::parse(base + 8, base + 8 + n, check);
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": safetensors header is not valid JSON (" + e.what() + ")");
   }
@@ -93,7 +119,7 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
     std::string name;
     DType dtype;
     Shape shape;
-    uint64_t begin;
+    uint64_t begin, end;
   };
   std::vector<Item> items;
   for (const auto& [name, spec] : header.items()) {
@@ -105,8 +131,9 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
       }
       continue;
     }
-    auto fail = [&](const std::string& what) {
-      return Error(path + ": tensor '" + name + "': " + what);
+    // (A copy of the name: clang 14 cannot capture a structured binding.)
+    auto fail = [&path, tensor = std::string(name)](const std::string& what) {
+      return Error(path + ": tensor '" + tensor + "': " + what);
     };
     if (!spec.is_object()) throw fail("header entry is not an object");
     if (!spec.contains("dtype") || !spec["dtype"].is_string()) throw fail("dtype is missing");
@@ -117,12 +144,16 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
     }
     if (!spec.contains("shape") || !spec["shape"].is_array()) throw fail("shape is missing");
     Shape shape;
-    uint64_t numel = 1;
+    if (spec["shape"].size() > kMaxDims) throw fail("shape has more than 64 dimensions");
     for (const auto& d : spec["shape"]) {
       const uint64_t dim = json_uint(d, fail, "shape entries");
-      if (dim > uint64_t(INT64_MAX) || !mul_ok(numel, dim, &numel))
-        throw fail("shape is too large");
+      if (dim > uint64_t(INT64_MAX)) throw fail("shape is too large");
       shape.push_back(int64_t(dim));
+    }
+    uint64_t numel = 0;
+    if (!checked::numel(shape, &numel, std::max<uint64_t>(data_size, uint64_t(1) << 20))) {
+      throw fail("shape " + shape_str(shape) + " is too large: more elements than the data " +
+                 "section (" + std::to_string(data_size) + " bytes) can hold");
     }
     if (!spec.contains("data_offsets") || !spec["data_offsets"].is_array() ||
         spec["data_offsets"].size() != 2) {
@@ -141,11 +172,22 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
       throw fail("data_offsets span " + std::to_string(end - begin) + " bytes but " + tag + " " +
                  shape_str(shape) + " needs " + std::to_string(nbytes));
     }
-    items.push_back({name, dtype, std::move(shape), begin});
+    items.push_back({name, dtype, std::move(shape), begin, end});
   }
-  // File order is data order.
+  // File order is data order; no two tensors may share bytes.
   std::stable_sort(items.begin(), items.end(),
                    [](const Item& a, const Item& b) { return a.begin < b.begin; });
+  const Item* prev = nullptr;  // the last tensor with bytes
+  for (const Item& it : items) {
+    if (it.end == it.begin) continue;
+    if (prev && it.begin < prev->end) {
+      throw Error(path + ": tensors '" + prev->name + "' and '" + it.name +
+                  "' overlap in the data section (data_offsets [" + std::to_string(prev->begin) +
+                  ", " + std::to_string(prev->end) + "] and [" + std::to_string(it.begin) + ", " +
+                  std::to_string(it.end) + "])");
+    }
+    prev = &it;
+  }
   for (Item& it : items) add_view(out, it.name, it.dtype, std::move(it.shape), data + it.begin);
   return out;
 }

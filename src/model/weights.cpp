@@ -4,7 +4,6 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <regex>
 
 #include "rwkv7/error.hpp"
 
@@ -150,13 +149,12 @@ ModelConfig infer_config(const TensorFile& f) {
   }
   c.vocab_size = dim(f, "emb.weight", 2, 0);
   c.n_embd = dim(f, "emb.weight", 2, 1);
-  static const std::regex block_re(R"(blocks\.(\d+)\..*)");
   int64_t max_layer = -1;
   for (const auto& [name, v] : f.tensors) {
-    std::smatch m;
-    if (std::regex_match(name, m, block_re)) {
-      if (m[1].length() > 6) throw Error(where(f, name) + ": layer index out of range");
-      max_layer = std::max<int64_t>(max_layer, std::stoll(m[1]));
+    std::string_view digits, rest;
+    if (split_indexed_name(name, "blocks.", &digits, &rest)) {
+      if (digits.size() > 6) throw Error(where(f, name) + ": layer index out of range");
+      max_layer = std::max<int64_t>(max_layer, std::stoll(std::string(digits)));
     }
   }
   if (max_layer < 0) throw Error(f.path + ": no 'blocks.<i>.' tensors; not an RWKV-7 checkpoint?");

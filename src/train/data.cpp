@@ -76,19 +76,24 @@ TokenData load_token_data(const std::vector<std::string>& paths, const Tokenizer
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
       std::vector<std::string> inside;
-      for (const auto& e : fs::recursive_directory_iterator(p))
-        if (e.is_regular_file()) inside.push_back(e.path().string());
+      try {
+        for (const auto& e : fs::recursive_directory_iterator(p))
+          if (e.is_regular_file()) inside.push_back(e.path().string());
+      } catch (const fs::filesystem_error& e) {  // an unreadable subfolder, a vanished file
+        throw Error(p + ": cannot list the folder (" + e.code().message() + ": " +
+                    e.path1().string() + ")");
+      }
       std::sort(inside.begin(), inside.end());
       if (inside.empty()) throw Error(p + ": folder has no files");
       for (const auto& f : inside) {
         add_file(d, f, tok);
         ++files;
-        bytes += int64_t(fs::file_size(f));
+        bytes += int64_t(fs::file_size(f, ec));
       }
     } else if (fs::is_regular_file(p, ec)) {
       add_file(d, p, tok);
       ++files;
-      bytes += int64_t(fs::file_size(p));
+      bytes += int64_t(fs::file_size(p, ec));
     } else {
       throw Error(p + ": no such file or folder");
     }

@@ -1,3 +1,6 @@
+#include <signal.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -68,6 +71,34 @@ std::string in_dir(const TrainOptions& o, const std::string& name) {
   return (fs::path(o.out_dir) / name).string();
 }
 
+// Names the run itself gives its checkpoint files: "ckpt-<steps>.pth" and its optimizer state
+// "ckpt-<steps>.optim.safetensors". Only such plain names inside the output folder are ever
+// read back or deleted: checkpoint.json is input like any other file.
+bool is_checkpoint_name(const std::string& name, const char* ext) {
+  const std::string pre = "ckpt-";
+  if (name.size() <= pre.size() || name.compare(0, pre.size(), pre) != 0) return false;
+  size_t k = pre.size();
+  while (k < name.size() && name[k] >= '0' && name[k] <= '9') ++k;
+  return k > pre.size() && k - pre.size() <= 18 && name.substr(k) == ext;
+}
+
+constexpr size_t kMaxPointerBytes = 1 << 20;  // checkpoint.json is a few hundred bytes
+
+// checkpoint.json as JSON; Error naming the file when it is unreadable or too large.
+nlohmann::json read_pointer(const std::string& ptr_path) {
+  std::ifstream in(ptr_path, std::ios::binary);
+  if (!in) throw Error(ptr_path + ": no checkpoint to resume from");
+  std::string text(kMaxPointerBytes + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  if (text.size() > kMaxPointerBytes) throw Error(ptr_path + ": larger than 1 MiB; not a pointer");
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(ptr_path + ": unreadable (" + e.what() + ")");
+  }
+}
+
 void save_checkpoint(const TrainOptions& o, const TrainParams& params, AdamW& adam, int64_t done,
                      const nlohmann::json& identity) {
   const std::string tag = "ckpt-" + std::to_string(done);
@@ -82,14 +113,15 @@ void save_checkpoint(const TrainOptions& o, const TrainParams& params, AdamW& ad
   nlohmann::json ptr = {
       {"steps_done", done}, {"weights", weights}, {"optimizer", optim}, {"run", identity}};
   std::string previous;
-  if (std::ifstream in(in_dir(o, "checkpoint.json")); in) {
-    try {
-      previous = nlohmann::json::parse(in).value("weights", "");
-    } catch (const nlohmann::json::exception&) {
-    }
+  try {
+    const nlohmann::json old = read_pointer(in_dir(o, "checkpoint.json"));
+    if (old.is_object() && old.contains("weights") && old["weights"].is_string())
+      previous = old["weights"].get<std::string>();
+  } catch (const Error&) {  // no previous pointer, or one we cannot trust: nothing to delete
   }
   write_file_atomic(in_dir(o, "checkpoint.json"), [&](std::ostream& out) { out << ptr.dump(2); });
-  if (!previous.empty() && previous != weights) {
+  // Only a file this run's naming scheme made, inside the output folder, is deleted.
+  if (previous != weights && is_checkpoint_name(previous, ".pth")) {
     std::error_code ec;
     fs::remove(in_dir(o, previous), ec);
     fs::remove(in_dir(o, previous.substr(0, previous.size() - 4) + ".optim.safetensors"), ec);
@@ -101,15 +133,24 @@ int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, AdamW& adam,
                         const nlohmann::json& identity,
                         const std::function<void(const std::string&)>& say) {
   const std::string ptr_path = in_dir(o, "checkpoint.json");
-  std::ifstream in(ptr_path);
-  if (!in) throw Error(ptr_path + ": no checkpoint to resume from");
-  nlohmann::json ptr;
-  try {
-    ptr = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ptr_path + ": unreadable (" + e.what() + ")");
-  }
-  const nlohmann::json& run = ptr.at("run");
+  const nlohmann::json ptr = read_pointer(ptr_path);
+  auto field = [&](const char* key) -> const nlohmann::json& {
+    if (!ptr.is_object() || !ptr.contains(key)) {
+      throw Error(ptr_path + ": malformed checkpoint pointer: key '" + key + "' is missing");
+    }
+    return ptr[key];
+  };
+  auto file_field = [&](const char* key, const char* ext) {
+    const nlohmann::json& v = field(key);
+    if (!v.is_string() || !is_checkpoint_name(v.get<std::string>(), ext)) {
+      throw Error(ptr_path + ": malformed checkpoint pointer: '" + key + "' must name a ckpt-N" +
+                  ext + " file in the output folder (got " + v.dump() + ")");
+    }
+    return in_dir(o, v.get<std::string>());
+  };
+  const nlohmann::json& run = field("run");
+  if (!run.is_object())
+    throw Error(ptr_path + ": malformed checkpoint pointer: 'run' is not an object");
   for (auto it = identity.begin(); it != identity.end(); ++it) {
     if (!run.contains(it.key()) || run[it.key()] != it.value()) {
       throw Error(ptr_path + ": checkpoint was made with " + it.key() + " = " +
@@ -117,22 +158,67 @@ int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, AdamW& adam,
                   it.value().dump() + "; --resume needs the same settings");
     }
   }
-  TrainParams saved = params_from_file(read_tensor_file(in_dir(o, ptr.at("weights"))));
+  const nlohmann::json& steps = field("steps_done");
+  if (!steps.is_number_integer() || steps.get<int64_t>() < 0) {
+    throw Error(ptr_path + ": malformed checkpoint pointer: 'steps_done' is not a step count");
+  }
+  const int64_t done = steps.get<int64_t>();
+  const std::string weights_path = file_field("weights", ".pth");
+  const std::string optim_path = file_field("optimizer", ".optim.safetensors");
+  TrainParams saved = params_from_file(read_tensor_file(weights_path));
   for (auto& [n, t] : params.tensors) {
     auto it = saved.tensors.find(n);
     if (it == saved.tensors.end() || it->second.shape != t.shape) {
-      throw Error(in_dir(o, ptr.at("weights")) + ": tensor '" + n +
-                  "' missing or of another shape");
+      throw Error(weights_path + ": tensor '" + n + "' missing or of another shape");
     }
     t = it->second;
   }
-  TensorFile mf = read_safetensors(in_dir(o, ptr.at("optimizer")));
-  for (auto& [n, m] : adam.first_moments()) m.data = to_f32(mf.get("m." + n));
-  for (auto& [n, v] : adam.second_moments()) v.data = to_f32(mf.get("v." + n));
-  adam.set_steps_taken(std::stoll(mf.metadata.at("adam_steps")));
-  const int64_t done = ptr.at("steps_done").get<int64_t>();
+  TensorFile mf = read_safetensors(optim_path);
+  auto moment = [&](const std::string& name, const Shape& shape) {
+    const TensorView& v = mf.get(name);
+    if (v.shape != shape) {
+      throw Error(optim_path + ": tensor '" + name + "' has shape " + shape_str(v.shape) +
+                  ", expected " + shape_str(shape));
+    }
+    return to_f32(v);
+  };
+  for (auto& [n, m] : adam.first_moments()) m.data = moment("m." + n, m.shape);
+  for (auto& [n, v] : adam.second_moments()) v.data = moment("v." + n, v.shape);
+  const auto steps_it = mf.metadata.find("adam_steps");
+  int64_t adam_steps = -1;
+  if (steps_it != mf.metadata.end()) {
+    try {
+      size_t used = 0;
+      adam_steps = std::stoll(steps_it->second, &used);
+      if (used != steps_it->second.size()) adam_steps = -1;
+    } catch (const std::exception&) {
+    }
+  }
+  if (adam_steps < 0) throw Error(optim_path + ": metadata 'adam_steps' is missing or not a count");
+  adam.set_steps_taken(adam_steps);
   say("resumed from " + ptr_path + " after step " + std::to_string(done));
   return done;
+}
+
+// Removes "<name>.tmp.<pid>" files that write_file_atomic left in `dir` when a process was
+// killed mid-write: only those whose process is gone (and never the files they would have
+// replaced).
+void remove_orphan_temps(const std::string& dir,
+                         const std::function<void(const std::string&)>& say) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || at == 0 || !e.is_regular_file(ec)) continue;
+    const std::string pid_text = name.substr(at + 5);
+    if (pid_text.empty() || pid_text.size() > 9 ||
+        pid_text.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    const pid_t pid = pid_t(std::stol(pid_text));
+    if (pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH)) continue;  // still alive (or unknown)
+    if (fs::remove(e.path(), ec)) say("removed " + e.path().string() + " (left by a killed run)");
+  }
 }
 
 double validation_loss(const TrainParams& params, const std::vector<int32_t>& val, int64_t limit,
@@ -152,7 +238,8 @@ void truncate_json_log(const std::string& path, int64_t from_step) {
   std::string line, kept;
   while (std::getline(in, line)) {
     try {
-      if (nlohmann::json::parse(line).at("step").get<int64_t>() < from_step) kept += line + "\n";
+      const nlohmann::json step = nlohmann::json::parse(line).at("step");
+      if (step.is_number_integer() && step.get<int64_t>() < from_step) kept += line + "\n";
     } catch (const nlohmann::json::exception&) {
     }
   }
@@ -170,7 +257,13 @@ TrainSummary run_training(const TrainOptions& o,
   if (!(o.lr_init > 0) || !(o.lr_final > 0)) throw Error("train: learning rates must be positive");
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "f16")
     throw Error("train: --save-dtype must be f32, bf16 or f16");
-  fs::create_directories(o.out_dir);
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec || !fs::is_directory(o.out_dir, ec)) {
+    throw Error(o.out_dir + ": cannot create the output folder (" +
+                (ec ? ec.message() : std::string("a file of that name exists")) + ")");
+  }
+  remove_orphan_temps(o.out_dir, say);
 
   Tokenizer tok = o.vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o.vocab);
   TokenData data = load_token_data(o.data, tok);
@@ -263,8 +356,10 @@ TrainSummary run_training(const TrainOptions& o,
       json_log.flush();
     }
     if (last || pause || (o.save_every > 0 && (s + 1) % o.save_every == 0)) {
-      save_checkpoint(o, params, adam, s + 1, identity);
+      // The log first: a kill between the two leaves rows past the pointer, which a resume
+      // drops; the other order would lose the rows of the steps the pointer covers.
       write_log_csv(csv, log);
+      save_checkpoint(o, params, adam, s + 1, identity);
       write_loss_svg(svg, log, "rwkv7 train: " + cfg.shape_string());
     } else if (row.val_loss) {
       write_log_csv(csv, log);

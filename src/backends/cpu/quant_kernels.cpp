@@ -168,8 +168,13 @@ __attribute__((target("avx512vnni"))) void MatvecVnni(const uint8_t* w, size_t s
   const uintptr_t ahead = group * std::max<size_t>(1, (8192 + group - 1) / group);
   __m512 acc[R];
   for (size_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  // Blocks b and b + 1 (kPair) or b alone (upper half zero: an odd block count).
+    // Blocks b and b + 1 (kPair) or b alone (upper half zero: an odd block count).
+    // clang does not pass the function's target attribute on to a lambda inside it.
+#if defined(__clang__)
+  auto step = [&](size_t b, auto kPair) __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) {
+#else
   auto step = [&](size_t b, auto kPair) {
+#endif
     __m512i xq, c;
     __m512 xd;  // [x.d[b] ×8, x.d[b + 1] ×8]
     if constexpr (kPair) {
