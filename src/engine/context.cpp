@@ -4,8 +4,6 @@
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
-namespace {
-
 int checked_threads(int threads) {
   if (threads < 0 || threads > Context::kMaxThreads) {
     throw Error("threads must be between 1 and " + std::to_string(Context::kMaxThreads) +
@@ -13,8 +11,6 @@ int checked_threads(int threads) {
   }
   return threads;
 }
-
-}  // namespace
 
 Context::Impl::Impl(int threads)
     : pool(checked_threads(threads)),

@@ -11,6 +11,9 @@
 
 namespace rwkv7 {
 
+// `threads` when it is 0 (every core) or 1 .. Context::kMaxThreads; Error otherwise.
+int checked_threads(int threads);
+
 struct Context::Impl {
   explicit Impl(int threads);
   ThreadPool pool;

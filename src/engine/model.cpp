@@ -22,10 +22,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOpti
 std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const LoadOptions& opts) {
   if (opts.chunk < 1)
     throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
-  if (opts.threads < 0 || opts.threads > Context::kMaxThreads) {
-    throw Error("threads must be between 1 and " + std::to_string(Context::kMaxThreads) +
-                ", or 0 for every core (got " + std::to_string(opts.threads) + ")");
-  }
+  checked_threads(opts.threads);  // the model's own Context is made on first use
   auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
