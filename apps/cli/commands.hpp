@@ -15,5 +15,6 @@ void register_grad(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_train(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace rwkv7::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_convert(app);
   rwkv7::cli::register_bench(app);
   rwkv7::cli::register_train(app);
+  rwkv7::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

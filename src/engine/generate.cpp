@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 
+#include "engine/text_stream.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -13,21 +14,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// Length of the longest suffix of `text` that is a proper prefix of some stop string: that
-// much must be held back, since the next token may complete the stop string.
-size_t held_back(std::string_view text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& s : stops) {
-    for (size_t n = std::min(s.size() - 1, text.size()); n > hold; --n) {
-      if (text.substr(text.size() - n) == std::string_view(s).substr(0, n)) {
-        hold = n;
-        break;
-      }
-    }
-  }
-  return hold;
 }
 
 // log softmax(logits)[token], in double.
@@ -43,8 +29,7 @@ float log_probability(std::span<const float> logits, int32_t token) {
 struct Running {
   GenerationRequest* req;
   GenerateResult* res;
-  std::unique_ptr<StreamDecoder> decoder;
-  std::string pending;
+  std::unique_ptr<TextStream> text;
   std::vector<float> logits;
   int32_t fed = 0;     // the token fed at this step
   bool active = true;  // still sampling
@@ -72,7 +57,7 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
                   " has an empty prompt and no logits to continue from");
     results[i].prompt_tokens = int64_t(q.prompt.size());
     results[i].stop_reason = "max_tokens";
-    seqs.push_back(Running{&q, &results[i], std::make_unique<StreamDecoder>(tok), {}, {}});
+    seqs.push_back(Running{&q, &results[i], std::make_unique<TextStream>(tok, q.options.stop), {}});
   }
 
   // Every prompt in one batched forward.
@@ -112,24 +97,10 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
       s.res->tokens.push_back(next);
       s.fed = next;
       s.feed = true;
-      s.pending += s.decoder->push(next);
       bool stopped = false;
-      for (const std::string& stop : o.stop) {
-        const size_t at = s.pending.find(stop);
-        if (at != std::string::npos) {
-          s.pending.resize(at);
-          stopped = true;
-        }
-      }
-      const size_t hold = stopped ? 0 : held_back(s.pending, o.stop);
-      size_t released = 0;
-      if (s.pending.size() > hold) {
-        released = s.pending.size() - hold;
-        s.res->text.append(s.pending, 0, released);
-        ev.text = std::string_view(s.pending.data(), released);
-      }
+      ev.text = s.text->push(next, stopped);
+      s.res->text += ev.text;
       const bool go_on = on_token(ev);
-      s.pending.erase(0, released);
       if (stopped) {
         s.res->stop_reason = "stop_string";
         s.active = false;
@@ -149,10 +120,10 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
 
   for (Running& s : seqs) {
     if (s.res->stop_reason != "stop_string" && s.res->stop_reason != "cancelled") {
-      s.pending += s.decoder->flush();
-      if (!s.pending.empty()) {
-        s.res->text += s.pending;
-        on_token(TokenEvent{size_t(&s - seqs.data()), -1, s.pending, 0.0f});
+      const std::string_view rest = s.text->finish();
+      if (!rest.empty()) {
+        s.res->text += rest;
+        on_token(TokenEvent{size_t(&s - seqs.data()), -1, rest, 0.0f});
       }
     }
     s.res->prompt_seconds = prompt_seconds;

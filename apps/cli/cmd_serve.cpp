@@ -1,0 +1,101 @@
+// rwkv7 serve: the OpenAI-compatible HTTP server (apps/server) with continuous batching and
+// a prefix state cache. docs/serving.md has the API, the limits and the measurements.
+#include <cstdio>
+#include <filesystem>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "rwkv7/error.hpp"
+#include "server/server.hpp"
+
+namespace rwkv7::cli {
+
+void register_serve(CLI::App& app) {
+  struct Opts {
+    ModelFlags model;
+    server::ServerOptions server;
+    double cache_mb = 1024, cache_disk_mb = 4096, max_body_kb = 8192;
+    std::string cache_dir;
+    bool no_cache = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "OpenAI-compatible HTTP server (chat page at /) with continuous batching and a "
+      "prefix state cache; SIGTERM finishes running requests and exits");
+  o->model.add(cmd, true, false);
+  auto& s = o->server;
+  auto& q = s.scheduler;
+  cmd->add_option("--host", s.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", s.port, "Port (0: any free port; the line on stderr names it)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", s.api_key, "Require \"Authorization: Bearer KEY\" on /v1/*");
+  cmd->add_option("--model-name", s.model_id, "Model id in the API (default: the file's stem)");
+  cmd->add_option("--max-seqs", q.max_running, "Sequences decoded together at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--queue", q.max_queued, "Requests waiting at most (beyond: 429)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  cmd->add_option("--step-tokens", q.step_tokens,
+                  "Positions per batched step (decode tokens + prompt chunks): smaller keeps "
+                  "streams smooth while long prompts arrive, larger reads prompts faster")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--snapshot-every", q.snapshot_every,
+                  "Prompt tokens between prefix-cache snapshots (0: message and prompt ends only)")
+      ->capture_default_str()
+      ->check(NonNegative);
+  cmd->add_option("--cache-mb", o->cache_mb, "Memory for cached states (LRU)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e7));
+  cmd->add_option("--cache-dir", o->cache_dir,
+                  "Disk tier of the cache: states evicted from memory and all at shutdown are "
+                  "kept here and used again after a restart");
+  cmd->add_option("--cache-disk-mb", o->cache_disk_mb, "Bound of the disk tier")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  cmd->add_flag("--no-cache", o->no_cache, "No prefix cache (every prompt computed in full)");
+  cmd->add_option("--max-prompt-tokens", s.limits.max_prompt_tokens, "Longest prompt accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  cmd->add_option("--max-tokens-limit", s.limits.max_tokens, "Largest max_tokens accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  cmd->add_option("--default-max-tokens", s.limits.default_max_tokens,
+                  "max_tokens of a request that does not say")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  cmd->add_option("--max-body-kb", o->max_body_kb, "Largest request body (beyond: 413)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1e6));
+  cmd->add_option("--shutdown-grace", s.shutdown_grace_seconds,
+                  "Seconds running requests may take to finish after SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  cmd->callback([o] {
+    server::block_shutdown_signals();  // before the model's threads start
+    server::ServerOptions s = o->server;
+    ModelFlags load_flags = o->model;
+    load_flags.threads = 1;  // the model's own Context is unused: the scheduler has its own
+    auto model = load_flags.load();
+    auto tok = std::make_shared<const Tokenizer>(o->model.tokenizer(*model));
+    if (s.model_id.empty()) s.model_id = std::filesystem::path(model->path()).stem().string();
+    s.scheduler.threads = o->model.threads;
+    s.scheduler.use_cache = !o->no_cache;
+    s.scheduler.cache.memory_bytes = int64_t(o->cache_mb * 1024 * 1024);
+    s.scheduler.cache.disk_dir = o->cache_dir;
+    s.scheduler.cache.disk_bytes = int64_t(o->cache_disk_mb * 1024 * 1024);
+    s.scheduler.max_context = s.limits.max_prompt_tokens + s.limits.max_tokens;
+    s.max_body_bytes = size_t(o->max_body_kb * 1024);
+    std::fprintf(stderr, "rwkv7 serve: %s (%s, %s), %d threads, %d slots, cache %s\n",
+                 s.model_id.c_str(), model->config().shape_string().c_str(),
+                 model->weight_dtype().c_str(), o->model.threads, s.scheduler.max_running,
+                 o->no_cache ? "off" : (std::to_string(int64_t(o->cache_mb)) + " MB").c_str());
+    const int code = server::run_server(model, tok, s);
+    if (code != 0) throw Error("serve: exited with code " + std::to_string(code));
+  });
+}
+
+}  // namespace rwkv7::cli

@@ -1,0 +1,173 @@
+// The prefix state cache: longest-prefix lookups over a radix trie, logits needed for a whole
+// match, the memory budget (LRU), and the disk tier across restarts, including damaged files.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "rwkv7/error.hpp"
+#include "rwkv7/serve.hpp"
+#include "serve/cache_key_file.hpp"
+#include "serve_support.hpp"
+#include "temp_dir.hpp"
+
+namespace rwkv7 {
+namespace {
+
+using testing::kShippedModel;
+
+// A state whose contents say which prefix it belongs to (its first value = the length).
+State marked(const Model& m, int64_t length) {
+  State s = m.new_state();
+  s.att_shift[0] = float(length);
+  s.tokens_consumed = length;
+  return s;
+}
+
+std::vector<int32_t> seq(int n, int32_t base = 1) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v[size_t(i)] = base + (i % 200);
+  return v;
+}
+
+TEST(PrefixCache, FindsTheLongestCachedPrefix) {
+  auto m = Model::load(kShippedModel);
+  PrefixCache cache(m, {});
+  const auto a = seq(100);
+  cache.insert(std::span(a).first(10), marked(*m, 10));
+  cache.insert(std::span(a).first(60), marked(*m, 60));
+  cache.insert(std::span(a).first(40), marked(*m, 40));  // splits the 10→60 edge
+  auto hit = cache.lookup(a);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 60);
+  EXPECT_EQ(hit->state.att_shift[0], 60.0f);
+  EXPECT_TRUE(hit->logits.empty());
+  hit = cache.lookup(std::span(a).first(50));
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 40);
+  // A prompt that leaves the path after 20 tokens: the entry at 10.
+  auto b = a;
+  b[20] = 255;
+  hit = cache.lookup(b);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 10);
+  EXPECT_FALSE(cache.lookup(seq(30, 2)));  // differs at the first token
+  const PrefixCacheStats st = cache.stats();
+  EXPECT_EQ(st.lookups, 4);
+  EXPECT_EQ(st.hits, 3);
+  EXPECT_EQ(st.tokens_saved, 60 + 40 + 10);
+  EXPECT_EQ(st.entries, 3);
+}
+
+TEST(PrefixCache, AWholeMatchNeedsLogits) {
+  auto m = Model::load(kShippedModel);
+  PrefixCache cache(m, {});
+  const auto a = seq(30);
+  cache.insert(std::span(a).first(20), marked(*m, 20));
+  cache.insert(a, marked(*m, 30));  // no logits: nothing to sample from
+  auto hit = cache.lookup(a);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 20);
+  std::vector<float> logits(size_t(m->config().vocab_size), 0.5f);
+  cache.insert(a, marked(*m, 30), &logits);  // the same entry, now with logits
+  hit = cache.lookup(a);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 30);
+  EXPECT_EQ(hit->logits, logits);
+  EXPECT_EQ(cache.stats().entries, 2);
+}
+
+TEST(PrefixCache, KeepsWithinItsMemoryBudgetDroppingTheLeastRecentlyUsed) {
+  auto m = Model::load(kShippedModel);
+  const int64_t one = int64_t(m->new_state().bytes());
+  PrefixCacheOptions o;
+  o.memory_bytes = 3 * one + 3 * 2000;  // three small entries fit, not four
+  PrefixCache cache(m, o);
+  const auto a = seq(50), b = seq(50, 3), c = seq(50, 5), d = seq(50, 7);
+  cache.insert(a, marked(*m, 50));
+  cache.insert(b, marked(*m, 50));
+  cache.insert(c, marked(*m, 50));
+  auto b1 = b;
+  b1.push_back(9);
+  ASSERT_TRUE(cache.lookup(b1));  // b is now the most recent; a the least
+  auto a1 = a;
+  a1.push_back(9);
+  cache.insert(d, marked(*m, 50));
+  EXPECT_EQ(cache.stats().entries, 3);
+  EXPECT_LE(cache.stats().bytes, o.memory_bytes);
+  EXPECT_EQ(cache.stats().evictions, 1);
+  ASSERT_TRUE(cache.lookup(b1));
+  EXPECT_FALSE(cache.lookup(a1)) << "the least recently used entry should have been evicted";
+}
+
+TEST(PrefixCache, OffMeansNothingIsKept) {
+  auto m = Model::load(kShippedModel);
+  PrefixCacheOptions o;
+  o.memory_bytes = 0;
+  PrefixCache cache(m, o);
+  const auto a = seq(10);
+  cache.insert(a, marked(*m, 10));
+  auto a1 = a;
+  a1.push_back(1);
+  EXPECT_FALSE(cache.lookup(a1));
+  EXPECT_FALSE(cache.enabled());
+}
+
+TEST(PrefixCache, DiskTierSurvivesARestartAndDropsDamagedFiles) {
+  auto m = Model::load(kShippedModel);
+  testing::TempDir tmp;
+  PrefixCacheOptions o;
+  o.disk_dir = tmp.path().string();
+  const auto a = seq(80), b = seq(40, 3);
+  std::vector<float> logits(size_t(m->config().vocab_size));
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = float(i) * 0.25f;
+  {
+    PrefixCache cache(m, o);
+    cache.insert(a, marked(*m, 80), &logits);
+    cache.insert(b, marked(*m, 40));
+    cache.persist();
+    EXPECT_EQ(cache.stats().disk_entries, 2);
+  }
+  std::filesystem::path folder;
+  for (auto& e : std::filesystem::directory_iterator(tmp.path())) folder = e.path();
+  ASSERT_FALSE(folder.empty());
+  int keys = 0;
+  for (auto& e : std::filesystem::directory_iterator(folder))
+    keys += e.path().extension() == ".key";
+  EXPECT_EQ(keys, 2);
+  {
+    PrefixCache cache(m, o);  // a restart: the index is read from disk
+    EXPECT_EQ(cache.stats().disk_entries, 2);
+    auto hit = cache.lookup(a);
+    ASSERT_TRUE(hit);
+    EXPECT_EQ(hit->length, 80);
+    EXPECT_EQ(hit->state.att_shift[0], 80.0f);
+    EXPECT_EQ(hit->logits, logits);
+    EXPECT_EQ(cache.stats().disk_hits, 1);
+  }
+  // Damage one key file (flip a byte of its tokens): the restart drops it and keeps the other.
+  for (auto& e : std::filesystem::directory_iterator(folder)) {
+    if (e.path().extension() != ".key") continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(30);
+    f.put(char(0x7f));
+    break;
+  }
+  PrefixCache cache(m, o);
+  EXPECT_EQ(cache.stats().disk_entries, 1);
+}
+
+TEST(PrefixCache, KeyFilesRefuseWhatTheyDoNotHold) {
+  testing::TempDir tmp;
+  const std::string path = (tmp.path() / "k.key").string();
+  serve::write_cache_key(path, {{1, 2, 3}, {}});
+  EXPECT_EQ(serve::read_cache_key(path, 256).tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_THROW(serve::read_cache_key(path, 3), Error);  // token 3 outside a vocabulary of 3
+  serve::write_cache_key(path, {{1}, {0.5f, 1.5f}});
+  EXPECT_THROW(serve::read_cache_key(path, 256), Error);  // 2 logits for 256 tokens
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << "RWKV7KEY garbage";
+  EXPECT_THROW(serve::read_cache_key(path, 256), Error);
+}
+
+}  // namespace
+}  // namespace rwkv7

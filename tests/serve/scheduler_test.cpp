@@ -1,0 +1,215 @@
+// The scheduler: a request's tokens do not depend on the batch (greedy alone == among 31
+// other streams, log-probabilities within tolerance), a resume from the prefix cache gives the
+// tokens of a fresh run, chunked prefill lets short streams finish while a long prompt is read,
+// and the limits: a full queue, cancellation freeing the slot, shutdown.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "rwkv7/error.hpp"
+#include "rwkv7/generate.hpp"
+#include "rwkv7/serve.hpp"
+#include "serve_support.hpp"
+
+namespace rwkv7 {
+namespace {
+
+using testing::drain;
+using testing::greedy_request;
+using testing::kShippedModel;
+
+struct Fixture {
+  std::shared_ptr<const Model> model = Model::load(kShippedModel);
+  std::shared_ptr<const Tokenizer> tok = std::make_shared<const Tokenizer>(Tokenizer::bytes());
+};
+
+// Greedy tokens and their log-probabilities from generate() on a fresh state.
+void alone(const Fixture& f, const std::string& prompt, int64_t n, std::vector<int32_t>& tokens,
+           std::vector<float>& logprobs) {
+  Context ctx(1);
+  State st = f.model->new_state();
+  Sampler sampler(SamplerOptions{0.0f});
+  const auto ids = f.tok->encode(prompt);
+  GenerationRequest req{ids, &st, &sampler, {}, nullptr};
+  req.options.max_tokens = n;
+  req.options.stop_at_end_of_text = false;
+  auto res = generate_batch(*f.model, ctx, *f.tok, std::span(&req, 1), [&](const TokenEvent& e) {
+    if (e.token >= 0) logprobs.push_back(e.logprob);
+    return true;
+  });
+  tokens = res[0].tokens;
+}
+
+TEST(Scheduler, GreedyOutputIsTheSameAloneAndAmong31OtherStreams) {
+  Fixture f;
+  const std::string prompt = "ROMEO:\nWhat light through yonder window breaks?\n";
+  std::vector<int32_t> want;
+  std::vector<float> want_lp;
+  alone(f, prompt, 48, want, want_lp);
+
+  SchedulerOptions o;
+  o.threads = 2;
+  o.max_running = 32;
+  o.step_tokens = 40;  // prompts read over several steps, mixed with decoding
+  o.use_cache = false;
+  Scheduler s(f.model, f.tok, o);
+  std::vector<std::unique_ptr<ServeStream>> others;
+  for (int i = 0; i < 31; ++i) {  // sampled streams of other lengths, at other positions
+    ServeRequest r;
+    r.prompt = f.tok->encode(std::string(size_t(5 + 7 * i), char('a' + i % 26)) + "\n");
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = uint64_t(i);
+    r.options.max_tokens = 20 + 3 * i;
+    r.options.stop_at_end_of_text = false;
+    auto t = s.submit(std::move(r));
+    ASSERT_EQ(t.admission, Scheduler::Admission::Accepted);
+    others.push_back(std::move(t.stream));
+  }
+  ServeRequest mine = greedy_request(*f.tok, prompt, 48);
+  mine.logprobs = true;
+  auto t = s.submit(std::move(mine));
+  ASSERT_EQ(t.admission, Scheduler::Admission::Accepted);
+  const auto got = drain(*t.stream);
+  for (auto& o2 : others) EXPECT_EQ(drain(*o2).finished.finish_reason, "max_tokens");
+  EXPECT_EQ(got.tokens, want);
+  ASSERT_EQ(got.logprobs.size(), want_lp.size());
+  for (size_t i = 0; i < want_lp.size(); ++i)  // fp32 math, other batch shapes: rounding only
+    EXPECT_NEAR(got.logprobs[i], want_lp[i], 1e-3f + 1e-3f * std::fabs(want_lp[i])) << i;
+  EXPECT_EQ(got.finished.usage.completion_tokens, 48);
+  EXPECT_GE(s.stats().last_batch, 1);
+}
+
+TEST(Scheduler, AResumeFromTheCacheGivesTheTokensOfAFreshRun) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  o.snapshot_every = 16;
+  Scheduler s(f.model, f.tok, o);
+  const std::string base = "KING HENRY:\nOnce more unto the breach, dear friends, once more;\n";
+  auto first = drain(*s.submit(greedy_request(*f.tok, base, 24)).stream);
+  EXPECT_EQ(first.finished.usage.cached_tokens, 0);
+  // The same prompt: a whole match (with logits), nothing computed, the same tokens.
+  auto again = drain(*s.submit(greedy_request(*f.tok, base, 24)).stream);
+  EXPECT_EQ(again.finished.usage.cached_tokens, int64_t(base.size()));
+  EXPECT_EQ(again.tokens, first.tokens);
+  // Prompt + reply + more: resumes from the end of the previous generation.
+  const std::string next = base + first.text + "\nWESTMORELAND:\n";
+  ServeRequest cont_req = greedy_request(*f.tok, next, 24);
+  cont_req.logprobs = true;
+  auto cont = drain(*s.submit(std::move(cont_req)).stream);
+  EXPECT_EQ(cont.finished.usage.cached_tokens, int64_t(base.size() + first.tokens.size()));
+  std::vector<int32_t> fresh;
+  std::vector<float> lp;
+  alone(f, next, 24, fresh, lp);
+  EXPECT_EQ(cont.tokens, fresh);
+  ASSERT_EQ(cont.logprobs.size(), lp.size());
+  for (size_t i = 0; i < lp.size(); ++i)
+    EXPECT_NEAR(cont.logprobs[i], lp[i], 1e-3f + 1e-3f * std::fabs(lp[i])) << i;
+  // A prompt sharing only the first 40 bytes: resumes at the snapshot at 32.
+  auto other = drain(*s.submit(greedy_request(*f.tok, base.substr(0, 40) + "XYZ", 4)).stream);
+  EXPECT_EQ(other.finished.usage.cached_tokens, 32);
+  const SchedulerStats st = s.stats();
+  EXPECT_EQ(st.prompt_tokens_cached + st.prompt_tokens_computed, st.prompt_tokens);
+}
+
+TEST(Scheduler, ShortStreamsFinishWhileALongPromptIsRead) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  o.step_tokens = 16;
+  o.use_cache = false;
+  Scheduler s(f.model, f.tok, o);
+  std::string long_prompt;
+  while (long_prompt.size() < 2000) long_prompt += "To be, or not to be, that is the question. ";
+  auto big = s.submit(greedy_request(*f.tok, long_prompt, 1));
+  auto small = s.submit(greedy_request(*f.tok, "JULIET:\n", 20));
+  // The long prompt needs ≥ 2000 / 16 steps; the short stream 20 steps: it ends first.
+  ServeEvent e;
+  auto small_out = drain(*small.stream);
+  EXPECT_EQ(small_out.tokens.size(), 20u);
+  EXPECT_FALSE(big.stream->next(e, std::chrono::steady_clock::now()))
+      << "the long prompt produced an event before the short stream finished";
+  EXPECT_EQ(drain(*big.stream).finished.usage.completion_tokens, 1);
+}
+
+TEST(Scheduler, RefusesPastTheQueueAndFreesASlotOnCancel) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  o.max_running = 1;
+  o.max_queued = 1;
+  Scheduler s(f.model, f.tok, o);
+  auto a = s.submit(greedy_request(*f.tok, "A", 100000 - 2));
+  ASSERT_EQ(a.admission, Scheduler::Admission::Accepted);
+  ServeEvent e;
+  ASSERT_TRUE(a.stream->next(e, std::chrono::steady_clock::now() + std::chrono::seconds(10)));
+  auto b = s.submit(greedy_request(*f.tok, "B", 5));  // waits for the slot
+  ASSERT_EQ(b.admission, Scheduler::Admission::Accepted);
+  auto c = s.submit(greedy_request(*f.tok, "C", 5));
+  EXPECT_EQ(c.admission, Scheduler::Admission::QueueFull);
+  EXPECT_FALSE(c.stream);
+  a.stream.reset();  // the client went away: cancelled, its slot goes to b
+  auto out = drain(*b.stream, std::chrono::seconds(10));
+  EXPECT_EQ(out.finished.finish_reason, "max_tokens");
+  EXPECT_EQ(s.stats().cancelled, 1);
+  EXPECT_EQ(s.stats().rejected, 1);
+}
+
+TEST(Scheduler, RefusesRequestsThatCanNeverRun) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  o.max_context = 100;
+  Scheduler s(f.model, f.tok, o);
+  ServeRequest empty;
+  EXPECT_THROW(s.submit(empty), Error);
+  ServeRequest outside = greedy_request(*f.tok, "x", 1);
+  outside.prompt.push_back(256);
+  EXPECT_THROW(s.submit(outside), Error);
+  EXPECT_THROW(s.submit(greedy_request(*f.tok, "x", 100)), Error);  // 1 + 100 > 100
+  ServeRequest bad_sampler = greedy_request(*f.tok, "x", 1);
+  bad_sampler.sampling.top_p = 2;
+  EXPECT_THROW(s.submit(bad_sampler), Error);
+  ServeRequest empty_stop = greedy_request(*f.tok, "x", 1);
+  empty_stop.options.stop = {""};
+  EXPECT_THROW(s.submit(empty_stop), Error);
+}
+
+TEST(Scheduler, ShutdownFinishesRunningStreamsOrCancelsThem) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  {
+    Scheduler s(f.model, f.tok, o);
+    auto a = s.submit(greedy_request(*f.tok, "A", 30));
+    s.shutdown(false);
+    EXPECT_EQ(drain(*a.stream).finished.finish_reason, "max_tokens");
+    EXPECT_EQ(s.submit(greedy_request(*f.tok, "B", 3)).admission,
+              Scheduler::Admission::ShuttingDown);
+  }
+  Scheduler s(f.model, f.tok, o);
+  auto a = s.submit(greedy_request(*f.tok, "A", 100000 - 2));
+  s.shutdown(true);
+  EXPECT_EQ(drain(*a.stream).finished.finish_reason, "cancelled");
+}
+
+TEST(Scheduler, StopStringsEndTheTextAndAreNotShown) {
+  Fixture f;
+  SchedulerOptions o;
+  o.threads = 1;
+  Scheduler s(f.model, f.tok, o);
+  std::vector<int32_t> toks;
+  std::vector<float> lp;
+  alone(f, "ROMEO:\n", 60, toks, lp);
+  const std::string text = f.tok->decode(toks);
+  const std::string stop = text.substr(10, 3);  // a piece the greedy text surely contains
+  ServeRequest r = greedy_request(*f.tok, "ROMEO:\n", 60);
+  r.options.stop = {stop};
+  auto out = drain(*s.submit(std::move(r)).stream);
+  EXPECT_EQ(out.finished.finish_reason, "stop_string");
+  EXPECT_EQ(out.text, text.substr(0, text.find(stop)));
+}
+
+}  // namespace
+}  // namespace rwkv7
