@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libhwy-dev nlohmann-json3-dev libcli11-dev
-          libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev python3
+          libfmt-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev python3
           clang libclang-rt-14-dev)  # clang + libclang_rt.fuzzer: the fuzz/ harnesses
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "rwkv7/context.hpp"
 #include "rwkv7/machine.hpp"
 
 namespace rwkv7::cli {
@@ -32,6 +33,7 @@ void register_bench(CLI::App& app) {
     int64_t prompt = 512, gen = 128, repeat = 3, chunk = LoadOptions{}.chunk;
     double bandwidth = 0, peak = 0;
     bool json = false;
+    std::vector<int64_t> batches;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench",
@@ -52,6 +54,12 @@ void register_bench(CLI::App& app) {
       ->check(Positive);
   cmd->add_option("--bandwidth-gbs", o->bandwidth, "Memory read bandwidth (GB/s); measured if 0");
   cmd->add_option("--peak-gflops", o->peak, "fp32 FMA peak (GFLOP/s); measured if 0");
+  cmd->add_option("--batch", o->batches,
+                  "Also decode this many sequences together (one batched forward per step; "
+                  "repeatable or comma-separated): aggregate tok/s and the ratio to one sequence, "
+                  "measured in this run")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     MachineLimits lim{o->bandwidth, o->peak};
@@ -106,6 +114,41 @@ void register_bench(CLI::App& app) {
                         {"prefill_limit_tok_s", prefill_limit},
                         {"decode_fraction_of_limit", decode_tok_s / decode_limit},
                         {"prefill_fraction_of_limit", prefill_tok_s / prefill_limit}};
+    // Batched decode: B sequences (each from its own short prompt), one token each per step.
+    nlohmann::json batched = nlohmann::json::array();
+    if (!o->batches.empty()) {
+      Context ctx(o->model.threads);
+      auto run = [&](int64_t B) {
+        std::vector<State> states(static_cast<size_t>(B), m->new_state());
+        std::vector<std::vector<float>> logits(static_cast<size_t>(B));
+        std::vector<int32_t> next(static_cast<size_t>(B));
+        std::vector<SequenceRequest> batch(static_cast<size_t>(B));
+        for (int64_t b = 0; b < B; ++b) {
+          next[size_t(b)] = prompt[size_t(b) % prompt.size()];
+          batch[size_t(b)] = SequenceRequest{std::span<const int32_t>(&next[size_t(b)], 1),
+                                             &states[size_t(b)], Logits::Last, &logits[size_t(b)]};
+        }
+        m->forward(ctx, batch);  // warm: buffers sized
+        std::vector<double> times;
+        for (int64_t r = 0; r < o->repeat; ++r)
+          times.push_back(seconds([&] {
+            for (int64_t i = 0; i < o->gen; ++i) {
+              for (int64_t b = 0; b < B; ++b) {
+                const auto& l = logits[size_t(b)];
+                next[size_t(b)] = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+              }
+              m->forward(ctx, batch);
+            }
+          }));
+        return double(B * o->gen) / median(times);
+      };
+      const double one = run(1);
+      for (int64_t B : o->batches) {
+        const double agg = B == 1 ? one : run(B);
+        batched.push_back({{"batch", B}, {"tok_s", agg}, {"ratio_to_batch_1", agg / one}});
+      }
+      j["batched_decode"] = batched;
+    }
     if (o->json) {
       std::printf("%s\n", j.dump().c_str());
       return;
@@ -120,6 +163,10 @@ void register_bench(CLI::App& app) {
     std::printf("decode   %8.1f tok/s  (%lld tokens; limit %.0f tok/s at %.1f MB/token: %.0f%%)\n",
                 decode_tok_s, (long long)o->gen, decode_limit,
                 double(m->decode_bytes_per_token()) / 1e6, 100 * decode_tok_s / decode_limit);
+    for (const auto& b : batched)
+      std::printf("batch %4lld %8.1f tok/s aggregate (%.2fx one sequence in this Context)\n",
+                  (long long)b["batch"].get<int64_t>(), b["tok_s"].get<double>(),
+                  b["ratio_to_batch_1"].get<double>());
     std::printf("memory   %.1f MiB peak resident\n", peak_rss_mib());
   });
 }

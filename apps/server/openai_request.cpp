@@ -71,18 +71,24 @@ std::string content_text(const json& content, size_t index) {
   return out;
 }
 
-// As the official chat code does: trimmed, CRLF → LF, no blank lines (a blank line ends a turn).
-std::string normalise(std::string s) {
+// CRLF → LF and no blank lines (a blank line ends a turn); trailing white space dropped.
+std::string without_blank_lines(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') continue;
     if (s[i] == '\n' && !out.empty() && out.back() == '\n') continue;
     out += s[i];
   }
-  const size_t b = out.find_first_not_of(" \t\n");
-  if (b == std::string::npos) return "";
   const size_t e = out.find_last_not_of(" \t\n");
-  return out.substr(b, e - b + 1);
+  out.resize(e == std::string::npos ? 0 : e + 1);
+  return out;
+}
+
+// As the official chat code does: trimmed, CRLF → LF, no blank lines.
+std::string normalise(const std::string& s) {
+  std::string out = without_blank_lines(s);
+  const size_t b = out.find_first_not_of(" \t\n");
+  return b == std::string::npos ? "" : out.substr(b);
 }
 
 void append(std::vector<int32_t>& to, const std::vector<int32_t>& ids) {
@@ -120,11 +126,18 @@ RenderedChat render_chat(const json& messages, const Tokenizer& tok) {
       throw bad(param + ".role", "unknown role '" + role + "' (system, user or assistant)");
     if (!m.contains("content") && role != "assistant")
       throw bad(param + ".content", "'" + param + ".content' is missing");
-    const std::string text = normalise(content_text(m.value("content", json(nullptr)), i));
+    std::string text = content_text(m.value("content", json(nullptr)), i);
+    // A reply sent back as it was generated (text right after "Assistant:", " Hello" or
+    // "\nHello") is kept so: its tokens are those the model produced, and the state saved at
+    // the end of that generation is found in the cache. Stripped replies and every other
+    // message get one space after the colon.
+    const bool verbatim = role == "assistant" && !text.empty() &&
+                          (text[0] == ' ' || text[0] == '\n') && !normalise(text).empty();
+    text = verbatim ? without_blank_lines(text) : normalise(text);
     // Each piece is tokenised on its own, so that a turn's tokens do not depend on what
     // follows it (the prefix cache then finds the previous turn's state).
     append(out.tokens, tok.encode(name + ":"));
-    if (!text.empty()) append(out.tokens, tok.encode(" " + text));
+    if (!text.empty()) append(out.tokens, tok.encode(verbatim ? text : " " + text));
     append(out.tokens, tok.encode("\n\n"));
     out.message_ends.push_back(int64_t(out.tokens.size()));
   }
@@ -160,7 +173,6 @@ ParsedRequest parse_request(const std::string& text, bool chat, const std::strin
     q.prompt = std::move(c.tokens);
     q.snapshot_at = std::move(c.message_ends);
     q.options.stop = {"\n\n"};  // a blank line ends the assistant's turn
-    r.strip_leading_space = true;
   } else {
     if (!body.contains("prompt")) throw bad("prompt", "'prompt' is required", "missing");
     const json& p = body["prompt"];

@@ -30,7 +30,6 @@ struct ParsedRequest {
   ServeRequest serve;
   bool chat = false;
   bool stream = false, include_usage = false;
-  bool strip_leading_space = false;  // chat replies: "Assistant: text" → "text"
 };
 
 // `body` is the raw request body; `model_id` what /v1/models lists.

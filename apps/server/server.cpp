@@ -28,9 +28,11 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+std::string dump(const json& j);
+
 void send_error(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  res.set_content(e.body().dump(), "application/json");
+  res.set_content(dump(e.body()), "application/json");
 }
 
 ApiError api_error(int status, const std::string& message, const std::string& type,
@@ -54,20 +56,12 @@ json usage_json(const ServeUsage& u) {
           {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
-// One request's reply as it is built: ids, the leading space of chat replies, the chunks.
+// One request's reply as it is built: its id and the chunk and whole-reply objects.
 struct Reply {
   std::string id, model;
-  bool chat = false, strip_space = false, started = false;
+  bool chat = false;
   int64_t created = 0;
 
-  // Text of a token for the client (a chat reply's first space dropped: "Assistant: Hi").
-  std::string text(std::string t) {
-    if (!started && !t.empty()) {
-      started = true;
-      if (strip_space && t[0] == ' ') t.erase(0, 1);
-    }
-    return t;
-  }
   json chunk(const json& choice_delta, const json& finish) const {
     json choice = {{"index", 0}, {"finish_reason", finish}, {"logprobs", nullptr}};
     if (chat) {
@@ -98,7 +92,11 @@ struct Reply {
   }
 };
 
-std::string sse(const json& j) { return "data: " + j.dump() + "\n\n"; }
+// Model output may hold bytes that are not UTF-8 (a model can emit any byte sequence): they
+// become U+FFFD instead of an exception.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
 class Server {
  public:
@@ -134,15 +132,20 @@ class Server {
 };
 
 void Server::routes() {
-  const size_t threads =
-      std::min<size_t>(1024, size_t(opts_.scheduler.max_running + opts_.scheduler.max_queued + 8));
+  // cpp-httplib gives each connection a thread for as long as it is open, idle keep-alive
+  // ones included: room for every slot and queue place twice over, and idle connections
+  // closed after 5 s, so that idle clients cannot hold every thread.
+  const size_t threads = std::clamp<size_t>(
+      2 * size_t(opts_.scheduler.max_running + opts_.scheduler.max_queued) + 16, 64, 2048);
   http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_.set_payload_max_length(opts_.max_body_bytes);
-  http_.set_keep_alive_timeout(30);
+  http_.set_tcp_nodelay(true);  // each SSE chunk goes out at once (no Nagle delay)
+  http_.set_keep_alive_timeout(5);
+  http_.set_keep_alive_max_count(1000);
   http_.set_read_timeout(30);
   http_.set_write_timeout(30);
-  http_.set_logger([this](const httplib::Request&, const httplib::Response& res) {
-    metrics_.count_response(res.status);
+  http_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    if (req.path.rfind("/v1/", 0) == 0) metrics_.count_response(res.status);
   });
   http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const bool guarded = req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics";
@@ -203,7 +206,7 @@ void Server::routes() {
                   {"dtype", model_->weight_dtype()}}}};
   };
   http_.Get("/v1/models", [model_json](const httplib::Request&, httplib::Response& res) {
-    res.set_content(json{{"object", "list"}, {"data", json::array({model_json()})}}.dump(),
+    res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}),
                     "application/json");
   });
   http_.Get(R"(/v1/models/(.+))", [this, model_json](const httplib::Request& req,
@@ -214,7 +217,7 @@ void Server::routes() {
                            "invalid_request_error", "model_not_found"));
       return;
     }
-    res.set_content(model_json().dump(), "application/json");
+    res.set_content(dump(model_json()), "application/json");
   });
   http_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     completion(req, res, true);
@@ -254,8 +257,7 @@ void Server::completion(const httplib::Request& req, httplib::Response& res, boo
   std::snprintf(id, sizeof id, "%s-%llx%06llx", chat ? "chatcmpl" : "cmpl",
                 (unsigned long long)(id_salt_ & 0xffffffffull),
                 (unsigned long long)next_id_.fetch_add(1));
-  Reply reply{
-      id, opts_.model_id, chat, parsed.strip_leading_space, false, int64_t(std::time(nullptr))};
+  Reply reply{id, opts_.model_id, chat, int64_t(std::time(nullptr))};
   std::shared_ptr<ServeStream> stream = std::move(ticket.stream);
   if (parsed.stream) return this->stream(res, stream, reply, parsed.include_usage, t0);
 
@@ -269,12 +271,12 @@ void Server::completion(const httplib::Request& req, httplib::Response& res, boo
       metrics_.time_to_first_token.observe(since(t0));
       first = false;
     }
-    text += reply.text(std::move(ev.text));
+    text += ev.text;
   }
   metrics_.request_duration.observe(since(t0));
   if (ev.finish_reason == "error")
     return send_error(res, api_error(500, ev.error, "server_error", ""));
-  res.set_content(reply.whole(text, ev).dump(), "application/json");
+  res.set_content(dump(reply.whole(text, ev)), "application/json");
 }
 
 // Server-sent events: a first chunk with the role, one chunk per piece of text, a last chunk
@@ -289,57 +291,63 @@ void Server::stream(httplib::Response& res, std::shared_ptr<ServeStream> stream,
   auto progress = std::make_shared<Progress>();
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
+  auto step = [this, stream, reply, include_usage, t0,
+               progress](httplib::DataSink& sink) mutable -> bool {
+    Progress& p = *progress;
+    if (p.done) {
+      sink.done();
+      return true;
+    }
+    auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+    if (!p.opened) {
+      p.opened = true;
+      json delta = {{"role", "assistant"}, {"content", ""}};
+      if (reply.chat && !write(sse(reply.chunk(delta, nullptr)))) return false;
+    }
+    ServeEvent ev;
+    if (!stream->next(ev, Clock::now() + std::chrono::seconds(2)))
+      return write(": keep-alive\n\n");  // also finds a client that left during a prefill
+    if (ev.kind == ServeEvent::Kind::Token) {
+      const auto now = Clock::now();
+      if (ev.token >= 0) {
+        if (p.first) {
+          metrics_.time_to_first_token.observe(std::chrono::duration<double>(now - t0).count());
+          p.first = false;
+        } else {
+          metrics_.inter_token.observe(std::chrono::duration<double>(now - p.last_token).count());
+        }
+        p.last_token = now;
+      }
+      if (ev.text.empty()) return true;
+      return write(sse(reply.chunk({{"content", ev.text}}, nullptr)));
+    }
+    metrics_.request_duration.observe(since(t0));
+    p.done = true;
+    if (ev.finish_reason == "error") {
+      json err = api_error(500, ev.error, "server_error", "").body();
+      write(sse(err));
+    } else {
+      if (!write(sse(reply.chunk(json::object(), finish_reason(ev.finish_reason))))) return false;
+      if (include_usage) {
+        json u = reply.chunk(json::object(), nullptr);
+        u["choices"] = json::array();
+        u["usage"] = usage_json(ev.usage);
+        if (!write(sse(u))) return false;
+      }
+    }
+    if (!write("data: [DONE]\n\n")) return false;
+    sink.done();
+    return true;
+  };
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, stream, reply, include_usage, t0, progress](size_t, httplib::DataSink& sink) mutable {
-        Progress& p = *progress;
-        if (p.done) {
-          sink.done();
-          return true;
+      [step, id = reply.id](size_t, httplib::DataSink& sink) mutable {
+        try {
+          return step(sink);
+        } catch (const std::exception& e) {  // never out of a handler thread: end this reply
+          std::fprintf(stderr, "rwkv7 serve: stream %s ended: %s\n", id.c_str(), e.what());
+          return false;
         }
-        auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-        if (!p.opened) {
-          p.opened = true;
-          json delta = {{"role", "assistant"}, {"content", ""}};
-          if (reply.chat && !write(sse(reply.chunk(delta, nullptr)))) return false;
-        }
-        ServeEvent ev;
-        if (!stream->next(ev, Clock::now() + std::chrono::seconds(2)))
-          return write(": keep-alive\n\n");  // also finds a client that left during a prefill
-        if (ev.kind == ServeEvent::Kind::Token) {
-          const auto now = Clock::now();
-          if (ev.token >= 0) {
-            if (p.first) {
-              metrics_.time_to_first_token.observe(std::chrono::duration<double>(now - t0).count());
-              p.first = false;
-            } else {
-              metrics_.inter_token.observe(
-                  std::chrono::duration<double>(now - p.last_token).count());
-            }
-            p.last_token = now;
-          }
-          const std::string text = reply.text(std::move(ev.text));
-          if (text.empty()) return true;
-          return write(sse(reply.chunk({{"content", text}}, nullptr)));
-        }
-        metrics_.request_duration.observe(since(t0));
-        p.done = true;
-        if (ev.finish_reason == "error") {
-          json err = api_error(500, ev.error, "server_error", "").body();
-          write(sse(err));
-        } else {
-          if (!write(sse(reply.chunk(json::object(), finish_reason(ev.finish_reason)))))
-            return false;
-          if (include_usage) {
-            json u = reply.chunk(json::object(), nullptr);
-            u["choices"] = json::array();
-            u["usage"] = usage_json(ev.usage);
-            if (!write(sse(u))) return false;
-          }
-        }
-        if (!write("data: [DONE]\n\n")) return false;
-        sink.done();
-        return true;
       },
       [stream](bool) { stream->cancel(); });
 }

@@ -85,7 +85,9 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
         s.active = false;
         continue;
       }
-      const int32_t next = s.req->sampler->sample(s.logits);
+      // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
+      const int32_t next = s.req->sampler->sample(std::span<const float>(s.logits).first(
+          std::min(s.logits.size(), tok.vocab_size())));
       TokenEvent ev{i, next, {}, log_probability(s.logits, next)};
       if (next == 0 && o.stop_at_end_of_text) {
         s.res->stop_reason = "end_of_text";

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -185,6 +186,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   std::vector<Seq*> done;
   // Generating sequences: one token each.
   int64_t decoding = 0;
+  const size_t sampleable = std::min(size_t(model->config().vocab_size), tok->vocab_size());
   for (auto& sp : running) {
     Seq& s = *sp;
     if (!s.decoding) continue;
@@ -195,7 +197,8 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
       done.push_back(&s);
       continue;
     }
-    const int32_t next = s.sampler.sample(s.logits);
+    // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
+    const int32_t next = s.sampler.sample(std::span<const float>(s.logits).first(sampleable));
     if (s.generated == 0) s.first_token = Clock::now();
     if (next == 0 && o.stop_at_end_of_text) {
       remember(s);
@@ -292,7 +295,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
       if (s.pos == int64_t(s.req.prompt.size())) {
         s.decoding = true;
         if (cache) cache->insert(s.req.prompt, s.state, &s.logits);
-      } else if (cache) {
+      } else if (cache && std::binary_search(s.snapshots.begin(), s.snapshots.end(), s.pos)) {
         cache->insert(std::span<const int32_t>(s.req.prompt.data(), size_t(s.pos)), s.state);
       }
     }
@@ -334,7 +337,12 @@ void Scheduler::Impl::loop() {
       if (stopping && queue.empty() && running.empty() && admitted.empty()) break;
     }
     for (auto& s : admitted) {
-      if (!s->ch->cancelled) admit(*s);
+      try {
+        if (!s->ch->cancelled) admit(*s);
+      } catch (const std::exception& e) {
+        finish(*s, "error", e.what());
+        continue;
+      }
       running.push_back(std::move(s));
     }
     // Cancelled sequences leave before the step: their slots are free at once.
@@ -344,7 +352,16 @@ void Scheduler::Impl::loop() {
       finish(*s, "cancelled");
       return true;
     });
-    if (!running.empty()) step(ctx, batch);
+    if (!running.empty()) {
+      try {
+        step(ctx, batch);
+      } catch (const std::exception& e) {  // a bug, not bad input (checked at submit): the
+        // running requests end with an error, the server goes on
+        std::fprintf(stderr, "rwkv7: scheduler: step failed: %s\n", e.what());
+        for (auto& s : running) finish(*s, "error", e.what());
+        running.clear();
+      }
+    }
     std::lock_guard lock(mu);
     st.running = int(running.size());
     st.queued = int(queue.size());

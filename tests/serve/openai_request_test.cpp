@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "rwkv7/serve.hpp"
+
 namespace rwkv7::server {
 namespace {
 
@@ -90,6 +92,59 @@ TEST(RequestChecks, FieldsReachTheSchedulerRequest) {
   Limits small;
   small.max_prompt_tokens = 2;
   EXPECT_THROW(parse_request(R"({"prompt": "abc"})", false, "m", kBytes, small), ApiError);
+}
+
+}  // namespace
+}  // namespace rwkv7::server
+
+namespace rwkv7::server {
+namespace {
+
+TEST(ChatRendering, AReplySentBackAsGeneratedKeepsItsFirstCharacter) {
+  const auto chat = render_chat(nlohmann::json::parse(R"([
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "\nI am here.\n"},
+    {"role": "assistant", "content": " Spaced."}])"),
+                                kBytes);
+  EXPECT_EQ(text_of(chat.tokens),
+            "User: Hi\n\nAssistant:\nI am here.\n\nAssistant: Spaced.\n\nAssistant:");
+}
+
+// The next turn of a conversation (history + the reply as returned + a new message) resumes
+// from the state saved at the end of the reply: only the new message is computed.
+TEST(ChatRendering, TheNextTurnResumesAfterThePreviousReply) {
+  auto model = Model::load(std::string(RWKV7_SOURCE_DIR) + "/models/rwkv7-shakespeare-L4-C128.pth");
+  auto tok = std::make_shared<const Tokenizer>(Tokenizer::bytes());
+  SchedulerOptions o;
+  o.threads = 1;
+  Scheduler s(model, tok, o);
+  nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", "Speak"}}});
+  int64_t computed_before = 0;
+  for (int turn = 0; turn < 4; ++turn) {
+    const std::string body =
+        nlohmann::json{{"messages", messages}, {"max_tokens", 12}, {"temperature", 0}}.dump();
+    ParsedRequest r = parse_request(body, true, "m", *tok, Limits{});
+    const int64_t prompt = int64_t(r.serve.prompt.size());
+    auto t = s.submit(std::move(r.serve));
+    ASSERT_TRUE(t.stream);
+    std::string reply;
+    ServeEvent e;
+    while (t.stream->next(e, std::chrono::steady_clock::now() + std::chrono::seconds(30))) {
+      if (e.kind == ServeEvent::Kind::Finished) break;
+      reply += e.text;
+    }
+    ASSERT_EQ(e.kind, ServeEvent::Kind::Finished);
+    const int64_t computed = s.stats().prompt_tokens_computed - computed_before;
+    computed_before = s.stats().prompt_tokens_computed;
+    if (turn > 0) {
+      // New: "\n\n" after the reply (when it did not end at the stop string) + the user turn
+      // + "Assistant:"; everything before was cached.
+      EXPECT_EQ(e.usage.cached_tokens + computed, prompt);
+      EXPECT_LE(computed, int64_t(std::string("\n\nUser: Go on\n\nAssistant:").size())) << turn;
+    }
+    messages.push_back({{"role", "assistant"}, {"content", reply}});
+    messages.push_back({{"role", "user"}, {"content", "Go on"}});
+  }
 }
 
 }  // namespace

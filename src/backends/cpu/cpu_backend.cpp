@@ -126,6 +126,18 @@ class CpuBackend final : public Backend {
           const int64_t kn = std::min(kPanelDepth, w.cols - k0);
           const float* src = nullptr;
           int64_t ldr = w.cols;
+          if (w.dtype == DType::BF16) {
+            const auto* rows = static_cast<const uint16_t*>(w.data) + o0 * w.cols + k0;
+            const uint16_t* next = nullptr;  // as below
+            if (k0 + 2 * kn <= w.cols)
+              next = rows + kn;
+            else if (p + 1 < p1 && o0 + 2 * nr <= w.rows)
+              next = rows - k0 + nr * w.cols;
+            cpu::pack_panel_bf16(rows, size_t(w.cols), size_t(nn), size_t(kn), next, panel);
+            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + o0,
+                            size_t(w.rows), size_t(nn), k0 > 0);
+            continue;
+          }
           if (w.dtype == DType::F32) {
             src = static_cast<const float*>(w.data) + o0 * w.cols + k0;
           } else {

@@ -16,13 +16,20 @@ constexpr int kRows = 6;
 size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }
 
 #if HWY_TARGET <= HWY_AVX3
+// 16 inputs of one row as fp32: bf16 is the upper half of an fp32, so widening is a shift.
+HWY_INLINE __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+HWY_INLINE __m512 Load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 // 16 rows × 16 inputs → 16 panel lines, transposed in registers (unpack, shuffle within
 // 128-bit lanes, then two rounds of 128-bit lane shuffles).
-HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ldo,
-                            const float* next) {
+template <class T>
+HWY_INLINE void Transpose16(const T* rows, size_t ldr, float* out, size_t ldo, const T* next) {
   __m512 r[16], t[16];
   for (int j = 0; j < 16; ++j) {
-    r[j] = _mm512_loadu_ps(rows + j * ldr);
+    r[j] = Load16(rows + j * ldr);
     if (next) hwy::Prefetch(next + j * ldr);
   }
   for (int j = 0; j < 16; j += 2) {
@@ -48,8 +55,16 @@ HWY_INLINE void Transpose16(const float* rows, size_t ldr, float* out, size_t ld
 }
 #endif
 
-void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
-               float* panel) {
+HWY_INLINE float Widen(float v) { return v; }
+HWY_INLINE float Widen(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <class T>
+void PackPanelT(const T* rows, size_t ldr, size_t nn, size_t kc, const T* next, float* panel) {
   const size_t nr = PanelWidth();
   (void)next;                     // only the register transpose streams rows
   size_t j_done = 0, i_done = 0;  // [0, j_done) × [0, i_done) is packed by the fast path
@@ -67,12 +82,22 @@ void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, const float*
     const size_t ie = i0 + 8 < kc ? i0 + 8 : kc;
     for (size_t j = 0; j < nn; ++j) {
       if (j < j_done && i0 < i_done) continue;
-      const float* src = rows + j * ldr;
-      for (size_t i = i0; i < ie; ++i) panel[i * nr + j] = src[i];
+      const T* src = rows + j * ldr;
+      for (size_t i = i0; i < ie; ++i) panel[i * nr + j] = Widen(src[i]);
     }
     for (size_t i = i0; i < ie; ++i)
       for (size_t j = nn; j < nr; ++j) panel[i * nr + j] = 0.0f;
   }
+}
+
+void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
+               float* panel) {
+  PackPanelT(rows, ldr, nn, kc, next, panel);
+}
+
+void PackPanelBf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                   float* panel) {
+  PackPanelT(rows, ldr, nn, kc, next, panel);
 }
 
 template <int MR>
@@ -147,6 +172,7 @@ namespace rwkv7::cpu {
 
 HWY_EXPORT(PanelWidth);
 HWY_EXPORT(PackPanel);
+HWY_EXPORT(PackPanelBf16);
 HWY_EXPORT(GemmPanel);
 
 size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
@@ -154,6 +180,11 @@ size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
 void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
                 float* panel) {
   HWY_DYNAMIC_DISPATCH(PackPanel)(rows, ldr, nn, kc, next, panel);
+}
+
+void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                     float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanelBf16)(rows, ldr, nn, kc, next, panel);
 }
 
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,

@@ -6,6 +6,7 @@
 // registers, so each weight value loaded from L1 serves 6 positions and each activation value
 // serves NR outputs; no horizontal sums.
 #include <cstddef>
+#include <cstdint>
 
 namespace rwkv7::cpu {
 
@@ -18,6 +19,11 @@ size_t panel_width();
 // least nn rows of kc values (this block's footprint is what gets prefetched).
 void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
                 float* panel);
+
+// The same from bf16 rows, widened to fp32 on the way (no separate widening pass: decode
+// batches multiply each weight once per step, so the weights' trip through memory is the cost).
+void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                     float* panel);
 
 // y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) + Σ_i x[t * ldx + i] · panel[i * NR + j]
 // for t < T, j < nn. panel must be 64-byte aligned.
