@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -29,6 +30,38 @@ TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
         for (size_t j = 0; j < nr; ++j)
           ASSERT_EQ(panel[i * nr + j], j < nn ? w[j * ldr + i] : 0.0f)
               << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
+    }
+  }
+}
+
+// bf16 rows are widened while packed: each panel value is exactly the fp32 the bf16 stands for.
+TEST(GemmPacked, Bf16PackWidensExactly) {
+  std::mt19937 rng(6);
+  const size_t nr = cpu::panel_width();
+  for (size_t nn : {size_t(1), size_t(15), size_t(16), size_t(33), nr}) {
+    if (nn > nr) continue;
+    for (size_t kc : {size_t(1), size_t(16), size_t(37), size_t(128)}) {
+      const size_t ldr = kc + 5;
+      std::vector<uint16_t> w(nn * ldr);
+      for (auto& v : w) v = uint16_t(rng());
+      for (size_t i = 0; i < w.size(); i += 7) w[i] = 0x7f80;  // +inf stays inf
+      auto panel = hwy::AllocateAligned<float>(kc * nr);
+      for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
+      cpu::pack_panel_bf16(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
+      for (size_t i = 0; i < kc; ++i)
+        for (size_t j = 0; j < nr; ++j) {
+          float want = 0.0f;
+          if (j < nn) {
+            const uint32_t bits = uint32_t(w[j * ldr + i]) << 16;
+            std::memcpy(&want, &bits, 4);
+          }
+          const float got = panel[i * nr + j];
+          if (std::isnan(want)) {
+            ASSERT_TRUE(std::isnan(got));
+          } else {
+            ASSERT_EQ(got, want) << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
+          }
+        }
     }
   }
 }
