@@ -2,10 +2,11 @@
 # Builds (via setup.sh) and runs every test. Tests read ../shared (golden files, models) and
 # skip with a message when it is absent; with CI=true a missing ../shared is a failure.
 #
-# Then two hostile-input stages (issue 14):
+# Then the server's end-to-end tests with real clients (tests/server: OpenAI SDK, Chromium),
+# and two hostile-input stages (issue 14):
 #   1. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/,
 #      Debug at -O1), without the tests labelled "slow";
-#   2. each libFuzzer harness of fuzz/ for RWKV7_FUZZ_SECONDS (default 20) from build-fuzz/
+#   2. each libFuzzer harness of fuzz/ for RWKV7_FUZZ_SECONDS (default 10) from build-fuzz/
 #      (clang), so a regression in any reader shows up as a finding.
 # RWKV7_QUICK=1 skips both stages on a developer machine; CI always runs them.
 set -euo pipefail
@@ -16,6 +17,19 @@ stage() { echo "test.sh: $1 ($(date +%T))" >&2; }
 stage "build and unit tests"
 bash scripts/setup.sh
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+# The server with real clients (issue 9): the official OpenAI SDK and a headless Chromium
+# driven by playwright-core (tests/server, npm ci from its lock file). Chromium comes from
+# Debian; node and npm are on the machine.
+stage "server end to end (openai SDK, Chromium)"
+if [ ! -x /usr/bin/chromium ] && { [ "${CI:-}" = true ] || [ "$(id -u)" -eq 0 ]; }; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium \
+    >/dev/null
+fi
+bash tests/server/run.sh
 
 if [ "${RWKV7_QUICK:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   stage "RWKV7_QUICK=1: sanitizer and fuzz stages skipped"
@@ -29,8 +43,8 @@ ninja -C build-asan -j"$jobs" rwkv7_tests rwkv7 >&2
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -LE slow
 
-stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-20} s each"
+stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-10} s each"
 for name in pth pickle zip safetensors gguf state vocab tokenizer jsonl; do
-  bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-20}"
+  bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-10}"
 done
 stage "done"

@@ -30,7 +30,7 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--port", s.port, "Port (0: any free port; the line on stderr names it)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  cmd->add_option("--api-key", s.api_key, "Require \"Authorization: Bearer KEY\" on /v1/*");
+  cmd->add_option("--api-key", s.api_key, "Require \"Authorization: Bearer KEY\" on /v1/* and /metrics");
   cmd->add_option("--model-name", s.model_id, "Model id in the API (default: the file's stem)");
   cmd->add_option("--max-seqs", q.max_running, "Sequences decoded together at most")
       ->capture_default_str()
