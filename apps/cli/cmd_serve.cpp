@@ -30,7 +30,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--port", s.port, "Port (0: any free port; the line on stderr names it)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  cmd->add_option("--api-key", s.api_key, "Require \"Authorization: Bearer KEY\" on /v1/* and /metrics");
+  cmd->add_option("--api-key", s.api_key,
+                  "Require \"Authorization: Bearer KEY\" on /v1/* and /metrics");
   cmd->add_option("--model-name", s.model_id, "Model id in the API (default: the file's stem)");
   cmd->add_option("--max-seqs", q.max_running, "Sequences decoded together at most")
       ->capture_default_str()
@@ -41,6 +42,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--step-tokens", q.step_tokens,
                   "Positions per batched step (decode tokens + prompt chunks): smaller keeps "
                   "streams smooth while long prompts arrive, larger reads prompts faster")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--prefill-step-tokens", q.prefill_step_tokens,
+                  "Positions per step while no sequence is generating (prompts only)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--snapshot-every", q.snapshot_every,

@@ -227,7 +227,9 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // quarter, so a long one is never starved. One chunk per sequence, ending at or before its
   // next snapshot point.
   int64_t budget =
-      std::max<int64_t>(opts.step_tokens - decoding, std::min<int64_t>(16, opts.step_tokens));
+      decoding > 0
+          ? std::max<int64_t>(opts.step_tokens - decoding, std::min<int64_t>(16, opts.step_tokens))
+          : std::max(opts.step_tokens, opts.prefill_step_tokens);  // no stream to keep smooth
   std::vector<Seq*> reading;
   for (auto& sp : running) {
     sp->chunk = 0;
