@@ -156,6 +156,22 @@ def main():
         write(out, "jsonl", "doc%02d.jsonl" % i,
               (json.dumps({"text": t}) + "\n" + json.dumps({"text": t[:20], "meta": [1, {"a": 2}]}) + "\n").encode())
 
+    # OpenAI request bodies (the first byte picks chat or completions in the harness)
+    bodies = [
+        {"messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Hi\n\nthere"},
+                      {"role": "assistant", "content": " Hello"},
+                      {"role": "user", "content": [{"type": "text", "text": "more"}]}],
+         "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "stop": ["\n\n", "x"],
+         "stream": True, "stream_options": {"include_usage": True}, "seed": 3},
+        {"prompt": "ROMEO:", "max_tokens": 5, "presence_penalty": 0.5, "frequency_penalty": -1,
+         "penalty_decay": 0.99, "n": 1, "model": "m"},
+        {"prompt": [1, 2, 3], "max_completion_tokens": 2, "stop": "ab"},
+    ]
+    for i, b in enumerate(bodies):
+        write(out, "openai", "body%02d.json" % i, b"\x01" + json.dumps(b).encode())
+        write(out, "openai", "body%02db.json" % i, b"\x00" + json.dumps(b).encode())
+
 
 if __name__ == "__main__":
     main()

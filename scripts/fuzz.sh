@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer harness of fuzz/ for a bounded time:  scripts/fuzz.sh NAME SECONDS [ARGS...]
-# NAME: pth pickle zip safetensors gguf state vocab tokenizer jsonl (or "all": each in turn).
+# NAME: pth pickle zip safetensors gguf state vocab tokenizer jsonl openai (or "all": each in turn).
 # Builds build-fuzz/ with clang (ASan + UBSan + coverage) on first use; seeds come from
 # ../shared (fuzz/make_seeds.py) into build-fuzz/seeds/NAME; what the fuzzer learns is kept in
 # build-fuzz/corpus/NAME. A finding (crash, sanitizer report, leak, timeout, out-of-memory,
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 name="${1:?usage: scripts/fuzz.sh NAME SECONDS [libFuzzer args]}"
 seconds="${2:?usage: scripts/fuzz.sh NAME SECONDS [libFuzzer args]}"
 shift 2
-all=(pth pickle zip safetensors gguf state vocab tokenizer jsonl)
+all=(pth pickle zip safetensors gguf state vocab tokenizer jsonl openai)
 if [ "$name" = all ]; then
   for n in "${all[@]}"; do bash "$0" "$n" "$seconds" "$@"; done
   exit 0

@@ -44,7 +44,7 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -LE slow
 
 stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-10} s each"
-for name in pth pickle zip safetensors gguf state vocab tokenizer jsonl; do
+for name in pth pickle zip safetensors gguf state vocab tokenizer jsonl openai; do
   bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-10}"
 done
 stage "done"

@@ -69,6 +69,39 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{DType::F32, 16, 3000, 11}, MatmulCase{DType::F32, 301, 130, 1},
                       MatmulCase{DType::F32, 7, 64, 1}));
 
+// Quantised weights for decode batches (8 .. 64 positions: rows dequantised in order, positions
+// packed, cpu::small_gemm) and around the edges of that path, against the reference backend
+// on the same weights: only fp32 accumulation order differs.
+TEST(BackendMatmul, QuantisedDecodeBatchesEqualReference) {
+  struct Case {
+    DType dtype;
+    int64_t rows, cols, count;
+  };
+  const Case cases[] = {{DType::Q8_0, 130, 96, 8},  {DType::Q8_0, 200, 160, 33},
+                        {DType::Q4_0, 97, 64, 64},  {DType::Q4_0, 50, 96, 17},
+                        {DType::Q8_0, 61, 256, 16}, {DType::Q8_0, 25, 64, 65},
+                        {DType::Q4_0, 301, 128, 47}};
+  for (const Case& c : cases) {
+    std::mt19937 rng{unsigned(c.rows * 31 + c.cols + c.count)};
+    const auto values = testing::randn(size_t(c.rows * c.cols), rng, 0.5f);
+    const size_t rb = row_bytes(c.dtype, c.cols);
+    std::vector<unsigned char> raw(rb * size_t(c.rows));
+    for (int64_t o = 0; o < c.rows; ++o)
+      quantize_row(c.dtype, &values[size_t(o * c.cols)], raw.data() + size_t(o) * rb, c.cols);
+    const Matrix w{c.dtype, c.rows, c.cols, raw.data()};
+    const auto x = testing::randn(size_t(c.count * c.cols), rng);
+    std::vector<float> want(size_t(c.count * c.rows)), got(want.size(), -1.0f);
+    make_reference_backend()->matmul({w, x.data(), want.data(), c.count});
+    ThreadPool pool(2);
+    make_cpu_backend(&pool)->matmul({w, x.data(), got.data(), c.count});
+    const double tol = 1e-6 * std::sqrt(double(c.cols)) * 8 + 1e-6;
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::fabs(double(want[i]))))
+          << dtype_name(c.dtype) << " " << c.rows << "x" << c.cols << " count " << c.count << " at "
+          << i;
+  }
+}
+
 // Decode runs a layer's independent products in one parallel region (matmul_many, rows split
 // between threads by bytes): a mix of dtypes and sizes whose row costs differ, each output
 // against an independent oracle — the reference backend for plain dtypes, and for Q8_0/Q4_0

@@ -5,6 +5,7 @@
 #include "backends/backend.hpp"
 #include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
+#include "backends/cpu/gemm_small_kernels.hpp"
 #include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
@@ -33,9 +34,16 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
-    if (a.count >= kGemmMinRows) return matmul_gemm(a);
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
-    if (is_quantized(w.dtype)) return matmul_quantized(a);
+    if (is_quantized(w.dtype)) {
+      // 2-7 positions: integer dots; decode batches: rows dequantised in order, positions
+      // packed (measured faster than dequantising into packed panels: rwkv7 bench --batch).
+      if (a.count < kGemmMinRows) return matmul_quantized(a);
+      if (size_t(a.count) <= cpu::small_gemm_max_positions()) return matmul_small(a);
+    }
+    // bf16/f16/f32 from 8 positions on: packed panels (bf16 widened while packed), measured
+    // faster than matmul_small for them at 16, 32 and 64 positions.
+    if (a.count >= kGemmMinRows) return matmul_gemm(a);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w.cols));
     pool_->parallel_parts(w.rows, grain, [&](int part, int64_t begin, int64_t end) {
       std::vector<float>& row = parts_[size_t(part)].row;
@@ -155,6 +163,48 @@ class CpuBackend final : public Backend {
           cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel);
           cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + o0,
                           size_t(w.rows), size_t(nn), k0 > 0);
+        }
+      }
+    });
+  }
+
+  // Decode batches (2 .. small_gemm_max_positions() positions): the positions are packed
+  // once; threads take blocks of weight rows, widened to fp32 in order (one pass over the
+  // weights, prefetcher-friendly), each block multiplied with every position in registers.
+  void matmul_small(const MatmulArgs& a) const {
+    const Matrix& w = a.w;
+    const size_t K = size_t(w.cols), T = size_t(a.count);
+    const size_t xp_size = K * cpu::small_gemm_width(T);
+    if (decode_.xp_size < xp_size) {
+      decode_.xp = hwy::AllocateAligned<float>(xp_size);
+      decode_.xp_size = xp_size;
+    }
+    float* xp = decode_.xp.get();
+    cpu::small_gemm_pack_x(a.x, K, T, K, xp);
+    const int64_t mr = int64_t(cpu::small_gemm_rows(T));
+    const int64_t blocks = (w.rows + mr - 1) / mr;
+    constexpr int64_t kRunBlocks = 32;  // blocks whose outputs are transposed into Y at once
+    pool_->parallel_parts(blocks, 1, [&](int part, int64_t b0, int64_t b1) {
+      PartScratch& ps = parts_[size_t(part)];
+      if (w.dtype != DType::F32) ps.widened.resize(size_t(mr) * K);
+      ps.row.resize(size_t(kRunBlocks * mr) * T);
+      float* yt = ps.row.data();  // [rows of the run][T]
+      for (int64_t r0 = b0; r0 < b1; r0 += kRunBlocks) {
+        const int64_t o_begin = r0 * mr,
+                      o_end = std::min(w.rows, std::min(b1, r0 + kRunBlocks) * mr);
+        for (int64_t o0 = o_begin; o0 < o_end; o0 += mr) {
+          const int64_t n = std::min(mr, o_end - o0);
+          const float* rows = static_cast<const float*>(w.data) + o0 * w.cols;
+          if (w.dtype != DType::F32) {
+            for (int64_t j = 0; j < n; ++j)
+              widen_part(w, o0 + j, 0, w.cols, &ps.widened[size_t(j) * K]);
+            rows = ps.widened.data();
+          }
+          cpu::small_gemm(rows, K, size_t(n), xp, K, T, yt + size_t(o0 - o_begin) * T, T);
+        }
+        for (size_t t = 0; t < T; ++t) {
+          float* dst = a.y + int64_t(t) * w.rows;
+          for (int64_t o = o_begin; o < o_end; ++o) dst[o] = yt[size_t(o - o_begin) * T + t];
         }
       }
     });
@@ -307,6 +357,8 @@ class CpuBackend final : public Backend {
     std::vector<int8_t> wq;
   };
   struct DecodeScratch {  // used by the calling thread before and between parallel regions
+    hwy::AlignedFreeUniquePtr<float[]> xp;  // packed positions of matmul_small
+    size_t xp_size = 0;
     std::vector<QuantizedInput> inputs;
     std::vector<int64_t> cost_begin, row_cost;
     std::vector<int8_t> xq;

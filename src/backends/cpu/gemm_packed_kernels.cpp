@@ -30,7 +30,7 @@ HWY_INLINE void Transpose16(const T* rows, size_t ldr, float* out, size_t ldo, c
   __m512 r[16], t[16];
   for (int j = 0; j < 16; ++j) {
     r[j] = Load16(rows + j * ldr);
-    if (next) hwy::Prefetch(next + j * ldr);
+    if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldr), _MM_HINT_T1);
   }
   for (int j = 0; j < 16; j += 2) {
     t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
