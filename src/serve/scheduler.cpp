@@ -221,15 +221,18 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
         SequenceRequest{std::span<const int32_t>(&s.feed, 1), &s.state, Logits::Last, &s.logits});
     ++decoding;
   }
-  // Prompts, in what is left of the budget (never less than a small share, so that prompts
-  // move on even when the generating sequences fill it). Shortest remaining prompt first, so
-  // a short request is not stuck behind a long one; but the oldest prompt always gets a
-  // quarter, so a long one is never starved. One chunk per sequence, ending at or before its
-  // next snapshot point.
+  // Prompts, shortest remaining first, so a short request is not stuck behind a long one;
+  // but the oldest prompt always gets a quarter, so a long one is never starved. One chunk
+  // per sequence, ending at or before its next snapshot point.
+  // While streams generate, prompts get what is left of --step-tokens, but never more
+  // positions than there are streams (so a step at most doubles in rows and the streams'
+  // inter-token time at most about doubles) and never fewer than 16 (so prompts move on).
+  // With no stream to keep smooth, --prefill-step-tokens.
+  const int64_t floor = std::min<int64_t>(16, opts.step_tokens);
   int64_t budget =
       decoding > 0
-          ? std::max<int64_t>(opts.step_tokens - decoding, std::min<int64_t>(16, opts.step_tokens))
-          : std::max(opts.step_tokens, opts.prefill_step_tokens);  // no stream to keep smooth
+          ? std::max(floor, std::min(opts.step_tokens - decoding, std::max(decoding, floor)))
+          : std::max(opts.step_tokens, opts.prefill_step_tokens);
   std::vector<Seq*> reading;
   for (auto& sp : running) {
     sp->chunk = 0;
