@@ -3,6 +3,8 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -227,8 +229,19 @@ void Server::routes() {
   });
 }
 
+// HTTP threads only parse, wait and write: below the scheduler's threads in the CPU's
+// queue, so that on a busy machine a step's threads are not held up by them (a step waits for
+// its slowest thread).
+void yield_to_the_scheduler() {
+  thread_local bool lowered = false;
+  if (lowered) return;
+  lowered = true;
+  setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), 5);
+}
+
 void Server::completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   const auto t0 = Clock::now();
+  yield_to_the_scheduler();
   ParsedRequest parsed;
   try {
     parsed = parse_request(req.body, chat, opts_.model_id, *tok_, opts_.limits);
