@@ -37,7 +37,7 @@ if [ "${RWKV7_QUICK:-0}" = 1 ] && [ "${CI:-}" != true ]; then
 fi
 
 stage "unit tests under ASan + UBSan (build-asan, without -L slow)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" \
   -DRWKV7_SANITIZE=ON ${RWKV7_CMAKE_ARGS:-} >/dev/null
 ninja -C build-asan -j"$jobs" rwkv7_tests rwkv7 >&2
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \

@@ -40,8 +40,10 @@ void write_cache_key(const std::string& path, const CacheKey& key) {
   put(out, kVersion);
   put(out, uint64_t(key.tokens.size()));
   put(out, uint64_t(key.logits.size()));
-  out.append(reinterpret_cast<const char*>(key.tokens.data()), key.tokens.size() * 4);
-  out.append(reinterpret_cast<const char*>(key.logits.data()), key.logits.size() * 4);
+  if (!key.tokens.empty())
+    out.append(reinterpret_cast<const char*>(key.tokens.data()), key.tokens.size() * 4);
+  if (!key.logits.empty())
+    out.append(reinterpret_cast<const char*>(key.logits.data()), key.logits.size() * 4);
   put(out, fnv1a64(out.data(), out.size()));
   write_file_atomic(path,
                     [&](std::ostream& o) { o.write(out.data(), std::streamsize(out.size())); });
@@ -74,8 +76,8 @@ CacheKey read_cache_key(const std::string& path, int64_t vocab) {
   CacheKey key;
   key.tokens.resize(n_tokens);
   key.logits.resize(n_logits);
-  std::memcpy(key.tokens.data(), in.data() + kHeader, n_tokens * 4);
-  std::memcpy(key.logits.data(), in.data() + kHeader + n_tokens * 4, n_logits * 4);
+  if (n_tokens) std::memcpy(key.tokens.data(), in.data() + kHeader, n_tokens * 4);
+  if (n_logits) std::memcpy(key.logits.data(), in.data() + kHeader + n_tokens * 4, n_logits * 4);
   for (int32_t t : key.tokens)
     if (t < 0 || t >= vocab) throw bad("token " + std::to_string(t) + " outside the vocabulary");
   for (float x : key.logits)
