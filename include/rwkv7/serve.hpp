@@ -75,7 +75,7 @@ struct SchedulerOptions {
   int threads = 0;                    // of the loop's Context (0 = every core)
   int max_running = 32;               // sequences stepped together at most
   int max_queued = 64;                // waiting beyond the running ones; more are refused
-  int64_t step_tokens = 64;           // positions per step (decode tokens + prompt chunks)
+  int64_t step_tokens = 256;          // positions per step (decode tokens + prompt chunks)
   int64_t prefill_step_tokens = 512;  // per step while no sequence is generating
   int64_t snapshot_every = 512;       // prompt positions between cache snapshots (0: ends only)
   int64_t max_context = 1 << 20;      // prompt + max_tokens at most

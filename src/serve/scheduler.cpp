@@ -222,7 +222,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     ++decoding;
   }
   // Prompts, shortest remaining first, so a short request is not stuck behind a long one;
-  // but the oldest prompt always gets a quarter, so a long one is never starved. One chunk
+  // but the oldest prompt always gets half, so a long one is never starved. One chunk
   // per sequence, ending at or before its next snapshot point.
   // While streams generate, prompts get what is left of --step-tokens, but never more
   // positions than there are streams (so a step at most doubles in rows and the streams'
@@ -248,7 +248,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   };
   if (!reading.empty()) {
     Seq& oldest = *reading.front();
-    give(oldest, std::max<int64_t>(budget / 4, 1));
+    give(oldest, std::max<int64_t>(budget / 2, 1));
     std::vector<Seq*> by_length(reading.begin() + 1, reading.end());
     std::stable_sort(by_length.begin(), by_length.end(), [](const Seq* a, const Seq* b) {
       return a->req.prompt.size() - size_t(a->pos) < b->req.prompt.size() - size_t(b->pos);
