@@ -234,6 +234,8 @@ ParsedRequest parse_request(const std::string& text, bool chat, const std::strin
     }
     for (const std::string& x : stops) {
       if (x.empty()) throw bad("stop", "stop strings must not be empty");
+      // Text that may start one is held back and searched at every token: keep them short.
+      if (x.size() > 256) throw bad("stop", "stop strings must be 256 bytes or shorter");
       q.options.stop.push_back(x);
     }
   }

@@ -16,15 +16,6 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// log softmax(logits)[token], in double.
-float log_probability(std::span<const float> logits, int32_t token) {
-  float mx = logits[0];
-  for (float x : logits) mx = std::max(mx, x);
-  double sum = 0;
-  for (float x : logits) sum += std::exp(double(x) - mx);
-  return float(double(logits[size_t(token)]) - mx - std::log(sum));
-}
-
 // A running sequence: its decoder, its text not yet released, its logits.
 struct Running {
   GenerationRequest* req;
@@ -86,8 +77,8 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
         continue;
       }
       // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
-      const int32_t next = s.req->sampler->sample(std::span<const float>(s.logits).first(
-          std::min(s.logits.size(), tok.vocab_size())));
+      const int32_t next = s.req->sampler->sample(
+          std::span<const float>(s.logits).first(std::min(s.logits.size(), tok.vocab_size())));
       TokenEvent ev{i, next, {}, log_probability(s.logits, next)};
       if (next == 0 && o.stop_at_end_of_text) {
         s.res->stop_reason = "end_of_text";

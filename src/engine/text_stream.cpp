@@ -1,6 +1,7 @@
 #include "engine/text_stream.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace rwkv7 {
 namespace {
@@ -21,6 +22,14 @@ size_t held_back(std::string_view text, const std::vector<std::string>& stops) {
 }
 
 }  // namespace
+
+float log_probability(std::span<const float> logits, int32_t token) {
+  float mx = logits[0];
+  for (float x : logits) mx = std::max(mx, x);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(double(x) - mx);
+  return float(double(logits[size_t(token)]) - mx - std::log(sum));
+}
 
 std::string_view TextStream::push(int32_t token, bool& stopped) {
   pending_ += decoder_.push(token);

@@ -3,6 +3,7 @@
 // the start of a stop string held back until the next token proves it is not (a stop string
 // itself is never released). Shared by generate_batch and the server's scheduler.
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -10,6 +11,9 @@
 #include "rwkv7/tokenizer.hpp"
 
 namespace rwkv7 {
+
+// log softmax(logits)[token], summed in double: the log-probability a token event reports.
+float log_probability(std::span<const float> logits, int32_t token);
 
 class TextStream {
  public:

@@ -27,14 +27,6 @@ double seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-float log_probability(std::span<const float> logits, int32_t token) {
-  float mx = logits[0];
-  for (float x : logits) mx = std::max(mx, x);
-  double sum = 0;
-  for (float x : logits) sum += std::exp(double(x) - mx);
-  return float(double(logits[size_t(token)]) - mx - std::log(sum));
-}
-
 // The meeting point of the loop (writer) and the caller (reader) of one request.
 struct Channel {
   std::mutex mu;

@@ -64,6 +64,7 @@ TEST(RequestChecks, EveryBadFieldIsA400NamingIt) {
   EXPECT_EQ(param_of("{" + msgs + R"(, "max_tokens": 99999999999999999999})"), "max_tokens");
   EXPECT_EQ(param_of("{" + msgs + R"(, "stop": ["a", ""]})"), "stop");
   EXPECT_EQ(param_of("{" + msgs + R"(, "stop": [1]})"), "stop");
+  EXPECT_EQ(param_of("{" + msgs + R"(, "stop": ")" + std::string(257, 'x') + "\"}"), "stop");
   EXPECT_EQ(param_of("{" + msgs + R"(, "stream": "yes"})"), "stream");
   EXPECT_EQ(param_of("{" + msgs + R"(, "stream_options": {"include_usage": 1}})"), "include_usage");
   EXPECT_EQ(param_of("{" + msgs + R"(, "n": 2})"), "n");
