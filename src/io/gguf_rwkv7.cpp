@@ -34,59 +34,17 @@
 #include "core/quant.hpp"
 #include "io/gguf.hpp"
 #include "io/io_util.hpp"
+#include "io/rwkv7_parameters.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
 namespace {
 
-const char* const kLerp[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
-const char* const kLora[8] = {"w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"};
-
 Shape reversed(const std::vector<int64_t>& ne) { return Shape(ne.rbegin(), ne.rend()); }
 
-// Official-name suffix (after "blocks.i.") ↔ GGUF suffix (after "blk.i."), same bytes.
-struct Plain {
-  const char* official;
-  const char* gguf;
-};
-const Plain kPlainLayer[] = {
-    {"ln1.weight", "attn_norm.weight"},
-    {"ln1.bias", "attn_norm.bias"},
-    {"ln2.weight", "attn_norm_2.weight"},
-    {"ln2.bias", "attn_norm_2.bias"},
-    {"att.receptance.weight", "time_mix_receptance.weight"},
-    {"att.key.weight", "time_mix_key.weight"},
-    {"att.value.weight", "time_mix_value.weight"},
-    {"att.output.weight", "time_mix_output.weight"},
-    {"att.ln_x.weight", "time_mix_ln.weight"},
-    {"att.ln_x.bias", "time_mix_ln.bias"},
-    {"ffn.key.weight", "channel_mix_key.weight"},
-    {"ffn.value.weight", "channel_mix_value.weight"},
-};
-// [1, 1, C] official vectors stored squeezed to [C].
-const Plain kVecLayer[] = {
-    {"att.w0", "time_mix_w0.weight"},   {"att.a0", "time_mix_a0.weight"},
-    {"att.v0", "time_mix_v0.weight"},   {"att.k_k", "time_mix_k_k.weight"},
-    {"att.k_a", "time_mix_k_a.weight"}, {"ffn.x_k", "channel_mix_lerp_k.weight"},
-};
-const Plain kGlobal[] = {
-    {"emb.weight", "token_embd.weight"},
-    {"blocks.0.ln0.weight", "token_embd_norm.weight"},
-    {"blocks.0.ln0.bias", "token_embd_norm.bias"},
-    {"ln_out.weight", "output_norm.weight"},
-    {"ln_out.bias", "output_norm.bias"},
-    {"head.weight", "output.weight"},
-};
-
-bool is_big_matrix(const std::string& official) {
-  if (official == "emb.weight" || official == "head.weight") return true;
-  std::string_view digits, rest;
-  if (!split_indexed_name(official, "blocks.", &digits, &rest)) return false;
-  for (const char* m : {"att.receptance.weight", "att.key.weight", "att.value.weight",
-                        "att.output.weight", "ffn.key.weight", "ffn.value.weight"}) {
-    if (rest == m) return true;
-  }
-  return false;
+// Model-scope and layer-0-only parameters have GGUF names of their own (no "blk.i." prefix).
+bool gguf_name_is_global(const ParamSpec& s) {
+  return s.scope == ParamScope::Model || s.scope == ParamScope::FirstLayer;
 }
 
 // [a, b] row-major of any dtype → [b, a] fp32 in a buffer owned by `owners`.
@@ -118,16 +76,18 @@ TensorFile rwkv7_from_gguf(GgufFile g) {
   for (const auto& [k, v] : g.kv) out.metadata[k] = v.to_string();
   const int64_t N = u32_key(g, "rwkv7.wkv.head_size");
   if (N <= 0 || N > (1 << 20)) throw Error(g.path + ": rwkv7.wkv.head_size is out of range");
+  const std::span<const ParamSpec> params = rwkv7_parameters();
   for (const GgufTensor& t : g.tensors) {
     auto fail = [&](const std::string& what) {
       return Error(g.path + ": GGUF tensor '" + t.name + "' " + what);
     };
     const int64_t C = t.ne.empty() ? 1 : t.ne[0];
-    std::string mapped;
-    for (const Plain& p : kGlobal)
-      if (t.name == p.gguf) mapped = p.official;
-    if (!mapped.empty()) {
-      out.add(mapped, TensorView{t.dtype, reversed(t.ne), t.data});
+    const ParamSpec* global = nullptr;
+    for (const ParamSpec& p : params)
+      if (gguf_name_is_global(p) && t.name == p.gguf) global = &p;
+    if (global) {
+      out.add(std::string(ParamName(*global, 0).view()),
+              TensorView{t.dtype, reversed(t.ne), t.data});
       continue;
     }
     std::string_view digits, rest;
@@ -137,51 +97,48 @@ TensorFile rwkv7_from_gguf(GgufFile g) {
       continue;
     }
     const int layer = std::stoi(std::string(digits));
-    const std::string suffix(rest);
-    const std::string pre = "blocks." + std::to_string(layer) + ".";
-    bool done = false;
-    for (const Plain& p : kPlainLayer) {
-      if (suffix == p.gguf) {
-        out.add(pre + p.official, TensorView{t.dtype, reversed(t.ne), t.data});
-        done = true;
-      }
-    }
-    for (const Plain& p : kVecLayer) {
-      if (suffix != p.gguf) continue;
-      done = true;
+    bool known = false;
+    for (const ParamSpec& p : params) {
+      if (gguf_name_is_global(p) || rest != p.gguf) continue;
+      known = true;
       // llama.cpp writes a copy of a0/a1/a2 as layer 0's unused v0/v1/v2: drop them.
-      if (layer == 0 && std::string(p.official) == "att.v0") break;
-      if (t.ne.size() != 1) throw fail("has " + std::to_string(t.ne.size()) + " dims; expected 1");
-      out.add(pre + p.official, TensorView{t.dtype, {1, 1, C}, t.data});
-    }
-    if (suffix == "time_mix_lerp_fused.weight") {
-      done = true;
-      if (C <= 0 || shape_numel(reversed(t.ne)) != 6 * C || is_quantized(t.dtype)) {
-        throw fail("must hold 6 unquantised vectors of ne[0] = " + std::to_string(C) + " values");
+      if (layer == 0 && p.scope == ParamScope::ValueResidual) continue;
+      const std::string name(ParamName(p, layer).view());
+      switch (p.gguf_form) {
+        case GgufForm::Same:
+          out.add(name, TensorView{t.dtype, reversed(t.ne), t.data});
+          break;
+        case GgufForm::Squeezed:
+          if (t.ne.size() != 1)
+            throw fail("has " + std::to_string(t.ne.size()) + " dims; expected 1");
+          out.add(name, TensorView{t.dtype, {1, 1, C}, t.data});
+          break;
+        case GgufForm::LerpFused: {
+          if (C <= 0 || shape_numel(reversed(t.ne)) != 6 * C || is_quantized(t.dtype)) {
+            throw fail("must hold 6 unquantised vectors of ne[0] = " + std::to_string(C) +
+                       " values");
+          }
+          const void* slice = static_cast<const unsigned char*>(t.data) +
+                              row_bytes(t.dtype, C) * size_t(p.lerp_index);
+          out.add(name, TensorView{t.dtype, {1, 1, C}, slice});
+          break;
+        }
+        case GgufForm::Flattened:
+          if (t.ne.size() != 1 || C % N != 0) {
+            throw fail("must be [C] with C a multiple of the head size " + std::to_string(N));
+          }
+          out.add(name, TensorView{t.dtype, {C / N, N}, t.data});
+          break;
+        case GgufForm::TransposedLora: {
+          if (t.ne.size() != 2) throw fail("must have 2 dims");
+          // Stored as PyTorch [ne1, ne0]; official is its transpose [ne0, ne1].
+          const float* v = transpose_f32(t.data, t.dtype, t.ne[1], t.ne[0], out.owners);
+          out.add(name, TensorView{DType::F32, {t.ne[0], t.ne[1]}, v});
+          break;
+        }
       }
-      for (int k = 0; k < 6; ++k) {
-        const void* p =
-            static_cast<const unsigned char*>(t.data) + row_bytes(t.dtype, C) * size_t(k);
-        out.add(pre + "att." + kLerp[k], TensorView{t.dtype, {1, 1, C}, p});
-      }
     }
-    if (suffix == "time_mix_r_k.weight") {
-      done = true;
-      if (t.ne.size() != 1 || C % N != 0) {
-        throw fail("must be [C] with C a multiple of the head size " + std::to_string(N));
-      }
-      out.add(pre + "att.r_k", TensorView{t.dtype, {C / N, N}, t.data});
-    }
-    for (const char* lora : kLora) {
-      if (suffix != std::string("time_mix_") + lora + ".weight") continue;
-      done = true;
-      if (layer == 0 && lora[0] == 'v') break;
-      if (t.ne.size() != 2) throw fail("must have 2 dims");
-      // Stored as PyTorch [ne1, ne0]; official is its transpose [ne0, ne1].
-      const float* p = transpose_f32(t.data, t.dtype, t.ne[1], t.ne[0], out.owners);
-      out.add(pre + "att." + lora, TensorView{DType::F32, {t.ne[0], t.ne[1]}, p});
-    }
-    if (!done) out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
+    if (!known) out.add(t.name, TensorView{t.dtype, reversed(t.ne), t.data});
   }
   return out;
 }
@@ -325,64 +282,77 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
     g.kv.emplace_back("tokenizer.ggml.token_type",
                       GgufValue::array(GgufType::I32, std::move(types)));
   }
-  // Big matrices: the target type (quantised only with whole blocks, else f16); rest f32.
-  auto put = [&](const std::string& official, const std::string& gguf, std::vector<int64_t> ne) {
+  // Product matrices: the target type (quantised only with whole blocks, else f16); rest f32.
+  const ParamDims pd{C, V, F, rk[0], N, Dw, Da, Dv, Dg};
+  auto put = [&](const ParamSpec& p, const std::string& official, const std::string& gguf,
+                 std::vector<int64_t> ne) {
     const TensorView& v = f.get(official);
+    const Shape want = param_shape(p, pd);
+    if (v.numel() != shape_numel(want) || (p.rank == 2 && v.shape != want)) {
+      throw Error(f.path + ": tensor '" + official + "' has shape " + shape_str(v.shape) +
+                  "; expected " + shape_str(want));
+    }
     DType type = DType::F32;
-    if (is_big_matrix(official)) {
+    if (p.kind == ParamKind::Matrix) {
       type = opts.type;
       if (is_quantized(type) && ne[0] % kQuantBlock != 0) type = DType::F16;
     }
     g.tensors.push_back(encode(gguf, v, type, std::move(ne), g));
   };
-  auto plain = [&](const std::string& official, const std::string& gguf) {
-    const Shape s = f.get(official).shape;
-    put(official, gguf, std::vector<int64_t>(s.rbegin(), s.rend()));
-  };
-  plain("emb.weight", "token_embd.weight");
-  plain("blocks.0.ln0.weight", "token_embd_norm.weight");
-  plain("blocks.0.ln0.bias", "token_embd_norm.bias");
-  for (int64_t i = 0; i < L; ++i) {
-    const std::string p = "blocks." + std::to_string(i) + ".", q = "blk." + std::to_string(i) + ".";
-    for (int k = 0; k < 4; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
-    // Fused token-shift mixes, [6, C] as PyTorch = ne [C, 1, 1, 6].
-    auto buf = io::aligned_buffer(size_t(6 * C) * 4);
-    auto* lerp = reinterpret_cast<float*>(buf.get());
-    for (int k = 0; k < 6; ++k) {
-      const std::string name = p + "att." + kLerp[k];
-      const TensorView& v = f.get(name);
-      if (v.numel() != C)
-        throw Error(f.path + ": tensor '" + name + "' must have " + std::to_string(C) + " values");
-      const std::vector<float> x = to_f32(v);
-      std::memcpy(lerp + k * C, x.data(), size_t(C) * 4);
+  for_each_parameter(L, UnusedCopies::Include, [&](const ParamSpec& p, int64_t layer) {
+    const std::string gguf = gguf_name_is_global(p)
+                                 ? std::string(p.gguf)
+                                 : "blk." + std::to_string(layer) + "." + std::string(p.gguf);
+    // llama.cpp expects layer 0's unused v0/v1/v2 to be copies of a0/a1/a2.
+    const ParamSpec& src = layer == 0 && p.scope == ParamScope::ValueResidual
+                               ? param_spec(p.id == ParamId::V0   ? ParamId::A0
+                                            : p.id == ParamId::V1 ? ParamId::A1
+                                                                  : ParamId::A2)
+                               : p;
+    const std::string official(ParamName(src, layer).view());
+    switch (p.gguf_form) {
+      case GgufForm::Same: {
+        const Shape s = f.get(official).shape;
+        put(src, official, gguf, std::vector<int64_t>(s.rbegin(), s.rend()));
+        break;
+      }
+      case GgufForm::Squeezed:
+      case GgufForm::Flattened:
+        put(src, official, gguf, {C});
+        break;
+      case GgufForm::LerpFused: {
+        if (p.lerp_index != 0) break;  // the stack is written with its first member
+        // Fused token-shift mixes, [6, C] as PyTorch = ne [C, 1, 1, 6].
+        auto buf = io::aligned_buffer(size_t(6 * C) * 4);
+        auto* lerp = reinterpret_cast<float*>(buf.get());
+        for (const ParamSpec& m : rwkv7_parameters()) {
+          if (m.gguf_form != GgufForm::LerpFused) continue;
+          const std::string name(ParamName(m, layer).view());
+          const TensorView& v = f.get(name);
+          if (v.numel() != C)
+            throw Error(f.path + ": tensor '" + name + "' must have " + std::to_string(C) +
+                        " values");
+          const std::vector<float> x = to_f32(v);
+          std::memcpy(lerp + m.lerp_index * C, x.data(), size_t(C) * 4);
+        }
+        g.owners.push_back(std::move(buf));
+        g.tensors.push_back(GgufTensor{gguf, DType::F32, {C, 1, 1, 6}, lerp});
+        break;
+      }
+      case GgufForm::TransposedLora: {
+        const Shape s = dims(official, 2);
+        if (s != param_shape(src, pd))
+          throw Error(f.path + ": tensor '" + official + "' has shape " + shape_str(s) +
+                      "; expected " + shape_str(param_shape(src, pd)));
+        // Official [a, b] is stored transposed: PyTorch [b, a] = ne [a, b].
+        const TensorView& v = f.get(official);
+        const float* t = transpose_f32(v.data, v.dtype, s[0], s[1], g.owners);
+        TensorView tv{DType::F32, {s[1], s[0]}, t};
+        g.tensors.push_back(encode(gguf, tv, DType::F32, {s[0], s[1]}, g));
+        break;
+      }
     }
-    g.owners.push_back(std::move(buf));
-    g.tensors.push_back(
-        GgufTensor{q + "time_mix_lerp_fused.weight", DType::F32, {C, 1, 1, 6}, lerp});
-    for (const Plain& v : kVecLayer) {
-      if (std::string(v.official) == "ffn.x_k") continue;
-      std::string src = p + v.official;
-      if (i == 0 && std::string(v.official) == "att.v0") src = p + "att.a0";
-      put(src, q + v.gguf, {C});
-    }
-    for (const char* lora : kLora) {
-      std::string src = p + "att." + lora;
-      if (i == 0 && lora[0] == 'v') src = p + "att.a" + std::string(lora + 1);
-      const Shape s = dims(src, 2);
-      // Official [a, b] is stored transposed: PyTorch [b, a] = ne [a, b].
-      const float* t = transpose_f32(f.get(src).data, f.get(src).dtype, s[0], s[1], g.owners);
-      TensorView tv{DType::F32, {s[1], s[0]}, t};
-      g.tensors.push_back(
-          encode(q + "time_mix_" + lora + ".weight", tv, DType::F32, {s[0], s[1]}, g));
-    }
-    put(p + "att.r_k", q + "time_mix_r_k.weight", {C});
-    for (int k = 4; k < 10; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
-    put(p + "ffn.x_k", q + "channel_mix_lerp_k.weight", {C});
-    for (int k = 10; k < 12; ++k) plain(p + kPlainLayer[k].official, q + kPlainLayer[k].gguf);
-  }
-  plain("ln_out.weight", "output_norm.weight");
-  plain("ln_out.bias", "output_norm.bias");
-  plain("head.weight", "output.weight");
+  });
   return g;
 }
 

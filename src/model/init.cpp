@@ -25,6 +25,8 @@
 
 #include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
+#include "io/rwkv7_parameters.hpp"
+#include "model/weights.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -70,78 +72,27 @@ class Rng {
   bool has_spare_ = false;
 };
 
-// How one tensor is filled.
-enum class Fill { Const, Zero, Uniform, Ortho, Formula };
-
+// One tensor to write: its table entry and layer (-1 for model-scope tensors).
 struct TensorPlan {
   std::string name;
   Shape shape;
-  Fill fill = Fill::Zero;
-  double a = 0, b = 0;  // Const: a; Uniform: [a, b); Ortho: gain a
-  int layer = -1;       // Formula: which layer
-  std::string formula;  // Formula: which vector ("x_r", "w0", ...)
+  const ParamSpec* spec;
+  int64_t layer;
 };
 
+// Every parameter of io/rwkv7_parameters in state_dict order, layer 0's unused v0/v1/v2
+// included (the released files carry them).
 std::vector<TensorPlan> make_plan(const ModelConfig& c) {
-  const int64_t C = c.n_embd, V = c.vocab_size, F = c.ffn_dim, H = c.n_head, N = c.head_size;
+  const ParamDims d = param_dims(c);
   std::vector<TensorPlan> p;
-  auto add = [&](std::string name, Shape shape, Fill fill, double a = 0, double b = 0) {
-    p.push_back(TensorPlan{std::move(name), std::move(shape), fill, a, b, -1, {}});
-  };
-  // torch.nn.init.orthogonal_ gain times ortho_init's extra sqrt(rows/cols) for tall matrices.
-  auto lora_gain = [](int64_t rows, int64_t cols) {
-    return (rows > cols ? std::sqrt(double(rows) / double(cols)) : 1.0) * 0.1;
-  };
-  add("emb.weight", {V, C}, Fill::Uniform, -1e-4, 1e-4);
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
-    auto formula = [&](const std::string& what, Shape shape) {
-      p.push_back(TensorPlan{b + what, std::move(shape), Fill::Formula, 0, 0, int(i), what});
-    };
-    // Block registers ln1, ln2, then ln0 (layer 0), then att, ffn: state_dict order.
-    add(b + "ln1.weight", {C}, Fill::Const, 1.0);
-    add(b + "ln1.bias", {C}, Fill::Zero);
-    add(b + "ln2.weight", {C}, Fill::Const, 1.0);
-    add(b + "ln2.bias", {C}, Fill::Zero);
-    if (i == 0) {
-      add(b + "ln0.weight", {C}, Fill::Const, 1.0);
-      add(b + "ln0.bias", {C}, Fill::Zero);
-    }
-    for (const char* x : {"att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g"})
-      formula(x, {1, 1, C});
-    add(b + "att.w1", {C, c.d_decay}, Fill::Zero);
-    add(b + "att.w2", {c.d_decay, C}, Fill::Ortho, lora_gain(c.d_decay, C));
-    formula("att.w0", {1, 1, C});
-    add(b + "att.a1", {C, c.d_aaa}, Fill::Zero);
-    add(b + "att.a2", {c.d_aaa, C}, Fill::Ortho, lora_gain(c.d_aaa, C));
-    formula("att.a0", {1, 1, C});
-    // v0/v1/v2 exist in every layer (layer 0's are unused, as in the released files).
-    add(b + "att.v1", {C, c.d_value}, Fill::Zero);
-    add(b + "att.v2", {c.d_value, C}, Fill::Ortho, lora_gain(c.d_value, C));
-    formula("att.v0", {1, 1, C});
-    add(b + "att.g1", {C, c.d_gate}, Fill::Zero);
-    add(b + "att.g2", {c.d_gate, C}, Fill::Ortho, lora_gain(c.d_gate, C));
-    formula("att.k_k", {1, 1, C});
-    add(b + "att.k_a", {1, 1, C}, Fill::Const, 1.02);
-    add(b + "att.r_k", {H, N}, Fill::Const, -0.04);
-    add(b + "att.receptance.weight", {C, C}, Fill::Ortho, 1.0);
-    add(b + "att.key.weight", {C, C}, Fill::Ortho, 0.1);
-    add(b + "att.value.weight", {C, C}, Fill::Ortho, 1.0);
-    add(b + "att.output.weight", {C, C}, Fill::Zero);
-    add(b + "att.ln_x.weight", {C}, Fill::Const, std::pow(double(1 + i) / double(c.n_layer), 0.7));
-    add(b + "att.ln_x.bias", {C}, Fill::Zero);
-    formula("ffn.x_k", {1, 1, C});
-    add(b + "ffn.key.weight", {F, C}, Fill::Ortho, 1.0);
-    add(b + "ffn.value.weight", {C, F}, Fill::Zero);
-  }
-  add("ln_out.weight", {C}, Fill::Const, 1.0);
-  add("ln_out.bias", {C}, Fill::Zero);
-  add("head.weight", {V, C}, Fill::Ortho, V > C ? 0.5 * std::sqrt(double(V) / double(C)) : 0.5);
+  for_each_parameter(c.n_layer, UnusedCopies::Include, [&](const ParamSpec& s, int64_t layer) {
+    p.push_back(TensorPlan{std::string(ParamName(s, layer).view()), param_shape(s, d), &s, layer});
+  });
   return p;
 }
 
 // The per-channel vectors of one layer (all [C]).
-void fill_formula(float* out, const std::string& what, int64_t layer, const ModelConfig& c) {
+void fill_formula(float* out, ParamId id, int64_t layer, const ModelConfig& c) {
   const int64_t C = c.n_embd, N = c.head_size, L = c.n_layer;
   // Python divides by zero for L = 1; the only layer is then both first and last: use 0.
   const double r0 = L > 1 ? double(layer) / double(L - 1) : 0.0;  // ratio_0_to_1
@@ -153,26 +104,39 @@ void fill_formula(float* out, const std::string& what, int64_t layer, const Mode
     double z = (double(n % N) - half) / half;
     const double zigzag = z * std::abs(z);
     double v = 0;
-    if (what == "att.x_r" || what == "att.x_g") {
-      v = 1.0 - std::pow(ddd, 0.2 * r1);
-    } else if (what == "att.x_w" || what == "att.x_a") {
-      v = 1.0 - std::pow(ddd, 0.9 * r1);
-    } else if (what == "att.x_k" || what == "att.x_v") {
-      v = 1.0 - std::pow(ddd, 0.7 * r1);
-    } else if (what == "att.w0") {
-      const double t = C > 1 ? double(n) / double(C - 1) : 0.0;
-      const double www = -6.0 + 6.0 * std::pow(t, 1.0 + std::pow(r0, 0.3));
-      v = www + 0.5 + zigzag * 2.5;
-    } else if (what == "att.a0") {
-      v = -0.19 + zigzag * 0.3 + linear * 0.4;
-    } else if (what == "att.v0") {
-      v = 0.73 - linear * 0.4;
-    } else if (what == "att.k_k") {
-      v = 0.71 - linear * 0.1;
-    } else if (what == "ffn.x_k") {
-      v = 1.0 - std::pow(ddd, std::pow(r1, 4));
-    } else {
-      throw Error("init: no formula for " + what);  // unreachable: the plan names them
+    switch (id) {
+      case ParamId::XR:
+      case ParamId::XG:
+        v = 1.0 - std::pow(ddd, 0.2 * r1);
+        break;
+      case ParamId::XW:
+      case ParamId::XA:
+        v = 1.0 - std::pow(ddd, 0.9 * r1);
+        break;
+      case ParamId::XK:
+      case ParamId::XV:
+        v = 1.0 - std::pow(ddd, 0.7 * r1);
+        break;
+      case ParamId::W0: {
+        const double t = C > 1 ? double(n) / double(C - 1) : 0.0;
+        const double www = -6.0 + 6.0 * std::pow(t, 1.0 + std::pow(r0, 0.3));
+        v = www + 0.5 + zigzag * 2.5;
+        break;
+      }
+      case ParamId::A0:
+        v = -0.19 + zigzag * 0.3 + linear * 0.4;
+        break;
+      case ParamId::V0:
+        v = 0.73 - linear * 0.4;
+        break;
+      case ParamId::KK:
+        v = 0.71 - linear * 0.1;
+        break;
+      case ParamId::FfnXK:
+        v = 1.0 - std::pow(ddd, std::pow(r1, 4));
+        break;
+      default:  // the table marks only the parameters above as Formula (InitPlan test)
+        throw Error("init: no formula for " + std::string(param_spec(id).name));
     }
     out[n] = float(v);
   }
@@ -180,23 +144,36 @@ void fill_formula(float* out, const std::string& what, int64_t layer, const Mode
 
 void fill_tensor(float* out, const TensorPlan& t, const ModelConfig& c, uint64_t seed) {
   const int64_t n = shape_numel(t.shape);
-  switch (t.fill) {
-    case Fill::Zero:
+  const ParamSpec& spec = *t.spec;
+  const double value = spec.value;
+  switch (spec.init) {
+    case ParamInit::Zero:
       std::fill(out, out + n, 0.0f);
       break;
-    case Fill::Const:
-      std::fill(out, out + n, float(t.a));
+    case ParamInit::Const:
+      std::fill(out, out + n, float(value));
       break;
-    case Fill::Uniform: {
+    case ParamInit::LayerScale:
+      std::fill(out, out + n, float(std::pow(double(1 + t.layer) / double(c.n_layer), value)));
+      break;
+    case ParamInit::Uniform: {
       Rng rng(tensor_seed(seed, t.name));
-      for (int64_t i = 0; i < n; ++i) out[i] = float(rng.uniform(t.a, t.b));
+      for (int64_t i = 0; i < n; ++i) out[i] = float(rng.uniform(-value, value));
       break;
     }
-    case Fill::Ortho:
-      orthogonal_init(out, t.shape[0], t.shape[1], t.a, tensor_seed(seed, t.name));
+    case ParamInit::Orthogonal:
+    case ParamInit::LoraOrthogonal:
+    case ParamInit::HeadOrthogonal: {
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      double gain = value;
+      // LoRA: ortho_init's extra sqrt(rows / cols) for tall matrices; head: sqrt(V / C).
+      if (spec.init != ParamInit::Orthogonal && rows > cols)
+        gain *= std::sqrt(double(rows) / double(cols));
+      orthogonal_init(out, rows, cols, gain, tensor_seed(seed, t.name));
       break;
-    case Fill::Formula:
-      fill_formula(out, t.formula, t.layer, c);
+    }
+    case ParamInit::Formula:
+      fill_formula(out, spec.id, t.layer, c);
       break;
   }
 }

@@ -21,26 +21,11 @@ const float* TrainParams::get(std::string_view name) const {
 }
 
 std::vector<std::string> TrainParams::names() const {
-  std::vector<std::string> out = {"emb.weight", "blocks.0.ln0.weight", "blocks.0.ln0.bias"};
-  for (int64_t l = 0; l < config.n_layer; ++l) {
-    const std::string p = "blocks." + std::to_string(l) + ".";
-    for (const char* n : {"ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias"}) out.push_back(p + n);
-    for (const char* n : {"x_r",         "x_w",          "x_k",
-                          "x_v",         "x_a",          "x_g",
-                          "w0",          "w1",           "w2",
-                          "a0",          "a1",           "a2",
-                          "v0",          "v1",           "v2",
-                          "g1",          "g2",           "k_k",
-                          "k_a",         "r_k",          "receptance.weight",
-                          "key.weight",  "value.weight", "output.weight",
-                          "ln_x.weight", "ln_x.bias"}) {
-      const std::string s = n;
-      if (l == 0 && (s == "v0" || s == "v1" || s == "v2")) continue;
-      out.push_back(p + "att." + s);
-    }
-    for (const char* n : {"x_k", "key.weight", "value.weight"}) out.push_back(p + "ffn." + n);
-  }
-  for (const char* n : {"ln_out.weight", "ln_out.bias", "head.weight"}) out.push_back(n);
+  // Every parameter the graph uses; layer 0's v0/v1/v2 are not (no gradient, not trained).
+  std::vector<std::string> out;
+  for_each_parameter(config.n_layer, UnusedCopies::Skip, [&](const ParamSpec& s, int64_t layer) {
+    out.emplace_back(ParamName(s, layer).view());
+  });
   return out;
 }
 

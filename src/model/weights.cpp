@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "io/rwkv7_parameters.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -175,60 +176,104 @@ ModelConfig infer_config(const TensorFile& f) {
   return c;
 }
 
-namespace {
-
-// Every tensor the weights copy (per-channel vectors, LoRA factors) with its name: the one
-// list that build_weights reads and refresh_weights reads again. vec(dst, prefix, name, n),
-// lora(dst, prefix, name, rows, cols), r_k(dst, prefix, name) with the names split in two so
-// that a refresh can look them up from a stack buffer.
-template <class Vec, class Lora, class Rk>
-void for_each_copied(ModelWeights& w, Vec&& vec, Lora&& lora, Rk&& r_k) {
-  const ModelConfig& c = w.config;
-  const int64_t C = c.n_embd;
-  vec(w.ln0_w, "", "blocks.0.ln0.weight", C);
-  vec(w.ln0_b, "", "blocks.0.ln0.bias", C);
-  vec(w.ln_out_w, "", "ln_out.weight", C);
-  vec(w.ln_out_b, "", "ln_out.bias", C);
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    char p[32], a[40];
-    std::snprintf(p, sizeof p, "blocks.%" PRId64 ".", i);
-    std::snprintf(a, sizeof a, "blocks.%" PRId64 ".att.", i);
-    LayerWeights& L = w.layers[size_t(i)];
-    vec(L.ln1_w, p, "ln1.weight", C);
-    vec(L.ln1_b, p, "ln1.bias", C);
-    vec(L.ln2_w, p, "ln2.weight", C);
-    vec(L.ln2_b, p, "ln2.bias", C);
-    vec(L.x_r, a, "x_r", C);
-    vec(L.x_w, a, "x_w", C);
-    vec(L.x_k, a, "x_k", C);
-    vec(L.x_v, a, "x_v", C);
-    vec(L.x_a, a, "x_a", C);
-    vec(L.x_g, a, "x_g", C);
-    vec(L.w0, a, "w0", C);
-    vec(L.a0, a, "a0", C);
-    vec(L.k_k, a, "k_k", C);
-    vec(L.k_a, a, "k_a", C);
-    r_k(L.r_k, a, "r_k");
-    vec(L.ln_x_w, a, "ln_x.weight", C);
-    vec(L.ln_x_b, a, "ln_x.bias", C);
-    lora(L.w1, a, "w1", C, c.d_decay);
-    lora(L.w2, a, "w2", c.d_decay, C);
-    lora(L.a1, a, "a1", C, c.d_aaa);
-    lora(L.a2, a, "a2", c.d_aaa, C);
-    lora(L.g1, a, "g1", C, c.d_gate);
-    lora(L.g2, a, "g2", c.d_gate, C);
-    // Layer 0 takes v_first from its own value; released files still carry unused v0/v1/v2.
-    if (L.has_value_residual) {
-      vec(L.v0, a, "v0", C);
-      lora(L.v1, a, "v1", C, c.d_value);
-      lora(L.v2, a, "v2", c.d_value, C);
-    }
-    vec(L.ffn_x_k, p, "ffn.x_k", C);
-  }
+ParamDims param_dims(const ModelConfig& c) {
+  return ParamDims{c.n_embd,  c.vocab_size, c.ffn_dim, c.n_head, c.head_size,
+                   c.d_decay, c.d_aaa,      c.d_value, c.d_gate};
 }
 
-std::string joined(std::string_view a, std::string_view b) {
-  return std::string(a) + std::string(b);
+namespace {
+
+// Where the graph keeps parameter `id` of `layer` (-1: model scope): exactly one of the three
+// pointers, matching the table's ParamKind (Vector and HeadMatrix: vec, Lora: lora).
+struct Slot {
+  std::vector<float>* vec = nullptr;
+  OwnedMatrix* lora = nullptr;
+  Matrix* matrix = nullptr;
+};
+
+Slot slot_of(ModelWeights& w, ParamId id, int64_t layer) {
+  LayerWeights& L = w.layers[size_t(std::max<int64_t>(layer, 0))];
+  switch (id) {  // no default: a ParamId without a slot is a compile warning (-Wswitch)
+    case ParamId::Emb:
+      return {.matrix = &w.emb};
+    case ParamId::Head:
+      return {.matrix = &w.head};
+    case ParamId::Ln0W:
+      return {.vec = &w.ln0_w};
+    case ParamId::Ln0B:
+      return {.vec = &w.ln0_b};
+    case ParamId::LnOutW:
+      return {.vec = &w.ln_out_w};
+    case ParamId::LnOutB:
+      return {.vec = &w.ln_out_b};
+    case ParamId::Ln1W:
+      return {.vec = &L.ln1_w};
+    case ParamId::Ln1B:
+      return {.vec = &L.ln1_b};
+    case ParamId::Ln2W:
+      return {.vec = &L.ln2_w};
+    case ParamId::Ln2B:
+      return {.vec = &L.ln2_b};
+    case ParamId::XR:
+      return {.vec = &L.x_r};
+    case ParamId::XW:
+      return {.vec = &L.x_w};
+    case ParamId::XK:
+      return {.vec = &L.x_k};
+    case ParamId::XV:
+      return {.vec = &L.x_v};
+    case ParamId::XA:
+      return {.vec = &L.x_a};
+    case ParamId::XG:
+      return {.vec = &L.x_g};
+    case ParamId::W0:
+      return {.vec = &L.w0};
+    case ParamId::A0:
+      return {.vec = &L.a0};
+    case ParamId::V0:
+      return {.vec = &L.v0};
+    case ParamId::KK:
+      return {.vec = &L.k_k};
+    case ParamId::KA:
+      return {.vec = &L.k_a};
+    case ParamId::RK:
+      return {.vec = &L.r_k};
+    case ParamId::LnXW:
+      return {.vec = &L.ln_x_w};
+    case ParamId::LnXB:
+      return {.vec = &L.ln_x_b};
+    case ParamId::FfnXK:
+      return {.vec = &L.ffn_x_k};
+    case ParamId::W1:
+      return {.lora = &L.w1};
+    case ParamId::W2:
+      return {.lora = &L.w2};
+    case ParamId::A1:
+      return {.lora = &L.a1};
+    case ParamId::A2:
+      return {.lora = &L.a2};
+    case ParamId::V1:
+      return {.lora = &L.v1};
+    case ParamId::V2:
+      return {.lora = &L.v2};
+    case ParamId::G1:
+      return {.lora = &L.g1};
+    case ParamId::G2:
+      return {.lora = &L.g2};
+    case ParamId::Receptance:
+      return {.matrix = &L.receptance};
+    case ParamId::Key:
+      return {.matrix = &L.key};
+    case ParamId::Value:
+      return {.matrix = &L.value};
+    case ParamId::Output:
+      return {.matrix = &L.output};
+    case ParamId::FfnKey:
+      return {.matrix = &L.ffn_key};
+    case ParamId::FfnValue:
+      return {.matrix = &L.ffn_value};
+  }
+  throw Error("weights: parameter without a slot");
 }
 
 }  // namespace
@@ -240,35 +285,31 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
   const TensorFile& f = w.file;
   const ModelConfig c = infer_config(f);
   w.config = c;
-  const int64_t C = c.n_embd, V = c.vocab_size, F = c.ffn_dim;
-  w.emb = matrix(f, "emb.weight", V, C);
-  w.matrix_dtype = w.emb.dtype;
-  w.head = matrix(f, "head.weight", V, C);
   w.layers.resize(size_t(c.n_layer));
   for (int64_t i = 0; i < c.n_layer; ++i) w.layers[size_t(i)].has_value_residual = i > 0;
-  for_each_copied(
-      w,
-      [&](std::vector<float>& dst, std::string_view p, std::string_view n, int64_t len) {
-        dst = vec(f, joined(p, n), len);
-      },
-      [&](OwnedMatrix& dst, std::string_view p, std::string_view n, int64_t rows, int64_t cols) {
-        dst = transposed(f, joined(p, n), rows, cols, !opts.trainable);
-      },
-      [&](std::vector<float>& dst, std::string_view p, std::string_view n) {
-        expect_shape(f, joined(p, n), {c.n_head, c.head_size});
-        dst = to_f32(f.get(joined(p, n)));
-      });
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string a = "blocks." + std::to_string(i) + ".att.";
-    const std::string p = "blocks." + std::to_string(i) + ".";
-    LayerWeights& L = w.layers[size_t(i)];
-    L.receptance = matrix(f, a + "receptance.weight", C, C);
-    L.key = matrix(f, a + "key.weight", C, C);
-    L.value = matrix(f, a + "value.weight", C, C);
-    L.output = matrix(f, a + "output.weight", C, C);
-    L.ffn_key = matrix(f, p + "ffn.key.weight", F, C);
-    L.ffn_value = matrix(f, p + "ffn.value.weight", C, F);
-  }
+  const ParamDims dims = param_dims(c);
+  // Layer 0's v0/v1/v2 are unused (its value is v_first itself): not loaded.
+  for_each_parameter(c.n_layer, UnusedCopies::Skip, [&](const ParamSpec& s, int64_t layer) {
+    const std::string name(ParamName(s, layer).view());
+    const Shape shape = param_shape(s, dims);
+    const Slot slot = slot_of(w, s.id, layer);
+    switch (s.kind) {
+      case ParamKind::Matrix:
+        *slot.matrix = matrix(f, name, shape[0], shape[1]);
+        break;
+      case ParamKind::Vector:
+        *slot.vec = vec(f, name, shape_numel(shape));
+        break;
+      case ParamKind::Lora:
+        *slot.lora = transposed(f, name, shape[0], shape[1], !opts.trainable);
+        break;
+      case ParamKind::HeadMatrix:
+        expect_shape(f, name, shape);
+        *slot.vec = to_f32(f.get(name));
+        break;
+    }
+  });
+  w.matrix_dtype = w.emb.dtype;
   for (const auto& [name, v] : f.tensors) w.parameter_count += v.numel();
   account_costs(w);
   w.fingerprint = compute_fingerprint(f, c);
@@ -278,32 +319,26 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
 void refresh_weights(ModelWeights& w) {
   if (!w.trainable) throw Error("refresh_weights: weights were not built trainable");
   const TensorFile& f = w.file;
-  auto find = [&](std::string_view p, std::string_view n) -> const TensorView& {
-    char buf[96];
-    if (p.size() + n.size() > sizeof buf) throw Error("refresh_weights: name too long");
-    std::copy(p.begin(), p.end(), buf);
-    std::copy(n.begin(), n.end(), buf + p.size());
-    auto it = f.tensors.find(std::string_view(buf, p.size() + n.size()));
-    if (it == f.tensors.end()) throw Error("refresh_weights: a tensor is gone");
-    return it->second;
-  };
   auto copy = [](const TensorView& v, std::vector<float>& dst) {
     for (size_t i = 0; i < dst.size(); ++i) dst[i] = load_as_f32(v.dtype, v.data, i);
   };
-  for_each_copied(
-      w,
-      [&](std::vector<float>& dst, std::string_view p, std::string_view n, int64_t) {
-        copy(find(p, n), dst);
-      },
-      [&](OwnedMatrix& dst, std::string_view p, std::string_view n, int64_t rows, int64_t cols) {
-        const TensorView& v = find(p, n);
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = 0; c < cols; ++c)
-            dst.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
-      },
-      [&](std::vector<float>& dst, std::string_view p, std::string_view n) {
-        copy(find(p, n), dst);
-      });
+  for_each_parameter(w.config.n_layer, UnusedCopies::Skip, [&](const ParamSpec& s, int64_t layer) {
+    if (s.kind == ParamKind::Matrix) return;  // views of the file's tensors: already current
+    const ParamName name(s, layer);
+    auto it = f.tensors.find(name.view());
+    if (it == f.tensors.end()) throw Error("refresh_weights: a tensor is gone");
+    const TensorView& v = it->second;
+    const Slot slot = slot_of(w, s.id, layer);
+    if (slot.vec) {
+      copy(v, *slot.vec);
+      return;
+    }
+    OwnedMatrix& dst = *slot.lora;  // fp32 (trainable), transposed: [cols, rows]
+    const int64_t rows = dst.m.cols, cols = dst.m.rows;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        dst.values[size_t(c * rows + r)] = load_as_f32(v.dtype, v.data, size_t(r * cols + c));
+  });
 }
 
 }  // namespace rwkv7

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/tensor.hpp"
+#include "io/rwkv7_parameters.hpp"
 #include "ops/ops.hpp"
 #include "rwkv7/model.hpp"
 
@@ -63,6 +64,9 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts = {});
 // Copies the current values of the file's tensors into the weights' own copies (vectors,
 // transposed LoRA factors) without allocating: after an optimizer step changed them.
 void refresh_weights(ModelWeights& w);
+
+// The table's symbolic dimensions (io/rwkv7_parameters.hpp) for this config.
+ParamDims param_dims(const ModelConfig& c);
 
 // Infers sizes only (for `info` on files that may not be complete models).
 ModelConfig infer_config(const TensorFile& file);
