@@ -1,6 +1,6 @@
-// The RWKV-7 graph on the device-op API, in the order of forward.cpp (SPEC §3-4): the rows of
-// all sequences of a pass are stacked so every weight product is one GEMM; token shift and WKV
-// follow the segments; states live in a device pool (slot-major, then layer).
+// The RWKV-7 graph on the device-op API, in the order of model/block_order.hpp (SPEC §3-4): the
+// rows of all sequences of a pass are stacked so every weight product is one GEMM; token shift and
+// WKV follow the segments; states live in a device pool (slot-major, then layer).
 #include "model/cuda_model.hpp"
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "model/block_order.hpp"
 #include "model/forward.hpp"
 #include "model/weights.hpp"
 #include "rwkv7/error.hpp"
@@ -19,11 +20,6 @@ using dev::DevMatrix;
 using dev::DevSegments;
 using dev::DevStateView;
 using dev::WType;
-
-namespace {
-constexpr float kLnEps = 1e-5f;
-constexpr float kGroupNormEps = 64e-5f;
-}  // namespace
 
 struct DevLayer {
   float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
@@ -272,72 +268,137 @@ void CudaModel::ensure_buffers(int64_t rows, int64_t head_rows) {
   ops_.reserve(size_t(std::max(rows, head_rows) * widest));
 }
 
-// One pass over the layers (SPEC §3; the order of forward.cpp). Issues device ops only: no
-// allocation, no host synchronisation (it is captured into a CUDA graph for decode).
-void CudaModel::run_pass(const Plan& p) {
-  const ModelConfig& c = config_;
-  const Weights& w = *w_;
-  Buffers& b = *b_;
-  const int64_t R = p.seg.total_rows, C = c.n_embd, H = c.n_head, N = c.head_size, L = c.n_layer;
-  const DevSegments& s = p.seg;
-  ops_.embed_ln(w.emb, p.tokens, R, w.ln0_w, w.ln0_b, kLnEps, b.x);
-  for (int64_t l = 0; l < L; ++l) {
-    const DevLayer& d = w.layers[size_t(l)];
-    const DevStateView att{att_shift_, L * C, l * C}, ffn{ffn_shift_, L * C, l * C};
-    const DevStateView wkv{wkv_, L * H * N * N, l * H * N * N};
-    // time mix: LN, token shift and the six mixes in one op
+// The stages of model/block_order.hpp as device ops. Issues device ops only: no allocation, no
+// host synchronisation (a pass is captured into a CUDA graph for decode). Fused where the
+// device pays per launch: LayerNorm + token shift + mixes in one op, tanh/σ and relu² applied
+// on the way into the next product, the residual adds inside the products.
+class CudaModel::Stages {
+ public:
+  Stages(dev::DeviceOps& ops, const ModelConfig& c, const std::vector<DevLayer>& layers,
+         const Buffers& b, const DevSegments& seg, float* att_shift, float* ffn_shift, float* wkv)
+      : ops_(ops),
+        c_(c),
+        layers_(layers),
+        b_(b),
+        seg_(seg),
+        att_shift_(att_shift),
+        ffn_shift_(ffn_shift),
+        wkv_(wkv) {}
+
+  void begin_layer(int64_t l) {
+    layer_ = l;
+    d_ = &layers_[size_t(l)];
+  }
+
+  void time_mix_inputs() {
     dev::LnShiftArgs mix;
-    mix.x = b.x, mix.ln_w = d.ln1_w, mix.ln_b = d.ln1_b, mix.eps = kLnEps, mix.carry = att;
-    mix.C = C, mix.nmix = 6;
-    const float* mixes[6] = {d.x_r, d.x_w, d.x_k, d.x_v, d.x_a, d.x_g};
-    float* outs[6] = {b.xr, b.xw, b.xk, b.xv, b.xa2, b.xg};
+    mix.x = b_.x, mix.ln_w = d_->ln1_w, mix.ln_b = d_->ln1_b, mix.eps = kLnEps;
+    mix.carry = shift_view(att_shift_);
+    mix.C = c_.n_embd, mix.nmix = 6;
+    const float* mixes[6] = {d_->x_r, d_->x_w, d_->x_k, d_->x_v, d_->x_a, d_->x_g};
+    float* outs[6] = {b_.xr, b_.xw, b_.xk, b_.xv, b_.xa2, b_.xg};
     for (int i = 0; i < 6; ++i) mix.mix[i] = mixes[i], mix.out[i] = outs[i];
-    ops_.ln_shift_mix(s, mix);
-    // the products of the mixed inputs, then the LoRA up-projections (tanh / σ on the way in)
+    ops_.ln_shift_mix(seg_, mix);
+  }
+
+  void time_mix_products() {
+    const DevLayer& d = *d_;
+    const dev::GemmJob first[7] = {{d.receptance, b_.xr, b_.r}, {d.key, b_.xk, b_.k},
+                                   {d.value, b_.xv, b_.v},      {d.w1, b_.xw, b_.low_w},
+                                   {d.a1, b_.xa2, b_.low_a},    {d.g1, b_.xg, b_.low_g},
+                                   {d.v1, b_.xv, b_.low_v}};
+    ops_.gemm_many(first, d.residual ? 7 : 6, rows());
+  }
+
+  void lora_up_products() {  // tanh / σ on the way into the up-projections
     using dev::Act;
-    const dev::GemmJob first[7] = {{d.receptance, b.xr, b.r}, {d.key, b.xk, b.k},
-                                   {d.value, b.xv, b.v},      {d.w1, b.xw, b.low_w},
-                                   {d.a1, b.xa2, b.low_a},    {d.g1, b.xg, b.low_g},
-                                   {d.v1, b.xv, b.low_v}};
-    ops_.gemm_many(first, d.residual ? 7 : 6, R);
-    const dev::GemmJob second[4] = {{d.w2, b.low_w, b.z_w, false, Act::Tanh},
-                                    {d.a2, b.low_a, b.z_a, false, Act::None},
-                                    {d.g2, b.low_g, b.g, false, Act::Sigmoid},
-                                    {d.v2, b.low_v, b.z_v, false, Act::None}};
-    ops_.gemm_many(second, d.residual ? 4 : 3, R);
-    dev::WkvPrepArgs prep{R,
-                          H,
-                          N,
+    const DevLayer& d = *d_;
+    const dev::GemmJob second[4] = {{d.w2, b_.low_w, b_.z_w, false, Act::Tanh},
+                                    {d.a2, b_.low_a, b_.z_a, false, Act::None},
+                                    {d.g2, b_.low_g, b_.g, false, Act::Sigmoid},
+                                    {d.v2, b_.low_v, b_.z_v, false, Act::None}};
+    ops_.gemm_many(second, d.residual ? 4 : 3, rows());
+  }
+
+  void wkv_inputs() {
+    const DevLayer& d = *d_;
+    dev::WkvPrepArgs prep{rows(),
+                          c_.n_head,
+                          c_.head_size,
                           d.w0,
                           d.a0,
                           d.v0,
                           d.k_k,
                           d.k_a,
-                          b.z_w,
-                          b.z_a,
-                          d.residual ? b.z_v : nullptr,
-                          d.residual ? b.v_first : nullptr,
-                          b.decay,
-                          b.a,
-                          b.v,
-                          b.k,
-                          b.wa,
-                          b.wb};
+                          b_.z_w,
+                          b_.z_a,
+                          d.residual ? b_.z_v : nullptr,
+                          d.residual ? b_.v_first : nullptr,
+                          b_.decay,
+                          b_.a,
+                          b_.v,
+                          b_.k,
+                          b_.wa,
+                          b_.wb};
     ops_.wkv_prep(prep);
-    if (l == 0) ops_.copy(b.v_first, b.v, size_t(R * C) * 4);
-    ops_.wkv7(s, dev::WkvArgs{H, N, b.r, b.decay, b.k, b.v, b.wa, b.wb, wkv, b.y});
-    ops_.group_norm_bonus(dev::GroupNormBonusArgs{R, H, N, kGroupNormEps, d.ln_x_w, d.ln_x_b, d.r_k,
-                                                  b.r, b.k, b.v, b.g, b.y});
-    ops_.gemm(d.output, b.y, b.x, R, true);  // x += Wo·(y*g)
-    // channel mix
-    dev::LnShiftArgs fm;
-    fm.x = b.x, fm.ln_w = d.ln2_w, fm.ln_b = d.ln2_b, fm.eps = kLnEps, fm.carry = ffn;
-    fm.C = C, fm.nmix = 1, fm.mix[0] = d.ffn_x_k, fm.out[0] = b.xk;
-    ops_.ln_shift_mix(s, fm);
-    ops_.gemm(d.ffn_key, b.xk, b.hidden, R, false);
-    const dev::GemmJob value{d.ffn_value, b.hidden, b.x, true, Act::ReluSquare};
-    ops_.gemm_many(&value, 1, R);  // x += Wv·relu(Wk·xk)²
+    if (!d.residual) ops_.copy(b_.v_first, b_.v, size_t(rows() * c_.n_embd) * 4);
   }
+
+  void wkv() {
+    const int64_t H = c_.n_head, N = c_.head_size, L = c_.n_layer;
+    const DevStateView state{wkv_, L * H * N * N, layer_ * H * N * N};
+    ops_.wkv7(seg_, dev::WkvArgs{H, N, b_.r, b_.decay, b_.k, b_.v, b_.wa, b_.wb, state, b_.y});
+  }
+
+  void gate_and_norm() {
+    const DevLayer& d = *d_;
+    ops_.group_norm_bonus(dev::GroupNormBonusArgs{rows(), c_.n_head, c_.head_size, kGroupNormEps,
+                                                  d.ln_x_w, d.ln_x_b, d.r_k, b_.r, b_.k, b_.v, b_.g,
+                                                  b_.y});
+  }
+
+  void time_mix_output() { ops_.gemm(d_->output, b_.y, b_.x, rows(), true); }
+
+  void channel_mix_inputs() {
+    dev::LnShiftArgs fm;
+    fm.x = b_.x, fm.ln_w = d_->ln2_w, fm.ln_b = d_->ln2_b, fm.eps = kLnEps;
+    fm.carry = shift_view(ffn_shift_);
+    fm.C = c_.n_embd, fm.nmix = 1, fm.mix[0] = d_->ffn_x_k, fm.out[0] = b_.xk;
+    ops_.ln_shift_mix(seg_, fm);
+  }
+
+  void channel_mix_key() { ops_.gemm(d_->ffn_key, b_.xk, b_.hidden, rows(), false); }
+
+  void channel_mix_output() {  // relu² on the way in, x += inside the product
+    const dev::GemmJob value{d_->ffn_value, b_.hidden, b_.x, true, dev::Act::ReluSquare};
+    ops_.gemm_many(&value, 1, rows());
+  }
+
+ private:
+  int64_t rows() const { return seg_.total_rows; }
+  DevStateView shift_view(float* pool) const {
+    return DevStateView{pool, c_.n_layer * c_.n_embd, layer_ * c_.n_embd};
+  }
+
+  dev::DeviceOps& ops_;
+  const ModelConfig& c_;
+  const std::vector<DevLayer>& layers_;
+  const Buffers& b_;
+  const DevSegments& seg_;
+  float *att_shift_, *ffn_shift_, *wkv_;
+  int64_t layer_ = 0;
+  const DevLayer* d_ = nullptr;
+};
+
+// One pass: embedding, the layers (model/block_order.hpp), then the head where asked.
+void CudaModel::run_pass(const Plan& p) {
+  const ModelConfig& c = config_;
+  const Weights& w = *w_;
+  Buffers& b = *b_;
+  const int64_t R = p.seg.total_rows, C = c.n_embd;
+  ops_.embed_ln(w.emb, p.tokens, R, w.ln0_w, w.ln0_b, kLnEps, b.x);
+  Stages stages(ops_, c, w.layers, b, p.seg, att_shift_, ffn_shift_, wkv_);
+  run_layers(stages, c.n_layer);
   if (p.n_head_rows > 0) {
     ops_.layer_norm(b.x, p.head_rows, p.n_head_rows, C, w.ln_out_w, w.ln_out_b, kLnEps, b.normed);
     ops_.gemm(w.head, b.normed, b.logits, p.n_head_rows, false);

@@ -59,6 +59,7 @@ class CudaModel {
  private:
   struct Weights;
   struct Buffers;
+  class Stages;  // the layers' stages (model/block_order.hpp) as device ops
   struct Plan;
   void upload_weights(const ModelWeights& w);
   void random_weights(uint64_t seed);

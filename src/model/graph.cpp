@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "model/block_order.hpp"
 #include "ops/backward_ops.hpp"
 
 namespace rwkv7 {
@@ -74,136 +75,212 @@ void GraphPass::shift_mix(const Buf& x, int64_t layer, std::vector<float> State:
   }
 }
 
-void GraphPass::time_mix(int64_t layer, Buf& x, Buf& v_first, LayerActs* keep) const {
-  const LayerWeights& L = w.layers[size_t(layer)];
-  const ModelConfig& c = w.config;
-  const PointwiseOps& pw = be.pointwise();
-  const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
-  using A = LayerActs;
-  ws.reset();
-  const size_t n = size_t(R * C);
-  if (keep) keep->x_in = x;
-  Buf& xa = buffer(keep, &A::xa, n);
-  layer_norm_rows(x.data(), L.ln1_w, L.ln1_b, xa.data(),
-                  keep ? buffer(keep, &A::ln1_stats, size_t(R * 2)).data() : nullptr);
-  Buf &xr = buffer(keep, &A::xr, n), &xw = buffer(keep, &A::xw, n), &xk = buffer(keep, &A::xk, n),
-      &xv = buffer(keep, &A::xv, n), &xa2 = buffer(keep, &A::xa2, n), &xg = buffer(keep, &A::xg, n);
-  shift_mix(
-      xa, layer, &State::att_shift,
-      {{&L.x_r, &xr}, {&L.x_w, &xw}, {&L.x_k, &xk}, {&L.x_v, &xv}, {&L.x_a, &xa2}, {&L.x_g, &xg}});
+// The stages of model/block_order.hpp on the backend. Inference takes each stage's output from
+// the pass's scratch (reused from the next layer on); training keeps them in the layer's
+// LayerActs for backward.cpp (separate buffers instead of in-place updates).
+class GraphPass::LayerStages {
+ public:
+  LayerStages(const GraphPass& g, Buf& x, Buf& v_first, std::vector<LayerActs>* keep)
+      : g_(g), x_(x), v_first_(v_first), keep_all_(keep) {}
 
-  Buf &r = buffer(keep, &A::r, n), &k = buffer(keep, &A::k, n), &v = buffer(keep, &A::v_raw, n),
-      &decay = buffer(keep, &A::decay, n), &a = buffer(keep, &A::a, n), &g = buffer(keep, &A::g, n);
-  // LoRA hidden rows [R, D] and their outputs [R, C], one buffer each so that all products
-  // of a stage are independent (one parallel region when decoding).
-  Buf &low_w = buffer(keep, &A::w_low, size_t(R * c.d_decay)),
-      &low_a = buffer(keep, &A::a_low, size_t(R * c.d_aaa)),
-      &low_v = buffer(keep, &A::v_low, size_t(R * c.d_value)),
-      &low_g = buffer(keep, &A::g_low, size_t(R * c.d_gate));
-  Buf &z_w = buffer(keep, &A::wz, n), &z_a = buffer(keep, &A::az, n),
-      &z_v = buffer(keep, &A::vz, n);
-  auto row = [C](Buf& b, int64_t i) { return b.data() + i * C; };
-  const bool residual = layer > 0;  // layer 0's value is v_first itself
-  const MatmulArgs first[] = {
-      {L.receptance, xr.data(), r.data(), R}, {L.key, xk.data(), k.data(), R},
-      {L.value, xv.data(), v.data(), R},      {L.w1.m, xw.data(), low_w.data(), R},
-      {L.a1.m, xa2.data(), low_a.data(), R},  {L.g1.m, xg.data(), low_g.data(), R},
-      {L.v1.m, xv.data(), low_v.data(), R}};
-  be.matmul_many(std::span<const MatmulArgs>(first, residual ? 7 : 6));
-  // In place: the backward of tanh and σ reads their outputs only.
-  each_row_range([&](int64_t r0, int64_t r1) {
-    pw.tanh(&low_w[size_t(r0 * c.d_decay)], size_t((r1 - r0) * c.d_decay));
-    pw.sigmoid(&low_g[size_t(r0 * c.d_gate)], size_t((r1 - r0) * c.d_gate));
-  });
-  const MatmulArgs second[] = {{L.w2.m, low_w.data(), z_w.data(), R},
-                               {L.a2.m, low_a.data(), z_a.data(), R},
-                               {L.g2.m, low_g.data(), g.data(), R},
-                               {L.v2.m, low_v.data(), z_v.data(), R}};
-  be.matmul_many(std::span<const MatmulArgs>(second, residual ? 4 : 3));
-  // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2)); in-context rate a = σ(a0 + xa·a1·a2);
-  // value residual towards layer 0's value: v += (v_first - v) · σ(v0 + xv·v1·v2)
-  Buf& vr = keep ? buffer(keep, &A::v, n) : v;  // the value after the residual
-  each_row_range([&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) {
-      pw.decay(L.w0.data(), row(z_w, i), row(decay, i), size_t(C));
-      pw.sigmoid_bias(L.a0.data(), row(z_a, i), row(a, i), size_t(C));
-      if (keep) std::copy_n(row(v, i), C, row(vr, i));
-      if (residual)
-        pw.value_residual(L.v0.data(), row(z_v, i), row(v_first, i), row(vr, i), size_t(C));
-    }
-  });
-  if (!residual) v_first = vr;
-
-  // kk = per-head L2-normalised k*k_k; k scaled by the rate (in place unless kept); WKV
-  // inputs a = -kk, b = kk*a
-  Buf &wa = buffer(keep, &A::wa, n), &wb = buffer(keep, &A::wb, n);
-  Buf& kf = keep ? buffer(keep, &A::kf, n) : k;
-  each_row_range([&](int64_t r0, int64_t r1) {
-    const int64_t o = r0 * C;
-    train::wkv_inputs_forward<float>({r1 - r0, H, N, k.data() + o, a.data() + o, L.k_k.data(),
-                                      L.k_a.data(), wa.data() + o, wb.data() + o, kf.data() + o});
-  });
-  Buf& y = buffer(keep, &A::y, n);
-  for (const Segment& s : segs) {
-    const int64_t o = s.row0 * C;
-    be.wkv7(Wkv7Args{s.rows, H, N, &r[size_t(o)], &decay[size_t(o)], &kf[size_t(o)], &vr[size_t(o)],
-                     &wa[size_t(o)], &wb[size_t(o)], s.state->wkv.data() + layer * H * N * N,
-                     &y[size_t(o)]});
+  void begin_layer(int64_t l) {
+    layer_ = l;
+    L_ = &g_.w.layers[size_t(l)];
+    keep_ = keep_all_ ? &(*keep_all_)[size_t(l)] : nullptr;
   }
-  // GroupNorm per head, plus the bonus (r·(k*r_k))·v, times the gate
-  Buf& yb = keep ? buffer(keep, &A::yb, n) : y;
-  float* gn_stats = keep ? buffer(keep, &A::gn_stats, size_t(R * H * 2)).data() : nullptr;
-  Buf& yg = keep ? buffer(keep, &A::yg, n) : yb;
-  each_row_range([&](int64_t r0, int64_t r1) {
-    const int64_t o = r0 * C, rows = r1 - r0;
-    train::norm_forward<float>({rows, C, H, kGroupNormEps, y.data() + o, L.ln_x_w.data(),
-                                L.ln_x_b.data(), yb.data() + o,
-                                gn_stats ? gn_stats + r0 * H * 2 : nullptr});
-    train::bonus_forward<float>(
-        {rows, H, N, r.data() + o, kf.data() + o, vr.data() + o, L.r_k.data(), yb.data() + o});
-    train::mul_forward<float>({rows * C, yb.data() + o, g.data() + o, yg.data() + o});
-  });
-  Buf& out = keep ? ws.get(n) : z_w;  // z_w is free again unless kept
-  be.matmul(MatmulArgs{L.output, yg.data(), out.data(), R});
-  each_row_range([&](int64_t r0, int64_t r1) {
-    for (size_t j = size_t(r0 * C); j < size_t(r1 * C); ++j) x[j] += out[j];
-  });
-}
 
-void GraphPass::channel_mix(int64_t layer, Buf& x, LayerActs* keep) const {
-  const LayerWeights& L = w.layers[size_t(layer)];
-  const int64_t C = w.config.n_embd, F = w.config.ffn_dim;
-  using A = LayerActs;
-  ws.reset();
-  if (keep) keep->x_mid = x;
-  Buf &xf = buffer(keep, &A::xf, size_t(R * C)), &xk = buffer(keep, &A::xkf, size_t(R * C));
-  layer_norm_rows(x.data(), L.ln2_w, L.ln2_b, xf.data(),
-                  keep ? buffer(keep, &A::ln2_stats, size_t(R * 2)).data() : nullptr);
-  shift_mix(xf, layer, &State::ffn_shift, {{&L.ffn_x_k, &xk}});
-  Buf& hidden = buffer(keep, &A::h_pre, size_t(R * F));
-  be.matmul(MatmulArgs{L.ffn_key, xk.data(), hidden.data(), R});
-  Buf& h = keep ? buffer(keep, &A::h, size_t(R * F)) : hidden;  // relu² (in place unless kept)
-  const PointwiseOps& pw = be.pointwise();
-  each_row_range([&](int64_t r0, int64_t r1) {
-    const size_t b = size_t(r0 * F), e = size_t(r1 * F);
-    if (keep)
-      std::copy(hidden.begin() + ptrdiff_t(b), hidden.begin() + ptrdiff_t(e),
-                h.begin() + ptrdiff_t(b));
-    pw.relu_square(&h[b], e - b);
-  });
-  Buf& out = keep ? ws.get(size_t(R * C)) : xf;  // xf is free again unless kept
-  be.matmul(MatmulArgs{L.ffn_value, h.data(), out.data(), R});
-  each_row_range([&](int64_t r0, int64_t r1) {
-    for (size_t j = size_t(r0 * C); j < size_t(r1 * C); ++j) x[j] += out[j];
-  });
-}
+  void time_mix_inputs() {
+    using A = LayerActs;
+    g_.ws.reset();
+    if (keep_) keep_->x_in = x_;
+    xa_ = &buf(&A::xa, n());
+    g_.layer_norm_rows(x_.data(), L_->ln1_w, L_->ln1_b, xa_->data(),
+                       keep_ ? buf(&A::ln1_stats, size_t(g_.R * 2)).data() : nullptr);
+    xr_ = &buf(&A::xr, n()), xw_ = &buf(&A::xw, n()), xk_ = &buf(&A::xk, n());
+    xv_ = &buf(&A::xv, n()), xa2_ = &buf(&A::xa2, n()), xg_ = &buf(&A::xg, n());
+    g_.shift_mix(*xa_, layer_, &State::att_shift,
+                 {{&L_->x_r, xr_},
+                  {&L_->x_w, xw_},
+                  {&L_->x_k, xk_},
+                  {&L_->x_v, xv_},
+                  {&L_->x_a, xa2_},
+                  {&L_->x_g, xg_}});
+  }
+
+  void time_mix_products() {
+    using A = LayerActs;
+    const ModelConfig& c = g_.w.config;
+    const int64_t R = g_.R;
+    r_ = &buf(&A::r, n()), k_ = &buf(&A::k, n()), v_ = &buf(&A::v_raw, n());
+    // LoRA hidden rows [R, D], one buffer each so that all products of a stage are
+    // independent (one parallel region when decoding).
+    low_w_ = &buf(&A::w_low, size_t(R * c.d_decay));
+    low_a_ = &buf(&A::a_low, size_t(R * c.d_aaa));
+    low_v_ = &buf(&A::v_low, size_t(R * c.d_value));
+    low_g_ = &buf(&A::g_low, size_t(R * c.d_gate));
+    const LayerWeights& L = *L_;
+    const MatmulArgs first[] = {
+        {L.receptance, xr_->data(), r_->data(), R}, {L.key, xk_->data(), k_->data(), R},
+        {L.value, xv_->data(), v_->data(), R},      {L.w1.m, xw_->data(), low_w_->data(), R},
+        {L.a1.m, xa2_->data(), low_a_->data(), R},  {L.g1.m, xg_->data(), low_g_->data(), R},
+        {L.v1.m, xv_->data(), low_v_->data(), R}};
+    g_.be.matmul_many(std::span<const MatmulArgs>(first, residual() ? 7 : 6));
+  }
+
+  void lora_up_products() {
+    using A = LayerActs;
+    const ModelConfig& c = g_.w.config;
+    const PointwiseOps& pw = g_.be.pointwise();
+    const int64_t R = g_.R;
+    // In place: the backward of tanh and σ reads their outputs only.
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      pw.tanh(&(*low_w_)[size_t(r0 * c.d_decay)], size_t((r1 - r0) * c.d_decay));
+      pw.sigmoid(&(*low_g_)[size_t(r0 * c.d_gate)], size_t((r1 - r0) * c.d_gate));
+    });
+    z_w_ = &buf(&A::wz, n()), z_a_ = &buf(&A::az, n()), z_v_ = &buf(&A::vz, n());
+    g_ptr_ = &buf(&A::g, n());
+    const LayerWeights& L = *L_;
+    const MatmulArgs second[] = {{L.w2.m, low_w_->data(), z_w_->data(), R},
+                                 {L.a2.m, low_a_->data(), z_a_->data(), R},
+                                 {L.g2.m, low_g_->data(), g_ptr_->data(), R},
+                                 {L.v2.m, low_v_->data(), z_v_->data(), R}};
+    g_.be.matmul_many(std::span<const MatmulArgs>(second, residual() ? 4 : 3));
+  }
+
+  void wkv_inputs() {
+    using A = LayerActs;
+    const ModelConfig& c = g_.w.config;
+    const PointwiseOps& pw = g_.be.pointwise();
+    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
+    const LayerWeights& L = *L_;
+    decay_ = &buf(&A::decay, n()), a_ = &buf(&A::a, n());
+    // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2)); in-context rate a = σ(a0 + xa·a1·a2);
+    // value residual towards layer 0's value: v += (v_first - v) · σ(v0 + xv·v1·v2)
+    vr_ = keep_ ? &buf(&A::v, n()) : v_;  // the value after the residual
+    auto row = [C](Buf* b, int64_t i) { return b->data() + i * C; };
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; ++i) {
+        pw.decay(L.w0.data(), row(z_w_, i), row(decay_, i), size_t(C));
+        pw.sigmoid_bias(L.a0.data(), row(z_a_, i), row(a_, i), size_t(C));
+        if (keep_) std::copy_n(row(v_, i), C, row(vr_, i));
+        if (residual())
+          pw.value_residual(L.v0.data(), row(z_v_, i), row(&v_first_, i), row(vr_, i), size_t(C));
+      }
+    });
+    if (!residual()) v_first_ = *vr_;
+    // kk = per-head L2-normalised k*k_k; k scaled by the rate (in place unless kept); WKV
+    // inputs a = -kk, b = kk*a
+    wa_ = &buf(&A::wa, n()), wb_ = &buf(&A::wb, n());
+    kf_ = keep_ ? &buf(&A::kf, n()) : k_;
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      const int64_t o = r0 * C;
+      train::wkv_inputs_forward<float>({r1 - r0, H, N, k_->data() + o, a_->data() + o, L.k_k.data(),
+                                        L.k_a.data(), wa_->data() + o, wb_->data() + o,
+                                        kf_->data() + o});
+    });
+  }
+
+  void wkv() {
+    const ModelConfig& c = g_.w.config;
+    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
+    y_ = &buf(&LayerActs::y, n());
+    for (const Segment& s : g_.segs) {
+      const size_t o = size_t(s.row0 * C);
+      g_.be.wkv7(Wkv7Args{s.rows, H, N, &(*r_)[o], &(*decay_)[o], &(*kf_)[o], &(*vr_)[o],
+                          &(*wa_)[o], &(*wb_)[o], s.state->wkv.data() + layer_ * H * N * N,
+                          &(*y_)[o]});
+    }
+  }
+
+  void gate_and_norm() {
+    using A = LayerActs;
+    const ModelConfig& c = g_.w.config;
+    const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
+    const LayerWeights& L = *L_;
+    Buf& yb = keep_ ? buf(&A::yb, n()) : *y_;
+    float* gn_stats = keep_ ? buf(&A::gn_stats, size_t(g_.R * H * 2)).data() : nullptr;
+    yg_ = keep_ ? &buf(&A::yg, n()) : &yb;
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      const int64_t o = r0 * C, rows = r1 - r0;
+      train::norm_forward<float>({rows, C, H, kGroupNormEps, y_->data() + o, L.ln_x_w.data(),
+                                  L.ln_x_b.data(), yb.data() + o,
+                                  gn_stats ? gn_stats + r0 * H * 2 : nullptr});
+      train::bonus_forward<float>({rows, H, N, r_->data() + o, kf_->data() + o, vr_->data() + o,
+                                   L.r_k.data(), yb.data() + o});
+      train::mul_forward<float>({rows * C, yb.data() + o, g_ptr_->data() + o, yg_->data() + o});
+    });
+  }
+
+  void time_mix_output() {
+    Buf& out = keep_ ? g_.ws.get(n()) : *z_w_;  // z_w is free again unless kept
+    g_.be.matmul(MatmulArgs{L_->output, yg_->data(), out.data(), g_.R});
+    add_to_x(out);
+  }
+
+  void channel_mix_inputs() {
+    using A = LayerActs;
+    g_.ws.reset();
+    if (keep_) keep_->x_mid = x_;
+    xf_ = &buf(&A::xf, n()), xkf_ = &buf(&A::xkf, n());
+    g_.layer_norm_rows(x_.data(), L_->ln2_w, L_->ln2_b, xf_->data(),
+                       keep_ ? buf(&A::ln2_stats, size_t(g_.R * 2)).data() : nullptr);
+    g_.shift_mix(*xf_, layer_, &State::ffn_shift, {{&L_->ffn_x_k, xkf_}});
+  }
+
+  void channel_mix_key() {
+    const int64_t F = g_.w.config.ffn_dim;
+    hidden_ = &buf(&LayerActs::h_pre, size_t(g_.R * F));
+    g_.be.matmul(MatmulArgs{L_->ffn_key, xkf_->data(), hidden_->data(), g_.R});
+    // relu² (in place unless kept)
+    h_ = keep_ ? &buf(&LayerActs::h, size_t(g_.R * F)) : hidden_;
+    const PointwiseOps& pw = g_.be.pointwise();
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      const size_t b = size_t(r0 * F), e = size_t(r1 * F);
+      if (keep_)
+        std::copy(hidden_->begin() + ptrdiff_t(b), hidden_->begin() + ptrdiff_t(e),
+                  h_->begin() + ptrdiff_t(b));
+      pw.relu_square(&(*h_)[b], e - b);
+    });
+  }
+
+  void channel_mix_output() {
+    Buf& out = keep_ ? g_.ws.get(n()) : *xf_;  // xf is free again unless kept
+    g_.be.matmul(MatmulArgs{L_->ffn_value, h_->data(), out.data(), g_.R});
+    add_to_x(out);
+  }
+
+ private:
+  size_t n() const { return size_t(g_.R * g_.w.config.n_embd); }
+  bool residual() const { return layer_ > 0; }  // layer 0's value is v_first itself
+  Buf& buf(Buf LayerActs::*field, size_t count) { return g_.buffer(keep_, field, count); }
+  void add_to_x(const Buf& out) {
+    const int64_t C = g_.w.config.n_embd;
+    g_.each_row_range([&](int64_t r0, int64_t r1) {
+      for (size_t j = size_t(r0 * C); j < size_t(r1 * C); ++j) x_[j] += out[j];
+    });
+  }
+
+  const GraphPass& g_;
+  Buf& x_;
+  Buf& v_first_;
+  std::vector<LayerActs>* keep_all_;
+  int64_t layer_ = 0;
+  const LayerWeights* L_ = nullptr;
+  LayerActs* keep_ = nullptr;
+  // This layer's stage outputs (scratch or kept activations).
+  Buf *xa_ = nullptr, *xr_ = nullptr, *xw_ = nullptr, *xk_ = nullptr, *xv_ = nullptr,
+      *xa2_ = nullptr, *xg_ = nullptr;
+  Buf *r_ = nullptr, *k_ = nullptr, *v_ = nullptr, *low_w_ = nullptr, *low_a_ = nullptr,
+      *low_v_ = nullptr, *low_g_ = nullptr;
+  Buf *z_w_ = nullptr, *z_a_ = nullptr, *z_v_ = nullptr, *g_ptr_ = nullptr;
+  Buf *decay_ = nullptr, *a_ = nullptr, *vr_ = nullptr, *wa_ = nullptr, *wb_ = nullptr,
+      *kf_ = nullptr, *y_ = nullptr, *yg_ = nullptr;
+  Buf *xf_ = nullptr, *xkf_ = nullptr, *hidden_ = nullptr, *h_ = nullptr;
+};
 
 void GraphPass::layers(Buf& x, Buf& v_first, std::vector<LayerActs>* keep) const {
-  for (int64_t l = 0; l < w.config.n_layer; ++l) {
-    LayerActs* k = keep ? &(*keep)[size_t(l)] : nullptr;
-    time_mix(l, x, v_first, k);
-    channel_mix(l, x, k);
-  }
+  LayerStages stages(*this, x, v_first, keep);
+  run_layers(stages, w.config.n_layer);
 }
 
 }  // namespace rwkv7

@@ -6,14 +6,12 @@
 #include <vector>
 
 #include "model/activations.hpp"
+#include "model/block_order.hpp"
 #include "model/forward.hpp"
 #include "model/weights.hpp"
 #include "ops/ops.hpp"
 
 namespace rwkv7 {
-
-constexpr float kLnEps = 1e-5f;
-constexpr float kGroupNormEps = 64e-5f;
 
 // One pass of R stacked rows (the segments of several sequences) through the layers. Each
 // segment's State supplies the token-shift rows and the WKV state, and is advanced in place.
@@ -24,12 +22,9 @@ struct GraphPass {
   int64_t R;
   ForwardScratch& ws;
 
-  // x [R, C] is the residual stream, updated in place. v_first [R, C] is layer 0's value
-  // (written by layer 0, read by the others). With `keep`, every activation the backward
-  // reads is left in it (separate buffers instead of in-place updates).
-  void time_mix(int64_t layer, std::vector<float>& x, std::vector<float>& v_first,
-                LayerActs* keep) const;
-  void channel_mix(int64_t layer, std::vector<float>& x, LayerActs* keep) const;
+  // Runs every layer (model/block_order.hpp). x [R, C] is the residual stream, updated in
+  // place. v_first [R, C] is layer 0's value (written by layer 0, read by the others). With
+  // `keep`, every activation the backward reads is left in it (one LayerActs per layer).
   void layers(std::vector<float>& x, std::vector<float>& v_first,
               std::vector<LayerActs>* keep) const;
 
@@ -41,6 +36,7 @@ struct GraphPass {
   void embed(const int32_t* tokens, float* x, float* emb_out, float* stats) const;
 
  private:
+  class LayerStages;
   template <class F>
   void each_row_range(const F& fn) const;
   std::vector<float>& buffer(LayerActs* keep, std::vector<float> LayerActs::*field, size_t n) const;
