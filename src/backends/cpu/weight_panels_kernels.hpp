@@ -1,0 +1,28 @@
+#pragma once
+// bf16 weights packed once, at load, into the panel layout of the packed product
+// (gemm_packed_kernels.hpp), still in bf16: a weight W [rows, cols] becomes ceil(rows / NR)
+// panels of [cols][NR] values, panel p holding outputs [p·NR, p·NR + NR) (zero past rows), with
+// NR = panel_width(). Decode batches then widen contiguous lines into the L1 panel instead of
+// transposing W's rows every step, and one position reads the same panels (no second copy).
+#include <cstddef>
+#include <cstdint>
+
+namespace rwkv7::cpu {
+
+// uint16 values of the panels of a [rows, cols] weight.
+size_t bf16_panels_size(size_t rows, size_t cols);
+
+// out[p][i][j] = w[(p·NR + j) · cols + i], zero where p·NR + j ≥ rows; panels [p0, p1) only
+// (threads split the panels).
+void pack_bf16_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                      uint16_t* out);
+
+// dst[i] = src[i] widened to fp32, for i < n (contiguous lines of a panel).
+void widen_bf16(const uint16_t* src, size_t n, float* dst);
+
+// y[o] = Σ_i panels(o, i) · x[i] for the outputs of panels [p0, p1) below `rows`: one position
+// (decode), reading each panel once, front to back.
+void gemv_bf16_panels(const uint16_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                      const float* x, float* y);
+
+}  // namespace rwkv7::cpu
