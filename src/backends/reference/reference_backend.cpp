@@ -29,6 +29,20 @@ class ReferenceBackend final : public Backend {
     }
   }
 
+  void gemm(const GemmArgs& g) const override {
+    // op(X)(r, c) of an operand stored row-major, read through its transpose flag.
+    auto at = [](const GemmOperand& x, int64_t r, int64_t c) {
+      return double(x.transposed ? x.data[c * x.ld + r] : x.data[r * x.ld + c]);
+    };
+    for (int64_t m = 0; m < g.M; ++m) {
+      for (int64_t n = 0; n < g.N; ++n) {
+        double acc = g.accumulate ? double(g.c[m * g.ldc + n]) : 0.0;
+        for (int64_t k = 0; k < g.K; ++k) acc += at(g.a, m, k) * at(g.b, k, n);
+        g.c[m * g.ldc + n] = float(acc);
+      }
+    }
+  }
+
   void gemm_acc(const GemmAccArgs& g) const override {
     for (int64_t m = 0; m < g.M; ++m) {
       for (int64_t n = 0; n < g.N; ++n) {
