@@ -63,19 +63,6 @@ struct GemmArgs {
   bool accumulate = false;
 };
 
-// C[m, n] += Σ_k A(m, k) · B[k, n] for m < M, n < N, with A(m, k) = a[m·a_m + k·a_k] (any
-// strides: Aᵀ costs no copy), B [K, N] rows ldb apart, C [M, N] rows ldc apart. The shape of
-// the training products: dX = dY·W, dW = dYᵀ·X, and the LoRA forward y = x·m.
-struct GemmAccArgs {
-  int64_t M, N, K;
-  const float* a;
-  int64_t a_m, a_k;
-  const float* b;
-  int64_t ldb;
-  float* c;
-  int64_t ldc;
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -89,7 +76,6 @@ class Backend {
   // The general fp32 product (training); matmul is its inference case with a weight in any
   // dtype, op(B) = Wᵀ, no accumulation.
   virtual void gemm(const GemmArgs& args) const = 0;
-  virtual void gemm_acc(const GemmAccArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
   // The element-wise maps of this backend (scalar or SIMD).
   virtual const PointwiseOps& pointwise() const = 0;

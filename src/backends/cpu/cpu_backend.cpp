@@ -6,7 +6,6 @@
 #include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_small_kernels.hpp"
-#include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
@@ -93,27 +92,6 @@ class CpuBackend final : public Backend {
                      cpu::pack_panel(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
                                      next_block(src, b.ld, g.N, g.K, pb), panel);
                    });
-  }
-
-  // Threads split the rows of C (4-row blocks) when there are enough, else its columns
-  // (whole vectors), so each thread writes a disjoint part of C.
-  void gemm_acc(const GemmAccArgs& g) const override {
-    if (g.M <= 0 || g.N <= 0) return;
-    const int64_t threads = pool_->size();
-    if (g.M >= 16 * threads || g.N < 32 * threads) {
-      const int64_t blocks = (g.M + 3) / 4;
-      pool_->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-        cpu::gemm_acc_tile(g.a, g.a_m, g.a_k, g.b, g.ldb, g.c, g.ldc, b0 * 4, std::min(g.M, b1 * 4),
-                           0, g.N, g.K);
-      });
-    } else {
-      const int64_t L = int64_t(cpu::gemm_acc_lanes());
-      const int64_t panels = (g.N + L - 1) / L;
-      pool_->parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
-        cpu::gemm_acc_tile(g.a, g.a_m, g.a_k, g.b, g.ldb, g.c, g.ldc, 0, g.M, p0 * L,
-                           std::min(g.N, p1 * L), g.K);
-      });
-    }
   }
 
   void wkv7(const Wkv7Args& p) const override {

@@ -43,17 +43,6 @@ class ReferenceBackend final : public Backend {
     }
   }
 
-  void gemm_acc(const GemmAccArgs& g) const override {
-    for (int64_t m = 0; m < g.M; ++m) {
-      for (int64_t n = 0; n < g.N; ++n) {
-        double acc = 0;
-        for (int64_t k = 0; k < g.K; ++k)
-          acc += double(g.a[m * g.a_m + k * g.a_k]) * g.b[k * g.ldb + n];
-        g.c[m * g.ldc + n] = float(g.c[m * g.ldc + n] + acc);
-      }
-    }
-  }
-
   // Block-quantised weights: dequantise each row exactly, then the same double accumulation.
   void matmul_quantized(const MatmulArgs& a) const {
     const int64_t cols = a.w.cols;
