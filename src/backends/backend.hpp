@@ -42,17 +42,25 @@ struct Wkv7Args {
   float* y;
 };
 
-// C[m, n] += Σ_k A(m, k) · B[k, n] for m < M, n < N, with A(m, k) = a[m·a_m + k·a_k] (any
-// strides: Aᵀ costs no copy), B [K, N] rows ldb apart, C [M, N] rows ldc apart. The shape of
-// the training products: dX = dY·W, dW = dYᵀ·X, and the LoRA forward y = x·m.
-struct GemmAccArgs {
-  int64_t M, N, K;
-  const float* a;
-  int64_t a_m, a_k;
-  const float* b;
-  int64_t ldb;
-  float* c;
-  int64_t ldc;
+// One operand of a GemmArgs product, fp32, row-major with `ld` floats between rows. Read as
+// stored, or transposed: the product reads it down its columns, so no transposed copy is made.
+struct GemmOperand {
+  const float* data = nullptr;
+  int64_t ld = 0;
+  bool transposed = false;
+};
+
+// C [M, N] = (accumulate ? C : 0) + op(A) · op(B), fp32, C rows ldc apart, where
+//   op(A) [M, K] is A stored [M, K], or (A.transposed) Aᵀ with A stored [K, M];
+//   op(B) [K, N] is B stored [K, N], or (B.transposed) Bᵀ with B stored [N, K].
+// The training products: dX += dY·W (W [out, in] as stored: B plain), dW += dYᵀ·X (A
+// transposed), the LoRA dX += dY·mᵀ (m [in, out]: B transposed, as matmul reads W).
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  GemmOperand a, b;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
 };
 
 class Backend {
@@ -65,7 +73,9 @@ class Backend {
   virtual void matmul_many(std::span<const MatmulArgs> list) const {
     for (const MatmulArgs& a : list) matmul(a);
   }
-  virtual void gemm_acc(const GemmAccArgs& args) const = 0;
+  // The general fp32 product (training); matmul is its inference case with a weight in any
+  // dtype, op(B) = Wᵀ, no accumulation.
+  virtual void gemm(const GemmArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
   // The element-wise maps of this backend (scalar or SIMD).
   virtual const PointwiseOps& pointwise() const = 0;

@@ -252,7 +252,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
     A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
   }
-  Products mm{backend, &A.lora_t};
+  Products mm{backend};
   detail::train_forward(detail::current_weights(params, A), backend, A);
 
   res.positions = A.R;

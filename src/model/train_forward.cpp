@@ -43,31 +43,49 @@ TrainParams params_from_file(const TensorFile& file) {
 
 namespace detail {
 
-// The backward products: accumulate-products C += A·B on the backend (GemmAccArgs), with A
-// read through strides so that no transposed copy is made.
+// The backward products on the backend's gemm, accumulating; operands are read through their
+// transpose flags, so no transposed copy is made.
 void Products::atb_add(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
                        float* g) const {
-  // g [p, q] += aᵀ·b: A(i, r) = a[r·p + i], B = b [R, q].
-  be.gemm_acc(GemmAccArgs{p, q, R, a, 1, p, b, q, g, q});
+  // g [p, q] += aᵀ·b with a [R, p], b [R, q]
+  be.gemm({.M = p,
+           .N = q,
+           .K = R,
+           .a = {a, p, true},
+           .b = {b, q},
+           .c = g,
+           .ldc = q,
+           .accumulate = true});
 }
 
 void Products::linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
                            int64_t out, float* dx, float* dw) const {
   // dx [R, in] += dy [R, out] · w [out, in]
-  if (dx) be.gemm_acc(GemmAccArgs{R, in, out, dy, out, 1, w, in, dx, in});
-  if (dw) atb_add(dy, x, R, out, in, dw);
+  if (dx)
+    be.gemm({.M = R,
+             .N = in,
+             .K = out,
+             .a = {dy, out},
+             .b = {w, in},
+             .c = dx,
+             .ldc = in,
+             .accumulate = true});
+  if (dw) atb_add(dy, x, R, out, in, dw);  // dw [out, in] += dyᵀ · x
 }
 
 void Products::lora_back(const float* x, const float* m, const float* dy, int64_t R, int64_t in,
                          int64_t out, float* dx, float* dm) const {
-  if (dx) {  // dx [R, in] += dy [R, out] · mᵀ; mᵀ [out, in] is small (a LoRA factor)
-    Buf& mt = *this->mt;
-    mt.resize(size_t(in * out));
-    for (int64_t i = 0; i < in; ++i)
-      for (int64_t o = 0; o < out; ++o) mt[size_t(o * in + i)] = m[i * out + o];
-    be.gemm_acc(GemmAccArgs{R, in, out, dy, out, 1, mt.data(), in, dx, in});
-  }
-  if (dm) atb_add(x, dy, R, in, out, dm);
+  // dx [R, in] += dy [R, out] · mᵀ (m [in, out], read down its rows as matmul reads a weight)
+  if (dx)
+    be.gemm({.M = R,
+             .N = in,
+             .K = out,
+             .a = {dy, out},
+             .b = {m, out, true},
+             .c = dx,
+             .ldc = in,
+             .accumulate = true});
+  if (dm) atb_add(x, dy, R, in, out, dm);  // dm [in, out] += xᵀ · dy
 }
 
 ModelWeights weights_of(const TrainParams& p) {

@@ -19,7 +19,6 @@ using Buf = std::vector<float>;
 // ACCUMULATE into dx / dw.
 struct Products {
   const Backend& be;
-  Buf* mt;  // scratch for a transposed LoRA factor, kept by the caller across calls
   // g [p, q] += aᵀ·b with a [R, p], b [R, q]
   void atb_add(const float* a, const float* b, int64_t R, int64_t p, int64_t q, float* g) const;
   void linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
@@ -48,7 +47,6 @@ struct Acts {
   // Backward temporaries, reused from step to step (fresh vectors would be page-faulted in
   // and trimmed back every step). zeros() hands out the next one; a deque keeps references.
   std::deque<Buf> scratch;
-  Buf lora_t;                                // Products' scratch
   Buf dxo, dx, dv_first, demb;               // backward's [R, C] streams
   std::vector<double> loss_parts;            // [R]
   std::vector<std::string> names;            // TrainParams::names(), made once

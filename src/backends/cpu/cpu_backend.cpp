@@ -6,7 +6,6 @@
 #include "backends/cpu/dequant_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_small_kernels.hpp"
-#include "backends/cpu/gemm_train_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
@@ -21,7 +20,8 @@ namespace {
 constexpr int64_t kRowTile = 64;     // positions per pass over a weight row: x tile stays in L2
 constexpr int64_t kGemmMinRows = 8;  // below this the products are memory-bound: dot rows
 constexpr int64_t kWkvSeqMinSteps = 4;
-constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
+constexpr int64_t kPanelDepth = 128;     // inputs per packed panel: 128 × 64 floats = 32 KB of L1
+constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it shares a panel
 
 class CpuBackend final : public Backend {
  public:
@@ -70,25 +70,28 @@ class CpuBackend final : public Backend {
     matvec_many(list);
   }
 
-  // Threads split the rows of C (4-row blocks) when there are enough, else its columns
-  // (whole vectors), so each thread writes a disjoint part of C.
-  void gemm_acc(const GemmAccArgs& g) const override {
+  // The packed product with the operands read through their transpose flags: B's panels are
+  // packed from B's rows (copied) or from its columns (transposed in registers), A's rows
+  // are read down A's columns when A is transposed. No transposed copy, nothing allocated.
+  void gemm(const GemmArgs& g) const override {
     if (g.M <= 0 || g.N <= 0) return;
-    const int64_t threads = pool_->size();
-    if (g.M >= 16 * threads || g.N < 32 * threads) {
-      const int64_t blocks = (g.M + 3) / 4;
-      pool_->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-        cpu::gemm_acc_tile(g.a, g.a_m, g.a_k, g.b, g.ldb, g.c, g.ldc, b0 * 4, std::min(g.M, b1 * 4),
-                           0, g.N, g.K);
-      });
-    } else {
-      const int64_t L = int64_t(cpu::gemm_acc_lanes());
-      const int64_t panels = (g.N + L - 1) / L;
-      pool_->parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
-        cpu::gemm_acc_tile(g.a, g.a_m, g.a_k, g.b, g.ldb, g.c, g.ldc, 0, g.M, p0 * L,
-                           std::min(g.N, p1 * L), g.K);
-      });
+    if (g.K <= 0) {  // an empty sum
+      if (!g.accumulate)
+        for (int64_t m = 0; m < g.M; ++m) std::fill_n(g.c + m * g.ldc, g.N, 0.0f);
+      return;
     }
+    const GemmOperand& b = g.b;
+    packed_product(g.a, g.M, g.N, g.K, g.c, g.ldc, g.accumulate,
+                   [&](PartScratch&, const PanelBlock& pb, float* panel) {
+                     if (!b.transposed)
+                       return cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0,
+                                                          size_t(b.ld), size_t(pb.nn),
+                                                          size_t(pb.kn), panel);
+                     // B(k, n) = b[n·ld + k]: a weight [out, in] as matmul reads it.
+                     const float* src = b.data + pb.n0 * b.ld + pb.k0;
+                     cpu::pack_panel(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
+                                     next_block(src, b.ld, g.N, g.K, pb), panel);
+                   });
   }
 
   void wkv7(const Wkv7Args& p) const override {
@@ -112,57 +115,90 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  // Prefill: threads take panels of panel_width() outputs; for each block of kPanelDepth
-  // inputs the weights are widened to fp32 (any dtype), packed input-major and multiplied
-  // with every position while the panel sits in L1.
+  struct PartScratch;  // below: buffers kept between calls
+
+  // One block of B to pack: outputs [n0, n0 + nn), inputs [k0, k0 + kn).
+  struct PanelBlock {
+    int64_t n0, nn, k0, kn;
+    bool next_panel_mine;  // this thread packs the next panel (n0 + NR) after this one
+  };
+
+  // Where the block packed after `pb` starts, for B(k, n) = src-of-pb[n·ld + k] (a weight
+  // [out, in]): further along these rows, else the next panel's first rows. Only a block at
+  // least as large as this one (pack prefetches this block's footprint); nullptr = none.
+  template <class T>
+  static const T* next_block(const T* src, int64_t ld, int64_t N, int64_t K, const PanelBlock& pb) {
+    const int64_t nr = int64_t(cpu::panel_width());
+    if (pb.k0 + 2 * pb.kn <= K) return src + pb.kn;
+    if (pb.next_panel_mine && pb.n0 + 2 * nr <= N) return src - pb.k0 + nr * ld;
+    return nullptr;
+  }
+
+  // Prefill (matmul from kGemmMinRows positions): op(B) = Wᵀ, W [out, in] in any dtype,
+  // widened to fp32 while packed.
   void matmul_gemm(const MatmulArgs& a) const {
     const Matrix& w = a.w;
+    packed_product(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
+                   [&](PartScratch& ps, const PanelBlock& pb, float* panel) {
+                     const int64_t offset = pb.n0 * w.cols + pb.k0;
+                     if (w.dtype == DType::BF16) {
+                       const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
+                       return cpu::pack_panel_bf16(
+                           rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                           next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+                     }
+                     if (w.dtype == DType::F32) {
+                       const float* rows = static_cast<const float*>(w.data) + offset;
+                       return cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                                              next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+                     }
+                     ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
+                     for (int64_t j = 0; j < pb.nn; ++j)
+                       widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
+                     cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn),
+                                     nullptr, panel);
+                   });
+  }
+
+  // C [M, N] (+)= op(X) · B, the one product of prefill and training: threads take panels of
+  // panel_width() outputs (and ranges of C's rows when there are fewer panels than threads;
+  // each then packs its own copy of the panel). For each block of kPanelDepth inputs, `pack`
+  // fills the panel (fp32, from any source) and it is multiplied with every row of C while it
+  // sits in L1. K > 0.
+  void packed_product(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
+                      bool accumulate,
+                      FunctionRef<void(PartScratch&, const PanelBlock&, float*)> pack) const {
     const int64_t nr = int64_t(cpu::panel_width());
-    const int64_t panels = (w.rows + nr - 1) / nr;
-    pool_->parallel_parts(panels, 1, [&](int part, int64_t p0, int64_t p1) {
+    const int64_t panels = (N + nr - 1) / nr, threads = pool_->size();
+    int64_t row_parts = 1;
+    if (panels < threads)
+      row_parts =
+          std::min((threads + panels - 1) / panels, std::max<int64_t>(1, M / kMinRowsPerPart));
+    const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
+    pool_->parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
       PartScratch& ps = parts_[size_t(part)];
       if (ps.panel_size < size_t(kPanelDepth * nr)) {
         ps.panel_size = size_t(kPanelDepth * nr);
         ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
       }
       float* panel = ps.panel.get();
-      std::vector<float>& widened = ps.widened;
-      widened.resize(w.dtype == DType::F32 ? 0 : size_t(kPanelDepth * nr));
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t o0 = p * nr, nn = std::min(nr, w.rows - o0);
-        for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
-          const int64_t kn = std::min(kPanelDepth, w.cols - k0);
-          const float* src = nullptr;
-          int64_t ldr = w.cols;
-          if (w.dtype == DType::BF16) {
-            const auto* rows = static_cast<const uint16_t*>(w.data) + o0 * w.cols + k0;
-            const uint16_t* next = nullptr;  // as below
-            if (k0 + 2 * kn <= w.cols)
-              next = rows + kn;
-            else if (p + 1 < p1 && o0 + 2 * nr <= w.rows)
-              next = rows - k0 + nr * w.cols;
-            cpu::pack_panel_bf16(rows, size_t(w.cols), size_t(nn), size_t(kn), next, panel);
-            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + o0,
-                            size_t(w.rows), size_t(nn), k0 > 0);
-            continue;
-          }
-          if (w.dtype == DType::F32) {
-            src = static_cast<const float*>(w.data) + o0 * w.cols + k0;
-          } else {
-            for (int64_t j = 0; j < nn; ++j) widen_part(w, o0 + j, k0, kn, &widened[j * kn]);
-            src = widened.data();
-            ldr = kn;
-          }
-          // Next block: further along these rows, else the next panel's first rows. Only a
-          // block at least as large as this one (pack prefetches this block's footprint).
-          const float* next = nullptr;
-          if (w.dtype == DType::F32 && k0 + 2 * kn <= w.cols)
-            next = src + kn;
-          else if (w.dtype == DType::F32 && p + 1 < p1 && o0 + 2 * nr <= w.rows)
-            next = src - k0 + nr * w.cols;
-          cpu::pack_panel(src, size_t(ldr), size_t(nn), size_t(kn), next, panel);
-          cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + o0,
-                          size_t(w.rows), size_t(nn), k0 > 0);
+      for (int64_t task = task0; task < task1; ++task) {
+        const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
+        const int64_t rows = std::min(rows_per_part, M - m0);
+        if (rows <= 0) continue;
+        const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
+        const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
+        for (int64_t k0 = 0; k0 < K; k0 += kPanelDepth) {
+          const int64_t kn = std::min(kPanelDepth, K - k0);
+          pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
+          float* y = c + m0 * ldc + n0;
+          const bool acc = accumulate || k0 > 0;
+          if (x.transposed)
+            cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), panel,
+                               size_t(kn), y, size_t(ldc), size_t(nn), acc);
+          else
+            cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), panel, size_t(kn),
+                            y, size_t(ldc), size_t(nn), acc);
         }
       }
     });

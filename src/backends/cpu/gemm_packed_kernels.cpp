@@ -100,7 +100,27 @@ void PackPanelBf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const
   PackPanelT(rows, ldr, nn, kc, next, panel);
 }
 
-template <int MR>
+// Source already input-major: each panel line is a copy of a source row, zero-padded.
+void PackPanelInputMajor(const float* src, size_t lds, size_t nn, size_t kc, float* panel) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d), nr = kVecs * L;
+  for (size_t i = 0; i < kc; ++i, src += lds, panel += nr) {
+    if (nn == nr) {  // a whole panel line: kVecs vectors, no call per row
+      for (int v = 0; v < kVecs; ++v) hn::Store(hn::LoadU(d, src + v * L), d, panel + v * L);
+      continue;
+    }
+    for (size_t j = 0; j < nn; ++j) panel[j] = src[j];
+    for (size_t j = nn; j < nr; ++j) panel[j] = 0.0f;
+  }
+}
+
+// X(t, i) for the micro-kernel's rows: x[t * ldx + i], or x[i * ldx + t] when kXT (x holds Xᵀ).
+template <bool kXT>
+HWY_INLINE float XAt(const float* x, size_t ldx, size_t t, size_t i) {
+  return kXT ? x[i * ldx + t] : x[t * ldx + i];
+}
+
+template <int MR, bool kXT>
 HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
                       size_t ldy, bool accumulate) {
   const hn::ScalableTag<float> d;
@@ -115,7 +135,7 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
     V b[kVecs];
     for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
     for (int r = 0; r < MR; ++r) {
-      const V a = hn::Set(d, x[r * ldx + i]);
+      const V a = hn::Set(d, XAt<kXT>(x, ldx, size_t(r), i));
       for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
     }
   }
@@ -128,40 +148,52 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   }
 }
 
-template <int MR>
+template <int MR, bool kXT>
 HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
                          size_t ldy, size_t nn, bool accumulate) {
   const size_t nr = PanelWidth();
-  if (nn == nr) return Micro<MR>(x, ldx, panel, kc, y, ldy, accumulate);
+  if (nn == nr) return Micro<MR, kXT>(x, ldx, panel, kc, y, ldy, accumulate);
   // Partial panel (the last one of a matrix): full tile into a buffer, then nn columns out.
   HWY_ALIGN float tile[kRows * 4 * HWY_MAX_BYTES / sizeof(float)] = {};
-  Micro<MR>(x, ldx, panel, kc, tile, nr, false);
+  Micro<MR, kXT>(x, ldx, panel, kc, tile, nr, false);
   for (int r = 0; r < MR; ++r)
     for (size_t j = 0; j < nn; ++j)
       y[r * ldy + j] = (accumulate ? y[r * ldy + j] : 0.0f) + tile[r * nr + j];
 }
 
-void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
-               size_t ldy, size_t nn, bool accumulate) {
+template <bool kXT>
+void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+                size_t ldy, size_t nn, bool accumulate) {
+  const size_t x_step = kXT ? 1 : ldx;  // from one position's X row to the next
   size_t t = 0;
   for (; t + kRows <= T; t += kRows)
-    MicroAny<kRows>(x + t * ldx, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate);
-  const float* xt = x + t * ldx;
+    MicroAny<kRows, kXT>(x + t * x_step, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate);
+  const float* xt = x + t * x_step;
   float* yt = y + t * ldy;
   switch (T - t) {
     case 5:
-      return MicroAny<5>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+      return MicroAny<5, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
     case 4:
-      return MicroAny<4>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+      return MicroAny<4, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
     case 3:
-      return MicroAny<3>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+      return MicroAny<3, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
     case 2:
-      return MicroAny<2>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+      return MicroAny<2, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
     case 1:
-      return MicroAny<1>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
+      return MicroAny<1, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
     default:
       return;
   }
+}
+
+void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+               size_t ldy, size_t nn, bool accumulate) {
+  GemmPanelT<false>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+}
+
+void GemmPanelXT(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
+                 size_t ldy, size_t nn, bool accumulate) {
+  GemmPanelT<true>(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate);
 }
 
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
@@ -173,7 +205,9 @@ namespace rwkv7::cpu {
 HWY_EXPORT(PanelWidth);
 HWY_EXPORT(PackPanel);
 HWY_EXPORT(PackPanelBf16);
+HWY_EXPORT(PackPanelInputMajor);
 HWY_EXPORT(GemmPanel);
+HWY_EXPORT(GemmPanelXT);
 
 size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
 
@@ -187,17 +221,27 @@ void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, con
   HWY_DYNAMIC_DISPATCH(PackPanelBf16)(rows, ldr, nn, kc, next, panel);
 }
 
+void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanelInputMajor)(src, lds, nn, kc, panel);
+}
+
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate) {
   HWY_DYNAMIC_DISPATCH(GemmPanel)(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
 }
 
-void gemm_panel_scalar(const float* x, size_t ldx, size_t T, const float* panel, size_t nr,
-                       size_t kc, float* y, size_t ldy, size_t nn, bool accumulate) {
+void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
+                   size_t ldy, size_t nn, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(GemmPanelXT)(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate);
+}
+
+void gemm_panel_scalar(const float* x, size_t ldx, bool x_transposed, size_t T, const float* panel,
+                       size_t nr, size_t kc, float* y, size_t ldy, size_t nn, bool accumulate) {
   for (size_t t = 0; t < T; ++t) {
     for (size_t j = 0; j < nn; ++j) {
       float s = 0;
-      for (size_t i = 0; i < kc; ++i) s += x[t * ldx + i] * panel[i * nr + j];
+      for (size_t i = 0; i < kc; ++i)
+        s += (x_transposed ? x[i * ldx + t] : x[t * ldx + i]) * panel[i * nr + j];
       y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0.0f) + s;
     }
   }

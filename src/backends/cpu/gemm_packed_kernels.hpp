@@ -1,10 +1,11 @@
 #pragma once
-// Prefill products against packed weight panels: Y[t, o] = Σ_i X[t, i] · W[o, i].
-// A panel holds panel_width() consecutive weight rows (outputs) for a block of kc inputs,
-// stored input-major: panel[i * NR + j] = W[o0 + j, i0 + i]. The kernel broadcasts one
-// activation value against NR outputs in vectors, 6 positions × NR outputs of accumulators in
-// registers, so each weight value loaded from L1 serves 6 positions and each activation value
-// serves NR outputs; no horizontal sums.
+// The cpu backend's product kernels for prefill (8 positions and more) and for every training
+// product: Y[t, o] = Σ_i X(t, i) · B(i, o), with B packed into panels. A panel holds
+// panel_width() consecutive outputs for a block of kc inputs, stored input-major:
+// panel[i * NR + j] = B(i0 + i, o0 + j); for a weight W [out, in] as stored, B(i, o) = W[o, i].
+// The kernel broadcasts one activation value against NR outputs in vectors, 6 positions × NR
+// outputs of accumulators in registers, so each weight value loaded from L1 serves 6 positions and
+// each activation value serves NR outputs; no horizontal sums.
 #include <cstddef>
 #include <cstdint>
 
@@ -25,13 +26,23 @@ void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float
 void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
                      float* panel);
 
+// panel[i * NR + j] = src[i * lds + j] for j < nn, i < kc; columns j in [nn, NR) are zero.
+// For a B stored input-major, B(i, o) = src[i * lds + o] (the weight W [out, in] of
+// dX = dY·W, the activations X of dW = dYᵀ·X): rows are copied, not transposed.
+void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, float* panel);
+
 // y[t * ldy + j] = (accumulate ? y[t * ldy + j] : 0) + Σ_i x[t * ldx + i] · panel[i * NR + j]
 // for t < T, j < nn. panel must be 64-byte aligned.
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate);
 
-// Scalar twin of gemm_panel (the test oracle for the kernel).
-void gemm_panel_scalar(const float* x, size_t ldx, size_t T, const float* panel, size_t nr,
-                       size_t kc, float* y, size_t ldy, size_t nn, bool accumulate);
+// The same with X given transposed: X(t, i) = xt[i * ldxt + t] (xt [kc, ≥ T], e.g. dY [rows,
+// out] read down its columns for dW = dYᵀ·X), so no transposed copy is made.
+void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
+                   size_t ldy, size_t nn, bool accumulate);
+
+// Scalar twin of gemm_panel / gemm_panel_xt (the test oracle for the kernel).
+void gemm_panel_scalar(const float* x, size_t ldx, bool x_transposed, size_t T, const float* panel,
+                       size_t nr, size_t kc, float* y, size_t ldy, size_t nn, bool accumulate);
 
 }  // namespace rwkv7::cpu

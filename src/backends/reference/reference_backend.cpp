@@ -29,13 +29,16 @@ class ReferenceBackend final : public Backend {
     }
   }
 
-  void gemm_acc(const GemmAccArgs& g) const override {
+  void gemm(const GemmArgs& g) const override {
+    // op(X)(r, c) of an operand stored row-major, read through its transpose flag.
+    auto at = [](const GemmOperand& x, int64_t r, int64_t c) {
+      return double(x.transposed ? x.data[c * x.ld + r] : x.data[r * x.ld + c]);
+    };
     for (int64_t m = 0; m < g.M; ++m) {
       for (int64_t n = 0; n < g.N; ++n) {
-        double acc = 0;
-        for (int64_t k = 0; k < g.K; ++k)
-          acc += double(g.a[m * g.a_m + k * g.a_k]) * g.b[k * g.ldb + n];
-        g.c[m * g.ldc + n] = float(g.c[m * g.ldc + n] + acc);
+        double acc = g.accumulate ? double(g.c[m * g.ldc + n]) : 0.0;
+        for (int64_t k = 0; k < g.K; ++k) acc += at(g.a, m, k) * at(g.b, k, n);
+        g.c[m * g.ldc + n] = float(acc);
       }
     }
   }
