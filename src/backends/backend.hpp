@@ -22,6 +22,9 @@ struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
+  // The same bf16 values in the cpu backend's panel layout, made once at load
+  // (prepare_cpu_panels); the cpu backend's products then read these instead of `data`.
+  const uint16_t* cpu_panels = nullptr;
 };
 
 // y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
@@ -77,6 +80,11 @@ class Backend {
   // dtype, op(B) = Wᵀ, no accumulation.
   virtual void gemm(const GemmArgs& args) const = 0;
   virtual void wkv7(const Wkv7Args& args) const = 0;
+  // The recurrence of several sequences (distinct states and outputs): a decode batch runs one
+  // per sequence per layer; a backend with threads can run them in one parallel region.
+  virtual void wkv7_many(std::span<const Wkv7Args> list) const {
+    for (const Wkv7Args& a : list) wkv7(a);
+  }
   // The element-wise maps of this backend (scalar or SIMD).
   virtual const PointwiseOps& pointwise() const = 0;
   // Calls fn on disjoint ranges covering [0, rows), in parallel where the backend has threads:
@@ -90,5 +98,10 @@ std::unique_ptr<Backend> make_reference_backend();
 // backend keeps scratch buffers between calls (so decoding allocates nothing): one instance
 // serves one caller at a time, like the pool it runs on.
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+
+// Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
+// m.cpu_panels at them; returns their owner. Other dtypes: nullptr, m unchanged. The mapped
+// pages of m.data are then advised cold (the products no longer read them).
+std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool);
 
 }  // namespace rwkv7

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "core/thread_pool.hpp"
 #include "engine/context_impl.hpp"
 #include "engine/model_impl.hpp"
 #include "engine/model_internal.hpp"
@@ -26,6 +27,10 @@ std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const L
   auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
+  if (opts.backend == BackendKind::Cpu) {  // bf16 products read panels packed once, here
+    ThreadPool pool(opts.threads);
+    prepare_for_cpu(impl->w, pool);
+  }
   impl->chunk = opts.chunk;
   impl->backend = opts.backend;
   impl->threads = opts.threads;

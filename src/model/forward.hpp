@@ -40,6 +40,7 @@ struct ForwardScratch {
   std::vector<std::pair<size_t, int64_t>> wanted;  // rows whose logits were asked for
   std::vector<const float*> prev;                  // token-shift source per row
   std::vector<int32_t> tokens;                     // [R] token of each row of a pass
+  std::vector<Wkv7Args> wkv_args;                  // one per segment of a layer
 };
 
 // Checks the batch (states fit, tokens in the vocabulary, outputs given), then runs it in

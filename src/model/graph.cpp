@@ -184,12 +184,15 @@ class GraphPass::LayerStages {
     const ModelConfig& c = g_.w.config;
     const int64_t C = c.n_embd, H = c.n_head, N = c.head_size;
     y_ = &buf(&LayerActs::y, n());
+    std::vector<Wkv7Args>& list = g_.ws.wkv_args;
+    list.clear();
     for (const Segment& s : g_.segs) {
       const size_t o = size_t(s.row0 * C);
-      g_.be.wkv7(Wkv7Args{s.rows, H, N, &(*r_)[o], &(*decay_)[o], &(*kf_)[o], &(*vr_)[o],
-                          &(*wa_)[o], &(*wb_)[o], s.state->wkv.data() + layer_ * H * N * N,
-                          &(*y_)[o]});
+      list.push_back(Wkv7Args{s.rows, H, N, &(*r_)[o], &(*decay_)[o], &(*kf_)[o], &(*vr_)[o],
+                              &(*wa_)[o], &(*wb_)[o], s.state->wkv.data() + layer_ * H * N * N,
+                              &(*y_)[o]});
     }
+    g_.be.wkv7_many(list);
   }
 
   void gate_and_norm() {

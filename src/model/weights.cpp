@@ -316,6 +316,16 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
   return w;
 }
 
+void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
+  auto prepare = [&](Matrix& m) {
+    if (auto owner = prepare_cpu_panels(m, pool)) w.prepared.push_back(std::move(owner));
+  };
+  prepare(w.head);
+  for (LayerWeights& L : w.layers)
+    for (Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value})
+      prepare(*m);
+}
+
 void refresh_weights(ModelWeights& w) {
   if (!w.trainable) throw Error("refresh_weights: weights were not built trainable");
   const TensorFile& f = w.file;

@@ -2,6 +2,7 @@
 // The RWKV-7 weights, validated and arranged for the forward pass. Big matrices stay in their
 // file dtype, viewed in place; small tensors (norms, mixes) are copied to fp32, LoRA factors to
 // fp32 or, when every value is a bf16 number, bf16 (see OwnedMatrix).
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,8 @@ struct ModelWeights {
   double flops = 0;          // FLOPs per position through the layers
   double head_flops = 0;     // FLOPs per row of logits
   bool trainable = false;    // WeightOptions::trainable
+  // Owners of backend layouts made at load (prepare_for_cpu: the matrices' bf16 panels).
+  std::vector<std::shared_ptr<const void>> prepared;
 };
 
 struct WeightOptions {
@@ -64,6 +67,10 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts = {});
 // Copies the current values of the file's tensors into the weights' own copies (vectors,
 // transposed LoRA factors) without allocating: after an optimizer step changed them.
 void refresh_weights(ModelWeights& w);
+
+// Packs the bf16 product matrices (head and every layer's) into the cpu backend's panels, on
+// the pool's threads (Matrix::cpu_panels); other dtypes are left as they are.
+void prepare_for_cpu(ModelWeights& w, ThreadPool& pool);
 
 // The table's symbolic dimensions (io/rwkv7_parameters.hpp) for this config.
 ParamDims param_dims(const ModelConfig& c);

@@ -170,6 +170,100 @@ TEST(BackendMatmulMany, OneRegionEqualsTheOracles) {
   }
 }
 
+// WKV-7 inputs of T positions and H heads of size N as the graph makes them: a = -kk,
+// b = kk * rate with |kk| = 1 per head, decay in (0.55, 1), and a random starting state.
+struct WkvCase {
+  int64_t T, H, N;
+  std::vector<float> r, k, v, decay, a, b, state, y;
+  WkvCase(int64_t T_, int64_t H_, int64_t N_, unsigned seed) : T(T_), H(H_), N(N_) {
+    const int64_t C = H * N;
+    std::mt19937 rng{seed};
+    std::uniform_real_distribution<float> u01(0.55f, 1.0f);
+    r = testing::randn(size_t(T * C), rng), k = testing::randn(size_t(T * C), rng, 0.3f);
+    v = testing::randn(size_t(T * C), rng);
+    const auto kk = testing::randn(size_t(T * C), rng);
+    decay.resize(size_t(T * C)), a.resize(size_t(T * C)), b.resize(size_t(T * C));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        double norm = 0;
+        for (int64_t j = 0; j < N; ++j)
+          norm += kk[size_t(t * C + h * N + j)] * kk[size_t(t * C + h * N + j)];
+        for (int64_t j = 0; j < N; ++j) {
+          const size_t i = size_t(t * C + h * N + j);
+          const float unit = float(kk[i] / std::sqrt(norm)), rate = u01(rng);
+          a[i] = -unit;
+          b[i] = unit * rate;
+          decay[i] = u01(rng);
+        }
+      }
+    }
+    state.resize(size_t(H * N * N));
+    for (float& x : state) x = std::normal_distribution<float>(0, 0.1f)(rng);
+    y.assign(size_t(T * C), NAN);
+  }
+  Wkv7Args args() {
+    return {T,        H,        N,        r.data(),     decay.data(), k.data(),
+            v.data(), a.data(), b.data(), state.data(), y.data()};
+  }
+};
+
+// A decode batch's sequences in one parallel region (one unit per sequence and head) give what
+// the oracle gives for each sequence alone, with both the per-step and the sequence kernels.
+TEST(BackendWkv7, ManySequencesInOneRegionEqualEachAlone) {
+  std::vector<WkvCase> want, got;
+  int64_t seed = 0;
+  for (int64_t T : {1, 2, 5, 37, 1, 1}) want.emplace_back(T, 3, 64, unsigned(++seed));
+  got = want;
+  std::vector<Wkv7Args> list;
+  for (WkvCase& c : got) list.push_back(c.args());
+  ThreadPool pool(2);
+  make_cpu_backend(&pool)->wkv7_many(list);
+  auto ref = make_reference_backend();
+  for (size_t s = 0; s < want.size(); ++s) {
+    ref->wkv7(want[s].args());
+    for (size_t i = 0; i < want[s].y.size(); ++i)
+      ASSERT_NEAR(got[s].y[i], want[s].y[i], 1e-4 * std::max(1.0f, std::fabs(want[s].y[i])))
+          << "sequence " << s << " y " << i;
+    for (size_t i = 0; i < want[s].state.size(); ++i)
+      ASSERT_NEAR(got[s].state[i], want[s].state[i],
+                  1e-4 * std::max(1.0f, std::fabs(want[s].state[i])))
+          << "sequence " << s << " S " << i;
+  }
+}
+
+// bf16 weights packed into panels at load (prepare_cpu_panels): every product size (one
+// position, a few, a decode batch, prefill) reads the panels and equals the oracle on the
+// row-major values; rows not a multiple of the panel width leave a padded last panel.
+TEST(BackendMatmul, Bf16PanelsEqualReference) {
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(&pool);
+  auto ref = make_reference_backend();
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{200, 96}, {64, 33}, {7, 768}}) {
+    std::mt19937 rng{unsigned(rows + cols)};
+    const auto raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), DType::BF16);
+    Matrix w{DType::BF16, rows, cols, raw.data()};
+    const Matrix plain = w;
+    auto owner = prepare_cpu_panels(w, pool);
+    ASSERT_TRUE(owner);
+    ASSERT_NE(w.cpu_panels, nullptr);
+    for (int64_t count : {1, 3, 8, 32, 100}) {
+      const auto x = testing::randn(size_t(count * cols), rng);
+      std::vector<float> want(size_t(count * rows)), got(want.size(), -1.0f);
+      ref->matmul({plain, x.data(), want.data(), count});
+      cpu->matmul({w, x.data(), got.data(), count});
+      const double tol = 1e-6 * std::sqrt(double(cols)) * 8 + 1e-6;
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::fabs(double(want[i]))))
+            << rows << "x" << cols << " count " << count << " at " << i;
+    }
+  }
+  // Other dtypes are left as they are.
+  std::vector<float> f(64 * 64, 1.0f);
+  Matrix m{DType::F32, 64, 64, f.data()};
+  EXPECT_FALSE(prepare_cpu_panels(m, pool));
+  EXPECT_EQ(m.cpu_panels, nullptr);
+}
+
 TEST(BackendWkv7, CpuEqualsReferenceOverManySteps) {
   // T = 2 takes the per-step kernel, T = 37 the transposed-state sequence kernel; N = 4 and
   // 24 leave padded lanes.

@@ -9,6 +9,7 @@
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
+#include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
@@ -35,6 +36,8 @@ class CpuBackend final : public Backend {
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
+    // Panels packed at load: widened line by line into the L1 panel, no transpose per call.
+    if (w.cpu_panels) return matmul_gemm(a);
     if (is_quantized(w.dtype)) {
       // 2-7 positions: integer dots; decode batches: rows dequantised in order, positions
       // packed (measured faster than dequantising into packed panels: rwkv7 bench --batch).
@@ -94,28 +97,39 @@ class CpuBackend final : public Backend {
                    });
   }
 
-  void wkv7(const Wkv7Args& p) const override {
-    const int64_t C = p.H * p.N;
-    pool_->parallel_for(p.H, 1, [&](int64_t h0, int64_t h1) {
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t o = h * p.N;
-        float* S = p.state + h * p.N * p.N;
-        // The sequence form transposes the state in and out: worth it from a few steps on.
-        if (p.T >= kWkvSeqMinSteps &&
-            cpu::wkv7_head_seq(S, p.r + o, p.decay + o, p.k + o, p.v + o, p.a + o, p.b + o,
-                               size_t(p.N), size_t(p.T), size_t(C), p.y + o))
-          continue;
-        for (int64_t t = 0; t < p.T; ++t) {
-          const int64_t ot = t * C + o;
-          cpu::wkv7_head_step(S, p.r + ot, p.decay + ot, p.k + ot, p.v + ot, p.a + ot, p.b + ot,
-                              size_t(p.N), p.y + ot);
-        }
+  void wkv7(const Wkv7Args& p) const override { wkv7_many(std::span<const Wkv7Args>(&p, 1)); }
+
+  // Every (sequence, head) pair of the list is one unit of one parallel region.
+  void wkv7_many(std::span<const Wkv7Args> list) const override {
+    if (list.empty()) return;
+    const int64_t H = list[0].H;
+    for (const Wkv7Args& p : list)
+      if (p.H != H) {  // mixed head counts do not come from one model: one region each
+        for (const Wkv7Args& q : list) wkv7_many(std::span<const Wkv7Args>(&q, 1));
+        return;
       }
+    pool_->parallel_for(int64_t(list.size()) * H, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) wkv7_head(list[size_t(u / H)], u % H);
     });
   }
 
  private:
-  struct PartScratch;  // below: buffers kept between calls
+  struct PartScratch;
+
+  void wkv7_head(const Wkv7Args& p, int64_t h) const {
+    const int64_t C = p.H * p.N, o = h * p.N;
+    float* S = p.state + h * p.N * p.N;
+    // The sequence form transposes the state in and out: worth it from a few steps on.
+    if (p.T >= kWkvSeqMinSteps &&
+        cpu::wkv7_head_seq(S, p.r + o, p.decay + o, p.k + o, p.v + o, p.a + o, p.b + o, size_t(p.N),
+                           size_t(p.T), size_t(C), p.y + o))
+      return;
+    for (int64_t t = 0; t < p.T; ++t) {
+      const int64_t ot = t * C + o;
+      cpu::wkv7_head_step(S, p.r + ot, p.decay + ot, p.k + ot, p.v + ot, p.a + ot, p.b + ot,
+                          size_t(p.N), p.y + ot);
+    }
+  }  // below: buffers kept between calls
 
   // One block of B to pack: outputs [n0, n0 + nn), inputs [k0, k0 + kn).
   struct PanelBlock {
@@ -140,6 +154,12 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     packed_product(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
                    [&](PartScratch& ps, const PanelBlock& pb, float* panel) {
+                     if (w.cpu_panels) {  // panel n0 / NR: [cols][NR], lines k0.. contiguous
+                       const size_t nr = cpu::panel_width();
+                       return cpu::widen_bf16(
+                           w.cpu_panels + size_t(pb.n0) * size_t(w.cols) + size_t(pb.k0) * nr,
+                           size_t(pb.kn) * nr, panel);
+                     }
                      const int64_t offset = pb.n0 * w.cols + pb.k0;
                      if (w.dtype == DType::BF16) {
                        const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
@@ -256,20 +276,29 @@ class CpuBackend final : public Backend {
     if (inputs.size() < list.size()) inputs.resize(list.size());
     cost_begin.assign(list.size() + 1, 0);
     row_cost.assign(list.size(), 0);
+    const int64_t nr = int64_t(cpu::panel_width());
     for (size_t i = 0; i < list.size(); ++i) {
       const Matrix& w = list[i].w;
       if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
-      row_cost[i] = int64_t(row_bytes(w.dtype, w.cols));
-      cost_begin[i + 1] = cost_begin[i] + w.rows * row_cost[i];
+      // Work units: weight rows, or panels of nr rows when the matrix has them.
+      const int64_t units = w.cpu_panels ? (w.rows + nr - 1) / nr : w.rows;
+      row_cost[i] = w.cpu_panels ? nr * w.cols * 2 : int64_t(row_bytes(w.dtype, w.cols));
+      cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
-    // Row r of matrix i belongs to the thread whose byte range holds the row's first byte.
+    // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
     pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
       for (size_t i = 0; i < list.size(); ++i) {
         const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
         if (lo >= hi) continue;
-        const int64_t r0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        const int64_t r1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        if (r0 < r1) matvec_rows(list[i], inputs[i], r0, r1);
+        const int64_t u0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        const int64_t u1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
+        if (u0 >= u1) continue;
+        const MatmulArgs& a = list[i];
+        if (a.w.cpu_panels)
+          cpu::gemv_bf16_panels(a.w.cpu_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
+                                size_t(u1), a.x, a.y);
+        else
+          matvec_rows(a, inputs[i], u0, u1);
       }
     });
   }

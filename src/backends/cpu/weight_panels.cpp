@@ -1,0 +1,46 @@
+// Load-time preparation of bf16 weights for the cpu backend (weight_panels_kernels.hpp).
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "backends/backend.hpp"
+#include "backends/cpu/gemm_packed_kernels.hpp"
+#include "backends/cpu/weight_panels_kernels.hpp"
+#include "core/thread_pool.hpp"
+#include "hwy/aligned_allocator.h"
+
+namespace rwkv7 {
+namespace {
+
+// Tells the kernel the whole pages inside [p, p + n) will not be read soon. MADV_PAGEOUT
+// reclaims clean file pages (a mapped checkpoint) and never loses data (anonymous pages go to
+// swap, or stay when there is none); kernels without it refuse, which changes nothing.
+void advise_cold(const void* p, size_t n) {
+#ifdef MADV_PAGEOUT
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(p) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(p) + n) / page * page;
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+#else
+  (void)p, (void)n;
+#endif
+}
+
+}  // namespace
+
+std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool) {
+  if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
+  const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
+  std::shared_ptr<uint16_t[]> panels(
+      hwy::AllocateAligned<uint16_t>(cpu::bf16_panels_size(rows, cols)));
+  const auto* w = static_cast<const uint16_t*>(m.data);
+  pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
+    cpu::pack_bf16_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
+  });
+  advise_cold(m.data, rows * cols * 2);
+  m.cpu_panels = panels.get();
+  return panels;
+}
+
+}  // namespace rwkv7
