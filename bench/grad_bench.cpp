@@ -60,6 +60,3 @@ BENCHMARK(BM_Grad)
 
 }  // namespace
 }  // namespace rwkv7
-
-// The bench target links no main; move this to a shared bench_main.cpp when bench/ grows.
-BENCHMARK_MAIN();
