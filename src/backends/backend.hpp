@@ -100,8 +100,10 @@ std::unique_ptr<Backend> make_reference_backend();
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
 
 // Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
-// m.cpu_panels at them; returns their owner. Other dtypes: nullptr, m unchanged. The mapped
-// pages of m.data are then advised cold (the products no longer read them).
-std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool);
+// m.cpu_panels at them; returns their owner. Other dtypes: nullptr, m unchanged. With
+// `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then advised cold:
+// the products no longer read them.
+std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,
+                                               bool data_is_mapped = false);
 
 }  // namespace rwkv7

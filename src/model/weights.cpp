@@ -317,13 +317,17 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
 }
 
 void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
-  auto prepare = [&](Matrix& m) {
-    if (auto owner = prepare_cpu_panels(m, pool)) w.prepared.push_back(std::move(owner));
+  auto prepare = [&](Matrix& m, bool mapped) {
+    if (auto owner = prepare_cpu_panels(m, pool, mapped)) w.prepared.push_back(std::move(owner));
   };
-  prepare(w.head);
-  for (LayerWeights& L : w.layers)
+  prepare(w.head, true);
+  for (LayerWeights& L : w.layers) {
     for (Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value})
-      prepare(*m);
+      prepare(*m, true);
+    // LoRA factors in bf16 (OwnedMatrix::halves): so that a stage's products share a region.
+    for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2})
+      prepare(m->m, false);
+  }
 }
 
 void refresh_weights(ModelWeights& w) {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iterator>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backends/cpu/quant_kernels.hpp"
@@ -206,6 +207,47 @@ struct WkvCase {
             v.data(), a.data(), b.data(), state.data(), y.data()};
   }
 };
+
+// A decode batch's stage: several products of 32 positions over bf16 panels in one parallel
+// region (LoRA-sized ones of one panel among them, plus an fp32 one that runs on its own)
+// give what the oracle gives for each product alone.
+TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(&pool);
+  auto ref = make_reference_backend();
+  std::mt19937 rng{77};
+  const int64_t count = 32;
+  struct Product {
+    std::vector<uint32_t> raw;
+    Matrix w, plain;
+    std::vector<float> x, want, got;
+    std::shared_ptr<const void> owner;
+  };
+  std::vector<Product> ps;
+  for (auto [rows, cols, dtype] : {std::tuple<int64_t, int64_t, DType>{256, 128, DType::BF16},
+                                   {32, 128, DType::BF16},
+                                   {129, 64, DType::BF16},
+                                   {40, 72, DType::F32}}) {
+    Product& p = ps.emplace_back();
+    p.raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), dtype);
+    p.w = Matrix{dtype, rows, cols, p.raw.data()};
+    p.plain = p.w;
+    p.owner = prepare_cpu_panels(p.w, pool);
+    p.x = testing::randn(size_t(count * cols), rng);
+    p.want.assign(size_t(count * rows), 0.0f);
+    p.got.assign(size_t(count * rows), -1.0f);
+  }
+  std::vector<MatmulArgs> list;
+  for (Product& p : ps) list.push_back({p.w, p.x.data(), p.got.data(), count});
+  cpu->matmul_many(list);
+  for (Product& p : ps) {
+    ref->matmul({p.plain, p.x.data(), p.want.data(), count});
+    const double tol = 1e-6 * std::sqrt(double(p.w.cols)) * 8 + 1e-6;
+    for (size_t i = 0; i < p.got.size(); ++i)
+      ASSERT_NEAR(p.got[i], p.want[i], tol * std::max(1.0, std::fabs(double(p.want[i]))))
+          << p.w.rows << "x" << p.w.cols << " at " << i;
+  }
+}
 
 // A decode batch's sequences in one parallel region (one unit per sequence and head) give what
 // the oracle gives for each sequence alone, with both the per-step and the sequence kernels.

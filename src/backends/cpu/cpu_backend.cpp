@@ -62,15 +62,22 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Decode-sized products (one position each) share one parallel region.
+  // Decode-sized products (one position each) share one parallel region; so do the products
+  // of several positions over bf16 panels (a decode batch's stage); the others run one by one.
   void matmul_many(std::span<const MatmulArgs> list) const override {
     const bool one_position =
         std::all_of(list.begin(), list.end(), [](const MatmulArgs& a) { return a.count == 1; });
-    if (!one_position) {
-      for (const MatmulArgs& a : list) matmul(a);
-      return;
+    if (one_position) return matvec_many(list);
+    std::vector<const MatmulArgs*>& panel_list = decode_.panel_list;
+    panel_list.clear();
+    for (const MatmulArgs& a : list) {
+      if (a.w.cpu_panels && a.count > 1)
+        panel_list.push_back(&a);
+      else
+        matmul(a);
     }
-    matvec_many(list);
+    if (panel_list.size() == 1) return matmul(*panel_list[0]);
+    if (!panel_list.empty()) panel_products(panel_list);
   }
 
   // The packed product with the operands read through their transpose flags: B's panels are
@@ -114,7 +121,7 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  struct PartScratch;
+  struct PartScratch;  // below: buffers kept between calls
 
   void wkv7_head(const Wkv7Args& p, int64_t h) const {
     const int64_t C = p.H * p.N, o = h * p.N;
@@ -129,7 +136,7 @@ class CpuBackend final : public Backend {
       cpu::wkv7_head_step(S, p.r + ot, p.decay + ot, p.k + ot, p.v + ot, p.a + ot, p.b + ot,
                           size_t(p.N), p.y + ot);
     }
-  }  // below: buffers kept between calls
+  }
 
   // One block of B to pack: outputs [n0, n0 + nn), inputs [k0, k0 + kn).
   struct PanelBlock {
@@ -270,6 +277,45 @@ class CpuBackend final : public Backend {
   // rows of all matrices are laid end to end and split between threads by the bytes they read;
   // each thread takes contiguous row ranges (a shared work counter was slower: every chunk
   // restarts the kernels' prefetch). Quantised weights get x quantised to Q8_0 once.
+  // Products of several positions over bf16 panels in one parallel region: the panels of all
+  // products laid end to end, split between threads by their work (inputs × positions).
+  void panel_products(std::span<const MatmulArgs* const> list) const {
+    const int64_t nr = int64_t(cpu::panel_width());
+    std::vector<int64_t>&cost_begin = decode_.cost_begin, &unit_cost = decode_.row_cost;
+    cost_begin.assign(list.size() + 1, 0);
+    unit_cost.assign(list.size(), 0);
+    for (size_t i = 0; i < list.size(); ++i) {
+      const MatmulArgs& a = *list[i];
+      unit_cost[i] = a.w.cols * a.count;
+      cost_begin[i + 1] = cost_begin[i] + (a.w.rows + nr - 1) / nr * unit_cost[i];
+    }
+    pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
+      PartScratch& ps = parts_[size_t(part)];
+      if (ps.panel_size < size_t(kPanelDepth * nr)) {
+        ps.panel_size = size_t(kPanelDepth * nr);
+        ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
+      }
+      float* panel = ps.panel.get();
+      for (size_t i = 0; i < list.size(); ++i) {
+        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
+        if (lo >= hi) continue;
+        const int64_t u0 = (lo - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
+        const int64_t u1 = (hi - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
+        const MatmulArgs& a = *list[i];
+        const Matrix& w = a.w;
+        for (int64_t p = u0; p < u1; ++p) {
+          const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
+          for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
+            const int64_t kn = std::min(kPanelDepth, w.cols - k0);
+            cpu::widen_bf16(w.cpu_panels + size_t(n0 * w.cols + k0 * nr), size_t(kn * nr), panel);
+            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + n0,
+                            size_t(w.rows), size_t(nn), k0 > 0);
+          }
+        }
+      }
+    });
+  }
+
   void matvec_many(std::span<const MatmulArgs> list) const {
     std::vector<QuantizedInput>& inputs = decode_.inputs;
     std::vector<int64_t>&cost_begin = decode_.cost_begin, &row_cost = decode_.row_cost;
@@ -426,6 +472,7 @@ class CpuBackend final : public Backend {
     size_t xp_size = 0;
     std::vector<QuantizedInput> inputs;
     std::vector<int64_t> cost_begin, row_cost;
+    std::vector<const MatmulArgs*> panel_list;
     std::vector<int8_t> xq;
     std::vector<float> xd;
   };

@@ -29,7 +29,7 @@ void advise_cold(const void* p, size_t n) {
 
 }  // namespace
 
-std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool) {
+std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
   std::shared_ptr<uint16_t[]> panels(
@@ -38,7 +38,7 @@ std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool) {
   pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
     cpu::pack_bf16_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
   });
-  advise_cold(m.data, rows * cols * 2);
+  if (data_is_mapped) advise_cold(m.data, rows * cols * 2);
   m.cpu_panels = panels.get();
   return panels;
 }
