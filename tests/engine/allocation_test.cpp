@@ -9,6 +9,7 @@
 #include "rwkv7/context.hpp"
 #include "rwkv7/model.hpp"
 #include "rwkv7/sampler.hpp"
+#include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
@@ -26,10 +27,11 @@ struct Stream {
 
 // Decodes `steps` tokens for each of `n` sequences in one batch per step; returns the number
 // of allocations over the last `steps - warmup` steps.
-int64_t allocations_while_decoding(BackendKind kind, int n, int steps, int warmup) {
+int64_t allocations_while_decoding(BackendKind kind, int n, int steps, int warmup,
+                                   const std::string& path = kModel) {
   LoadOptions opts;
   opts.backend = kind;
-  auto model = Model::load(kModel, opts);
+  auto model = Model::load(path, opts);
   Context ctx(2);
   std::vector<Stream> streams;
   for (int i = 0; i < n; ++i) {
@@ -67,6 +69,13 @@ TEST(Allocations, NoneWhenDecodingOneSequence) {
 TEST(Allocations, NoneWhenDecodingSmallAndLargeBatches) {
   EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 3, 24, 8), 0);   // 2-7 rows
   EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 12, 24, 8), 0);  // packed GEMM
+}
+
+// bf16 weights run on panels packed at load (one position, a stage's products in one region).
+TEST(Allocations, NoneWhenDecodingBf16WeightsOnPanels) {
+  RWKV7_REQUIRE_SHARED(path, "golden/rand-L3-D256-bf16.pth");
+  EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 1, 24, 8, path), 0);
+  EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 12, 24, 8, path), 0);
 }
 
 TEST(Allocations, NoneWhenDecodingOnTheReferenceBackend) {
