@@ -25,6 +25,9 @@ struct Matrix {
   // The same bf16 values in the cpu backend's panel layout, made once at load
   // (prepare_cpu_panels); the cpu backend's products then read these instead of `data`.
   const uint16_t* cpu_panels = nullptr;
+  // Q8_0 values in the cpu backend's VNNI panels (q8_panels_kernels.hpp), made at load on
+  // CPUs with AVX-512 VNNI; every product of the cpu backend then reads these.
+  const uint8_t* cpu_q8_panels = nullptr;
 };
 
 // y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
@@ -100,7 +103,8 @@ std::unique_ptr<Backend> make_reference_backend();
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
 
 // Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
-// m.cpu_panels at them; returns their owner. Other dtypes: nullptr, m unchanged. With
+// m.cpu_panels at them, or a Q8_0 weight into its VNNI panels (m.cpu_q8_panels, on CPUs with
+// AVX-512 VNNI); returns their owner. Other dtypes and CPUs: nullptr, m unchanged. With
 // `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then advised cold:
 // the products no longer read them.
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,

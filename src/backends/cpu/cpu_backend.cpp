@@ -8,6 +8,7 @@
 #include "backends/cpu/gemm_small_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
+#include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/quant.hpp"
@@ -35,7 +36,10 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
+    const MatmulArgs* ap = &a;
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
+    // Q8_0 panels (VNNI): positions quantised once, every panel multiplied in integers.
+    if (w.cpu_q8_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
     // Panels packed at load: widened line by line into the L1 panel, no transpose per call.
     if (w.cpu_panels) return matmul_gemm(a);
     if (is_quantized(w.dtype)) {
@@ -71,12 +75,12 @@ class CpuBackend final : public Backend {
     std::vector<const MatmulArgs*>& panel_list = decode_.panel_list;
     panel_list.clear();
     for (const MatmulArgs& a : list) {
-      if (a.w.cpu_panels && a.count > 1)
+      if ((a.w.cpu_panels || a.w.cpu_q8_panels) && a.count > 1)
         panel_list.push_back(&a);
       else
         matmul(a);
     }
-    if (panel_list.size() == 1) return matmul(*panel_list[0]);
+    if (panel_list.size() == 1 && panel_list[0]->w.cpu_panels) return matmul(*panel_list[0]);
     if (!panel_list.empty()) panel_products(panel_list);
   }
 
@@ -277,43 +281,63 @@ class CpuBackend final : public Backend {
   // rows of all matrices are laid end to end and split between threads by the bytes they read;
   // each thread takes contiguous row ranges (a shared work counter was slower: every chunk
   // restarts the kernels' prefetch). Quantised weights get x quantised to Q8_0 once.
-  // Products of several positions over bf16 panels in one parallel region: the panels of all
-  // products laid end to end, split between threads by their work (inputs × positions).
+  // Products of several positions over panels (bf16 or Q8_0) in one parallel region: the
+  // panels of all products laid end to end, split between threads by their work (inputs ×
+  // positions). Q8_0 products get their positions quantised first.
   void panel_products(std::span<const MatmulArgs* const> list) const {
-    const int64_t nr = int64_t(cpu::panel_width());
     std::vector<int64_t>&cost_begin = decode_.cost_begin, &unit_cost = decode_.row_cost;
     cost_begin.assign(list.size() + 1, 0);
     unit_cost.assign(list.size(), 0);
+    if (decode_.q8.size() < list.size()) decode_.q8.resize(list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       const MatmulArgs& a = *list[i];
+      if (a.w.cpu_q8_panels) decode_.q8[i].quantize(a.x, a.count, a.w.cols);
       unit_cost[i] = a.w.cols * a.count;
-      cost_begin[i + 1] = cost_begin[i] + (a.w.rows + nr - 1) / nr * unit_cost[i];
+      cost_begin[i + 1] = cost_begin[i] + panels_of(a.w) * unit_cost[i];
     }
+    const int64_t nr = int64_t(cpu::panel_width());
     pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
       PartScratch& ps = parts_[size_t(part)];
-      if (ps.panel_size < size_t(kPanelDepth * nr)) {
-        ps.panel_size = size_t(kPanelDepth * nr);
-        ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
-      }
-      float* panel = ps.panel.get();
       for (size_t i = 0; i < list.size(); ++i) {
         const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
         if (lo >= hi) continue;
         const int64_t u0 = (lo - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
         const int64_t u1 = (hi - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
+        if (u0 >= u1) continue;
         const MatmulArgs& a = *list[i];
         const Matrix& w = a.w;
+        if (w.cpu_q8_panels) {
+          const Q8Positions& xq = decode_.q8[i];
+          cpu::gemm_q8_panels(w.cpu_q8_panels, size_t(w.rows), size_t(w.cols), size_t(u0),
+                              size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(), size_t(a.count),
+                              a.y, size_t(w.rows));
+          continue;
+        }
+        if (ps.panel_size < size_t(kPanelDepth * nr)) {
+          ps.panel_size = size_t(kPanelDepth * nr);
+          ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
+        }
+        float* panel = ps.panel.get();
         for (int64_t p = u0; p < u1; ++p) {
           const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
           for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
-            cpu::widen_bf16(w.cpu_panels + size_t(n0 * w.cols + k0 * nr), size_t(kn * nr), panel);
+            // Panels lie end to end: the thread's next block follows this one in memory.
+            const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
+            const bool more = k0 + kn < w.cols || p + 1 < u1;
+            cpu::widen_bf16(src, size_t(kn * nr), panel, more ? src + kn * nr : nullptr);
             cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + n0,
                             size_t(w.rows), size_t(nn), k0 > 0);
           }
         }
       }
     });
+  }
+
+  // Output panels of a matrix that has them (bf16: panel_width() outputs, Q8_0: 32).
+  static int64_t panels_of(const Matrix& w) {
+    const int64_t nr = w.cpu_q8_panels ? int64_t(cpu::kQ8PanelWidth) : int64_t(cpu::panel_width());
+    return (w.rows + nr - 1) / nr;
   }
 
   void matvec_many(std::span<const MatmulArgs> list) const {
@@ -325,10 +349,18 @@ class CpuBackend final : public Backend {
     const int64_t nr = int64_t(cpu::panel_width());
     for (size_t i = 0; i < list.size(); ++i) {
       const Matrix& w = list[i].w;
-      if (is_quantized(w.dtype)) inputs[i].quantize(list[i].x, w.cols);
-      // Work units: weight rows, or panels of nr rows when the matrix has them.
-      const int64_t units = w.cpu_panels ? (w.rows + nr - 1) / nr : w.rows;
-      row_cost[i] = w.cpu_panels ? nr * w.cols * 2 : int64_t(row_bytes(w.dtype, w.cols));
+      if (w.cpu_q8_panels) {
+        if (decode_.q8.size() <= i) decode_.q8.resize(i + 1);
+        decode_.q8[i].quantize(list[i].x, 1, w.cols);
+      } else if (is_quantized(w.dtype)) {
+        inputs[i].quantize(list[i].x, w.cols);
+      }
+      // Work units: weight rows, or panels when the matrix has them (cost: bytes read).
+      const bool panels = w.cpu_panels || w.cpu_q8_panels;
+      const int64_t units = panels ? panels_of(w) : w.rows;
+      row_cost[i] = w.cpu_q8_panels ? int64_t(cpu::kQ8PanelWidth) * w.cols
+                    : w.cpu_panels  ? nr * w.cols * 2
+                                    : int64_t(row_bytes(w.dtype, w.cols));
       cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
     // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
@@ -340,7 +372,12 @@ class CpuBackend final : public Backend {
         const int64_t u1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
         if (u0 >= u1) continue;
         const MatmulArgs& a = list[i];
-        if (a.w.cpu_panels)
+        if (a.w.cpu_q8_panels) {
+          const Q8Positions& xq = decode_.q8[i];
+          cpu::gemm_q8_panels(a.w.cpu_q8_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
+                              size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(), 1, a.y,
+                              size_t(a.w.rows));
+        } else if (a.w.cpu_panels)
           cpu::gemv_bf16_panels(a.w.cpu_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
                                 size_t(u1), a.x, a.y);
         else
@@ -393,6 +430,19 @@ class CpuBackend final : public Backend {
   }
 
   // One activation row quantised to Q8_0 for the decode kernels (owns its arrays).
+  // Positions quantised for the Q8_0 panel product (q8_panels_kernels.hpp).
+  struct Q8Positions {
+    std::vector<int8_t> q;
+    std::vector<float> d;
+    std::vector<int32_t> corr;
+    void quantize(const float* x, int64_t T, int64_t cols) {
+      const size_t nb = size_t(cols / kQuantBlock);
+      q.resize(size_t(T * cols));
+      d.resize(size_t(T) * nb);
+      corr.resize(size_t(T) * nb);
+      cpu::quantize_q8_positions(x, size_t(T), size_t(cols), q.data(), d.data(), corr.data());
+    }
+  };
   struct QuantizedInput {
     std::vector<int8_t> q;
     std::vector<float> d;
@@ -473,6 +523,7 @@ class CpuBackend final : public Backend {
     std::vector<QuantizedInput> inputs;
     std::vector<int64_t> cost_begin, row_cost;
     std::vector<const MatmulArgs*> panel_list;
+    std::vector<Q8Positions> q8;  // one per product of a list
     std::vector<int8_t> xq;
     std::vector<float> xd;
   };

@@ -6,7 +6,9 @@
 
 #include "backends/backend.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
+#include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
+#include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
 
@@ -27,9 +29,27 @@ void advise_cold(const void* p, size_t n) {
 #endif
 }
 
+std::shared_ptr<const void> prepare_q8_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+  if (m.rows <= 0 || m.cols <= 0 || m.cols % 32 != 0 || m.cpu_q8_panels ||
+      !cpu::q8_panels_supported())
+    return nullptr;
+  const size_t rows = size_t(m.rows), cols = size_t(m.cols);
+  std::shared_ptr<uint8_t[]> panels(
+      hwy::AllocateAligned<uint8_t>(cpu::q8_panels_bytes(rows, cols)));
+  const auto* w = static_cast<const uint8_t*>(m.data);
+  const int64_t n = int64_t((rows + cpu::kQ8PanelWidth - 1) / cpu::kQ8PanelWidth);
+  pool.parallel_for(n, 1, [&](int64_t p0, int64_t p1) {
+    cpu::pack_q8_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
+  });
+  if (data_is_mapped) advise_cold(m.data, size_t(row_bytes(DType::Q8_0, m.cols)) * rows);
+  m.cpu_q8_panels = panels.get();
+  return panels;
+}
+
 }  // namespace
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+  if (m.dtype == DType::Q8_0) return prepare_q8_panels(m, pool, data_is_mapped);
   if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
   std::shared_ptr<uint16_t[]> panels(
