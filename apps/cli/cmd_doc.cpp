@@ -24,19 +24,6 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Bytes of the longest token: a token that starts this far before the end of a block of text
-// is the same as in the whole text (greedy longest match looks no further ahead).
-size_t longest_token(const Tokenizer& tok) {
-  size_t longest = 1;
-  for (size_t id = 0; id < tok.vocab_size(); ++id) {
-    try {
-      longest = std::max(longest, tok.token_bytes(int32_t(id)).size());
-    } catch (const Error&) {
-    }
-  }
-  return longest;
-}
-
 std::string human_bytes(double b) {
   char buf[32];
   if (b >= 1 << 20)
@@ -114,7 +101,6 @@ void register_doc(CLI::App& app) {
       std::fprintf(stderr, "doc read: resuming %s at byte %lld (%lld tokens read)\n",
                    ro->file.c_str(), (long long)offset, (long long)st.tokens_consumed);
     }
-    const size_t lookahead = longest_token(tok);
     const bool tty = isatty(STDERR_FILENO);
     auto checkpoint = [&](const std::string& path, const CompressOptions& c) {
       CompressedState cs = compress_state(st, c);
@@ -150,19 +136,9 @@ void register_doc(CLI::App& app) {
         throw Error(ro->file + ": read failed at byte " + std::to_string(offset));
       }
       const bool last = offset + int64_t(block.size()) >= size;
-      std::vector<int32_t> ids = tok.encode(block);
-      size_t used = 0, keep = 0;
-      if (last) {
-        used = block.size(), keep = ids.size();
-      } else {
-        // Keep the tokens that start far enough from the end to be final.
-        for (; keep < ids.size(); ++keep) {
-          if (used + lookahead > block.size()) break;
-          used += tok.token_bytes(ids[keep]).size();
-        }
-        if (keep == 0) throw Error(ro->file + ": --block is too small for this vocabulary");
-      }
-      ids.resize(keep);
+      size_t used = 0;
+      const std::vector<int32_t> ids = tok.encode_block(block, last, &used);
+      if (used == 0) throw Error(ro->file + ": --block is too small for this vocabulary");
       m->forward(ids, st, Logits::None);
       offset += int64_t(used);
       progress(false);
