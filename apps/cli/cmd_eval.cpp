@@ -134,8 +134,9 @@ void register_eval(CLI::App& app) {
                   "tokens (0: once, after the prefix)")
       ->check(NonNegative);
   cmd->add_option("--svg", o->svg,
-                  "state-fidelity: plot top-1 agreement against ratio (one file per prefix "
-                  "length: NAME-M<tokens>.svg when there are several)");
+                  "state-fidelity: plot top-1 agreement against ratio, and log10 KL in "
+                  "NAME-kl.svg (one file per prefix length: NAME-M<tokens>.svg when there are "
+                  "several)");
   cmd->callback([o] {
     if (o->task == "state-fidelity") {
       if (o->text_file.empty()) throw Error("eval --task state-fidelity: needs --text-file");
@@ -195,6 +196,9 @@ void register_eval(CLI::App& app) {
           if (f.recompress_every > 0)
             title += ", recompressed every " + std::to_string(f.recompress_every);
           write_fidelity_svg(path, part, title);
+          const size_t dot = path.rfind('.');
+          write_fidelity_svg((dot == std::string::npos ? path : path.substr(0, dot)) + "-kl.svg",
+                             part, title, true);
         }
       }
       return;

@@ -54,9 +54,9 @@ std::vector<FidelityResult> evaluate_state_fidelity(const Model& model,
                                                     const FidelityOptions& opts,
                                                     const Progress& progress = {});
 
-// Top-1 agreement against ratio, a line per method, for the results of one prefix length
-// (written atomically).
+// Top-1 agreement (or, with log_kl, log10 of the mean KL) against ratio, a line per method,
+// for the results of one prefix length (written atomically).
 void write_fidelity_svg(const std::string& path, const std::vector<FidelityResult>& results,
-                        const std::string& title);
+                        const std::string& title, bool log_kl = false);
 
 }  // namespace rwkv7

@@ -141,17 +141,22 @@ std::vector<FidelityResult> evaluate_state_fidelity(const Model& model,
 }
 
 void write_fidelity_svg(const std::string& path, const std::vector<FidelityResult>& results,
-                        const std::string& title) {
+                        const std::string& title, bool log_kl) {
   PlotSpec spec;
   spec.title = title;
   spec.x_label = "ratio (compressed bytes / fp32 bytes)";
-  spec.y_label = "top-1 agreement with the uncompressed state";
+  spec.y_label = log_kl ? "log10 mean KL(true || compressed), nats"
+                        : "top-1 agreement with the uncompressed state";
+  if (log_kl) spec.y_format = "%.1f";
   spec.x_from_zero = true;
   std::map<std::string, std::vector<std::pair<double, double>>> by_method;
   std::vector<std::string> order;
   for (const FidelityResult& r : results) {
     if (!by_method.count(r.method)) order.push_back(r.method);
-    by_method[r.method].emplace_back(r.ratio, r.score.top1_agreement);
+    // log10 of 0 (an exact state) is left out: the plot shows what is lost.
+    const double y =
+        log_kl ? (r.score.kl > 0 ? std::log10(r.score.kl) : NAN) : r.score.top1_agreement;
+    by_method[r.method].emplace_back(r.ratio, y);
   }
   for (size_t i = 0; i < order.size(); ++i) {
     auto pts = by_method[order[i]];

@@ -136,6 +136,7 @@ TEST(EvalCli, StateFidelityPrintsOneObjectPerMethodAndRatio) {
   EXPECT_LE(rows[1]["ratio"].get<double>(), 0.2);
   EXPECT_LE(rows[2]["ratio"].get<double>(), 0.4);
   EXPECT_NE(testing::slurp(dir.file("f.svg")).find("lowrank-int8"), std::string::npos);
+  EXPECT_NE(testing::slurp(dir.file("f-kl.svg")).find("log10 mean KL"), std::string::npos);
 }
 
 }  // namespace
