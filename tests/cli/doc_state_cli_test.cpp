@@ -139,5 +139,24 @@ TEST(EvalCli, StateFidelityPrintsOneObjectPerMethodAndRatio) {
   EXPECT_NE(testing::slurp(dir.file("f-kl.svg")).find("log10 mean KL"), std::string::npos);
 }
 
+TEST(ChatCli, SessionFileCanBeCompressed) {
+  TempDir dir;
+  const std::string session = dir.file("chat.state");
+  const std::string cmd = "chat -m " + quote(kModel) + " -t 1 -n 4 --seed 1 --session " +
+                          quote(session) + " --session-compress adaptive-int8 --session-ratio 0.2";
+  auto first = run_cli(cmd, "Good morrow\n");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const CompressedState cs = read_state_file(session);
+  EXPECT_EQ(cs.method, "adaptive-int8");
+  EXPECT_LE(cs.ratio(), 0.2);
+  auto second = run_cli(cmd, "And again\n");
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_NE(second.err.find("resumed"), std::string::npos) << second.err;
+  EXPECT_GT(read_state_file(session).tokens_consumed, cs.tokens_consumed);
+  auto bad = run_cli("chat -m " + quote(kModel) + " --session-compress zip", "x\n");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("'zip'"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace rwkv7
