@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <random>
 
 #include "cli/cli_support.hpp"
 #include "io/io_test_util.hpp"
@@ -121,6 +123,46 @@ TEST(StateFile, HostileCompressedFilesAreRefusedNamingTheFile) {
   const std::string p3 = dir.file("shape.state");
   write_state_file(p3, cs);
   testing::expect_error([&] { load_state(p3, *m); }, {p3, "L9-C128"});
+}
+
+// Random byte changes anywhere in compressed files: a load either succeeds (a changed value
+// that is still a valid state) or throws an Error naming the file; never a crash (the
+// sanitizer stage runs this too).
+TEST(StateFile, RandomByteChangesLoadOrFailCleanly) {
+  auto m = Model::load(kModel);
+  State s = read_some(*m, "Friends, Romans, countrymen, lend me your ears;");
+  TempDir dir;
+  std::mt19937 rng(5);
+  int refused = 0, loaded = 0;
+  for (const char* method : {"int8", "lowrank-int8", "adaptive-bf16"}) {
+    CompressOptions o;
+    o.method = method;
+    if (o.method != "int8") o.ratio = 0.2;
+    const std::string good = dir.file(std::string(method) + ".state");
+    save_state(good, s, *m, o);
+    const std::string bytes = testing::slurp(good);
+    const std::string path = dir.file("mutant.state");
+    for (int i = 0; i < 150; ++i) {
+      std::string b = bytes;
+      const int flips = 1 + int(rng() % 4);
+      for (int f = 0; f < flips; ++f) {
+        // Mostly the header (where the structure is), sometimes the data.
+        const size_t at = rng() % 3 ? rng() % std::min<size_t>(b.size(), 600) : rng() % b.size();
+        b[at] = char(rng() % 256);
+      }
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << b;
+      try {
+        State back = load_state(path, *m);
+        for (float x : back.wkv) ASSERT_TRUE(std::isfinite(x));
+        ++loaded;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+        ++refused;
+      }
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(loaded, 0);
 }
 
 TEST(StateFile, CliGenerateContinuesFromACompressedState) {
