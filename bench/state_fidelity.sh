@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The state-compression measurements of docs/state-compression.md: every method and ratio on
 # the shipped Shakespeare model and the tiny real model in ../shared/models, on the held-out
-# last 10% of tinyshakespeare (the trainer's split). Writes JSON lines and SVGs into OUT.
+# last 10% of tinyshakespeare (the trainer's split), each score the mean over 8 windows
+# (prefixes whose starts are spread over the text). Writes JSON lines and SVGs into OUT.
 # Usage: bash bench/state_fidelity.sh [OUT=/tmp/state-fidelity] [RWKV7=build/rwkv7]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,10 @@ declare -A models=([shakespeare]=models/rwkv7-shakespeare-L4-C128.pth
                    [tiny]=../shared/models/tiny-rwkv7-834K.pth)
 for name in shakespeare tiny; do
   m=${models[$name]}
-  run() { nice -n 10 "$bin" eval --task state-fidelity -m "$m" --text-file "$out/heldout.txt" -t 1 --json "$@"; }
+  run() {
+    nice -n 10 "$bin" eval --task state-fidelity -m "$m" --text-file "$out/heldout.txt" -t 1 \
+      --windows 8 --json "$@"
+  }
   # compress once after M tokens; compare over the next 256 and the next 32 tokens
   run --prefix-tokens 1000,10000,100000 --continue 256 --svg "$out/$name-c256.svg" > "$out/$name-c256.jsonl"
   run --prefix-tokens 1000,10000,100000 --continue 32 --svg "$out/$name-c32.svg" > "$out/$name-c32.jsonl"

@@ -93,7 +93,7 @@ void register_eval(CLI::App& app) {
     int64_t window = 256, batch = 16, limit = 0;
     std::string task = "perplexity", methods, ratios = "0.1,0.2,0.3,0.4,0.5,0.6,0.7",
                 prefix = "1000,10000", svg;
-    int64_t continue_tokens = 256, recompress_every = 0;
+    int64_t continue_tokens = 256, recompress_every = 0, windows = 1;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -133,6 +133,10 @@ void register_eval(CLI::App& app) {
                   "state-fidelity: the state lives compressed, compressed again after every K "
                   "tokens (0: once, after the prefix)")
       ->check(NonNegative);
+  cmd->add_option("--windows", o->windows,
+                  "state-fidelity: average over this many prefixes spread over the text")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1000)));
   cmd->add_option("--svg", o->svg,
                   "state-fidelity: plot top-1 agreement against ratio, and log10 KL in "
                   "NAME-kl.svg (one file per prefix length: NAME-M<tokens>.svg when there are "
@@ -153,6 +157,7 @@ void register_eval(CLI::App& app) {
       }
       f.continue_tokens = o->continue_tokens;
       f.recompress_every = o->recompress_every;
+      f.windows = o->windows;
       const auto configs = fidelity_configs(o->methods, parse_double_list(o->ratios, "--ratio"));
       const auto results =
           evaluate_state_fidelity(*m, ids, configs, f, progress_bar("state-fidelity"));
@@ -166,6 +171,7 @@ void register_eval(CLI::App& app) {
                               {"prefix_tokens", r.prefix_tokens},
                               {"continue_tokens", r.score.positions},
                               {"recompress_every", r.recompress_every},
+                              {"windows", r.windows},
                               {"top1_agreement", r.score.top1_agreement},
                               {"kl", r.score.kl},
                               {"loss_true", r.score.loss_true},
@@ -193,6 +199,7 @@ void register_eval(CLI::App& app) {
           std::string title = "State fidelity: " + m->config().shape_string() +
                               ", M = " + std::to_string(mm) + ", " +
                               std::to_string(f.continue_tokens) + " continuation tokens";
+          if (f.windows > 1) title += ", mean of " + std::to_string(f.windows) + " windows";
           if (f.recompress_every > 0)
             title += ", recompressed every " + std::to_string(f.recompress_every);
           write_fidelity_svg(path, part, title);

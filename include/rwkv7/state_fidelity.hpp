@@ -34,11 +34,15 @@ struct FidelityOptions {
   // 0: compress once, after the prefix. K > 0: the compared state lives compressed: it is
   // compressed and decompressed after every K tokens, prefix and continuation alike.
   int64_t recompress_every = 0;
+  // Windows of the text: W prefixes whose starts are spread evenly over it; every score is the
+  // mean over the W·T compared positions (the ratio, the mean over windows).
+  int64_t windows = 1;
 };
 
 struct FidelityResult {
   int64_t prefix_tokens = 0;
   int64_t recompress_every = 0;
+  int64_t windows = 1;
   std::string method, detail;
   double target_ratio = -1;  // CompressOptions::ratio (-1: the method's own)
   double ratio = 0;          // achieved (for recompression: the mean over compressions)
@@ -46,7 +50,8 @@ struct FidelityResult {
 };
 
 // Every configuration at every prefix length (method "reset" is the baseline: the continuation
-// from a zero state, as if the prefix had not been read); `tokens` must hold max(M) + T + 1 tokens.
+// from a zero state, as if the prefix had not been read); `tokens` must hold max(M) + T + 1
+// tokens.
 // progress(done, total) counts configurations.
 std::vector<FidelityResult> evaluate_state_fidelity(const Model& model,
                                                     std::span<const int32_t> tokens,

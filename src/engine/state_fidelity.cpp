@@ -82,59 +82,84 @@ std::vector<FidelityResult> evaluate_state_fidelity(const Model& model,
                   " tokens; the text has " + std::to_string(tokens.size()));
     }
   }
-  const int64_t total = int64_t(o.prefix_tokens.size() * configs.size());
+  const int64_t W = o.windows;
+  if (W < 1) throw Error("state fidelity: windows must be >= 1");
+  const int64_t total = int64_t(o.prefix_tokens.size() * configs.size()) * W;
   int64_t done = 0;
   if (progress) progress(0, total);
   std::vector<FidelityResult> out;
   std::vector<float> approx;
   for (int64_t M : o.prefix_tokens) {
-    const auto prefix = tokens.first(size_t(M));
-    const auto cont = tokens.subspan(size_t(M), size_t(T));
-    const auto targets = tokens.subspan(size_t(M + 1), size_t(T));
-    State truth = model.new_state();
-    model.forward(prefix, truth, Logits::None);
-    State after = truth;
-    const std::vector<float> true_logits = model.forward(cont, after, Logits::All);
-    for (const CompressOptions& c : configs) {
-      FidelityResult r;
-      r.prefix_tokens = M, r.recompress_every = o.recompress_every;
-      r.method = c.method, r.target_ratio = c.ratio;
-      if (c.method == "reset") {  // the baseline: what the continuation knows without the prefix
-        State s = model.new_state();
-        r.ratio = 0, r.detail = "zero state";
-        approx = model.forward(cont, s, Logits::All);
-      } else if (o.recompress_every == 0) {
-        CompressedState cs = compress_state(truth, c);
-        r.ratio = cs.ratio(), r.detail = cs.detail;
-        State s = decompress_state(cs);
-        approx = model.forward(cont, s, Logits::All);
-      } else {
-        // The state lives compressed: K tokens, compress + decompress, K tokens, ...
-        const int64_t K = o.recompress_every;
-        State s = model.new_state();
-        double ratio_sum = 0;
-        int64_t n = 0;
-        auto squeeze = [&] {
-          CompressedState cs = compress_state(s, c);
-          ratio_sum += cs.ratio(), ++n, r.detail = cs.detail;
-          s = decompress_state(cs);
-        };
-        for (int64_t p = 0; p < M; p += K) {
-          model.forward(prefix.subspan(size_t(p), size_t(std::min(K, M - p))), s, Logits::None);
-          squeeze();
+    // Window w reads tokens [start, start + M) and compares the next T; the starts are spread
+    // evenly over the text (the last window ends at its end).
+    const int64_t room = int64_t(tokens.size()) - (M + T + 1);
+    std::vector<FidelityResult> acc(configs.size());
+    std::vector<double> ratio_sum(configs.size(), 0.0);
+    for (int64_t w = 0; w < W; ++w) {
+      const int64_t start = W == 1 ? 0 : room * w / (W - 1);
+      const auto prefix = tokens.subspan(size_t(start), size_t(M));
+      const auto cont = tokens.subspan(size_t(start + M), size_t(T));
+      const auto targets = tokens.subspan(size_t(start + M + 1), size_t(T));
+      State truth = model.new_state();
+      model.forward(prefix, truth, Logits::None);
+      State after = truth;
+      const std::vector<float> true_logits = model.forward(cont, after, Logits::All);
+      for (size_t ci = 0; ci < configs.size(); ++ci) {
+        const CompressOptions& c = configs[ci];
+        FidelityResult& r = acc[ci];
+        double ratio = 0;
+        if (c.method == "reset") {  // the baseline: the continuation without the prefix
+          State s = model.new_state();
+          r.detail = "zero state";
+          approx = model.forward(cont, s, Logits::All);
+        } else if (o.recompress_every == 0) {
+          CompressedState cs = compress_state(truth, c);
+          ratio = cs.ratio(), r.detail = cs.detail;
+          State s = decompress_state(cs);
+          approx = model.forward(cont, s, Logits::All);
+        } else {
+          // The state lives compressed: K tokens, compress + decompress, K tokens, ...
+          const int64_t K = o.recompress_every;
+          State s = model.new_state();
+          double sum = 0;
+          int64_t n = 0;
+          auto squeeze = [&] {
+            CompressedState cs = compress_state(s, c);
+            sum += cs.ratio(), ++n, r.detail = cs.detail;
+            s = decompress_state(cs);
+          };
+          for (int64_t p = 0; p < M; p += K) {
+            model.forward(prefix.subspan(size_t(p), size_t(std::min(K, M - p))), s, Logits::None);
+            squeeze();
+          }
+          approx.clear();
+          for (int64_t p = 0; p < T; p += K) {
+            auto part =
+                model.forward(cont.subspan(size_t(p), size_t(std::min(K, T - p))), s, Logits::All);
+            approx.insert(approx.end(), part.begin(), part.end());
+            if (p + K < T) squeeze();
+          }
+          ratio = sum / double(n);
         }
-        approx.clear();
-        for (int64_t p = 0; p < T; p += K) {
-          auto part =
-              model.forward(cont.subspan(size_t(p), size_t(std::min(K, T - p))), s, Logits::All);
-          approx.insert(approx.end(), part.begin(), part.end());
-          if (p + K < T) squeeze();
-        }
-        r.ratio = ratio_sum / double(n);
+        // Every window has T positions: the mean over windows is the mean over positions.
+        const FidelityScore f = score_fidelity(true_logits, approx, V, targets);
+        r.score.positions += f.positions;
+        r.score.top1_agreement += f.top1_agreement / double(W);
+        r.score.kl += f.kl / double(W);
+        r.score.loss_true += f.loss_true / double(W);
+        r.score.loss_approx += f.loss_approx / double(W);
+        ratio_sum[ci] += ratio / double(W);
+        if (progress) progress(++done, total);
       }
-      r.score = score_fidelity(true_logits, approx, V, targets);
+    }
+    for (size_t ci = 0; ci < configs.size(); ++ci) {
+      FidelityResult& r = acc[ci];
+      r.prefix_tokens = M, r.recompress_every = o.recompress_every, r.windows = W;
+      r.method = configs[ci].method, r.target_ratio = configs[ci].ratio;
+      r.ratio = ratio_sum[ci];
+      r.score.loss_delta =
+          r.score.loss_true > 0 ? (r.score.loss_approx - r.score.loss_true) / r.score.loss_true : 0;
       out.push_back(std::move(r));
-      if (progress) progress(++done, total);
     }
   }
   return out;

@@ -71,6 +71,22 @@ TEST(StateFidelity, ExactStatesAgreeAndRankZeroIsWorseThanRankEight) {
   auto rr = evaluate_state_fidelity(*m, tokens, {configs[0]}, o);
   EXPECT_EQ(rr[0].score.top1_agreement, 1.0);
   EXPECT_LT(rr[0].score.kl, 1e-6);
+  // Two windows: the mean of the two single-window runs (the second on the text that starts
+  // where the second window starts: its end).
+  o.recompress_every = 0;
+  o.windows = 2;
+  auto two = evaluate_state_fidelity(*m, tokens, {configs[2]}, o);
+  o.windows = 1;
+  auto w0 = evaluate_state_fidelity(*m, tokens, {configs[2]}, o);
+  const size_t room = tokens.size() - (80 + 48 + 1);
+  auto w1 = evaluate_state_fidelity(*m, std::span(tokens).subspan(room), {configs[2]}, o);
+  EXPECT_EQ(two[0].score.positions, 96);
+  EXPECT_EQ(two[0].windows, 2);
+  EXPECT_NEAR(two[0].score.kl, (w0[0].score.kl + w1[0].score.kl) / 2, 1e-12);
+  EXPECT_NEAR(two[0].score.top1_agreement,
+              (w0[0].score.top1_agreement + w1[0].score.top1_agreement) / 2, 1e-12);
+  EXPECT_NEAR(two[0].score.loss_true, (w0[0].score.loss_true + w1[0].score.loss_true) / 2, 1e-12);
+  EXPECT_NE(w0[0].score.kl, w1[0].score.kl);
   // Too short a text is an Error that says how many tokens are needed.
   o.prefix_tokens = {1000};
   try {
