@@ -30,7 +30,10 @@ def sweep(model, kind):
         what = {"c256": "compressed once, 256 tokens compared",
                 "c32": "compressed once, 32 tokens compared",
                 "recompress": "compressed again every 256 tokens of prefix and continuation, 256 compared"}[kind]
-        print("\n**%s, M = %s, %s**\n" % (model, format(m, ","), what))
+        windows = at[0].get("windows", 1)
+        print("\n**%s, M = %s, %s; mean of %d window%s (%d positions)**\n" % (
+            model, format(m, ","), what, windows, "s" if windows > 1 else "",
+            at[0]["continue_tokens"]))
         print("| method | ratio | top-1 agreement | mean KL (nats) | KL kept | loss delta |")
         print("|---|---|---|---|---|---|")
         for r in at:
@@ -52,7 +55,7 @@ def sweep(model, kind):
 
 def equal(model):
     print("\n**%s, M = 10,000: adaptive against fixed rank at the same bytes** "
-          "(KL nats, top-1 over 256 / over 32 tokens)\n" % model)
+          "(KL nats, top-1 over 256 / over 32 tokens; mean of 8 windows)\n" % model)
     print("| factors | ratio | fixed rank | KL fixed | KL adaptive | top-1 fixed | top-1 adaptive | KL fixed (32) | KL adaptive (32) | adaptive better (KL, 256 and 32) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     wins = total = 0
