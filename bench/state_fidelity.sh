@@ -24,7 +24,7 @@ for name in shakespeare tiny; do
   run --prefix-tokens 1000,10000,100000 --continue 256 --svg "$out/$name-c256.svg" > "$out/$name-c256.jsonl"
   run --prefix-tokens 1000,10000,100000 --continue 32 --svg "$out/$name-c32.svg" > "$out/$name-c32.jsonl"
   # a state that lives compressed: compressed again after every 256 tokens (the tiny model:
-  # 2 windows, its 12 layers of 64x64 SVDs x 40 compressions x 45 configurations take ~4 min a
+  # 2 windows: 12 layers of 64x64 SVDs x 40 compressions x 45 configurations take ~1.3 min a
   # window, and it hardly uses its state anyway)
   [ $name = tiny ] && rw=2 || rw=8
   W=$rw run --prefix-tokens 1000,10000 --continue 256 --recompress-every 256 \
