@@ -137,6 +137,25 @@ def main():
     write(out, "state", "zeros.state", safetensors(
         [("state.att_shift", "F32", [L, C], z(L * C)), ("state.ffn_shift", "F32", [L, C], z(L * C)),
          ("state.wkv", "F32", [L, H, N, N], z(L * H * N * N))], meta))
+    # compressed state files (format_version 2) of the shipped model's real shape
+    # (L4, C128, 4 heads of 32): bf16, int8 rows, low rank with int8 factors
+    L, C, H, N = 4, 128, 4, 32
+    b16 = lambda n: struct.pack("<%dH" % n, *([0x3f00] * n))  # bf16 0.5
+    i8 = lambda n: bytes([(i * 7) % 255 for i in range(n)])
+    f32s = lambda n: struct.pack("<%df" % n, *([0.01] * n))
+    shifts = [("state.att_shift", "BF16", [L, C], b16(L * C)), ("state.ffn_shift", "BF16", [L, C], b16(L * C))]
+    meta2 = lambda m: {"format": "rwkv7-state", "format_version": "2", "tokens_consumed": "3", "compression": m}
+    write(out, "state", "bf16.state", safetensors(
+        shifts + [("state.wkv", "BF16", [L, H, N, N], b16(L * H * N * N))], meta2("bf16")))
+    write(out, "state", "int8.state", safetensors(
+        shifts + [("state.wkv", "I8", [L, H, N, N], i8(L * H * N * N)),
+                  ("state.wkv.scale", "F32", [L, H, N], f32s(L * H * N))], meta2("int8")))
+    R = L * H * 2
+    write(out, "state", "lowrank-int8.state", safetensors(
+        shifts + [("state.wkv.rank", "I32", [L, H], struct.pack("<%di" % (L * H), *([2] * (L * H)))),
+                  ("state.wkv.u", "I8", [R, N], i8(R * N)), ("state.wkv.v", "I8", [R, N], i8(R * N)),
+                  ("state.wkv.u_scale", "F32", [R], f32s(R)), ("state.wkv.v_scale", "F32", [R], f32s(R))],
+        meta2("lowrank-int8")))
     # vocabulary: the first lines of the World vocabulary (ids 1..N, contiguous)
     vocab = os.path.join(shared, "vocab", "rwkv_vocab_v20230424.txt")
     if os.path.exists(vocab):

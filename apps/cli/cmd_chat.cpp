@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/generate.hpp"
+#include "rwkv7/state_compress.hpp"
 
 namespace rwkv7::cli {
 
@@ -18,6 +19,7 @@ void register_chat(CLI::App& app) {
     ModelFlags model;
     SamplingFlags sampling;
     std::string session, system;
+    CompressOptions session_compression;
     int64_t max_tokens = 500;
   };
   auto o = std::make_shared<Opts>();
@@ -32,12 +34,19 @@ void register_chat(CLI::App& app) {
   o->model.add(cmd);
   cmd->add_option("--session", o->session,
                   "State file: resumed if it exists, saved after every turn");
+  cmd->add_option("--session-compress", o->session_compression.method,
+                  "How the session file stores the state: f32 (exact, default), bf16, int8, "
+                  "adaptive-int8, ... (docs/state-compression.md)")
+      ->capture_default_str();
+  cmd->add_option("--session-ratio", o->session_compression.ratio,
+                  "Target ratio for lowrank*/adaptive* session compression");
   cmd->add_option("--system", o->system, "Text fed once at the start of a new conversation");
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens per reply at most")
       ->capture_default_str()
       ->check(Positive);
   o->sampling.add(cmd);
   cmd->callback([o] {
+    check_compress_options(o->session_compression);
     auto m = o->model.load();
     Tokenizer tok = o->model.tokenizer(*m);
     State st = m->new_state();
@@ -73,7 +82,7 @@ void register_chat(CLI::App& app) {
         const auto sep = tok.encode("\n\n");
         m->forward(sep, st, Logits::None);
       }
-      if (!o->session.empty()) save_state(o->session, st, *m);
+      if (!o->session.empty()) save_state(o->session, st, *m, o->session_compression);
     }
   });
 }

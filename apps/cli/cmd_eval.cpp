@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/evaluate.hpp"
+#include "rwkv7/state_fidelity.hpp"
 
 namespace rwkv7::cli {
 namespace {
@@ -26,6 +27,62 @@ Progress progress_bar(const char* label) {
   };
 }
 
+// "0.1,0.3" → {0.1, 0.3}; Error naming the flag on anything else.
+std::vector<double> parse_double_list(const std::string& text, const std::string& flag) {
+  std::vector<double> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t end = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, end - pos);
+    try {
+      size_t used = 0;
+      out.push_back(std::stod(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error(flag + ": '" + item + "' is not a number (give a comma-separated list)");
+    }
+    pos = end + 1;
+  }
+  return out;
+}
+
+// The configurations of a state-fidelity run: each method once at its own ratio (f32, bf16,
+// fp16, int8) or at every ratio of the list (lowrank*, adaptive*).
+std::vector<CompressOptions> fidelity_configs(const std::string& methods_flag,
+                                              const std::vector<double>& ratios) {
+  std::vector<std::string> methods;
+  if (methods_flag.empty() || methods_flag == "all") {
+    methods.push_back("reset");  // the baseline: a zero state instead of the prefix
+    for (const auto& m : state_compression_methods())
+      if (m != "f32") methods.push_back(m);
+  } else {
+    size_t pos = 0;
+    while (pos <= methods_flag.size()) {
+      const size_t end = std::min(methods_flag.find(',', pos), methods_flag.size());
+      methods.push_back(methods_flag.substr(pos, end - pos));
+      pos = end + 1;
+    }
+  }
+  std::vector<CompressOptions> out;
+  for (const auto& m : methods) {
+    CompressOptions c;
+    c.method = m;
+    if (m == "reset") {
+      out.push_back(c);
+    } else if (m.rfind("lowrank", 0) == 0 || m.rfind("adaptive", 0) == 0) {
+      for (double r : ratios) {
+        c.ratio = r;
+        check_compress_options(c);
+        out.push_back(c);
+      }
+    } else {
+      check_compress_options(c);
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_eval(CLI::App& app) {
@@ -34,6 +91,9 @@ void register_eval(CLI::App& app) {
     std::string text_file, lambada;
     bool json = false;
     int64_t window = 256, batch = 16, limit = 0;
+    std::string task = "perplexity", methods, ratios = "0.1,0.2,0.3,0.4,0.5,0.6,0.7",
+                prefix = "1000,10000", svg;
+    int64_t continue_tokens = 256, recompress_every = 0, windows = 1;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -51,8 +111,105 @@ void register_eval(CLI::App& app) {
       ->check(Positive);
   cmd->add_option("--limit", o->limit, "LAMBADA: only the first N passages (0 = all)")
       ->check(NonNegative);
-  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_flag("--json", o->json, "Print one JSON object (state-fidelity: one per line)");
+  cmd->add_option("--task", o->task,
+                  "perplexity (default; or LAMBADA with --lambada) or state-fidelity: how well "
+                  "compressed states predict (docs/state-compression.md)")
+      ->check(CLI::IsMember({"perplexity", "state-fidelity"}));
+  cmd->add_option("--method", o->methods,
+                  "state-fidelity: compression methods, comma-separated (default: all, and "
+                  "\"reset\": the baseline of a zero state)");
+  cmd->add_option("--ratio", o->ratios,
+                  "state-fidelity: target ratios of lowrank*/adaptive*, comma-separated")
+      ->capture_default_str();
+  cmd->add_option("--prefix-tokens", o->prefix,
+                  "state-fidelity: tokens read before compressing, comma-separated")
+      ->capture_default_str();
+  cmd->add_option("--continue", o->continue_tokens,
+                  "state-fidelity: continuation tokens compared (teacher-forced)")
+      ->capture_default_str()
+      ->check(Positive);
+  cmd->add_option("--recompress-every", o->recompress_every,
+                  "state-fidelity: the state lives compressed, compressed again after every K "
+                  "tokens (0: once, after the prefix)")
+      ->check(NonNegative);
+  cmd->add_option("--windows", o->windows,
+                  "state-fidelity: average over this many prefixes spread over the text")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1000)));
+  cmd->add_option("--svg", o->svg,
+                  "state-fidelity: plot top-1 agreement against ratio, and log10 KL in "
+                  "NAME-kl.svg (one file per prefix length: NAME-M<tokens>.svg when there are "
+                  "several)");
   cmd->callback([o] {
+    if (o->task == "state-fidelity") {
+      if (o->text_file.empty()) throw Error("eval --task state-fidelity: needs --text-file");
+      auto m = o->model.load(o->window);
+      Tokenizer tok = o->model.tokenizer(*m);
+      const auto ids = tok.encode(read_file(o->text_file));
+      FidelityOptions f;
+      f.prefix_tokens.clear();
+      for (double x : parse_double_list(o->prefix, "--prefix-tokens")) {
+        if (!(x >= 1 && x == std::floor(x) && x < 1e12)) {
+          throw Error("--prefix-tokens: " + std::to_string(x) + " is not a positive whole number");
+        }
+        f.prefix_tokens.push_back(int64_t(x));
+      }
+      f.continue_tokens = o->continue_tokens;
+      f.recompress_every = o->recompress_every;
+      f.windows = o->windows;
+      const auto configs = fidelity_configs(o->methods, parse_double_list(o->ratios, "--ratio"));
+      const auto results =
+          evaluate_state_fidelity(*m, ids, configs, f, progress_bar("state-fidelity"));
+      for (const auto& r : results) {
+        if (o->json) {
+          nlohmann::json j = {{"method", r.method},
+                              {"ratio", r.ratio},
+                              {"target_ratio", r.target_ratio < 0 ? nlohmann::json(nullptr)
+                                                                  : nlohmann::json(r.target_ratio)},
+                              {"detail", r.detail},
+                              {"prefix_tokens", r.prefix_tokens},
+                              {"continue_tokens", r.score.positions},
+                              {"recompress_every", r.recompress_every},
+                              {"windows", r.windows},
+                              {"top1_agreement", r.score.top1_agreement},
+                              {"kl", r.score.kl},
+                              {"loss_true", r.score.loss_true},
+                              {"loss_approx", r.score.loss_approx},
+                              {"loss_delta", r.score.loss_delta}};
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          std::printf("M %-7lld %-14s ratio %.4f  top1 %.4f  kl %.5f  loss %+.3f%%  %s\n",
+                      (long long)r.prefix_tokens, r.method.c_str(), r.ratio, r.score.top1_agreement,
+                      r.score.kl, 100 * r.score.loss_delta, r.detail.c_str());
+        }
+        std::fflush(stdout);
+      }
+      if (!o->svg.empty()) {
+        for (int64_t mm : f.prefix_tokens) {
+          std::vector<FidelityResult> part;
+          for (const auto& r : results)
+            if (r.prefix_tokens == mm) part.push_back(r);
+          std::string path = o->svg;
+          if (f.prefix_tokens.size() > 1) {
+            const size_t dot = path.rfind('.');
+            const std::string stem = dot == std::string::npos ? path : path.substr(0, dot);
+            path = stem + "-M" + std::to_string(mm) + ".svg";
+          }
+          std::string title = "State fidelity: " + m->config().shape_string() +
+                              ", M = " + std::to_string(mm) + ", " +
+                              std::to_string(f.continue_tokens) + " continuation tokens";
+          if (f.windows > 1) title += ", mean of " + std::to_string(f.windows) + " windows";
+          if (f.recompress_every > 0)
+            title += ", recompressed every " + std::to_string(f.recompress_every);
+          write_fidelity_svg(path, part, title);
+          const size_t dot = path.rfind('.');
+          write_fidelity_svg((dot == std::string::npos ? path : path.substr(0, dot)) + "-kl.svg",
+                             part, title, true);
+        }
+      }
+      return;
+    }
     if (o->text_file.empty() == o->lambada.empty()) {
       throw Error("eval: give exactly one of --text-file or --lambada");
     }

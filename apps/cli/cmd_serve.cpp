@@ -15,7 +15,8 @@ void register_serve(CLI::App& app) {
     ModelFlags model;
     server::ServerOptions server;
     double cache_mb = 1024, cache_disk_mb = 4096, max_body_kb = 8192;
-    std::string cache_dir;
+    std::string cache_dir, cache_disk_compress = "f32";
+    double cache_disk_ratio = -1;
     bool no_cache = false;
   };
   auto o = std::make_shared<Opts>();
@@ -61,6 +62,12 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--cache-disk-mb", o->cache_disk_mb, "Bound of the disk tier")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
+  cmd->add_option("--cache-disk-compress", o->cache_disk_compress,
+                  "How the disk tier stores states: f32 (exact, default), bf16, int8, "
+                  "adaptive-int8, ... (rwkv7 state compress --help; docs/state-compression.md)")
+      ->capture_default_str();
+  cmd->add_option("--cache-disk-ratio", o->cache_disk_ratio,
+                  "Target ratio for lowrank*/adaptive* disk compression");
   cmd->add_flag("--no-cache", o->no_cache, "No prefix cache (every prompt computed in full)");
   cmd->add_option("--max-prompt-tokens", s.limits.max_prompt_tokens, "Longest prompt accepted")
       ->capture_default_str()
@@ -92,6 +99,9 @@ void register_serve(CLI::App& app) {
     s.scheduler.cache.memory_bytes = int64_t(o->cache_mb * 1024 * 1024);
     s.scheduler.cache.disk_dir = o->cache_dir;
     s.scheduler.cache.disk_bytes = int64_t(o->cache_disk_mb * 1024 * 1024);
+    s.scheduler.cache.disk_compression.method = o->cache_disk_compress;
+    s.scheduler.cache.disk_compression.ratio = o->cache_disk_ratio;
+    check_compress_options(s.scheduler.cache.disk_compression);
     s.scheduler.max_context = s.limits.max_prompt_tokens + s.limits.max_tokens;
     s.max_body_bytes = size_t(o->max_body_kb * 1024);
     std::fprintf(stderr, "rwkv7 serve: %s (%s, %s), %d threads, %d slots, cache %s\n",

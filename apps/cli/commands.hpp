@@ -16,5 +16,7 @@ void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_train(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_state(CLI::App& app);
+void register_doc(CLI::App& app);
 
 }  // namespace rwkv7::cli

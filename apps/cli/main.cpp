@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_bench(app);
   rwkv7::cli::register_train(app);
   rwkv7::cli::register_serve(app);
+  rwkv7::cli::register_state(app);
+  rwkv7::cli::register_doc(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

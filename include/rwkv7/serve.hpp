@@ -14,6 +14,7 @@
 #include "rwkv7/generate.hpp"
 #include "rwkv7/model.hpp"
 #include "rwkv7/sampler.hpp"
+#include "rwkv7/state_compress.hpp"
 #include "rwkv7/tokenizer.hpp"
 
 namespace rwkv7 {
@@ -26,6 +27,9 @@ struct PrefixCacheOptions {
   int64_t memory_bytes = int64_t(1024) << 20;  // states kept in memory (LRU beyond); 0 = off
   std::string disk_dir;                        // optional second tier; empty = none
   int64_t disk_bytes = int64_t(4096) << 20;    // bound of the disk tier (LRU beyond)
+  // How disk-tier states are stored (docs/state-compression.md). f32 (the default) is exact;
+  // a lossy method makes a resumed request differ slightly from one computed in full.
+  CompressOptions disk_compression;
 };
 
 struct PrefixCacheStats {

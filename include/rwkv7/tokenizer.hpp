@@ -18,9 +18,15 @@ class Tokenizer {
   static Tokenizer bytes();
 
   std::vector<int32_t> encode(std::string_view text) const;  // text = raw bytes
-  std::string decode(std::span<const int32_t> ids) const;    // unknown ids → Error
-  const std::string& token_bytes(int32_t id) const;          // unknown ids → Error
-  size_t vocab_size() const;  // number of ids (max id + 1)
+  // A piece of a longer text: the tokens at its start that the whole text also has (a token
+  // whose match runs into the end of the piece could grow with more text, so it and the rest
+  // are left out), and in `consumed` the bytes they cover. Encoding a text piece by piece,
+  // each from the first byte not consumed, gives exactly encode(text). last: the text ends
+  // here (everything is encoded).
+  std::vector<int32_t> encode_block(std::string_view text, bool last, size_t* consumed) const;
+  std::string decode(std::span<const int32_t> ids) const;  // unknown ids → Error
+  const std::string& token_bytes(int32_t id) const;        // unknown ids → Error
+  size_t vocab_size() const;                               // number of ids (max id + 1)
   bool is_bytes() const;
 
   Tokenizer(Tokenizer&&) noexcept;

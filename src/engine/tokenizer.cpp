@@ -87,6 +87,8 @@ class ByteTrie {
   }
 
   int32_t id(uint32_t node) const { return id_[node]; }
+  // Whether a longer token continues from this node.
+  bool has_children(uint32_t node) const { return dense_[node] != kNone || edge_count_[node] > 0; }
 
  private:
   static constexpr size_t kDenseThreshold = 12;
@@ -230,6 +232,42 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
     out.push_back(best);
     i += best_len;
   }
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::encode_block(std::string_view text, bool last,
+                                             size_t* consumed) const {
+  if (last || impl_->bytes) {
+    *consumed = text.size();
+    return encode(text);
+  }
+  std::vector<int32_t> out;
+  const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+  const size_t n = text.size();
+  const ByteTrie& trie = impl_->trie;
+  size_t i = 0;
+  while (i < n) {
+    uint32_t node = trie.child(0, p[i]);
+    int32_t best = trie.id(node);
+    size_t best_len = 1;
+    bool open = true;  // the match reached the end of the text: more text could lengthen it
+    for (size_t j = i + 1; j < n; ++j) {
+      node = trie.child(node, p[j]);
+      if (node == ByteTrie::kNone) {
+        open = false;
+        break;
+      }
+      const int32_t id = trie.id(node);
+      if (id >= 0) {
+        best = id;
+        best_len = j - i + 1;
+      }
+    }
+    if (open && trie.has_children(node)) break;
+    out.push_back(best);
+    i += best_len;
+  }
+  *consumed = i;
   return out;
 }
 

@@ -2,7 +2,10 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
 #include <unordered_set>
 
 #include "core/atomic_write.hpp"
@@ -66,10 +69,11 @@ uint64_t json_uint(const nlohmann::ordered_json& j, const std::function<Error(st
 
 }  // namespace
 
-TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
-  const std::string& path = file->path();
-  const uint64_t size = file->size();
-  const unsigned char* base = file->data();
+namespace {
+
+// The reader over any bytes: `owner` keeps them alive for the views.
+TensorFile read_safetensors_span(const unsigned char* base, uint64_t size, const std::string& path,
+                                 std::shared_ptr<const void> owner) {
   if (size == 0) throw Error(path + ": file is empty");
   if (size < 8)
     throw Error(path + ": too short for a safetensors header (" + std::to_string(size) + " bytes)");
@@ -114,7 +118,7 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
 
   TensorFile out;
   out.path = path;
-  out.owners.push_back(file);
+  out.owners.push_back(std::move(owner));
   struct Item {
     std::string name;
     DType dtype;
@@ -192,14 +196,33 @@ TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
   return out;
 }
 
+}  // namespace
+
+TensorFile read_safetensors_mapped(std::shared_ptr<const MappedFile> file) {
+  const unsigned char* base = file->data();
+  const uint64_t size = file->size();
+  const std::string path = file->path();
+  return read_safetensors_span(base, size, path, std::move(file));
+}
+
 }  // namespace io
+
+TensorFile read_safetensors_bytes(std::shared_ptr<const std::string> bytes,
+                                  const std::string& name) {
+  const auto* base = reinterpret_cast<const unsigned char*>(bytes->data());
+  const uint64_t size = bytes->size();
+  return io::read_safetensors_span(base, size, name, std::move(bytes));
+}
 
 TensorFile read_safetensors(const std::string& path) {
   return io::read_safetensors_mapped(MappedFile::open(path));
 }
 
-void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const Metadata& metadata) {
+namespace {
+
+// The header text (padded to 8 bytes) of a safetensors file holding `tensors`.
+std::string safetensors_header(const std::string& path, const NamedTensors& tensors,
+                               const Metadata& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json m = nlohmann::ordered_json::object();
@@ -228,12 +251,30 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     throw Error(path + ": cannot write the safetensors header (" + e.what() + ")");
   }
   text.append((8 - text.size() % 8) % 8, ' ');
-  write_file_atomic(path, [&](std::ostream& o) {
-    io::put64(o, text.size());
-    o.write(text.data(), std::streamsize(text.size()));
-    for (const auto& [name, t] : tensors)
-      o.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
-  });
+  return text;
+}
+
+void put_safetensors(std::ostream& o, const std::string& header, const NamedTensors& tensors) {
+  io::put64(o, header.size());
+  o.write(header.data(), std::streamsize(header.size()));
+  for (const auto& [name, t] : tensors)
+    o.write(static_cast<const char*>(t.data), std::streamsize(t.nbytes()));
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const Metadata& metadata) {
+  const std::string header = safetensors_header(path, tensors, metadata);
+  write_file_atomic(path, [&](std::ostream& o) { put_safetensors(o, header, tensors); });
+}
+
+std::string safetensors_bytes(const NamedTensors& tensors, const Metadata& metadata,
+                              const std::string& name) {
+  const std::string header = safetensors_header(name, tensors, metadata);
+  std::ostringstream o;
+  put_safetensors(o, header, tensors);
+  return std::move(o).str();
 }
 
 }  // namespace rwkv7

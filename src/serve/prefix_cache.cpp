@@ -169,6 +169,16 @@ struct PrefixCache::Impl {
     }
   }
 
+  // At most this fraction of a state's fp32 bytes is written (the disk budget stays a bound
+  // before the file exists; a restart reads the real sizes).
+  double disk_ratio_bound(const State& s) const {
+    const CompressOptions& c = opts.disk_compression;
+    if (c.method == "bf16" || c.method == "fp16") return 0.5;
+    if (c.method == "int8") return double(s.head_size + 4) / double(4 * s.head_size) + 0.05;
+    if (c.ratio > 0) return c.ratio;
+    return 1.0;  // f32, or a rank / energy whose size depends on the state
+  }
+
   // Queues an entry for the disk tier (its size is estimated until written).
   void queue_write(Node* n, const State& state, const std::vector<float>& logits) {
     if (dir.empty() || n->on_disk) return;
@@ -177,7 +187,9 @@ struct PrefixCache::Impl {
     job.key.logits = logits;
     job.state = state;
     job.name = fmt_name(job.key.tokens);
-    add_disk(n, job.name, int64_t(state.bytes() + logits.size() * 4) + n->depth * 4,
+    add_disk(n, job.name,
+             int64_t(double(state.bytes()) * disk_ratio_bound(state)) + int64_t(logits.size() * 4) +
+                 n->depth * 4,
              !logits.empty());
     jobs.push_back(std::move(job));
     writing[jobs.back().name] = &jobs.back();
@@ -212,7 +224,8 @@ struct PrefixCache::Impl {
       lock.unlock();
       bool ok = true;
       try {
-        save_state((dir / (job.name + ".state")).string(), job.state, *model);
+        save_state((dir / (job.name + ".state")).string(), job.state, *model,
+                   opts.disk_compression);
         serve::write_cache_key((dir / (job.name + ".key")).string(), job.key);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "rwkv7: prefix cache: cannot write %s: %s\n", job.name.c_str(),
@@ -340,6 +353,7 @@ PrefixCache::PrefixCache(std::shared_ptr<const Model> model, const PrefixCacheOp
     : impl_(std::make_unique<Impl>()) {
   if (opts.memory_bytes < 0 || opts.disk_bytes < 0)
     throw Error("prefix cache: budgets must not be negative");
+  check_compress_options(opts.disk_compression);
   impl_->model = std::move(model);
   impl_->opts = opts;
   if (!opts.disk_dir.empty()) {

@@ -157,6 +157,40 @@ TEST(PrefixCache, DiskTierSurvivesARestartAndDropsDamagedFiles) {
   EXPECT_EQ(cache.stats().disk_entries, 1);
 }
 
+TEST(PrefixCache, DiskTierKeepsStatesCompressedWhenAsked) {
+  auto m = Model::load(kShippedModel);
+  testing::TempDir tmp;
+  PrefixCacheOptions o;
+  o.disk_dir = tmp.path().string();
+  o.disk_compression.method = "int8";
+  const auto a = seq(50);
+  State s = m->new_state();
+  std::vector<int32_t> text(a.begin(), a.end());
+  m->forward(text, s, Logits::None);
+  {
+    PrefixCache cache(m, o);
+    cache.insert(a, s);
+    cache.persist();
+  }
+  std::filesystem::path state_file;
+  for (auto& e : std::filesystem::recursive_directory_iterator(tmp.path()))
+    if (e.path().extension() == ".state") state_file = e.path();
+  ASSERT_FALSE(state_file.empty());
+  EXPECT_EQ(read_state_file(state_file.string()).method, "int8");
+  EXPECT_LT(std::filesystem::file_size(state_file), s.bytes() / 3);
+  PrefixCache cache(m, o);
+  auto longer = a;
+  longer.push_back(7);  // a hit at the full length needs logits; one token more does not
+  auto hit = cache.lookup(longer);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 50);
+  CompressOptions c;
+  c.method = "int8";
+  EXPECT_EQ(hit->state.wkv, decompress_state(compress_state(s, c)).wkv);
+  o.disk_compression.method = "zip";
+  EXPECT_THROW(PrefixCache(m, o), Error);
+}
+
 TEST(PrefixCache, KeyFilesRefuseWhatTheyDoNotHold) {
   testing::TempDir tmp;
   const std::string path = (tmp.path() / "k.key").string();

@@ -348,4 +348,42 @@ TEST(StreamDecoder, RandomBytesLoseNothing) {
   EXPECT_EQ(stream_all(tok, ids), expected);
 }
 
+// Reading a long text block by block (doc read): each block's stable tokens, the next block
+// starting at the first byte not consumed, give exactly the tokens of the whole text, even
+// where a block ends inside a run of spaces or inside a word.
+TEST(TokenizerWorld, EncodeBlockPiecesMakeTheWholeEncoding) {
+  RWKV7_REQUIRE_SHARED(vocab, "vocab/rwkv_vocab_v20230424.txt");
+  RWKV7_REQUIRE_SHARED(data, "data/tinyshakespeare.txt");
+  const Tokenizer& tok = world(vocab);
+  std::ifstream in(data, std::ios::binary);
+  std::string text(30000, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  text += std::string(300, ' ') + "\n\n\n\n" + std::string(100, '=') + "end";
+  const auto want = tok.encode(text);
+  for (size_t block : {size_t(129), size_t(1000), size_t(4096)}) {  // longest token: 128 bytes
+    std::vector<int32_t> got;
+    size_t at = 0;
+    while (at < text.size()) {
+      const size_t len = std::min(block, text.size() - at);
+      size_t used = 0;
+      const auto ids =
+          tok.encode_block(std::string_view(text).substr(at, len), at + len == text.size(), &used);
+      ASSERT_GT(used, 0u) << "at " << at;
+      ASSERT_LE(used, len);
+      EXPECT_EQ(tok.decode(ids).size(), used);
+      got.insert(got.end(), ids.begin(), ids.end());
+      at += used;
+    }
+    EXPECT_EQ(got, want) << "block " << block;
+  }
+  // A piece that ends inside a possible longer token leaves it for the next piece.
+  size_t used = 0;
+  const auto part = tok.encode_block("Hello wor", false, &used);
+  EXPECT_LT(used, 9u);
+  EXPECT_EQ(tok.decode(part), std::string("Hello wor").substr(0, used));
+  EXPECT_EQ(Tokenizer::bytes().encode_block("abc", false, &used).size(), 3u);
+  EXPECT_EQ(used, 3u);
+}
+
 }  // namespace
