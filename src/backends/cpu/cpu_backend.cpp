@@ -163,32 +163,29 @@ class CpuBackend final : public Backend {
   // widened to fp32 while packed.
   void matmul_gemm(const MatmulArgs& a) const {
     const Matrix& w = a.w;
-    packed_product(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
-                   [&](PartScratch& ps, const PanelBlock& pb, float* panel) {
-                     if (w.cpu_panels) {  // panel n0 / NR: [cols][NR], lines k0.. contiguous
-                       const size_t nr = cpu::panel_width();
-                       return cpu::widen_bf16(
-                           w.cpu_panels + size_t(pb.n0) * size_t(w.cols) + size_t(pb.k0) * nr,
-                           size_t(pb.kn) * nr, panel);
-                     }
-                     const int64_t offset = pb.n0 * w.cols + pb.k0;
-                     if (w.dtype == DType::BF16) {
-                       const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
-                       return cpu::pack_panel_bf16(
-                           rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
-                           next_block(rows, w.cols, w.rows, w.cols, pb), panel);
-                     }
-                     if (w.dtype == DType::F32) {
-                       const float* rows = static_cast<const float*>(w.data) + offset;
-                       return cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
-                                              next_block(rows, w.cols, w.rows, w.cols, pb), panel);
-                     }
-                     ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
-                     for (int64_t j = 0; j < pb.nn; ++j)
-                       widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
-                     cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn),
-                                     nullptr, panel);
-                   });
+    packed_product(
+        GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
+        [&](PartScratch& ps, const PanelBlock& pb, float* panel) {
+          if (w.cpu_panels)
+            return widen_panel_block(w, pb.n0, pb.k0, pb.kn,
+                                     pb.k0 + pb.kn < w.cols || pb.next_panel_mine, panel);
+          const int64_t offset = pb.n0 * w.cols + pb.k0;
+          if (w.dtype == DType::BF16) {
+            const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
+            return cpu::pack_panel_bf16(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                                        next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+          }
+          if (w.dtype == DType::F32) {
+            const float* rows = static_cast<const float*>(w.data) + offset;
+            return cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                                   next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+          }
+          ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
+          for (int64_t j = 0; j < pb.nn; ++j)
+            widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
+          cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn), nullptr,
+                          panel);
+        });
   }
 
   // C [M, N] (+)= op(X) · B, the one product of prefill and training: threads take panels of
@@ -208,11 +205,7 @@ class CpuBackend final : public Backend {
     const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
     pool_->parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
       PartScratch& ps = parts_[size_t(part)];
-      if (ps.panel_size < size_t(kPanelDepth * nr)) {
-        ps.panel_size = size_t(kPanelDepth * nr);
-        ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
-      }
-      float* panel = ps.panel.get();
+      float* panel = panel_buffer(ps);
       for (int64_t task = task0; task < task1; ++task) {
         const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
         const int64_t rows = std::min(rows_per_part, M - m0);
@@ -277,10 +270,6 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // One position through each matrix of the list (decode), all in one parallel region: the
-  // rows of all matrices are laid end to end and split between threads by the bytes they read;
-  // each thread takes contiguous row ranges (a shared work counter was slower: every chunk
-  // restarts the kernels' prefetch). Quantised weights get x quantised to Q8_0 once.
   // Products of several positions over panels (bf16 or Q8_0) in one parallel region: the
   // panels of all products laid end to end, split between threads by their work (inputs ×
   // positions). Q8_0 products get their positions quantised first.
@@ -297,41 +286,63 @@ class CpuBackend final : public Backend {
     }
     const int64_t nr = int64_t(cpu::panel_width());
     pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
-      PartScratch& ps = parts_[size_t(part)];
-      for (size_t i = 0; i < list.size(); ++i) {
-        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
-        if (lo >= hi) continue;
-        const int64_t u0 = (lo - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
-        const int64_t u1 = (hi - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
-        if (u0 >= u1) continue;
+      each_unit_range(cost_begin, unit_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = *list[i];
         const Matrix& w = a.w;
         if (w.cpu_q8_panels) {
           const Q8Positions& xq = decode_.q8[i];
-          cpu::gemm_q8_panels(w.cpu_q8_panels, size_t(w.rows), size_t(w.cols), size_t(u0),
-                              size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(), size_t(a.count),
-                              a.y, size_t(w.rows));
-          continue;
+          return cpu::gemm_q8_panels(w.cpu_q8_panels, size_t(w.rows), size_t(w.cols), size_t(u0),
+                                     size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(),
+                                     size_t(a.count), a.y, size_t(w.rows));
         }
-        if (ps.panel_size < size_t(kPanelDepth * nr)) {
-          ps.panel_size = size_t(kPanelDepth * nr);
-          ps.panel = hwy::AllocateAligned<float>(ps.panel_size);
-        }
-        float* panel = ps.panel.get();
+        float* panel = panel_buffer(parts_[size_t(part)]);
         for (int64_t p = u0; p < u1; ++p) {
           const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
           for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
-            // Panels lie end to end: the thread's next block follows this one in memory.
-            const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
-            const bool more = k0 + kn < w.cols || p + 1 < u1;
-            cpu::widen_bf16(src, size_t(kn * nr), panel, more ? src + kn * nr : nullptr);
+            widen_panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, panel);
             cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + n0,
                             size_t(w.rows), size_t(nn), k0 > 0);
           }
         }
-      }
+      });
     });
+  }
+
+  // Block [k0, k0 + kn) of the bf16 panel whose first output is n0, widened into `panel`;
+  // with `more`, the block this thread widens next (the following one in memory: panels lie
+  // end to end) is prefetched meanwhile.
+  static void widen_panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn, bool more,
+                                float* panel) {
+    const int64_t nr = int64_t(cpu::panel_width());
+    const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
+    cpu::widen_bf16(src, size_t(kn * nr), panel, more ? src + kn * nr : nullptr);
+  }
+
+  // The part's fp32 panel (kPanelDepth × panel_width()), allocated on first use.
+  static float* panel_buffer(PartScratch& ps) {
+    const size_t size = size_t(kPanelDepth) * cpu::panel_width();
+    if (ps.panel_size < size) {
+      ps.panel_size = size;
+      ps.panel = hwy::AllocateAligned<float>(size);
+    }
+    return ps.panel.get();
+  }
+
+  // Work laid end to end: item i covers [cost_begin[i], cost_begin[i + 1]) in units of
+  // unit_cost[i]. Calls fn(i, u0, u1) for the units whose first cost falls in [b, e), so that
+  // threads given disjoint cost ranges take disjoint units.
+  template <class Fn>
+  static void each_unit_range(const std::vector<int64_t>& cost_begin,
+                              const std::vector<int64_t>& unit_cost, int64_t b, int64_t e,
+                              const Fn& fn) {
+    for (size_t i = 0; i + 1 < cost_begin.size(); ++i) {
+      const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
+      if (lo >= hi) continue;
+      const int64_t u0 = (lo - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
+      const int64_t u1 = (hi - cost_begin[i] + unit_cost[i] - 1) / unit_cost[i];
+      if (u0 < u1) fn(i, u0, u1);
+    }
   }
 
   // Output panels of a matrix that has them (bf16: panel_width() outputs, Q8_0: 32).
@@ -340,6 +351,10 @@ class CpuBackend final : public Backend {
     return (w.rows + nr - 1) / nr;
   }
 
+  // One position through each matrix of the list (decode), all in one parallel region: the
+  // rows (or panels) of all matrices are laid end to end and split between threads by the
+  // bytes they read; each thread takes contiguous ranges (a shared work counter was slower:
+  // every chunk restarts the kernels' prefetch). Quantised weights get x quantised once.
   void matvec_many(std::span<const MatmulArgs> list) const {
     std::vector<QuantizedInput>& inputs = decode_.inputs;
     std::vector<int64_t>&cost_begin = decode_.cost_begin, &row_cost = decode_.row_cost;
@@ -365,12 +380,7 @@ class CpuBackend final : public Backend {
     }
     // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
     pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
-      for (size_t i = 0; i < list.size(); ++i) {
-        const int64_t lo = std::max(b, cost_begin[i]), hi = std::min(e, cost_begin[i + 1]);
-        if (lo >= hi) continue;
-        const int64_t u0 = (lo - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        const int64_t u1 = (hi - cost_begin[i] + row_cost[i] - 1) / row_cost[i];
-        if (u0 >= u1) continue;
+      each_unit_range(cost_begin, row_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = list[i];
         if (a.w.cpu_q8_panels) {
           const Q8Positions& xq = decode_.q8[i];
@@ -382,7 +392,7 @@ class CpuBackend final : public Backend {
                                 size_t(u1), a.x, a.y);
         else
           matvec_rows(a, inputs[i], u0, u1);
-      }
+      });
     });
   }
 
