@@ -19,7 +19,7 @@ fi
 shared="${RWKV7_SHARED:-$(cd .. && pwd)/shared}"
 dir=build-fuzz
 if [ ! -f "$dir/build.ninja" ]; then
-  CXX="${RWKV7_FUZZ_CXX:-clang++}" cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only" \
+  CXX="${RWKV7_FUZZ_CXX:-clang++}" cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
     -DRWKV7_FUZZ=ON -DRWKV7_BUILD_TESTS=OFF ${RWKV7_CMAKE_ARGS:-} >/dev/null
 fi
 ninja -C "$dir" -j"${RWKV7_JOBS:-$(nproc)}" "fuzz_$name" >&2
