@@ -2,6 +2,8 @@
 // a prefix state cache. docs/serving.md has the API, the limits and the measurements.
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "common.hpp"
@@ -16,6 +18,7 @@ void register_serve(CLI::App& app) {
     server::ServerOptions server;
     double cache_mb = 1024, cache_disk_mb = 4096, max_body_kb = 8192;
     std::string cache_dir, cache_disk_compress = "f32";
+    std::vector<std::string> states;  // NAME=FILE
     double cache_disk_ratio = -1;
     bool no_cache = false;
   };
@@ -69,6 +72,9 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--cache-disk-ratio", o->cache_disk_ratio,
                   "Target ratio for lowrank*/adaptive* disk compression");
   cmd->add_flag("--no-cache", o->no_cache, "No prefix cache (every prompt computed in full)");
+  cmd->add_option("--state", o->states,
+                  "NAME=FILE (repeatable): a state file (e.g. a document from rwkv7 doc read) "
+                  "that requests naming \"state\": \"NAME\" continue instead of the zero state");
   cmd->add_option("--max-prompt-tokens", s.limits.max_prompt_tokens, "Longest prompt accepted")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
@@ -104,6 +110,21 @@ void register_serve(CLI::App& app) {
     check_compress_options(s.scheduler.cache.disk_compression);
     s.scheduler.max_context = s.limits.max_prompt_tokens + s.limits.max_tokens;
     s.max_body_bytes = size_t(o->max_body_kb * 1024);
+    for (const std::string& spec : o->states) {
+      const size_t eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+        throw Error("--state " + spec + ": expected NAME=FILE");
+      const std::string name = spec.substr(0, eq), file = spec.substr(eq + 1);
+      if (s.states.count(name))
+        throw Error("--state " + spec + ": the name '" + name + "' is given twice");
+      std::string warning;
+      State st = load_state(file, *model, &warning);
+      if (!warning.empty())
+        std::fprintf(stderr, "rwkv7 serve: --state %s: %s\n", name.c_str(), warning.c_str());
+      std::fprintf(stderr, "rwkv7 serve: state '%s' from %s (%lld tokens read)\n", name.c_str(),
+                   file.c_str(), (long long)st.tokens_consumed);
+      s.states.emplace(name, StartState::make(name, std::move(st)));
+    }
     std::fprintf(stderr, "rwkv7 serve: %s (%s, %s), %d threads, %d slots, cache %s\n",
                  s.model_id.c_str(), model->config().shape_string().c_str(),
                  model->weight_dtype().c_str(), o->model.threads, s.scheduler.max_running,

@@ -146,7 +146,7 @@ RenderedChat render_chat(const json& messages, const Tokenizer& tok) {
 }
 
 ParsedRequest parse_request(const std::string& text, bool chat, const std::string& model_id,
-                            const Tokenizer& tok, const Limits& limits) {
+                            const Tokenizer& tok, const Limits& limits, const StartStates& states) {
   json body;
   try {
     body = json::parse(text);
@@ -167,6 +167,20 @@ ParsedRequest parse_request(const std::string& text, bool chat, const std::strin
     }
   }
   ServeRequest& q = r.serve;
+  if (has(body, "state")) {
+    if (!body["state"].is_string()) throw bad("state", "'state' must be a string", "invalid_type");
+    const std::string name = body["state"].get<std::string>();
+    auto it = states.find(name);
+    if (it == states.end()) {
+      std::string known;
+      for (const auto& [n, st] : states) known += (known.empty() ? "" : ", ") + n;
+      throw bad("state",
+                "no state named '" + name + "' on this server" +
+                    (known.empty() ? " (it has none)" : "; it has: " + known),
+                "state_not_found");
+    }
+    q.start = it->second;
+  }
   if (chat) {
     if (!body.contains("messages")) throw bad("messages", "'messages' is required", "missing");
     RenderedChat c = render_chat(body["messages"], tok);

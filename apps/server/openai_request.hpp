@@ -4,6 +4,8 @@
 // messages are rendered in the RWKV World chat format (docs/serving.md):
 //   "System: …\n\n" "User: …\n\n" "Assistant: …\n\n" … then "Assistant:" to generate.
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -32,9 +34,14 @@ struct ParsedRequest {
   bool stream = false, include_usage = false;
 };
 
-// `body` is the raw request body; `model_id` what /v1/models lists.
+// The server's named start states (`--state NAME=FILE`), by name.
+using StartStates = std::map<std::string, std::shared_ptr<const StartState>>;
+
+// `body` is the raw request body; `model_id` what /v1/models lists. A request may name one of
+// `states` in "state" (an rwkv7 extension): its prompt then continues that state.
 ParsedRequest parse_request(const std::string& body, bool chat, const std::string& model_id,
-                            const Tokenizer& tok, const Limits& limits);
+                            const Tokenizer& tok, const Limits& limits,
+                            const StartStates& states = {});
 
 // The tokens of a chat rendered in the RWKV format, and where each message ends.
 struct RenderedChat {

@@ -244,7 +244,7 @@ void Server::completion(const httplib::Request& req, httplib::Response& res, boo
   yield_to_the_scheduler();
   ParsedRequest parsed;
   try {
-    parsed = parse_request(req.body, chat, opts_.model_id, *tok_, opts_.limits);
+    parsed = parse_request(req.body, chat, opts_.model_id, *tok_, opts_.limits, opts_.states);
   } catch (const ApiError& e) {
     return send_error(res, e);
   }

@@ -20,6 +20,7 @@ struct ServerOptions {
   double shutdown_grace_seconds = 30;  // SIGTERM: running streams may finish within this
   Limits limits;
   SchedulerOptions scheduler;
+  StartStates states;  // named start states a request may continue ("state": NAME)
 };
 
 // SIGTERM/SIGINT are taken by the server's own thread (sigwait), and SIGPIPE ignored (a client

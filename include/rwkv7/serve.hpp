@@ -21,7 +21,8 @@ namespace rwkv7 {
 
 // ---------------------------------------------------------------------------------------------
 // Prefix state cache: a trie over token ids whose nodes may hold the state after that prefix
-// (and the logits there, when known). A request resumes from its longest cached prefix.
+// (and the logits there, when known). A request resumes from its longest cached prefix. A key
+// may begin with one negative id, the namespace of the StartState its request began from.
 
 struct PrefixCacheOptions {
   int64_t memory_bytes = int64_t(1024) << 20;  // states kept in memory (LRU beyond); 0 = off
@@ -87,8 +88,23 @@ struct SchedulerOptions {
   PrefixCacheOptions cache;
 };
 
+// A state requests may start from instead of the zero state: a document read once with
+// `rwkv7 doc read` and named on the server (`rwkv7 serve --state NAME=FILE`); a request's
+// prompt continues it, so questions about the document never re-read it.
+struct StartState {
+  std::string name;
+  State state;
+  // The prefix cache's namespace for requests from this state (the first id of their keys):
+  // a negative id derived from the state's contents, so disk-tier entries stay valid across a
+  // restart with the same file and never mix with entries from the zero state.
+  int32_t cache_namespace = -1;
+
+  static std::shared_ptr<const StartState> make(std::string name, State state);
+};
+
 struct ServeRequest {
-  std::vector<int32_t> prompt;  // at least one token
+  std::shared_ptr<const StartState> start;  // null: the zero state
+  std::vector<int32_t> prompt;              // at least one token
   SamplerOptions sampling;
   GenerateOptions options;  // max_tokens, stop strings, end-of-text
   // Prompt positions worth a cache snapshot besides the chunk spacing and the end, e.g. the

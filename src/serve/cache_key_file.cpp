@@ -78,8 +78,11 @@ CacheKey read_cache_key(const std::string& path, int64_t vocab) {
   key.logits.resize(n_logits);
   if (n_tokens) std::memcpy(key.tokens.data(), in.data() + kHeader, n_tokens * 4);
   if (n_logits) std::memcpy(key.logits.data(), in.data() + kHeader + n_tokens * 4, n_logits * 4);
-  for (int32_t t : key.tokens)
+  for (size_t i = 0; i < key.tokens.size(); ++i) {
+    const int32_t t = key.tokens[i];
+    if (i == 0 && t < 0) continue;  // the namespace of a start state (rwkv7/serve.hpp)
     if (t < 0 || t >= vocab) throw bad("token " + std::to_string(t) + " outside the vocabulary");
+  }
   for (float x : key.logits)
     if (!std::isfinite(x)) throw bad("non-finite logit");
   return key;

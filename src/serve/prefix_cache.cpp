@@ -314,7 +314,11 @@ struct PrefixCache::Impl {
         if (!warning.empty()) throw Error(warning);
         CacheKey key = serve::read_cache_key((dir / (n->disk_name + ".key")).string(),
                                              model->config().vocab_size);
-        if (int64_t(key.tokens.size()) != n->depth || state.tokens_consumed != n->depth)
+        // A key in a start state's namespace (first id negative) holds a state that read the
+        // start's tokens before its own: only the key's length can be checked.
+        const bool from_start = !key.tokens.empty() && key.tokens[0] < 0;
+        if (int64_t(key.tokens.size()) != n->depth ||
+            (!from_start && state.tokens_consumed != n->depth))
           throw Error("the entry's length does not match its place in the cache");
         logits = std::move(key.logits);
       } catch (const std::exception& e) {

@@ -17,6 +17,7 @@
 #include "engine/text_stream.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/serve.hpp"
+#include "serve/cache_key_file.hpp"
 
 namespace rwkv7 {
 namespace {
@@ -68,9 +69,11 @@ struct Seq {
   std::vector<float> logits;
   std::unique_ptr<TextStream> text;
   std::vector<int64_t> snapshots;  // prompt positions to snapshot at, ascending, end included
-  std::vector<int32_t> fed;        // prompt + generated tokens the state has read
-  int64_t pos = 0;                 // prompt tokens read
-  int64_t chunk = 0;               // prompt tokens read in this step
+  // The cache key of what the state has read: [start's namespace] + prompt + generated tokens.
+  std::vector<int32_t> fed;
+  size_t key_offset = 0;  // 1 when the key begins with a start state's namespace
+  int64_t pos = 0;        // prompt tokens read
+  int64_t chunk = 0;      // prompt tokens read in this step
   int64_t cached = 0, generated = 0;
   int32_t feed = 0;
   bool decoding = false;
@@ -79,6 +82,10 @@ struct Seq {
 
   Seq(ServeRequest r, std::shared_ptr<Channel> c)
       : req(std::move(r)), ch(std::move(c)), sampler(req.sampling), submitted(Clock::now()) {}
+  // The cache key after the first n prompt tokens.
+  std::span<const int32_t> key(int64_t n) const {
+    return std::span<const int32_t>(fed.data(), key_offset + size_t(n));
+  }
 };
 
 }  // namespace
@@ -111,17 +118,21 @@ void Scheduler::Impl::admit(Seq& s) {
   s.text = std::make_unique<TextStream>(*tok, s.req.options.stop);
   const auto& p = s.req.prompt;
   const int64_t n = int64_t(p.size());
+  s.fed.clear();
+  if (s.req.start) s.fed.push_back(s.req.start->cache_namespace);
+  s.key_offset = s.fed.size();
+  s.fed.insert(s.fed.end(), p.begin(), p.end());
   std::optional<PrefixCache::Hit> hit;
-  if (cache) hit = cache->lookup(p);
-  if (hit) {
+  if (cache) hit = cache->lookup(s.fed);
+  if (hit) {  // at least one prompt token: the namespace alone is never an entry
     s.state = std::move(hit->state);
-    s.cached = s.pos = hit->length;
-    if (hit->length == n) {
+    s.cached = s.pos = hit->length - int64_t(s.key_offset);
+    if (s.pos == n) {
       s.logits = std::move(hit->logits);
       s.decoding = true;
     }
   } else {
-    s.state = model->new_state();
+    s.state = s.req.start ? s.req.start->state : model->new_state();
   }
   if (cache) {
     for (int64_t at : s.req.snapshot_at)
@@ -134,7 +145,6 @@ void Scheduler::Impl::admit(Seq& s) {
     s.snapshots.erase(std::unique(s.snapshots.begin(), s.snapshots.end()), s.snapshots.end());
   }
   s.snapshots.push_back(n);
-  s.fed.assign(p.begin(), p.end());
   std::lock_guard lock(mu);
   st.prompt_tokens += n;
   st.prompt_tokens_cached += s.cached;
@@ -291,9 +301,9 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
       s.pos += s.chunk;
       if (s.pos == int64_t(s.req.prompt.size())) {
         s.decoding = true;
-        if (cache) cache->insert(s.req.prompt, s.state, &s.logits);
+        if (cache) cache->insert(s.key(s.pos), s.state, &s.logits);
       } else if (cache && std::binary_search(s.snapshots.begin(), s.snapshots.end(), s.pos)) {
-        cache->insert(std::span<const int32_t>(s.req.prompt.data(), size_t(s.pos)), s.state);
+        cache->insert(s.key(s.pos), s.state);
       }
     }
     if (!s.finish_after_feed.empty()) {
@@ -385,6 +395,19 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, std::shared_ptr<const T
 
 Scheduler::~Scheduler() { shutdown(true); }
 
+std::shared_ptr<const StartState> StartState::make(std::string name, State state) {
+  auto out = std::make_shared<StartState>();
+  // FNV-1a over what the state holds; 31 bits, negative (token ids are not).
+  uint64_t h = serve::fnv1a64(state.wkv.data(), state.wkv.size() * sizeof(float));
+  h = serve::fnv1a64(state.att_shift.data(), state.att_shift.size() * sizeof(float), h);
+  h = serve::fnv1a64(state.ffn_shift.data(), state.ffn_shift.size() * sizeof(float), h);
+  h = serve::fnv1a64(&state.tokens_consumed, sizeof(state.tokens_consumed), h);
+  out->cache_namespace = -1 - int32_t(h % 0x7fffffffu);
+  out->name = std::move(name);
+  out->state = std::move(state);
+  return out;
+}
+
 const SchedulerOptions& Scheduler::options() const { return impl_->opts; }
 
 Scheduler::Ticket Scheduler::submit(ServeRequest request) {
@@ -402,6 +425,11 @@ Scheduler::Ticket Scheduler::submit(ServeRequest request) {
                 std::to_string(impl_->opts.max_context) + " tokens");
   for (const std::string& s : request.options.stop)
     if (s.empty()) throw Error("stop strings must not be empty");
+  if (request.start) {
+    if (request.start->cache_namespace >= 0)
+      throw Error("start state '" + request.start->name + "': not made by StartState::make");
+    impl_->model->check_state(request.start->state);
+  }
   auto ch = std::make_shared<Channel>();
   auto seq = std::make_unique<Seq>(std::move(request), ch);  // checks the sampler options
   Ticket t;

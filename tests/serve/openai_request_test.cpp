@@ -148,5 +148,30 @@ TEST(ChatRendering, TheNextTurnResumesAfterThePreviousReply) {
   }
 }
 
+// "state" (an rwkv7 extension) names one of the server's start states; an unknown name or a
+// non-string is a 400 naming the field.
+TEST(RequestChecks, StateNamesOneOfTheServersStartStates) {
+  State zero;
+  zero.wkv.assign(4, 0.5f);
+  StartStates states{{"doc", StartState::make("doc", zero)}};
+  const std::string body = R"({"prompt": "Q:", "state": "doc"})";
+  const auto r = parse_request(body, false, "m", kBytes, Limits{}, states);
+  ASSERT_TRUE(r.serve.start);
+  EXPECT_EQ(r.serve.start->name, "doc");
+  EXPECT_FALSE(
+      parse_request(R"({"prompt": "Q:"})", false, "m", kBytes, Limits{}, states).serve.start);
+  for (const std::string bad :
+       {R"({"prompt": "Q:", "state": "other"})", R"({"prompt": "Q:", "state": 3})"}) {
+    try {
+      parse_request(bad, false, "m", kBytes, Limits{}, states);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400) << bad;
+      EXPECT_EQ(e.param, "state") << bad;
+    }
+  }
+  EXPECT_EQ(param_of(body, false), "state");  // a server without states
+}
+
 }  // namespace
 }  // namespace rwkv7::server

@@ -113,6 +113,34 @@ TEST(PrefixCache, OffMeansNothingIsKept) {
   EXPECT_FALSE(cache.enabled());
 }
 
+// Keys of requests from a start state begin with its (negative) namespace: they survive a
+// restart like any other, and a zero-state key with the same tokens does not reach them.
+TEST(PrefixCache, StartStateNamespacesSurviveARestartApartFromTheZeroState) {
+  auto m = Model::load(kShippedModel);
+  testing::TempDir tmp;
+  PrefixCacheOptions o;
+  o.disk_dir = tmp.path().string();
+  const auto tokens = seq(30);
+  std::vector<int32_t> spaced{-12345};
+  spaced.insert(spaced.end(), tokens.begin(), tokens.end());
+  {
+    PrefixCache cache(m, o);
+    cache.insert(spaced, marked(*m, 30));
+    cache.persist();
+  }
+  PrefixCache cache(m, o);
+  EXPECT_EQ(cache.stats().disk_entries, 1);
+  std::vector<int32_t> longer = spaced;
+  longer.push_back(7);
+  auto hit = cache.lookup(longer);
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->length, 31);
+  EXPECT_EQ(hit->state.att_shift[0], 30.0f);
+  std::vector<int32_t> plain = tokens;
+  plain.push_back(7);
+  EXPECT_FALSE(cache.lookup(plain));
+}
+
 TEST(PrefixCache, DiskTierSurvivesARestartAndDropsDamagedFiles) {
   auto m = Model::load(kShippedModel);
   testing::TempDir tmp;

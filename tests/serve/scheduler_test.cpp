@@ -24,11 +24,12 @@ struct Fixture {
   std::shared_ptr<const Tokenizer> tok = std::make_shared<const Tokenizer>(Tokenizer::bytes());
 };
 
-// Greedy tokens and their log-probabilities from generate() on a fresh state.
+// Greedy tokens and their log-probabilities from generate() on a fresh state (or a copy of
+// `from`).
 void alone(const Fixture& f, const std::string& prompt, int64_t n, std::vector<int32_t>& tokens,
-           std::vector<float>& logprobs) {
+           std::vector<float>& logprobs, const State* from = nullptr) {
   Context ctx(1);
-  State st = f.model->new_state();
+  State st = from ? *from : f.model->new_state();
   Sampler sampler(SamplerOptions{0.0f});
   const auto ids = f.tok->encode(prompt);
   GenerationRequest req{ids, &st, &sampler, {}, nullptr};
@@ -111,6 +112,49 @@ TEST(Scheduler, AResumeFromTheCacheGivesTheTokensOfAFreshRun) {
   EXPECT_EQ(other.finished.usage.cached_tokens, 32);
   const SchedulerStats st = s.stats();
   EXPECT_EQ(st.prompt_tokens_cached + st.prompt_tokens_computed, st.prompt_tokens);
+}
+
+// A request from a named start state (a document read once) continues that state: the
+// tokens of generate() from a copy of it; the prefix cache keeps its entries apart from those
+// of the zero state (same prompt, other start: no hit, and the zero-state tokens).
+TEST(Scheduler, AStartStateIsContinuedAndCachedApartFromTheZeroState) {
+  Fixture f;
+  const std::string doc =
+      "GLOUCESTER:\nNow is the winter of our discontent\nMade glorious summer.\n";
+  State read = f.model->new_state();
+  f.model->forward(f.tok->encode(doc), read, Logits::None);
+  const auto start = StartState::make("doc", read);
+  EXPECT_LT(start->cache_namespace, 0);
+  EXPECT_EQ(StartState::make("same", read)->cache_namespace, start->cache_namespace);
+
+  const std::string question = "KING EDWARD:\n";
+  std::vector<int32_t> want_doc, want_zero;
+  std::vector<float> lp;
+  alone(f, question, 24, want_doc, lp, &read);
+  alone(f, question, 24, want_zero, lp);
+  ASSERT_NE(want_doc, want_zero) << "the document must change the reply, or this test is blind";
+
+  SchedulerOptions o;
+  o.threads = 1;
+  Scheduler s(f.model, f.tok, o);
+  ServeRequest r = greedy_request(*f.tok, question, 24);
+  r.start = start;
+  auto first = drain(*s.submit(r).stream);
+  EXPECT_EQ(first.tokens, want_doc);
+  EXPECT_EQ(first.finished.usage.cached_tokens, 0);
+  auto again = drain(*s.submit(r).stream);  // whole prompt cached under the document
+  EXPECT_EQ(again.tokens, want_doc);
+  EXPECT_EQ(again.finished.usage.cached_tokens, int64_t(question.size()));
+  auto zero = drain(*s.submit(greedy_request(*f.tok, question, 24)).stream);
+  EXPECT_EQ(zero.finished.usage.cached_tokens, 0);
+  EXPECT_EQ(zero.tokens, want_zero);
+
+  // A state of another model shape is refused at submit.
+  State wrong = f.model->new_state();
+  wrong.wkv.resize(wrong.wkv.size() / 2);
+  ServeRequest bad = greedy_request(*f.tok, question, 4);
+  bad.start = StartState::make("wrong", wrong);
+  EXPECT_THROW(s.submit(bad), Error);
 }
 
 TEST(Scheduler, ShortStreamsFinishWhileALongPromptIsRead) {
