@@ -19,7 +19,8 @@ void register_serve(CLI::App& app) {
     double cache_mb = 1024, cache_disk_mb = 4096, max_body_kb = 8192;
     std::string cache_dir, cache_disk_compress = "f32";
     std::vector<std::string> states;  // NAME=FILE
-    double cache_disk_ratio = -1;
+    double cache_disk_ratio = -1, cache_ratio = -1;
+    std::string cache_compress = "f32";
     bool no_cache = false;
   };
   auto o = std::make_shared<Opts>();
@@ -71,6 +72,12 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--cache-disk-ratio", o->cache_disk_ratio,
                   "Target ratio for lowrank*/adaptive* disk compression");
+  cmd->add_option("--cache-compress", o->cache_compress,
+                  "Cold entries in memory: past --cache-mb, compress the least recently used "
+                  "before evicting any (bf16, int8, adaptive-int8, ...; f32 = off, exact)")
+      ->capture_default_str();
+  cmd->add_option("--cache-ratio", o->cache_ratio,
+                  "Target ratio for lowrank*/adaptive* --cache-compress");
   cmd->add_flag("--no-cache", o->no_cache, "No prefix cache (every prompt computed in full)");
   cmd->add_option("--state", o->states,
                   "NAME=FILE (repeatable): a state file (e.g. a document from rwkv7 doc read) "
@@ -108,6 +115,9 @@ void register_serve(CLI::App& app) {
     s.scheduler.cache.disk_compression.method = o->cache_disk_compress;
     s.scheduler.cache.disk_compression.ratio = o->cache_disk_ratio;
     check_compress_options(s.scheduler.cache.disk_compression);
+    s.scheduler.cache.memory_compression.method = o->cache_compress;
+    s.scheduler.cache.memory_compression.ratio = o->cache_ratio;
+    check_compress_options(s.scheduler.cache.memory_compression);
     s.scheduler.max_context = s.limits.max_prompt_tokens + s.limits.max_tokens;
     s.max_body_bytes = size_t(o->max_body_kb * 1024);
     for (const std::string& spec : o->states) {

@@ -118,6 +118,8 @@ std::string Metrics::prometheus(const SchedulerStats& s) const {
        double(s.cache.disk_hits));
   line(out, "rwkv7_cache_evictions_total", "counter", "Memory-tier evictions",
        double(s.cache.evictions));
+  line(out, "rwkv7_cache_compressed_entries", "gauge",
+       "States in memory held compressed (--cache-compress)", double(s.cache.compressed_entries));
   time_to_first_token.write(out, "rwkv7_time_to_first_token_seconds",
                             "Request received to first token");
   inter_token.write(out, "rwkv7_inter_token_seconds", "Between two streamed tokens");

@@ -31,11 +31,17 @@ struct PrefixCacheOptions {
   // How disk-tier states are stored (docs/state-compression.md). f32 (the default) is exact;
   // a lossy method makes a resumed request differ slightly from one computed in full.
   CompressOptions disk_compression;
+  // Cold entries in memory: with a method other than f32 (the default: off), entries past the
+  // memory budget are first compressed in place, least recently used first, and only evicted
+  // when every entry but the newest is compressed, so the same memory holds more prefixes. The
+  // newest entry stays exact; a resume from a compressed one is as lossy as its method.
+  CompressOptions memory_compression;
 };
 
 struct PrefixCacheStats {
-  int64_t lookups = 0, hits = 0, tokens_saved = 0;  // a hit: a prefix of ≥ 1 token found
-  int64_t entries = 0, bytes = 0;                   // in memory
+  int64_t lookups = 0, hits = 0, tokens_saved = 0;   // a hit: a prefix of ≥ 1 token found
+  int64_t entries = 0, bytes = 0;                    // in memory
+  int64_t compressed_entries = 0, compressions = 0;  // of them held compressed; done so far
   int64_t disk_entries = 0, disk_bytes = 0, disk_hits = 0;
   int64_t inserts = 0, evictions = 0;
 };

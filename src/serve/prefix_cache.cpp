@@ -2,7 +2,9 @@
 // prompt costs a few nodes, not one per token). A node may hold an entry in memory (a State
 // and maybe logits; LRU-evicted past the memory budget) and/or on disk (a state file + a key
 // file; LRU-evicted past the disk budget). Evicted memory entries are written to disk by a
-// writer thread, so the scheduler's step never waits for a disk.
+// writer thread, so the scheduler's step never waits for a disk. With memory_compression,
+// entries past the memory budget are first compressed in place (least recent first) and only
+// evicted once all but the newest are.
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
@@ -11,10 +13,12 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "rwkv7/error.hpp"
 #include "rwkv7/serve.hpp"
+#include "rwkv7/state_compress.hpp"
 #include "serve/cache_key_file.hpp"
 
 namespace rwkv7 {
@@ -30,7 +34,8 @@ struct Node {
   std::map<int32_t, std::unique_ptr<Node>> children;  // by the first token of their edge
   // In memory.
   bool resident = false;
-  State state;
+  State state;                            // empty while `packed` holds it
+  std::optional<CompressedState> packed;  // a cold entry, compressed (memory_compression)
   std::vector<float> logits;
   std::list<Node*>::iterator lru;
   // On disk ("<name>.state" + "<name>.key"), or being written there.
@@ -46,8 +51,12 @@ struct Node {
 };
 
 int64_t entry_bytes(const Node& n) {
-  return int64_t(n.state.bytes() + n.logits.size() * 4) + n.depth * 4 + 256;
+  const size_t state = n.packed ? n.packed->bytes() : n.state.bytes();
+  return int64_t(state + n.logits.size() * 4) + n.depth * 4 + 256;
 }
+
+// The entry's state, decompressed when it is held compressed.
+State state_of(const Node& n) { return n.packed ? decompress_state(*n.packed) : n.state; }
 
 std::vector<int32_t> path_tokens(const Node* n) {
   std::vector<int32_t> out(size_t(n->depth));
@@ -137,8 +146,10 @@ struct PrefixCache::Impl {
     st.bytes -= entry_bytes(*n);
     --st.entries;
     lru.erase(n->lru);
+    if (n->packed) --st.compressed_entries;
     n->resident = false;
     n->state = State{};
+    n->packed.reset();
     n->logits = {};
   }
 
@@ -204,10 +215,26 @@ struct PrefixCache::Impl {
     return buf;
   }
 
+  void compress_cold() {
+    if (opts.memory_compression.method == "f32") return;
+    // From the least recent on; never the newest (just stored or just used).
+    for (auto it = lru.rbegin(); st.bytes > opts.memory_bytes && *it != lru.front(); ++it) {
+      Node* n = *it;
+      if (n->packed) continue;
+      st.bytes -= entry_bytes(*n);
+      n->packed = compress_state(n->state, opts.memory_compression);
+      n->state = State{};
+      st.bytes += entry_bytes(*n);
+      ++st.compressed_entries;
+      ++st.compressions;
+    }
+  }
+
   void evict_to_budget() {
+    compress_cold();
     while (st.bytes > opts.memory_bytes && !lru.empty()) {
       Node* n = lru.back();
-      queue_write(n, n->state, n->logits);
+      if (!dir.empty() && !n->on_disk) queue_write(n, state_of(*n), n->logits);
       drop_resident(n);
       ++st.evictions;
       prune(n);
@@ -358,6 +385,7 @@ PrefixCache::PrefixCache(std::shared_ptr<const Model> model, const PrefixCacheOp
   if (opts.memory_bytes < 0 || opts.disk_bytes < 0)
     throw Error("prefix cache: budgets must not be negative");
   check_compress_options(opts.disk_compression);
+  check_compress_options(opts.memory_compression);
   impl_->model = std::move(model);
   impl_->opts = opts;
   if (!opts.disk_dir.empty()) {
@@ -404,7 +432,7 @@ std::optional<PrefixCache::Hit> PrefixCache::lookup(std::span<const int32_t> tok
     hit.length = e->depth;
     if (e->resident) {
       m.lru.splice(m.lru.begin(), m.lru, e->lru);
-      hit.state = e->state;
+      hit.state = state_of(*e);
       if (e->depth == n_tokens) hit.logits = e->logits;
     } else {
       std::vector<float> logits;
@@ -444,7 +472,8 @@ void PrefixCache::persist() {
   std::unique_lock lock(impl_->mu);
   Impl& m = *impl_;
   if (m.dir.empty()) return;
-  for (Node* n : m.lru) m.queue_write(n, n->state, n->logits);
+  for (Node* n : m.lru)
+    if (!n->on_disk) m.queue_write(n, state_of(*n), n->logits);
   m.idle_cv.wait(lock, [&] { return m.jobs.empty() && !m.busy; });
 }
 

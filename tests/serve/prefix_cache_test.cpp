@@ -2,11 +2,13 @@
 // match, the memory budget (LRU), and the disk tier across restarts, including damaged files.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "rwkv7/error.hpp"
 #include "rwkv7/serve.hpp"
+#include "rwkv7/state_compress.hpp"
 #include "serve/cache_key_file.hpp"
 #include "serve_support.hpp"
 #include "temp_dir.hpp"
@@ -98,6 +100,51 @@ TEST(PrefixCache, KeepsWithinItsMemoryBudgetDroppingTheLeastRecentlyUsed) {
   EXPECT_EQ(cache.stats().evictions, 1);
   ASSERT_TRUE(cache.lookup(b1));
   EXPECT_FALSE(cache.lookup(a1)) << "the least recently used entry should have been evicted";
+}
+
+// With memory_compression, a full memory tier compresses its cold entries (least recent
+// first, never the newest) before evicting any: int8 holds four states where f32 holds
+// three. A compressed entry resumes as its decompressed form; the newest stays exact.
+TEST(PrefixCache, CompressesColdEntriesBeforeEvictingAny) {
+  auto m = Model::load(kShippedModel);
+  const int64_t one = int64_t(m->new_state().bytes());
+  auto varied = [&](int64_t length) {  // values int8 rows cannot hold exactly
+    State s = marked(*m, length);
+    for (size_t i = 0; i < s.wkv.size(); ++i) s.wkv[i] = std::sin(float(i) * 0.37f + length);
+    return s;
+  };
+  const std::vector<std::vector<int32_t>> keys{seq(50), seq(50, 3), seq(50, 5), seq(50, 7)};
+  for (const std::string method : {"f32", "int8"}) {
+    PrefixCacheOptions o;
+    o.memory_bytes = 3 * one + 3 * 2000;  // three f32 entries fit, not four
+    o.memory_compression.method = method;
+    PrefixCache cache(m, o);
+    for (size_t k = 0; k < keys.size(); ++k) cache.insert(keys[k], varied(int64_t(10 + k)));
+    const PrefixCacheStats st = cache.stats();
+    EXPECT_LE(st.bytes, o.memory_bytes) << method;
+    auto longer = [](std::vector<int32_t> v) {
+      v.push_back(9);
+      return v;
+    };
+    if (method == "f32") {
+      EXPECT_EQ(st.evictions, 1);
+      EXPECT_EQ(st.compressed_entries, 0);
+      EXPECT_FALSE(cache.lookup(longer(keys[0])));
+      continue;
+    }
+    EXPECT_EQ(st.evictions, 0);
+    EXPECT_EQ(st.entries, 4);
+    EXPECT_GE(st.compressed_entries, 1);
+    EXPECT_LE(st.compressed_entries, 3);
+    auto oldest = cache.lookup(longer(keys[0]));
+    ASSERT_TRUE(oldest);
+    const State want = decompress_state(compress_state(varied(10), o.memory_compression));
+    EXPECT_EQ(oldest->state.wkv, want.wkv);
+    EXPECT_NE(oldest->state.wkv, varied(10).wkv) << "int8 should have rounded something";
+    auto newest = cache.lookup(longer(keys[3]));
+    ASSERT_TRUE(newest);
+    EXPECT_EQ(newest->state.wkv, varied(13).wkv);
+  }
 }
 
 TEST(PrefixCache, OffMeansNothingIsKept) {
