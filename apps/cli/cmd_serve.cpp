@@ -114,10 +114,17 @@ void register_serve(CLI::App& app) {
     s.scheduler.cache.disk_bytes = int64_t(o->cache_disk_mb * 1024 * 1024);
     s.scheduler.cache.disk_compression.method = o->cache_disk_compress;
     s.scheduler.cache.disk_compression.ratio = o->cache_disk_ratio;
-    check_compress_options(s.scheduler.cache.disk_compression);
+    auto check = [](const CompressOptions& c, const char* flag) {
+      try {
+        check_compress_options(c);
+      } catch (const Error& e) {
+        throw Error(std::string(flag) + ": " + e.what());
+      }
+    };
+    check(s.scheduler.cache.disk_compression, "--cache-disk-compress");
     s.scheduler.cache.memory_compression.method = o->cache_compress;
     s.scheduler.cache.memory_compression.ratio = o->cache_ratio;
-    check_compress_options(s.scheduler.cache.memory_compression);
+    check(s.scheduler.cache.memory_compression, "--cache-compress");
     s.scheduler.max_context = s.limits.max_prompt_tokens + s.limits.max_tokens;
     s.max_body_bytes = size_t(o->max_body_kb * 1024);
     for (const std::string& spec : o->states) {
