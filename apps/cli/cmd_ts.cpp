@@ -71,6 +71,10 @@ void register_ts_train(CLI::App* ts_cmd) {
       ->capture_default_str()
       ->check(Positive);
   cmd->add_flag("--no-revin", o->no_revin, "Do not normalise each window by its own mean/std");
+  cmd->add_option("--base-season", t.model.base_season,
+                  "Forecast the residual over the seasonal naive forecast of this period (1 = "
+                  "the last value; 0 = none)")
+      ->capture_default_str();
   cmd->add_option("--season", t.season, "Seasonal naive's period in points (<= lookback)")
       ->required()
       ->check(Positive);

@@ -62,6 +62,9 @@ struct ModelOptions {
   int64_t patch = 16, stride = 8;        // P, S: N = (L - P) / S + 1 patches, the last ends at L
   int64_t n_layer = 2, n_embd = 64, head_size = 16;  // RWKV-7 blocks: C = n_embd
   bool revin = true;  // normalise each window by its own mean/std (and undo it on the output)
+  // > 0: the network forecasts the residual over the seasonal naive forecast of this period
+  // (1 = the last value), taken on the normalised window; 0 = the network alone.
+  int64_t base_season = 0;
   uint64_t seed = 0;
 };
 

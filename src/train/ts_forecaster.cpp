@@ -140,7 +140,7 @@ void fit(const std::string& what, Params& params, const TrainOptions& o, int64_t
   std::vector<float> x, y;
   auto grads = params.zero_grads();
   Params best = params;
-  double best_val = std::numeric_limits<double>::infinity();
+  double best_val = val_fn(params);  // the untrained model (with a base forecast: the base)
   const auto t0 = Clock::now();
   for (int64_t s = 0; s < steps; ++s) {
     for (WindowAt& w : batch) w = train_w[size_t(rng() % train_w.size())];

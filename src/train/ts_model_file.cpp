@@ -28,12 +28,22 @@ void check_columns(const Forecaster::Impl& m, const Series& s) {
 void Forecaster::save(const std::string& path) const {
   const Impl& m = *impl_;
   const ModelOptions& o = m.net.opt;
-  nlohmann::json meta = {
-      {"format", kFormat},    {"lookback", o.lookback},       {"horizon", o.horizon},
-      {"patch", o.patch},     {"stride", o.stride},           {"n_layer", o.n_layer},
-      {"n_embd", o.n_embd},   {"head_size", o.head_size},     {"revin", o.revin},
-      {"seed", o.seed},       {"season", m.season},           {"dlinear_kernel", m.dlinear_kernel},
-      {"columns", m.columns}, {"scaler_mean", m.scaler.mean}, {"scaler_scale", m.scaler.scale}};
+  nlohmann::json meta = {{"format", kFormat},
+                         {"lookback", o.lookback},
+                         {"horizon", o.horizon},
+                         {"patch", o.patch},
+                         {"stride", o.stride},
+                         {"n_layer", o.n_layer},
+                         {"n_embd", o.n_embd},
+                         {"head_size", o.head_size},
+                         {"revin", o.revin},
+                         {"base_season", o.base_season},
+                         {"seed", o.seed},
+                         {"season", m.season},
+                         {"dlinear_kernel", m.dlinear_kernel},
+                         {"columns", m.columns},
+                         {"scaler_mean", m.scaler.mean},
+                         {"scaler_scale", m.scaler.scale}};
   NamedTensors views;
   for (const TensorMap* t : {&m.net.blocks.tensors, &m.net.io, &m.dlinear})
     for (const auto& [n, v] : *t) views.emplace_back(n, v.view());
@@ -61,6 +71,7 @@ Forecaster Forecaster::load(const std::string& path) {
     o.n_embd = j.at("n_embd");
     o.head_size = j.at("head_size");
     o.revin = j.at("revin");
+    o.base_season = j.value("base_season", int64_t(0));
     o.seed = j.at("seed");
     m.season = j.at("season");
     m.dlinear_kernel = j.at("dlinear_kernel");

@@ -33,6 +33,15 @@ void check_options(const ModelOptions& o) {
     throw Error("time series: embd " + std::to_string(o.n_embd) +
                 " is not divisible by head size " + std::to_string(o.head_size));
   patch_count(o);
+  if (o.base_season < 0 || o.base_season > o.lookback)
+    throw Error("time series: the base season must be in [0, lookback " +
+                std::to_string(o.lookback) + "], not " + std::to_string(o.base_season));
+}
+
+void base_forecast(const ModelOptions& o, std::span<const float> xn, std::span<float> out) {
+  const int64_t L = int64_t(xn.size()), m = o.base_season;
+  for (int64_t h = 0; h < int64_t(out.size()); ++h)
+    out[size_t(h)] = m > 0 ? xn[size_t(L + h - m * (h / m + 1))] : 0.0f;  // seasonal naive
 }
 
 RevinStats revin_stats(std::span<const float> x) {
@@ -121,7 +130,8 @@ Net init_net(const ModelOptions& o) {
   const double be = 1 / std::sqrt(double(P)), bh = 1 / std::sqrt(double(N * C));
   net.io["ts.embed.weight"] = uniform({C, P}, be, o.seed * 4 + 1);
   net.io["ts.embed.bias"] = uniform({C}, be, o.seed * 4 + 2);
-  net.io["ts.head.weight"] = uniform({H, N * C}, bh, o.seed * 4 + 3);
+  // With a base forecast the head starts at 0: the untrained model is the base.
+  net.io["ts.head.weight"] = uniform({H, N * C}, o.base_season > 0 ? 0.0 : bh, o.seed * 4 + 3);
   net.io["ts.head.bias"] = FloatTensor({H});
   return net;
 }
@@ -139,11 +149,13 @@ const std::vector<float>& forward(const Net& net, std::span<const float> windows
                 std::to_string(B) + " windows of " + std::to_string(L));
   ws.stats.resize(size_t(B));
   ws.patches.resize(size_t(B * N * P));
+  ws.base.resize(size_t(B * H));
   std::vector<float> xn(static_cast<size_t>(L));
   for (int64_t b = 0; b < B; ++b) {
     std::span<const float> x = windows.subspan(size_t(b * L), size_t(L));
     ws.stats[size_t(b)] = o.revin ? revin_stats(x) : RevinStats{};
     revin_normalise(x, ws.stats[size_t(b)], xn);
+    base_forecast(o, xn, std::span(ws.base).subspan(size_t(b * H), size_t(H)));
     patchify(xn, P, o.stride, std::span(ws.patches).subspan(size_t(b * N * P), size_t(N * P)));
   }
   ws.emb.resize(size_t(B * N * C));
@@ -154,6 +166,7 @@ const std::vector<float>& forward(const Net& net, std::span<const float> windows
   // The head reads each window's N hidden rows as one [N·C] vector.
   linear_forward(be, hidden.data(), net.io.at("ts.head.weight").data.data(),
                  net.io.at("ts.head.bias").data.data(), B, N * C, H, ws.out.data());
+  for (size_t i = 0; i < ws.out.size(); ++i) ws.out[i] += ws.base[i];
   return hidden;
 }
 

@@ -33,6 +33,9 @@ void revin_denormalise(std::span<const float> xn, RevinStats s, std::span<float>
 // The N patches of xn [L], the last one ending at L: out [N, P], patch n = xn[n·S, n·S + P).
 void patchify(std::span<const float> xn, int64_t patch, int64_t stride, std::span<float> out);
 
+// The base forecast out [H] of the normalised window xn [L] (o.base_season > 0), else zeros.
+void base_forecast(const ModelOptions& o, std::span<const float> xn, std::span<float> out);
+
 // y [R, out] = x [R, in] · Wᵀ + b (W [out, in]) on the backend.
 void linear_forward(const Backend& be, const float* x, const float* w, const float* b, int64_t R,
                     int64_t in, int64_t out, float* y);
@@ -59,6 +62,7 @@ struct NetGrads {
 struct NetWorkspace {
   train::TrainWorkspace blocks;
   std::vector<RevinStats> stats;           // [B]
+  std::vector<float> base;                 // [B, H] the base forecast (normalised; 0 without)
   std::vector<float> patches, emb, out;    // [B·N, P], [B·N, C], [B, H] head output (normalised)
   std::vector<float> dout, dhidden, demb;  // backward
 };

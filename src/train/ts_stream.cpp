@@ -23,11 +23,13 @@ struct Streamer::Impl {
   std::vector<float> hist;  // [N, C] the last N patch outputs, row p % N = patch p
   std::vector<float> emb;   // [pending, C] embedded patches waiting for the blocks
   std::vector<RevinStats> pending_stats;
+  std::vector<float> pending_base;     // [pending, H] each patch's base forecast (normalised)
   std::vector<int64_t> pending_point;  // the point count at each pending patch
   std::vector<float> xn, patch, hidden, head_in, out, fc;
   int64_t points = 0, patches = 0, forecasts = 0, candidates = 0;
   std::vector<float> last;  // [H] the latest forecast
-  RevinStats last_stats;    // of the latest patch through the blocks, and its point count
+  RevinStats last_stats;    // of the latest patch through the blocks, its point count and base
+  std::vector<float> last_base;
   int64_t last_point = 0;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
 
@@ -78,6 +80,7 @@ struct Streamer::Impl {
       std::copy_n(hidden.begin() + i * C, C, hist.begin() + (p % N) * C);
       last_stats = pending_stats[size_t(i)];
       last_point = pending_point[size_t(i)];
+      last_base.assign(pending_base.begin() + i * H, pending_base.begin() + (i + 1) * H);
       if (p < N - 1) continue;
       if (every > 0 && candidates++ % every == 0) {
         // Copied now: a later patch of this chunk overwrites its row of hist.
@@ -87,12 +90,15 @@ struct Streamer::Impl {
     }
     std::vector<RevinStats> stats;
     std::vector<int64_t> at;
+    std::vector<float> base;
     for (int64_t i : due) {
       stats.push_back(pending_stats[size_t(i)]);
       at.push_back(pending_point[size_t(i)]);
+      base.insert(base.end(), pending_base.begin() + i * H, pending_base.begin() + (i + 1) * H);
     }
-    run_head(stats, at, on_forecast);
+    run_head(stats, at, base, on_forecast);
     emb.clear();
+    pending_base.clear();
     pending_stats.clear();
     pending_point.clear();
   }
@@ -107,12 +113,14 @@ struct Streamer::Impl {
 
   // The head over the first stats.size() rows of head_in, denormalised with each one's stats.
   void run_head(const std::vector<RevinStats>& stats, const std::vector<int64_t>& at,
+                const std::vector<float>& base,
                 const std::function<void(int64_t, std::span<const float>)>& on_forecast) {
     if (stats.empty()) return;
     out.resize(stats.size() * size_t(H));
     linear_forward(*be, head_in.data(), m.net.io.at("ts.head.weight").data.data(),
                    m.net.io.at("ts.head.bias").data.data(), int64_t(stats.size()), N * C, H,
                    out.data());
+    for (size_t i = 0; i < out.size(); ++i) out[i] += base[i];
     fc.resize(size_t(H));
     for (size_t d = 0; d < stats.size(); ++d) {
       revin_denormalise(std::span(out).subspan(d * size_t(H), size_t(H)), stats[d], fc);
@@ -142,6 +150,9 @@ struct Streamer::Impl {
         emb[o + size_t(c)] = float(s);
       }
       pending_stats.push_back(st);
+      revin_normalise(xn, st, xn);
+      pending_base.resize(pending_base.size() + size_t(H));
+      base_forecast(m.net.opt, xn, std::span(pending_base).last(size_t(H)));
       pending_point.push_back(points);
       ++patches;
       if (int64_t(pending_stats.size()) == chunk) flush(on_forecast);
@@ -162,7 +173,7 @@ StreamResult Streamer::finish(const OnForecast& on_forecast) {
   s.flush(on_forecast);
   if (s.every == 0 && s.patches >= s.N) {  // only the last forecast was asked for
     s.head_row(s.patches - 1, 0);
-    s.run_head({s.last_stats}, {s.last_point}, on_forecast);
+    s.run_head({s.last_stats}, {s.last_point}, s.last_base, on_forecast);
   }
   StreamResult r;
   r.points = s.points;

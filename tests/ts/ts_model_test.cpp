@@ -23,6 +23,7 @@ ModelOptions tiny_options() {
   ModelOptions o;
   o.lookback = 12, o.horizon = 3, o.patch = 4, o.stride = 2;  // N = 5 patches
   o.n_layer = 2, o.n_embd = 8, o.head_size = 4;
+  o.base_season = 3;  // the residual over a seasonal naive forecast
   o.seed = 7;
   return o;
 }
@@ -63,7 +64,7 @@ TEST(TsNet, GradientsMatchFiniteDifferences) {
   auto loss = [&] { return net_loss_and_grads(net, x, y, B, *be, nullptr, ws, scratch); };
   std::mt19937_64 rng(5);
   std::normal_distribution<double> nd;
-  const double h = 1e-2, rel = 2e-2, abs_floor = 2e-4;
+  const double h = 3e-3, rel = 2e-2, abs_floor = 2e-4;
   int checked = 0, strong = 0;
   auto check = [&](TensorMap& params, const TensorMap& grads) {
     for (auto& [name, t] : params) {
@@ -152,6 +153,11 @@ std::vector<std::vector<float>> parallel_forecasts(const Net& net, const std::ve
       double s = bh.data[size_t(k)];
       for (int64_t i = 0; i < N * C; ++i)
         s += double(wh.data[size_t(k * N * C + i)]) * hidden[size_t((p - N + 1) * C + i)];
+      // + the base: the latest point at the same phase of the season, normalised likewise
+      const int64_t t = L + p * S;
+      int64_t src = t + k;
+      while (src >= t) src -= o.base_season;
+      s += (v[size_t(src)] - stats[size_t(p)].first) / stats[size_t(p)].second;
       f[size_t(k)] = float(s * stats[size_t(p)].second + stats[size_t(p)].first);
     }
     out.push_back(f);
