@@ -2,7 +2,8 @@
 # The experiments of docs/time-series.md: trains an RWKV-7 forecaster (and its DLinear baseline)
 # on each real series of ../shared/data/timeseries at the README's horizons, then evaluates it
 # beside naive and seasonal naive on the test part (last 20%). One JSON line per run on stdout.
-#   bash tools/ts_experiments.sh [OUT_DIR]      (default /tmp/rwkv7-ts)
+#   [SEED=0] [EXTRA="more ts train flags"] bash tools/ts_experiments.sh [OUT_DIR]
+#   (OUT_DIR default /tmp/rwkv7-ts; the JSON adds val_mse / val_dlinear_mse of the validation part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data/timeseries
@@ -10,7 +11,8 @@ OUT=${1:-/tmp/rwkv7-ts}
 mkdir -p "$OUT"
 BIN=./build/rwkv7
 # Common: a small model (1 block, C 32, 2 heads), AdamW, warm-up + cosine, best validation kept.
-COMMON=(--layers 1 --embd 32 --head-size 16 --steps 600 --dlinear-steps 2000 --val-every 50 --seed 0)
+COMMON=(--layers 1 --embd 32 --head-size 16 --steps 600 --dlinear-steps 2000 --val-every 50
+        --lr 1e-3 --lr-final 1e-4 --seed "${SEED:-0}" ${EXTRA:-})
 run() {  # name file horizon season lookback patch stride base
   local name=$1 file=$2 H=$3 season=$4 L=$5 P=$6 S=$7 base=$8
   local model="$OUT/$name-h$H.safetensors"
@@ -18,8 +20,9 @@ run() {  # name file horizon season lookback patch stride base
   "$BIN" ts train --data "$D/$file" --lookback "$L" --horizon "$H" --patch "$P" --stride "$S" \
     --season "$season" --base-season "$base" "${COMMON[@]}" -o "$model" 2>"$OUT/$name-h$H.train.log"
   local t1=$(date +%s.%N)
+  "$BIN" ts eval --json --validation -m "$model" --data "$D/$file" >"$OUT/$name-h$H.val.json"
   "$BIN" ts eval --json -m "$model" --data "$D/$file" --svg "$OUT/$name-h$H.svg" |
-    python3 -c "import json,sys; j=json.load(sys.stdin); j['name']='$name'; j['train_s']=round($t1-$t0,1); print(json.dumps(j))"
+    python3 -c "import json,sys; j=json.load(sys.stdin); v=json.load(open('$OUT/$name-h$H.val.json')); j['name']='$name'; j['train_s']=round($t1-$t0,1); j['val_mse']=v['mse']; j['val_dlinear_mse']=v['dlinear_mse']; print(json.dumps(j))"
 }
 # The network forecasts the residual over a base (--base-season): the last value for the
 # prices and the sunspots, the same half-hour a week before for the electricity demand.
