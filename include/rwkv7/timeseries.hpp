@@ -60,7 +60,7 @@ std::vector<std::vector<float>> normalise(const Series& s, const Scaler& scaler)
 struct ModelOptions {
   int64_t lookback = 336, horizon = 96;  // L input points, H forecast points
   int64_t patch = 16, stride = 8;        // P, S: N = (L - P) / S + 1 patches, the last ends at L
-  int64_t n_layer = 2, n_embd = 64, head_size = 16;  // RWKV-7 blocks: C = n_embd
+  int64_t n_layer = 1, n_embd = 32, head_size = 16;  // RWKV-7 blocks: C = n_embd
   bool revin = true;  // normalise each window by its own mean/std (and undo it on the output)
   // > 0: the network forecasts the residual over the seasonal naive forecast of this period
   // (1 = the last value), taken on the normalised window; 0 = the network alone.
@@ -72,7 +72,7 @@ struct TrainOptions {
   ModelOptions model;
   CsvOptions csv;
   int64_t steps = 600, batch = 32, warmup = 30;
-  double lr = 2e-3, lr_final = 2e-4, weight_decay = 0.01, grad_clip = 1.0;
+  double lr = 1e-3, lr_final = 1e-4, weight_decay = 0.01, grad_clip = 1.0;
   int64_t season = 0;           // seasonal naive's period in points (> 0)
   int64_t dlinear_kernel = 25;  // DLinear's moving-average width (odd)
   int64_t dlinear_steps = 0;    // 0 = steps

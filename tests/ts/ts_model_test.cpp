@@ -283,6 +283,13 @@ TEST(TsCli, TrainEvalForecastOnACsv) {
   r = testing::run_cli("ts forecast -m " + quote(model) + " --data " + quote(csv));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("step,a\n1,", 0), 0u) << r.out;
+  r = testing::run_cli("ts stream --synthetic 500 --every 2 -t 1 -m " + quote(model));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto s = nlohmann::json::parse(r.out);
+  EXPECT_EQ(s["points"], 500);
+  // Patches at points 12, 14, ..., 500; forecasts from the 5th patch on, every 2nd of those.
+  EXPECT_EQ(s["patches"], (500 - 12) / 2 + 1);
+  EXPECT_EQ(s["forecasts"], ((500 - 12) / 2 + 1 - 4 + 1) / 2);
   r = testing::run_cli("ts eval -m " + quote(model) + " --data " + quote(dir.file("none.csv")));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("none.csv"), std::string::npos) << r.err;
