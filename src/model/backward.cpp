@@ -200,6 +200,51 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, ThreadPool* pool) {
   return total;
 }
 
+// `grads` zeroed, one tensor per parameter name (re-made when a name or shape differs, else
+// reused).
+void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
+  if (A.names.empty() || A.names_layers != params.config.n_layer) {  // once: names() builds strings
+    A.names = params.names();
+    A.names_layers = params.config.n_layer;
+  }
+  bool reuse = grads.size() == A.names.size();
+  for (const std::string& n : A.names) {
+    auto it = grads.find(n);
+    reuse = reuse && it != grads.end() && it->second.shape == params.tensors.at(n).shape;
+  }
+  if (reuse) {
+    for (auto& [n, g] : grads) std::fill(g.data.begin(), g.data.end(), 0.0f);
+  } else {
+    grads.clear();
+    for (const std::string& n : A.names) grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
+  }
+}
+
+// From A.dxo (d loss / d xo, [R, C]) back through ln_out, the layers and ln0: leaves
+// d loss / d embedding rows (before ln0) in A.demb.
+void backward_from_xo(const Backward& bw) {
+  const TrainParams& params = bw.p;
+  Acts& A = bw.A;
+  const int64_t R = A.R, C = params.config.n_embd;
+  Buf& dx = A.dx;
+  dx.assign(size_t(R * C), 0.0f);
+  norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
+                        params.get("ln_out.bias"), nullptr,
+                        const_cast<float*>(A.lnout_stats.data()), A.dxo.data(), dx.data(),
+                        bw.G("ln_out.weight"), bw.G("ln_out.bias")});
+  Buf& dv_first = A.dv_first;
+  dv_first.assign(size_t(R * C), 0.0f);
+  for (int64_t l = params.config.n_layer - 1; l >= 0; --l) {
+    bw.channel_mix(l, dx);
+    bw.time_mix(l, dx, dv_first);
+  }
+  A.demb.assign(size_t(R * C), 0.0f);
+  norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
+                        params.get("blocks.0.ln0.bias"), nullptr,
+                        const_cast<float*>(A.ln0_stats.data()), dx.data(), A.demb.data(),
+                        bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
+}
+
 }  // namespace
 
 TrainWorkspace::TrainWorkspace() : acts(std::make_unique<Acts>()) {}
@@ -256,50 +301,50 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   detail::train_forward(detail::current_weights(params, A), backend, A);
 
   res.positions = A.R;
-  if (A.names.empty() || A.names_layers != c.n_layer) {  // once: names() builds strings
-    A.names = params.names();
-    A.names_layers = c.n_layer;
-  }
-  const std::vector<std::string>& names = A.names;
-  bool reuse = res.grads.size() == names.size();
-  for (const std::string& n : names) {
-    auto it = res.grads.find(n);
-    reuse = reuse && it != res.grads.end() && it->second.shape == params.tensors.at(n).shape;
-  }
-  if (reuse) {
-    for (auto& [n, g] : res.grads) std::fill(g.data.begin(), g.data.end(), 0.0f);
-  } else {
-    res.grads.clear();
-    for (const std::string& n : names)
-      res.grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
-  }
+  prepare_gradients(params, A, res.grads);
   const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
   res.loss = loss_and_dlogits(A, V, opts.l2wrap, pool);  // A.logits now holds dlogits
 
   Backward bw{params, mm, pool, opts, A, res.grads};
-  Buf &dxo = A.dxo, &dx = A.dx;  // [R, C], kept from step to step
-  dxo.assign(size_t(R * C), 0.0f);
-  dx.assign(size_t(R * C), 0.0f);
-  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, dxo.data(),
+  A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
+  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
                  bw.G("head.weight"));
-  norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
-                        params.get("ln_out.bias"), nullptr,
-                        const_cast<float*>(A.lnout_stats.data()), dxo.data(), dx.data(),
-                        bw.G("ln_out.weight"), bw.G("ln_out.bias")});
-  Buf& dv_first = A.dv_first;
-  dv_first.assign(size_t(R * C), 0.0f);
-  for (int64_t l = c.n_layer - 1; l >= 0; --l) {
-    bw.channel_mix(l, dx);
-    bw.time_mix(l, dx, dv_first);
+  backward_from_xo(bw);
+  embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,
+                             A.demb.data(), bw.G("emb.weight")});
+}
+
+const std::vector<float>& blocks_forward(const TrainParams& params, std::span<const float> emb,
+                                         int64_t B, int64_t T, const Backend& backend,
+                                         TrainWorkspace& ws) {
+  const int64_t C = params.config.n_embd;
+  if (B < 1 || T < 1 || emb.size() != size_t(B * T * C)) {
+    throw Error("blocks forward: " + std::to_string(emb.size()) + " embedding values for " +
+                std::to_string(B) + " rows of " + std::to_string(T) + " positions of width " +
+                std::to_string(C));
   }
-  Buf& demb = A.demb;
-  demb.assign(size_t(R * C), 0.0f);
-  norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
-                        params.get("blocks.0.ln0.bias"), nullptr,
-                        const_cast<float*>(A.ln0_stats.data()), dx.data(), demb.data(),
-                        bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
-  embedding_backward<float>(
-      {R, C, A.inputs.data(), params.get("emb.weight"), nullptr, demb.data(), bw.G("emb.weight")});
+  Acts& A = *ws.acts;
+  A.B = B;
+  A.T = T;
+  A.R = B * T;
+  A.emb.assign(emb.begin(), emb.end());
+  detail::train_forward_embedded(detail::current_weights(params, A), backend, A);
+  return A.xo;
+}
+
+void blocks_backward(const TrainParams& params, std::span<const float> dhidden,
+                     const Backend& backend, ThreadPool* pool, const GradOptions& opts,
+                     TrainWorkspace& ws, Gradients& grads, std::vector<float>& demb) {
+  Acts& A = *ws.acts;
+  if (dhidden.size() != size_t(A.R * params.config.n_embd) || A.xo.empty())
+    throw Error("blocks backward: d hidden must be [R, C] of the last blocks_forward");
+  if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
+  prepare_gradients(params, A, grads);  // emb.weight and head.weight stay 0
+  Products mm{backend};
+  Backward bw{params, mm, pool, opts, A, grads};
+  A.dxo.assign(dhidden.begin(), dhidden.end());
+  backward_from_xo(bw);
+  demb = A.demb;
 }
 
 }  // namespace rwkv7::train

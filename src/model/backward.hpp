@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -75,6 +76,19 @@ GradResult loss_and_gradients(const TrainParams& params,
 void loss_and_gradients(const TrainParams& params, const std::vector<std::vector<int32_t>>& rows,
                         const Backend& backend, ThreadPool* pool, const GradOptions& opts,
                         TrainWorkspace& ws, GradResult& out);
+
+// The RWKV-7 blocks without the token embedding and the LM head, for models with input and
+// output layers of their own (time series; same graph, ops and backward). Forward: B rows of
+// T input embeddings [B·T, C] (before ln0), each from the zero state → the hidden rows after
+// ln_out [B·T, C] (kept in `ws`). Backward of that forward: d loss / d hidden [B·T, C] → the
+// gradient of every parameter (emb.weight and head.weight, unused, get zeros) and d loss /
+// d embeddings [B·T, C].
+const std::vector<float>& blocks_forward(const TrainParams& params, std::span<const float> emb,
+                                         int64_t B, int64_t T, const Backend& backend,
+                                         TrainWorkspace& ws);
+void blocks_backward(const TrainParams& params, std::span<const float> dhidden,
+                     const Backend& backend, ThreadPool* pool, const GradOptions& opts,
+                     TrainWorkspace& ws, Gradients& grads, std::vector<float>& demb);
 
 }  // namespace train
 }  // namespace rwkv7

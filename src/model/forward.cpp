@@ -123,3 +123,27 @@ void run_forward(const ModelWeights& w, const Backend& be, int64_t chunk, Forwar
 }
 
 }  // namespace rwkv7
+
+namespace rwkv7 {
+
+void run_blocks_embedded(const ModelWeights& w, const Backend& be, ForwardScratch& ws, State& state,
+                         std::span<const float> emb, std::vector<float>& hidden) {
+  const int64_t C = w.config.n_embd;
+  if (emb.empty() || emb.size() % size_t(C) != 0)
+    throw Error("blocks: " + std::to_string(emb.size()) + " input values are not rows of " +
+                std::to_string(C));
+  check_state(state, w.config, "");
+  const int64_t T = int64_t(emb.size()) / C;
+  std::vector<Segment>& segs = ws.segs;
+  segs.assign(1, Segment{&state, 0, T});
+  Buf &x = ws.x, &v_first = ws.v_first;
+  x.resize(emb.size());
+  GraphPass pass{w, be, segs, T, ws};
+  pass.layer_norm_rows(emb.data(), w.ln0_w, w.ln0_b, x.data(), nullptr);
+  pass.layers(x, v_first, nullptr);
+  hidden.resize(emb.size());
+  pass.layer_norm_rows(x.data(), w.ln_out_w, w.ln_out_b, hidden.data(), nullptr);
+  state.tokens_consumed += T;
+}
+
+}  // namespace rwkv7

@@ -48,6 +48,12 @@ struct ForwardScratch {
 void run_forward(const ModelWeights& w, const Backend& backend, int64_t chunk,
                  ForwardScratch& scratch, std::span<SequenceRequest> batch);
 
+// The layers over input rows instead of token ids (time series): emb [T, C] rows of one
+// sequence before ln0, its state advanced in place; hidden [T, C] after ln_out. One pass (the
+// caller bounds T).
+void run_blocks_embedded(const ModelWeights& w, const Backend& backend, ForwardScratch& scratch,
+                         State& state, std::span<const float> emb, std::vector<float>& hidden);
+
 // Error unless the state has this model's shape (and fingerprint, when the state has one).
 void check_state(const State& s, const ModelConfig& c, const std::string& fingerprint);
 

@@ -113,11 +113,11 @@ const ModelWeights& current_weights(const TrainParams& p, Acts& A) {
   return *A.weights;
 }
 
-void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
-  const ModelConfig& c = w.config;
-  const int64_t R = A.R, C = c.n_embd;
-  const size_t RC = size_t(R * C);
-  // Each row starts from the zero state (what the backward assumes).
+namespace {
+
+// Each of A.B rows starts from the zero state (what the backward assumes).
+void zero_states(const ModelConfig& c, Acts& A) {
+  const int64_t C = c.n_embd;
   A.states.resize(size_t(A.B));
   A.segs.clear();
   for (int64_t b = 0; b < A.B; ++b) {
@@ -131,19 +131,45 @@ void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
     s.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
     A.segs.push_back(Segment{&s, b * A.T, A.T});
   }
+}
+
+// x (after ln0) through the layers, then ln_out into A.xo.
+void layers_and_ln_out(const ModelWeights& w, const GraphPass& pass, Acts& A) {
+  const size_t RC = size_t(A.R * w.config.n_embd);
+  A.layers.resize(size_t(w.config.n_layer));  // kept across calls: buffers keep their capacity
+  pass.layers(A.x_final, A.v_first, &A.layers);
+  A.xo.resize(RC);
+  A.lnout_stats.resize(size_t(A.R * 2));
+  pass.layer_norm_rows(A.x_final.data(), w.ln_out_w, w.ln_out_b, A.xo.data(), A.lnout_stats.data());
+}
+
+}  // namespace
+
+void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
+  const ModelConfig& c = w.config;
+  const int64_t R = A.R, C = c.n_embd;
+  const size_t RC = size_t(R * C);
+  zero_states(c, A);
   GraphPass pass{w, be, A.segs, R, A.fwd};
   Buf& x = A.x_final;  // the residual stream; after the last layer it is x_final
   x.resize(RC);
   A.emb.resize(RC);
   A.ln0_stats.resize(size_t(R * 2));
   pass.embed(A.inputs.data(), x.data(), A.emb.data(), A.ln0_stats.data());
-  A.layers.resize(size_t(c.n_layer));  // kept across calls: buffers keep their capacity
-  pass.layers(x, A.v_first, &A.layers);
-  A.xo.resize(RC);
-  A.lnout_stats.resize(size_t(R * 2));
-  pass.layer_norm_rows(x.data(), w.ln_out_w, w.ln_out_b, A.xo.data(), A.lnout_stats.data());
+  layers_and_ln_out(w, pass, A);
   A.logits.resize(size_t(R * c.vocab_size));
   be.matmul(MatmulArgs{w.head, A.xo.data(), A.logits.data(), R});
+}
+
+void train_forward_embedded(const ModelWeights& w, const Backend& be, Acts& A) {
+  const int64_t R = A.R, C = w.config.n_embd;
+  if (A.emb.size() != size_t(R * C)) throw Error("blocks forward: embedding rows must be [R, C]");
+  zero_states(w.config, A);
+  GraphPass pass{w, be, A.segs, R, A.fwd};
+  A.x_final.resize(size_t(R * C));
+  A.ln0_stats.resize(size_t(R * 2));
+  pass.layer_norm_rows(A.emb.data(), w.ln0_w, w.ln0_b, A.x_final.data(), A.ln0_stats.data());
+  layers_and_ln_out(w, pass, A);
 }
 
 }  // namespace detail

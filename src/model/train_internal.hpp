@@ -71,5 +71,8 @@ const ModelWeights& current_weights(const TrainParams& p, Acts& acts);
 // Runs the graph (model/graph.cpp) over acts.inputs (B rows of T), keeping the activations
 // the backward reads; the logits land in acts.logits.
 void train_forward(const ModelWeights& w, const Backend& be, Acts& acts);
+// The layers alone over acts.emb ([R, C] input rows before ln0, filled by the caller, with
+// acts.B/T/R set): ln0, the blocks and ln_out into acts.xo; no head.
+void train_forward_embedded(const ModelWeights& w, const Backend& be, Acts& acts);
 
 }  // namespace rwkv7::train::detail
