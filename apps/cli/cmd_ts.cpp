@@ -37,8 +37,6 @@ struct DataFlags {
   }
 };
 
-nlohmann::json metrics_json(const ts::Metrics& m) { return {{"mse", m.mse}, {"mae", m.mae}}; }
-
 void register_ts_train(CLI::App* ts_cmd) {
   struct Opts {
     DataFlags data;
