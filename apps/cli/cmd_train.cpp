@@ -67,6 +67,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--weight-decay", o->t.weight_decay, "On 2-D *.weight matrices only")
       ->capture_default_str();
   cmd->add_flag("--no-l2wrap", o->no_l2wrap, "Disable the official L2Wrap logit regulariser");
+  add_long_context_flags(cmd, o->t.segment, o->t.truncate_bptt, o->t.checkpoint_layers);
   cmd->add_option("-o,--output", o->t.out_dir, "Output folder")->required();
   cmd->add_option("--log-json", o->t.log_json,
                   "One JSON object per step: step, loss, lr, "

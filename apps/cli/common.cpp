@@ -178,4 +178,20 @@ std::string read_stdin() {
   return data;
 }
 
+void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt,
+                            bool& checkpoint_layers) {
+  auto* seg = cmd->add_option("--segment", segment,
+                              "Run each row in segments of this many positions, the state "
+                              "carried forward and its gradient back: exact gradients, memory "
+                              "growing with the segment, not the row (0 = whole rows)")
+                  ->check(NonNegative);
+  cmd->add_flag("--truncate-bptt", truncate_bptt,
+                "With --segment: no gradient through the state between segments (faster, "
+                "approximate)")
+      ->needs(seg);
+  cmd->add_flag("--checkpoint-layers", checkpoint_layers,
+                "Keep only each layer's input in the forward and recompute the layer in the "
+                "backward (less memory, about one more forward)");
+}
+
 }  // namespace rwkv7::cli

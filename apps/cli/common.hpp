@@ -38,6 +38,11 @@ struct SamplingFlags {
   void add(CLI::App* cmd);
 };
 
+// --segment, --truncate-bptt and --checkpoint-layers (train and grad): long rows in segments
+// with the state carried, and per-layer recompute in the backward.
+void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt,
+                            bool& checkpoint_layers);
+
 // A saved state for `model`; a fingerprint mismatch (same shape, other weights) is printed
 // to stderr as a warning.
 State load_state_warn(const std::string& path, const Model& model);

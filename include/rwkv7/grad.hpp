@@ -15,6 +15,12 @@ struct GradientOptions {
   int threads = 0;              // 0 = all cores
   bool l2wrap = false;          // add the official L2Wrap term (the loss value is unchanged)
   int64_t wkv_checkpoint = 32;  // backward keeps WKV states every this many positions
+  // Run each row in consecutive segments of this many positions (the last may be shorter),
+  // the state carried forward and its gradient carried back: the same gradients as the whole
+  // row at once, in memory that grows with the segment, not the row. 0 = whole rows.
+  int64_t segment = 0;
+  bool truncate_bptt = false;      // with segments: stop the state's gradient at boundaries
+  bool checkpoint_layers = false;  // keep only layer inputs; recompute each layer in backward
 };
 
 struct NamedGradient {

@@ -26,6 +26,11 @@ struct TrainOptions {
   int64_t steps = 1000, batch = 4, ctx = 512, accum = 1, warmup = 10;
   double lr_init = 6e-4, lr_final = 6e-5, grad_clip = 1.0, weight_decay = 0.001;
   bool l2wrap = true;
+  // Long rows: run each row in segments of this many positions with the state carried and the
+  // exact gradient (0 = the whole row at once); see GradientOptions::segment.
+  int64_t segment = 0;
+  bool truncate_bptt = false;      // with segments: no gradient across segment boundaries
+  bool checkpoint_layers = false;  // keep layer inputs only; recompute each layer in backward
   // Output
   std::string out_dir;
   std::string log_json;        // one JSON object per step (optional)

@@ -39,6 +39,22 @@ TrainParams params_from_file(const TensorFile& file);
 struct GradOptions {
   bool l2wrap = false;          // SPEC §5: add 1e-4/(B·T)·max_logit to each arg-max logit grad
   int64_t wkv_checkpoint = 32;  // WKV states kept every this many steps during backward
+  // Segment training: the rows run in consecutive segments of this many positions (the last
+  // may be shorter), the state carried from one to the next; only the states at segment
+  // boundaries are kept, and the backward recomputes each segment from its input state,
+  // passing the gradient of the state back to the previous segment. Memory grows with the
+  // segment, not the row. 0 = the whole row at once. The gradients are those of the whole row.
+  int64_t segment = 0;
+  // With segments: no gradient through the state at segment boundaries (truncated BPTT; the
+  // forward still carries the state).
+  bool truncate_bptt = false;
+  // Keep only each layer's input in the forward and recompute the layer in the backward
+  // (less memory, one more forward of every layer).
+  bool checkpoint_layers = false;
+  // One state per row to start from (detached: no gradient flows into it); null = zeros.
+  const std::vector<State>* initial_states = nullptr;
+  // When given, receives each row's state after its last position.
+  std::vector<State>* final_states = nullptr;
 };
 
 struct GradResult {

@@ -17,6 +17,9 @@ LossAndGradients compute_gradients(const std::string& model_path,
   train::GradOptions go;
   go.l2wrap = opts.l2wrap;
   go.wkv_checkpoint = opts.wkv_checkpoint;
+  go.segment = opts.segment;
+  go.truncate_bptt = opts.truncate_bptt;
+  go.checkpoint_layers = opts.checkpoint_layers;
   train::GradResult r = train::loss_and_gradients(params, rows, *backend, &pool, go);
   LossAndGradients out;
   out.loss = r.loss;

@@ -306,6 +306,9 @@ TrainSummary run_training(const TrainOptions& o,
   auto backend = make_cpu_backend(&pool);
   GradOptions go;
   go.l2wrap = o.l2wrap;
+  go.segment = o.segment;
+  go.truncate_bptt = o.truncate_bptt;
+  go.checkpoint_layers = o.checkpoint_layers;
   std::ofstream json_log;
   if (!o.log_json.empty()) json_log.open(o.log_json, std::ios::app);
   const double elapsed_before = log.empty() ? 0 : log.back().elapsed_s;
