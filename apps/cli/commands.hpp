@@ -18,5 +18,6 @@ void register_train(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_state(CLI::App& app);
 void register_doc(CLI::App& app);
+void register_data(CLI::App& app);
 
 }  // namespace rwkv7::cli
