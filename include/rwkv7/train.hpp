@@ -31,6 +31,14 @@ struct TrainOptions {
   int64_t segment = 0;
   bool truncate_bptt = false;      // with segments: no gradient across segment boundaries
   bool checkpoint_layers = false;  // keep layer inputs only; recompute each layer in backward
+  // Length curriculum "256:0,1024:2000,...": the context from each step on, batch·ctx tokens
+  // per step kept by shrinking the batch (at least 1 row), rows cut at multiples of the
+  // current context; the learning-rate schedule spans the whole run. Empty = ctx throughout.
+  std::string ctx_schedule;
+  // Each row reads its own stretch of the data continuously and starts from the (detached)
+  // state where the same row of the previous step ended (zero states at the first step of a
+  // process, including after --resume).
+  bool carry_state = false;
   // Output
   std::string out_dir;
   std::string log_json;        // one JSON object per step (optional)
@@ -45,6 +53,7 @@ struct TrainOptions {
 
 struct StepReport {
   int64_t step = 0, steps = 0;
+  int64_t ctx = 0, batch = 0;  // this step's shape (the curriculum changes it)
   double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
   std::optional<double> val_loss;
 };

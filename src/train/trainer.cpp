@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/atomic_write.hpp"
 #include "core/thread_pool.hpp"
@@ -56,15 +57,20 @@ TrainParams initial_params(const TrainOptions& o) {
 
 // Identifies what a checkpoint was trained on: a resume with other settings is refused.
 nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const ModelConfig& c) {
-  return {{"model_shape", c.shape_string()},
-          {"batch", o.batch},
-          {"ctx", o.ctx},
-          {"accum", o.accum},
-          {"seed", o.seed},
-          {"shuffle", o.shuffle},
-          {"data", data.description},
-          {"vocab", o.vocab.empty() ? "bytes" : "world"},
-          {"val_fraction", o.val_fraction}};
+  nlohmann::json id = {{"model_shape", c.shape_string()},
+                       {"batch", o.batch},
+                       {"ctx", o.ctx},
+                       {"accum", o.accum},
+                       {"seed", o.seed},
+                       {"shuffle", o.shuffle},
+                       {"data", data.description},
+                       {"vocab", o.vocab.empty() ? "bytes" : "world"},
+                       {"val_fraction", o.val_fraction}};
+  // Only when set, so that checkpoints of runs without them still resume.
+  if (!o.ctx_schedule.empty()) id["ctx_schedule"] = o.ctx_schedule;
+  if (o.carry_state) id["carry_state"] = true;
+  if (o.truncate_bptt) id["truncate_bptt"] = true;
+  return id;
 }
 
 std::string in_dir(const TrainOptions& o, const std::string& name) {
@@ -268,9 +274,20 @@ TrainSummary run_training(const TrainOptions& o,
   Tokenizer tok = o.vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o.vocab);
   TokenData data = load_token_data(o.data, tok);
   Split split = split_tail(data.tokens, o.val_fraction);
-  Batcher batcher(split.train, o.batch, o.ctx, o.shuffle, o.seed,
-                  "training data (after the " + std::to_string(int(o.val_fraction * 100)) +
-                      "% validation split)");
+  const std::string train_what = "training data (after the " +
+                                 std::to_string(int(o.val_fraction * 100)) + "% validation split)";
+  // The data of each step: one Batcher per curriculum stage (one stage without a schedule), or
+  // the rows' own continuous streams with --carry-state.
+  const std::vector<CtxStage> stages = o.ctx_schedule.empty() ? std::vector<CtxStage>{{o.ctx, 0}}
+                                                              : parse_ctx_schedule(o.ctx_schedule);
+  if (o.carry_state && stages.size() > 1)
+    throw Error("train: --carry-state and --ctx-schedule cannot be combined yet");
+  std::vector<Batcher> batchers;
+  for (const CtxStage& st : stages)
+    batchers.emplace_back(split.train, batch_for_ctx(o.batch, o.ctx, st.ctx), st.ctx, o.shuffle,
+                          o.seed, train_what, !o.ctx_schedule.empty());
+  std::optional<StreamBatcher> streams;
+  if (o.carry_state) streams.emplace(split.train, o.batch * o.accum, o.ctx, train_what);
   say("data: " + data.description + "; " + std::to_string(split.train.size()) + " train, " +
       std::to_string(split.val.size()) + " validation tokens");
 
@@ -316,13 +333,30 @@ TrainSummary run_training(const TrainOptions& o,
   TrainSummary sum;
   TrainWorkspace ws;
   GradResult acc, micro;
+  // --carry-state: per micro-batch, the rows' states where their previous step ended.
+  std::vector<std::vector<State>> carried(size_t(o.accum)), ended(size_t(o.accum));
+  size_t stage = stages.size();
   for (int64_t s = start; s < o.steps; ++s) {
     const auto ts = Clock::now();
     const double lr = sched.lr_at(s);
+    const size_t k = stage_at(stages, s);
+    const int64_t ctx = stages[k].ctx, batch = batch_for_ctx(o.batch, o.ctx, ctx);
+    if (k != stage && !o.ctx_schedule.empty())
+      say("step " + std::to_string(s + 1) + ": context " + std::to_string(ctx) + ", batch " +
+          std::to_string(batch));
+    stage = k;
     for (int64_t a = 0; a < o.accum; ++a) {
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
       GradResult& r = a == 0 ? acc : micro;
-      loss_and_gradients(params, batcher.rows(s * o.accum + a), *backend, &pool, go, ws, r);
+      if (streams) {
+        go.initial_states = carried[size_t(a)].empty() ? nullptr : &carried[size_t(a)];
+        go.final_states = &ended[size_t(a)];
+        loss_and_gradients(params, streams->rows(s, a * o.batch, o.batch), *backend, &pool, go, ws,
+                           r);
+        std::swap(carried[size_t(a)], ended[size_t(a)]);
+      } else {
+        loss_and_gradients(params, batchers[k].rows(s * o.accum + a), *backend, &pool, go, ws, r);
+      }
       if (a > 0) {
         acc.loss += r.loss;
         for (auto& [n, g] : acc.grads)
@@ -343,7 +377,7 @@ TrainSummary run_training(const TrainOptions& o,
     const double step_s = std::chrono::duration<double>(Clock::now() - ts).count();
     const double elapsed =
         elapsed_before + std::chrono::duration<double>(Clock::now() - t0).count();
-    LogRow row{s, acc.loss, lr, norm, double(o.batch * o.accum * o.ctx) / step_s, elapsed, {}};
+    LogRow row{s, acc.loss, lr, norm, double(batch * o.accum * ctx) / step_s, elapsed, {}};
     const bool last = s + 1 == o.steps;
     const bool pause = !last && o.stop_after > 0 && s + 1 == o.stop_after;
     if (last || (o.val_every > 0 && (s + 1) % o.val_every == 0)) {
@@ -370,6 +404,7 @@ TrainSummary run_training(const TrainOptions& o,
     }
     StepReport rep{
         s,           o.steps,
+        ctx,         batch,
         acc.loss,    lr,
         norm,        row.tokens_per_s,
         elapsed,     double(o.steps - s - 1) * (elapsed - elapsed_before) / double(s - start + 1),
