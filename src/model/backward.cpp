@@ -329,9 +329,13 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
   if (opts.segment < 0)
     throw Error("gradient: segment must be 0 (whole rows) or a positive number of positions");
-  if (opts.initial_states && opts.initial_states->size() != rows.size()) {
-    throw Error("gradient: " + std::to_string(opts.initial_states->size()) +
-                " initial states given for " + std::to_string(rows.size()) + " rows");
+  if (opts.initial_states) {
+    if (opts.initial_states->size() != rows.size()) {
+      throw Error("gradient: " + std::to_string(opts.initial_states->size()) +
+                  " initial states given for " + std::to_string(rows.size()) + " rows");
+    }
+    for (size_t b = 0; b < rows.size(); ++b)
+      detail::check_state_shape((*opts.initial_states)[b], c, "gradient", int64_t(b));
   }
 
   Acts& A = *ws.acts;

@@ -125,6 +125,16 @@ State zero_state(const ModelConfig& c) {
   return s;
 }
 
+void check_state_shape(const State& s, const ModelConfig& c, const char* who, int64_t row) {
+  const size_t LC = size_t(c.n_layer * c.n_embd);
+  const size_t HNN = size_t(c.n_head * c.head_size * c.head_size);
+  if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
+      s.head_size != c.head_size || s.att_shift.size() != LC || s.ffn_shift.size() != LC ||
+      s.wkv.size() != size_t(c.n_layer) * HNN)
+    throw Error(std::string(who) + ": the initial state of row " + std::to_string(row) +
+                " does not have the model's shape (" + c.shape_string() + ")");
+}
+
 void assign_states(std::vector<State>& to, const std::vector<State>& from) {
   to.resize(from.size());
   for (size_t b = 0; b < from.size(); ++b) {
@@ -145,16 +155,8 @@ void start_states(const ModelConfig& c, Acts& A) {
   if (A.initial.size() != size_t(A.B))
     throw Error("training forward: " + std::to_string(A.initial.size()) + " initial states for " +
                 std::to_string(A.B) + " rows");
-  for (int64_t b = 0; b < A.B; ++b) {
-    const State& s = A.initial[size_t(b)];
-    const size_t HNN = size_t(c.n_head * c.head_size * c.head_size);
-    if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
-        s.head_size != c.head_size || s.att_shift.size() != size_t(c.n_layer * c.n_embd) ||
-        s.ffn_shift.size() != size_t(c.n_layer * c.n_embd) ||
-        s.wkv.size() != size_t(c.n_layer) * HNN)
-      throw Error("training forward: the initial state of row " + std::to_string(b) +
-                  " does not have the model's shape");
-  }
+  for (int64_t b = 0; b < A.B; ++b)
+    check_state_shape(A.initial[size_t(b)], c, "training forward", b);
   assign_states(A.states, A.initial);
   A.segs.clear();
   for (int64_t b = 0; b < A.B; ++b) A.segs.push_back(Segment{&A.states[size_t(b)], b * A.T, A.T});

@@ -85,6 +85,9 @@ const ModelWeights& current_weights(const TrainParams& p, Acts& acts);
 
 // A zero state of the model's shape (a row's state before its first token).
 State zero_state(const ModelConfig& c);
+// Error ("<who>: the initial state of row <row> ...") unless `s` has the shape of a state of
+// model `c` (no allocation unless it fails: the training forward calls it every step).
+void check_state_shape(const State& s, const ModelConfig& c, const char* who, int64_t row);
 // to = from, element by element (the vectors keep their buffers: no allocation once warm).
 void assign_states(std::vector<State>& to, const std::vector<State>& from);
 

@@ -175,6 +175,8 @@ TEST(SegmentGrad, BadOptionsAreErrors) {
   std::vector<State> wrong(2);  // default states: not the model's shape
   s.initial_states = &wrong;
   EXPECT_THROW(gradients(p, rows, s, &pool), Error);
+  s.segment = 3;  // checked before the first segment runs, too
+  EXPECT_THROW(gradients(p, rows, s, &pool), Error);
 }
 
 }  // namespace
