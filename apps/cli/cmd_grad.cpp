@@ -80,6 +80,12 @@ void register_grad(CLI::App& app) {
                               {"l2wrap", o->l2wrap ? "true" : "false"}});
     std::printf("loss %.8f over %lld positions; %zu gradients written to %s\n", r.loss,
                 (long long)r.positions, r.gradients.size(), o->out.c_str());
+    if (!r.state_grad_norms.empty()) {
+      std::printf("|d loss / d state| at the start of each segment:");
+      for (size_t k = 1; k < r.state_grad_norms.size(); ++k)
+        std::printf(" %zu:%.3g", k, r.state_grad_norms[k]);
+      std::printf("\n");
+    }
   });
 }
 

@@ -33,6 +33,8 @@ struct LossAndGradients {
   double loss = 0;                       // mean cross-entropy over all predicted positions
   int64_t positions = 0;                 // rows · (row length - 1)
   std::vector<NamedGradient> gradients;  // official state_dict order; layer 0 has no v0/v1/v2
+  // With segments: |d loss / d state| at the start of each segment (entry 0: 0, detached).
+  std::vector<double> state_grad_norms;
 };
 
 // Each row predicts row[1:] from row[:-1]; rows must have equal length >= 2 and ids < V

@@ -3,6 +3,7 @@
 #include "model/backward.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/thread_pool.hpp"
 #include "model/graph.hpp"
@@ -408,6 +409,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   // earlier one's d_final.
   const bool carry_grad = n_seg > 1 && !opts.truncate_bptt;
   res.loss = 0;
+  res.state_grad_norms.assign(carry_grad ? size_t(n_seg) : 0, 0.0);
   for (int64_t k = n_seg - 1; k >= 0; --k) {
     load_segment(k);
     detail::assign_states(A.initial, A.boundaries[size_t(k)]);
@@ -418,6 +420,13 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     if (wants_d_initial) zero_states(A.d_initial);
     backward_segment(params, weights, backend, pool, opts, B * T, A, res,
                      has_d_final ? &A.d_final : nullptr, wants_d_initial ? &A.d_initial : nullptr);
+    if (wants_d_initial) {
+      double sq = 0;
+      for (const State& d : A.d_initial)
+        for (const std::vector<float>* v : {&d.att_shift, &d.ffn_shift, &d.wkv})
+          for (float x : *v) sq += double(x) * double(x);
+      res.state_grad_norms[size_t(k)] = std::sqrt(sq);
+    }
   }
 }
 

@@ -61,6 +61,10 @@ struct GradResult {
   double loss = 0;        // mean cross-entropy over all predicted positions
   int64_t positions = 0;  // B · (T - 1)
   Gradients grads;        // one per name in TrainParams::names()
+  // With segments (and the state gradient carried): the L2 norm of the loss's gradient w.r.t.
+  // the state (all rows) at the start of each segment, [segments]; entry 0 is 0 (the initial
+  // state is detached). Shows whether the gradient fades with distance.
+  std::vector<double> state_grad_norms;
 };
 
 namespace detail {

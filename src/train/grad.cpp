@@ -24,6 +24,7 @@ LossAndGradients compute_gradients(const std::string& model_path,
   LossAndGradients out;
   out.loss = r.loss;
   out.positions = r.positions;
+  out.state_grad_norms = r.state_grad_norms;
   for (const std::string& name : params.names()) {
     FloatTensor& g = r.grads.at(name);
     out.gradients.push_back({name, g.shape, std::move(g.data)});

@@ -67,6 +67,11 @@ TEST(SegmentGrad, CarriedStateGradientMatters) {
   const GradResult a = gradients(p, rows, carried, &pool), b = gradients(p, rows, truncated, &pool);
   EXPECT_NEAR(a.loss, b.loss, 1e-6 * std::abs(a.loss));  // the forward is the same
   EXPECT_GT(worst_relative_difference(a.grads, b.grads), 10 * kSpecTolerance);
+  // The state gradient's norm at each of the 4 segment starts (the first is detached).
+  ASSERT_EQ(a.state_grad_norms.size(), 4u);
+  EXPECT_EQ(a.state_grad_norms[0], 0.0);
+  for (size_t k = 1; k < 4; ++k) EXPECT_GT(a.state_grad_norms[k], 0.0) << k;
+  EXPECT_TRUE(b.state_grad_norms.empty());
 }
 
 // Truncated BPTT = Σ over segments of the gradient of that segment alone, started from the
