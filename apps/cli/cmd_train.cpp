@@ -75,6 +75,10 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--carry-state", o->t.carry_state,
                 "Each row reads its own stretch of the data continuously and starts from the "
                 "(detached) state where it ended the previous step");
+  cmd->add_option("--replay", o->t.replay,
+                  "With --carry-state: probability that a row goes back to one of the last 64 "
+                  "points where rows ended and continues from there, from its state")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("-o,--output", o->t.out_dir, "Output folder")->required();
   cmd->add_option("--log-json", o->t.log_json,
                   "One JSON object per step: step, loss, lr, "

@@ -39,6 +39,10 @@ struct TrainOptions {
   // state where the same row of the previous step ended (zero states at the first step of a
   // process, including after --resume).
   bool carry_state = false;
+  // With carry_state: probability that a row goes back to a point remembered from earlier in
+  // the streams (the last 64 points where rows ended) and continues from there, from that
+  // point's state. 0 = off.
+  double replay = 0;
   // Output
   std::string out_dir;
   std::string log_json;        // one JSON object per step (optional)

@@ -212,4 +212,45 @@ std::vector<std::vector<int32_t>> StreamBatcher::rows(int64_t step, int64_t firs
   return out;
 }
 
+ReplayStreams::ReplayStreams(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx,
+                             double p, uint64_t seed, int64_t capacity)
+    : tokens_(tokens), ctx_(ctx), p_(p), seed_(seed), capacity_(capacity) {
+  if (!(p >= 0 && p <= 1)) throw Error("--replay: probability must be in [0, 1]");
+  if (capacity < 1) throw Error("replay: capacity must be at least 1");
+  const StreamBatcher starts(tokens, streams, ctx);  // validates and gives the first cursors
+  for (int64_t r = 0; r < streams; ++r) cursor_.push_back(starts.start(0, r));
+  slots_.assign(size_t(capacity), 0);
+}
+
+std::vector<int64_t> ReplayStreams::plan(int64_t step) {
+  std::vector<int64_t> out(cursor_.size(), -1);
+  for (size_t r = 0; r < cursor_.size(); ++r) {
+    if (filled_ == 0 || p_ == 0) continue;
+    const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x9e3779b97f4a7c15ull + r + 1));
+    const double u = double(h >> 11) * 0x1.0p-53;
+    if (u >= p_) continue;
+    const int64_t slot = int64_t(mix64(h) % uint64_t(filled_));
+    out[r] = slot;
+    cursor_[r] = slots_[size_t(slot)];
+  }
+  return out;
+}
+
+std::vector<int32_t> ReplayStreams::row(int64_t stream) const {
+  const size_t n = tokens_.size(), p = size_t(cursor_[size_t(stream)]);
+  std::vector<int32_t> out;
+  for (int64_t j = 0; j <= ctx_; ++j) out.push_back(tokens_[(p + size_t(j)) % n]);
+  return out;
+}
+
+int64_t ReplayStreams::advance(int64_t stream) {
+  int64_t& c = cursor_[size_t(stream)];
+  c = (c + ctx_) % int64_t(tokens_.size());
+  const int64_t slot = next_slot_;
+  slots_[size_t(slot)] = c;
+  next_slot_ = (next_slot_ + 1) % capacity_;
+  filled_ = std::min(filled_ + 1, capacity_);
+  return slot;
+}
+
 }  // namespace rwkv7::train

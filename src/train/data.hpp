@@ -76,4 +76,33 @@ class StreamBatcher {
   int64_t streams_, ctx_;
 };
 
+// --carry-state --replay P: the streams of StreamBatcher with a memory. After each step the
+// point where every stream ended is remembered (a ring of `capacity` points; the caller keeps
+// the state of each in the same slot); at the next step, with probability P (drawn from
+// (seed, step, stream)), a stream goes back to a remembered point and continues from there
+// (from that point's state), so long-range memories are revisited.
+class ReplayStreams {
+ public:
+  ReplayStreams(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx, double p,
+                uint64_t seed, int64_t capacity = 64);
+  // Decides step `step`: per stream, -1 (continue) or the slot it goes back to (its cursor
+  // moves there).
+  std::vector<int64_t> plan(int64_t step);
+  std::vector<int32_t> row(int64_t stream) const;  // ctx + 1 tokens from the stream's cursor
+  // After the step: the stream's cursor moves on by ctx; returns the slot that remembers the
+  // new point (the caller stores the stream's state there).
+  int64_t advance(int64_t stream);
+  int64_t cursor(int64_t stream) const { return cursor_[size_t(stream)]; }
+  int64_t remembered(int64_t slot) const { return slots_[size_t(slot)]; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  const std::vector<int32_t>& tokens_;
+  int64_t ctx_;
+  double p_;
+  uint64_t seed_;
+  int64_t capacity_, filled_ = 0, next_slot_ = 0;
+  std::vector<int64_t> cursor_, slots_;
+};
+
 }  // namespace rwkv7::train

@@ -69,6 +69,7 @@ nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const 
   // Only when set, so that checkpoints of runs without them still resume.
   if (!o.ctx_schedule.empty()) id["ctx_schedule"] = o.ctx_schedule;
   if (o.carry_state) id["carry_state"] = true;
+  if (o.replay > 0) id["replay"] = o.replay;
   if (o.truncate_bptt) id["truncate_bptt"] = true;
   return id;
 }
@@ -288,6 +289,11 @@ TrainSummary run_training(const TrainOptions& o,
                           o.seed, train_what, !o.ctx_schedule.empty());
   std::optional<StreamBatcher> streams;
   if (o.carry_state) streams.emplace(split.train, o.batch * o.accum, o.ctx, train_what);
+  if (o.replay > 0 && !o.carry_state) throw Error("train: --replay needs --carry-state");
+  std::optional<ReplayStreams> replay;
+  if (o.replay > 0) replay.emplace(split.train, o.batch * o.accum, o.ctx, o.replay, o.seed);
+  std::vector<State> remembered(replay ? size_t(replay->capacity()) : 0);  // per replay slot
+  std::vector<int64_t> replay_plan;
   say("data: " + data.description + "; " + std::to_string(split.train.size()) + " train, " +
       std::to_string(split.val.size()) + " validation tokens");
 
@@ -349,11 +355,28 @@ TrainSummary run_training(const TrainOptions& o,
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
       GradResult& r = a == 0 ? acc : micro;
       if (streams) {
-        go.initial_states = carried[size_t(a)].empty() ? nullptr : &carried[size_t(a)];
+        std::vector<State>& from = carried[size_t(a)];
+        std::vector<std::vector<int32_t>> rows;
+        if (replay) {
+          if (a == 0) {  // every stream's plan, and the remembered states, before any advances
+            replay_plan = replay->plan(s);
+            for (size_t i = 0; i < replay_plan.size(); ++i) {
+              std::vector<State>& mb = carried[i / size_t(o.batch)];
+              if (replay_plan[i] >= 0 && !mb.empty())
+                mb[i % size_t(o.batch)] = remembered[size_t(replay_plan[i])];
+            }
+          }
+          for (int64_t b = 0; b < o.batch; ++b) rows.push_back(replay->row(a * o.batch + b));
+        } else {
+          rows = streams->rows(s, a * o.batch, o.batch);
+        }
+        go.initial_states = from.empty() ? nullptr : &from;
         go.final_states = &ended[size_t(a)];
-        loss_and_gradients(params, streams->rows(s, a * o.batch, o.batch), *backend, &pool, go, ws,
-                           r);
-        std::swap(carried[size_t(a)], ended[size_t(a)]);
+        loss_and_gradients(params, rows, *backend, &pool, go, ws, r);
+        std::swap(from, ended[size_t(a)]);
+        if (replay)
+          for (int64_t b = 0; b < o.batch; ++b)
+            remembered[size_t(replay->advance(a * o.batch + b))] = from[size_t(b)];
       } else {
         loss_and_gradients(params, batchers[k].rows(s * o.accum + a), *backend, &pool, go, ws, r);
       }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cli/cli_support.hpp"
@@ -99,6 +100,8 @@ TEST(Trainer, CarryStateAndSegmentsRun) {
   TempDir dir;
   const std::string data = text_file(dir);
   auto r = run_cli(small_run(data, dir.file("a"), "--carry-state --segment 10", 4));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(small_run(data, dir.file("c"), "--carry-state --replay 0.5 --accum 2", 4));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto bad = run_cli(small_run(data, dir.file("b"), "--carry-state --ctx-schedule 12:0,24:2", 4));
   EXPECT_NE(bad.exit_code, 0);
@@ -231,6 +234,51 @@ TEST(TrainerData, StreamRowsContinueWhereTheyEnded) {
   }
   EXPECT_EQ(sb.rows(3, 2, 2)[0], sb.rows(3, 0, 4)[2]);  // micro-batch 1 of 2 rows = streams 2, 3
   EXPECT_THROW(train::StreamBatcher(tokens, 4, 1000), Error);
+}
+
+// Replay bookkeeping: a stream that continues starts where it ended; one that goes back starts
+// at a point some stream ended at earlier (its slot); with P = 0 the streams are StreamBatcher's.
+TEST(TrainerData, ReplayStreamsGoBackOnlyToRememberedPoints) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  train::ReplayStreams rs(tokens, 3, 10, 0.3, 42, 8);
+  std::vector<int32_t> last_end(3, -1);
+  std::set<int64_t> ended_at;  // every point a stream ended at so far
+  int replays = 0;
+  for (int64_t step = 0; step < 200; ++step) {
+    const auto plan = rs.plan(step);
+    for (int64_t r = 0; r < 3; ++r) {
+      const auto row = rs.row(r);
+      ASSERT_EQ(row.size(), 11u);
+      if (plan[size_t(r)] < 0) {
+        if (step > 0) EXPECT_EQ(row[0], last_end[size_t(r)]) << "continues where it ended";
+      } else {
+        ++replays;
+        EXPECT_EQ(row[0], rs.remembered(plan[size_t(r)]));
+        EXPECT_TRUE(ended_at.count(row[0])) << "goes back to a point a stream ended at";
+      }
+      last_end[size_t(r)] = row[10];
+    }
+    for (int64_t r = 0; r < 3; ++r) {
+      const int64_t slot = rs.advance(r);
+      EXPECT_EQ(rs.remembered(slot), rs.cursor(r));
+      EXPECT_EQ(rs.cursor(r), last_end[size_t(r)]);
+      ended_at.insert(rs.cursor(r));
+    }
+  }
+  EXPECT_GT(replays, 100);  // about 0.3 × 600
+  EXPECT_LT(replays, 260);
+  train::ReplayStreams off(tokens, 3, 10, 0.0, 42), again(tokens, 3, 10, 0.3, 42, 8);
+  train::StreamBatcher sb(tokens, 3, 10);
+  EXPECT_EQ(again.plan(0), std::vector<int64_t>(3, -1));  // nothing remembered yet
+  for (int64_t step = 0; step < 5; ++step) {
+    off.plan(step);
+    for (int64_t r = 0; r < 3; ++r) {
+      EXPECT_EQ(off.row(r), sb.rows(step, r, 1)[0]);
+      off.advance(r);
+    }
+  }
+  EXPECT_THROW(train::ReplayStreams(tokens, 3, 10, 1.5, 0), Error);
 }
 
 TEST(TrainerData, DocumentsAreSeparatedByTokenZeroAndBadInputIsNamed) {
