@@ -49,6 +49,23 @@ void expect_segments_match_one_shot(int64_t T, std::vector<int64_t> segments, in
 }
 
 TEST(SegmentGrad, EqualsOneShotShort) { expect_segments_match_one_shot(300, {64, 100, 299}, 2); }
+// L2Wrap's term is scaled by the whole rows' positions in every segment. It is small, so this
+// compares more tightly than the SPEC tolerance, and checks that a wrong scale would show.
+TEST(SegmentGrad, EqualsOneShotWithL2Wrap) {
+  const TrainParams p = tiny_random_params(2, 32, 16, 40, 3);
+  const auto rows = random_rows(2, 121, 40, 120);
+  ThreadPool pool(2);
+  GradOptions plain, wrap, seg;
+  wrap.l2wrap = seg.l2wrap = true;
+  seg.segment = 50;
+  const GradResult a = gradients(p, rows, plain, &pool), b = gradients(p, rows, wrap, &pool),
+                   c = gradients(p, rows, seg, &pool);
+  const double term = worst_relative_difference(b.grads, a.grads);
+  const double err = worst_relative_difference(b.grads, c.grads);
+  std::printf("L2Wrap changes the gradients by %.3g; segments differ by %.3g\n", term, err);
+  EXPECT_GT(term, 20 * err);  // a segment-sized scale (2.4x the term) would be caught
+  EXPECT_LE(err, 1e-5);
+}
 
 // The check (slow_tests.cmake): a 4096-position row, segments of 256 and of 1000 (the
 // last one 96 long).
