@@ -9,7 +9,8 @@ set(RWKV7_SLOW_TESTS
     SamplerFilter.MatchesBruteForceKeptSet
     InitOrtho.ApproximationForHugeMatricesHasUnitColumns
     TokenizerWorld.EncodeSpeed
-    ThreadPool.ManySmallJobsUnderOversubscription)
+    ThreadPool.ManySmallJobsUnderOversubscription
+    SegmentGrad.EqualsOneShotAt4096)
 foreach(t IN LISTS RWKV7_SLOW_TESTS)
   set_tests_properties(${t} PROPERTIES LABELS slow)
 endforeach()

@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/evaluate.hpp"
+#include "rwkv7/long_eval.hpp"
 #include "rwkv7/state_fidelity.hpp"
 
 namespace rwkv7::cli {
@@ -25,25 +26,6 @@ Progress progress_bar(const char* label) {
     if (done >= total) std::fputc('\n', stderr);
     std::fflush(stderr);
   };
-}
-
-// "0.1,0.3" → {0.1, 0.3}; Error naming the flag on anything else.
-std::vector<double> parse_double_list(const std::string& text, const std::string& flag) {
-  std::vector<double> out;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t end = std::min(text.find(',', pos), text.size());
-    const std::string item = text.substr(pos, end - pos);
-    try {
-      size_t used = 0;
-      out.push_back(std::stod(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw Error(flag + ": '" + item + "' is not a number (give a comma-separated list)");
-    }
-    pos = end + 1;
-  }
-  return out;
 }
 
 // The configurations of a state-fidelity run: each method once at its own ratio (f32, bf16,
@@ -91,6 +73,8 @@ void register_eval(CLI::App& app) {
     std::string text_file, lambada;
     bool json = false;
     int64_t window = 256, batch = 16, limit = 0;
+    std::string recall_data;
+    int64_t doc_tokens = 0;
     std::string task = "perplexity", methods, ratios = "0.1,0.2,0.3,0.4,0.5,0.6,0.7",
                 prefix = "1000,10000", svg;
     int64_t continue_tokens = 256, recompress_every = 0, windows = 1;
@@ -113,9 +97,17 @@ void register_eval(CLI::App& app) {
       ->check(NonNegative);
   cmd->add_flag("--json", o->json, "Print one JSON object (state-fidelity: one per line)");
   cmd->add_option("--task", o->task,
-                  "perplexity (default; or LAMBADA with --lambada) or state-fidelity: how well "
-                  "compressed states predict (docs/state-compression.md)")
-      ->check(CLI::IsMember({"perplexity", "state-fidelity"}));
+                  "perplexity (default; or LAMBADA with --lambada); state-fidelity: how well "
+                  "compressed states predict (docs/state-compression.md); passkey or mqar: "
+                  "exact-match accuracy on a set from `rwkv7 data` (--data); loss-by-position: "
+                  "mean loss per log2 position bucket of --text-file (docs/long-context.md)")
+      ->check(
+          CLI::IsMember({"perplexity", "state-fidelity", "passkey", "mqar", "loss-by-position"}));
+  cmd->add_option("--data", o->recall_data, "passkey, mqar: the .jsonl of `rwkv7 data`");
+  cmd->add_option("--doc-tokens", o->doc_tokens,
+                  "loss-by-position: cut the text into documents of this many tokens (0 = one "
+                  "document)")
+      ->check(NonNegative);
   cmd->add_option("--method", o->methods,
                   "state-fidelity: compression methods, comma-separated (default: all, and "
                   "\"reset\": the baseline of a zero state)");
@@ -140,8 +132,76 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--svg", o->svg,
                   "state-fidelity: plot top-1 agreement against ratio, and log10 KL in "
                   "NAME-kl.svg (one file per prefix length: NAME-M<tokens>.svg when there are "
-                  "several)");
+                  "several); passkey, mqar: accuracy heat map; loss-by-position: loss per bucket");
   cmd->callback([o] {
+    if (o->task == "passkey" || o->task == "mqar") {
+      if (o->recall_data.empty()) throw Error("eval --task " + o->task + ": needs --data");
+      auto m = o->model.load(o->window);
+      const auto samples = read_recall_jsonl(o->recall_data);
+      const auto results = evaluate_recall(*m, samples, o->window, progress_bar(o->task.c_str()));
+      const RecallTable t = tabulate_recall(
+          o->task == "passkey" ? RecallTask::Passkey : RecallTask::Mqar, samples, results);
+      if (o->json) {
+        nlohmann::json cells = nlohmann::json::array();
+        for (size_t r = 0; r < t.rows.size(); ++r)
+          for (size_t c = 0; c < t.cols.size(); ++c)
+            if (t.total[r * t.cols.size() + c])
+              cells.push_back({{t.row_name, t.rows[r]},
+                               {t.col_name, t.cols[c]},
+                               {"correct", t.correct[r * t.cols.size() + c]},
+                               {"total", t.total[r * t.cols.size() + c]},
+                               {"accuracy", t.accuracy(r, c)}});
+        nlohmann::json j = {{"task", o->task}, {"accuracy", t.overall()}, {"cells", cells}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("%s accuracy %.4f; by %s (rows) x %s (columns):\n%10s", o->task.c_str(),
+                    t.overall(), t.row_name.c_str(), t.col_name.c_str(), "");
+        for (double c : t.cols) std::printf(" %8g", c);
+        std::printf("\n");
+        for (size_t r = 0; r < t.rows.size(); ++r) {
+          std::printf("%10g", t.rows[r]);
+          for (size_t c = 0; c < t.cols.size(); ++c) std::printf(" %8.3f", t.accuracy(r, c));
+          std::printf("\n");
+        }
+      }
+      if (!o->svg.empty())
+        write_recall_svg(o->svg,
+                         (o->task == "passkey" ? "Passkey accuracy: " : "MQAR accuracy: ") +
+                             m->config().shape_string(),
+                         t);
+      return;
+    }
+    if (o->task == "loss-by-position") {
+      if (o->text_file.empty()) throw Error("eval --task loss-by-position: needs --text-file");
+      auto m = o->model.load(o->window);
+      Tokenizer tok = o->model.tokenizer(*m);
+      const auto ids = tok.encode(read_file(o->text_file));
+      const size_t doc = o->doc_tokens > 0 ? size_t(o->doc_tokens) : ids.size();
+      std::vector<std::vector<double>> per_doc;
+      for (size_t p = 0; p + 1 < ids.size(); p += doc) {
+        const size_t len = std::min(doc, ids.size() - p);
+        if (len < 2) break;
+        per_doc.push_back(
+            loss_per_position(*m, std::span<const int32_t>(ids).subspan(p, len), o->window));
+      }
+      if (per_doc.empty()) throw Error(o->text_file + ": needs at least 2 tokens to evaluate");
+      const auto buckets = bucket_losses(per_doc);
+      if (o->json) {
+        nlohmann::json b = nlohmann::json::array();
+        for (const auto& x : buckets)
+          b.push_back({{"from", x.lo}, {"to", x.hi}, {"count", x.count}, {"loss", x.mean_loss}});
+        nlohmann::json j = {{"task", o->task}, {"documents", per_doc.size()}, {"buckets", b}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("%zu document(s); mean loss by position of the predicted token:\n",
+                    per_doc.size());
+        for (const auto& x : buckets)
+          std::printf("  [%lld, %lld)  %lld positions  loss %.4f\n", (long long)x.lo,
+                      (long long)x.hi, (long long)x.count, x.mean_loss);
+      }
+      if (!o->svg.empty()) write_position_loss_svg(o->svg, buckets);
+      return;
+    }
     if (o->task == "state-fidelity") {
       if (o->text_file.empty()) throw Error("eval --task state-fidelity: needs --text-file");
       auto m = o->model.load(o->window);

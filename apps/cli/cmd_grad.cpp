@@ -34,7 +34,8 @@ void register_grad(CLI::App& app) {
     ModelFlags model;
     std::string tokens, out;
     bool l2wrap = false;
-    int64_t checkpoint = 32;
+    int64_t checkpoint = 32, segment = 0;
+    bool truncate_bptt = false, checkpoint_layers = false;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -53,6 +54,7 @@ void register_grad(CLI::App& app) {
                   "Backward keeps WKV states every this many positions (memory vs recompute)")
       ->capture_default_str()
       ->check(Positive);
+  add_long_context_flags(cmd, o->segment, o->truncate_bptt, o->checkpoint_layers);
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
   cmd->callback([o] {
     const auto rows = parse_rows(o->tokens);
@@ -61,6 +63,9 @@ void register_grad(CLI::App& app) {
     go.threads = o->model.threads;
     go.l2wrap = o->l2wrap;
     go.wkv_checkpoint = o->checkpoint;
+    go.segment = o->segment;
+    go.truncate_bptt = o->truncate_bptt;
+    go.checkpoint_layers = o->checkpoint_layers;
     const LossAndGradients r = compute_gradients(o->model.model, rows, go);
     const float loss = float(r.loss);
     std::vector<ArrayView> out = {{"loss", {}, &loss}};
@@ -75,6 +80,12 @@ void register_grad(CLI::App& app) {
                               {"l2wrap", o->l2wrap ? "true" : "false"}});
     std::printf("loss %.8f over %lld positions; %zu gradients written to %s\n", r.loss,
                 (long long)r.positions, r.gradients.size(), o->out.c_str());
+    if (!r.state_grad_norms.empty()) {
+      std::printf("|d loss / d state| at the start of each segment:");
+      for (size_t k = 1; k < r.state_grad_norms.size(); ++k)
+        std::printf(" %zu:%.3g", k, r.state_grad_norms[k]);
+      std::printf("\n");
+    }
   });
 }
 

@@ -67,6 +67,18 @@ void register_train(CLI::App& app) {
   cmd->add_option("--weight-decay", o->t.weight_decay, "On 2-D *.weight matrices only")
       ->capture_default_str();
   cmd->add_flag("--no-l2wrap", o->no_l2wrap, "Disable the official L2Wrap logit regulariser");
+  add_long_context_flags(cmd, o->t.segment, o->t.truncate_bptt, o->t.checkpoint_layers);
+  cmd->add_option("--ctx-schedule", o->t.ctx_schedule,
+                  "Length curriculum CTX:STEP,...: the context from each step on (first at step "
+                  "0), e.g. 256:0,1024:2000,4096:4000; batch x ctx tokens per step kept by "
+                  "shrinking the batch; rows cut at multiples of the current context");
+  cmd->add_flag("--carry-state", o->t.carry_state,
+                "Each row reads its own stretch of the data continuously and starts from the "
+                "(detached) state where it ended the previous step");
+  cmd->add_option("--replay", o->t.replay,
+                  "With --carry-state: probability that a row goes back to one of the last 64 "
+                  "points where rows ended and continues from there, from its state")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("-o,--output", o->t.out_dir, "Output folder")->required();
   cmd->add_option("--log-json", o->t.log_json,
                   "One JSON object per step: step, loss, lr, "

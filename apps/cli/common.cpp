@@ -1,6 +1,7 @@
 #include "common.hpp"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -176,6 +177,50 @@ std::string read_file(const std::string& path) {
 std::string read_stdin() {
   std::string data((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   return data;
+}
+
+void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt,
+                            bool& checkpoint_layers) {
+  auto* seg = cmd->add_option("--segment", segment,
+                              "Run each row in segments of this many positions, the state "
+                              "carried forward and its gradient back: exact gradients, memory "
+                              "growing with the segment, not the row (0 = whole rows)")
+                  ->check(NonNegative);
+  cmd->add_flag("--truncate-bptt", truncate_bptt,
+                "With --segment: no gradient through the state between segments (faster, "
+                "approximate)")
+      ->needs(seg);
+  cmd->add_flag("--checkpoint-layers", checkpoint_layers,
+                "Keep only each layer's input in the forward and recompute the layer in the "
+                "backward (less memory, about one more forward)");
+}
+
+std::vector<double> parse_double_list(const std::string& text, const std::string& flag) {
+  std::vector<double> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t end = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, end - pos);
+    try {
+      size_t used = 0;
+      out.push_back(std::stod(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error(flag + ": '" + item + "' is not a number (give a comma-separated list)");
+    }
+    pos = end + 1;
+  }
+  return out;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> out;
+  for (double x : parse_double_list(text, flag)) {
+    if (!(x == std::floor(x) && std::abs(x) < 1e15))
+      throw Error(flag + ": " + std::to_string(x) + " is not a whole number");
+    out.push_back(int64_t(x));
+  }
+  return out;
 }
 
 }  // namespace rwkv7::cli

@@ -38,6 +38,11 @@ struct SamplingFlags {
   void add(CLI::App* cmd);
 };
 
+// --segment, --truncate-bptt and --checkpoint-layers (train and grad): long rows in segments
+// with the state carried, and per-layer recompute in the backward.
+void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt,
+                            bool& checkpoint_layers);
+
 // A saved state for `model`; a fingerprint mismatch (same shape, other weights) is printed
 // to stderr as a warning.
 State load_state_warn(const std::string& path, const Model& model);
@@ -46,6 +51,9 @@ State load_state_warn(const std::string& path, const Model& model);
 // next to the binary's build folder or under the current folder. Error when absent.
 std::string default_model_path();
 
+// "0.1,0.3" → {0.1, 0.3}; "1,2" → {1, 2}; Error naming the flag on anything else.
+std::vector<double> parse_double_list(const std::string& text, const std::string& flag);
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& flag);
 // "1,2,3" → {1, 2, 3}; Error naming the flag on anything else.
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& flag);
 // Whole file as bytes; Error naming the file.

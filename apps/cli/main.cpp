@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_state(app);
   rwkv7::cli::register_doc(app);
   rwkv7::cli::register_ts(app);
+  rwkv7::cli::register_data(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

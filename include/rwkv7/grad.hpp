@@ -15,6 +15,12 @@ struct GradientOptions {
   int threads = 0;              // 0 = all cores
   bool l2wrap = false;          // add the official L2Wrap term (the loss value is unchanged)
   int64_t wkv_checkpoint = 32;  // backward keeps WKV states every this many positions
+  // Run each row in consecutive segments of this many positions (the last may be shorter),
+  // the state carried forward and its gradient carried back: the same gradients as the whole
+  // row at once, in memory that grows with the segment, not the row. 0 = whole rows.
+  int64_t segment = 0;
+  bool truncate_bptt = false;      // with segments: stop the state's gradient at boundaries
+  bool checkpoint_layers = false;  // keep only layer inputs; recompute each layer in backward
 };
 
 struct NamedGradient {
@@ -27,6 +33,8 @@ struct LossAndGradients {
   double loss = 0;                       // mean cross-entropy over all predicted positions
   int64_t positions = 0;                 // rows · (row length - 1)
   std::vector<NamedGradient> gradients;  // official state_dict order; layer 0 has no v0/v1/v2
+  // With segments: |d loss / d state| at the start of each segment (entry 0: 0, detached).
+  std::vector<double> state_grad_norms;
 };
 
 // Each row predicts row[1:] from row[:-1]; rows must have equal length >= 2 and ids < V

@@ -26,6 +26,23 @@ struct TrainOptions {
   int64_t steps = 1000, batch = 4, ctx = 512, accum = 1, warmup = 10;
   double lr_init = 6e-4, lr_final = 6e-5, grad_clip = 1.0, weight_decay = 0.001;
   bool l2wrap = true;
+  // Long rows: run each row in segments of this many positions with the state carried and the
+  // exact gradient (0 = the whole row at once); see GradientOptions::segment.
+  int64_t segment = 0;
+  bool truncate_bptt = false;      // with segments: no gradient across segment boundaries
+  bool checkpoint_layers = false;  // keep layer inputs only; recompute each layer in backward
+  // Length curriculum "256:0,1024:2000,...": the context from each step on, batch·ctx tokens
+  // per step kept by shrinking the batch (at least 1 row), rows cut at multiples of the
+  // current context; the learning-rate schedule spans the whole run. Empty = ctx throughout.
+  std::string ctx_schedule;
+  // Each row reads its own stretch of the data continuously and starts from the (detached)
+  // state where the same row of the previous step ended (zero states at the first step of a
+  // process, including after --resume).
+  bool carry_state = false;
+  // With carry_state: probability that a row goes back to a point remembered from earlier in
+  // the streams (the last 64 points where rows ended) and continues from there, from that
+  // point's state. 0 = off.
+  double replay = 0;
   // Output
   std::string out_dir;
   std::string log_json;        // one JSON object per step (optional)
@@ -40,6 +57,7 @@ struct TrainOptions {
 
 struct StepReport {
   int64_t step = 0, steps = 0;
+  int64_t ctx = 0, batch = 0;  // this step's shape (the curriculum changes it)
   double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
   std::optional<double> val_loss;
 };

@@ -3,6 +3,7 @@
 #include "model/backward.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/thread_pool.hpp"
 #include "model/graph.hpp"
@@ -51,8 +52,45 @@ struct Backward {
     return it->second.data.data();
   }
 
-  void channel_mix(int64_t l, Buf& dx) const {
-    const LayerActs& L = A.layers[size_t(l)];
+  // Gradients w.r.t. the state after the pass (null: none, the last segment or truncated
+  // BPTT) and, accumulated, before it (null: not wanted).
+  const std::vector<State>* d_final;
+  std::vector<State>* d_initial;
+
+  // Layer l's token-shift rows of the states before the pass, gathered [B, C] (the shift's
+  // prev at each row's first position).
+  const float* initial_shift_rows(int64_t l, std::vector<float> State::*field) const {
+    const int64_t C = p.config.n_embd;
+    A.shift_prev.resize(size_t(A.B * C));
+    for (int64_t b = 0; b < A.B; ++b)
+      std::copy_n((A.initial[size_t(b)].*field).data() + l * C, C, &A.shift_prev[size_t(b * C)]);
+    return A.shift_prev.data();
+  }
+  // A zeroed [B, C] buffer for the shift backward's dprev0, or null when no d_initial.
+  float* initial_shift_grads() const {
+    if (!d_initial) return nullptr;
+    A.shift_dprev.assign(size_t(A.B * p.config.n_embd), 0.0f);
+    return A.shift_dprev.data();
+  }
+  // The state's shift row of layer l is the normed input at each row's last position: its
+  // gradient joins that position's; the gathered dprev0 goes to d_initial.
+  void shift_state_grads(int64_t l, std::vector<float> State::*field, float* d_normed,
+                         const float* dprev0) const {
+    const int64_t C = p.config.n_embd;
+    for (int64_t b = 0; b < A.B; ++b) {
+      if (d_final) {
+        const float* g = ((*d_final)[size_t(b)].*field).data() + l * C;
+        float* d = d_normed + ((b + 1) * A.T - 1) * C;
+        for (int64_t j = 0; j < C; ++j) d[j] += g[j];
+      }
+      if (dprev0) {
+        float* g = ((*d_initial)[size_t(b)].*field).data() + l * C;
+        for (int64_t j = 0; j < C; ++j) g[j] += dprev0[b * C + j];
+      }
+    }
+  }
+
+  void channel_mix(int64_t l, const LayerActs& L, Buf& dx) const {
     const ModelConfig& c = p.config;
     const int64_t R = A.R, C = c.n_embd, F = c.ffn_dim;
     const std::string pf = "blocks." + std::to_string(l) + ".";
@@ -64,16 +102,18 @@ struct Backward {
     act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
     mm.linear_back(L.xkf.data(), P(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
                    G(pf, "ffn.key.weight"));
-    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), nullptr, P(pf, "ffn.x_k"), nullptr,
-                               dxkf.data(), dxf.data(), G(pf, "ffn.x_k"), nullptr});
+    const float* prev0 = initial_shift_rows(l, &State::ffn_shift);
+    float* dprev0 = initial_shift_grads();
+    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), prev0, P(pf, "ffn.x_k"), nullptr,
+                               dxkf.data(), dxf.data(), G(pf, "ffn.x_k"), dprev0});
+    shift_state_grads(l, &State::ffn_shift, dxf.data(), dprev0);
     norm_backward<float>({R, C, 1, kLnEps, L.x_mid.data(), P(pf, "ln2.weight"), P(pf, "ln2.bias"),
                           nullptr, const_cast<float*>(L.ln2_stats.data()), dxf.data(), dx.data(),
                           G(pf, "ln2.weight"), G(pf, "ln2.bias")});
   }
 
   // dv_first: gradient w.r.t. layer 0's value, accumulated by layers >= 1.
-  void time_mix(int64_t l, Buf& dx, Buf& dv_first) const {
-    const LayerActs& L = A.layers[size_t(l)];
+  void time_mix(int64_t l, const LayerActs& L, Buf& dx, Buf& dv_first) const {
     const ModelConfig& c = p.config;
     const int64_t R = A.R, C = c.n_embd, H = c.n_head, N = c.head_size;
     const size_t RC = size_t(R * C);
@@ -102,12 +142,16 @@ struct Backward {
     norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at, "ln_x.weight"),
                           P(at, "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
                           dyb.data(), dy.data(), G(at, "ln_x.weight"), G(at, "ln_x.bias")});
-    // WKV, one sequence at a time (heads in parallel), from the zero state
+    // WKV, one sequence at a time (heads in parallel), from the row's state before the pass
     Buf &ddecay = zeros(RC), &dwa = zeros(RC), &dwb = zeros(RC);
+    const int64_t HNN = H * N * N;
     for (int64_t b = 0; b < A.B; ++b) {
       const size_t o = size_t(b * A.T * C);
+      const float* s0 = A.initial[size_t(b)].wkv.data() + l * HNN;
       Wkv7TrainArgs<float> w{A.T,      H,       N,        &L.r[o],  &L.decay[o],
-                             &L.kf[o], &L.v[o], &L.wa[o], &L.wb[o], nullptr};
+                             &L.kf[o], &L.v[o], &L.wa[o], &L.wb[o], s0};
+      if (d_final) w.ds_final = (*d_final)[size_t(b)].wkv.data() + l * HNN;
+      if (d_initial) w.ds0 = (*d_initial)[size_t(b)].wkv.data() + l * HNN;
       w.dy = &dy[o];
       w.dr = &dr[o];
       w.ddecay = &ddecay[o];
@@ -137,7 +181,7 @@ struct Backward {
       for (size_t i = 0; i < RC; ++i) dv_raw[i] = dv[i] + dv_first[i];
     } else {
       Buf &dvz = zeros(RC), &dv_low = zeros(size_t(R * c.d_value));
-      value_residual_backward<float>({R, C, L.v_raw.data(), A.layers[0].v.data(), P(at, "v0"),
+      value_residual_backward<float>({R, C, L.v_raw.data(), A.v_first.data(), P(at, "v0"),
                                       L.vz.data(), nullptr, dv.data(), dv_raw.data(),
                                       dv_first.data(), G(at, "v0"), dvz.data()});
       mm.lora_back(L.v_low.data(), P(at, "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
@@ -168,26 +212,31 @@ struct Backward {
     Buf& dxa = zeros(RC);
     const std::pair<const char*, const Buf*> mixes[] = {
         {"x_r", &dxr}, {"x_w", &dxw}, {"x_k", &dxk}, {"x_v", &dxv}, {"x_a", &dxa2}, {"x_g", &dxg}};
+    const float* prev0 = initial_shift_rows(l, &State::att_shift);
+    float* dprev0 = initial_shift_grads();
     for (auto [name, d] : mixes) {
-      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), nullptr, P(at, name), nullptr, d->data(),
-                                 dxa.data(), G(at, name), nullptr});
+      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), prev0, P(at, name), nullptr, d->data(),
+                                 dxa.data(), G(at, name), dprev0});
     }
+    shift_state_grads(l, &State::att_shift, dxa.data(), dprev0);
     norm_backward<float>({R, C, 1, kLnEps, L.x_in.data(), P(pf, "ln1.weight"), P(pf, "ln1.bias"),
                           nullptr, const_cast<float*>(L.ln1_stats.data()), dxa.data(), dx.data(),
                           G(pf, "ln1.weight"), G(pf, "ln1.bias")});
   }
 };
 
-// Mean cross-entropy over A.R rows, its gradient written over the logits in place; rows are
-// split over the pool (the exp of every logit dominates).
-double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, ThreadPool* pool) {
+// Cross-entropy summed over A.R rows and divided by `mean_over` (all positions of the rows,
+// when this pass is one segment of them), its gradient written over the logits in place; rows
+// are split over the pool (the exp of every logit dominates).
+double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, ThreadPool* pool) {
   const int64_t R = A.R;
   std::vector<double>& part = A.loss_parts;
   part.assign(size_t(R), 0.0);
   auto rows = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* l = A.logits.data() + r * V;
-      part[size_t(r)] = cross_entropy<float>({1, V, l, &A.targets[size_t(r)], l, l2wrap, R});
+      part[size_t(r)] =
+          cross_entropy<float>({1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over});
     }
   };
   if (pool) {
@@ -220,9 +269,9 @@ void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
   }
 }
 
-// From A.dxo (d loss / d xo, [R, C]) back through ln_out, the layers and ln0: leaves
-// d loss / d embedding rows (before ln0) in A.demb.
-void backward_from_xo(const Backward& bw) {
+// From A.dxo (d loss / d xo, [R, C]) back through ln_out, the layers (recomputed one by one
+// with checkpoint_layers) and ln0: leaves d loss / d embedding rows (before ln0) in A.demb.
+void backward_from_xo(const Backward& bw, const ModelWeights& weights, const Backend& backend) {
   const TrainParams& params = bw.p;
   Acts& A = bw.A;
   const int64_t R = A.R, C = params.config.n_embd;
@@ -235,14 +284,35 @@ void backward_from_xo(const Backward& bw) {
   Buf& dv_first = A.dv_first;
   dv_first.assign(size_t(R * C), 0.0f);
   for (int64_t l = params.config.n_layer - 1; l >= 0; --l) {
-    bw.channel_mix(l, dx);
-    bw.time_mix(l, dx, dv_first);
+    const LayerActs& L =
+        A.checkpoint_layers ? detail::recompute_layer(weights, backend, A, l) : A.layers[size_t(l)];
+    bw.channel_mix(l, L, dx);
+    bw.time_mix(l, L, dx, dv_first);
   }
   A.demb.assign(size_t(R * C), 0.0f);
   norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
                         params.get("blocks.0.ln0.bias"), nullptr,
                         const_cast<float*>(A.ln0_stats.data()), dx.data(), A.demb.data(),
                         bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
+}
+
+// One pass's loss (added to res.loss) and gradients (added to res.grads) after train_forward
+// ran over A: from the logits back to the embedding, with the state gradients of Backward.
+void backward_segment(const TrainParams& params, const ModelWeights& weights,
+                      const Backend& backend, ThreadPool* pool, const GradOptions& opts,
+                      int64_t mean_over, Acts& A, GradResult& res,
+                      const std::vector<State>* d_final, std::vector<State>* d_initial) {
+  const ModelConfig& c = params.config;
+  const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
+  res.loss += loss_and_dlogits(A, V, opts.l2wrap, mean_over, pool);  // A.logits: dlogits now
+  Products mm{backend};
+  Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
+  A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
+  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
+                 bw.G("head.weight"));
+  backward_from_xo(bw, weights, backend);
+  embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,
+                             A.demb.data(), bw.G("emb.weight")});
 }
 
 }  // namespace
@@ -286,32 +356,90 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     }
   }
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
+  if (opts.segment < 0)
+    throw Error("gradient: segment must be 0 (whole rows) or a positive number of positions");
+  if (opts.initial_states) {
+    if (opts.initial_states->size() != rows.size()) {
+      throw Error("gradient: " + std::to_string(opts.initial_states->size()) +
+                  " initial states given for " + std::to_string(rows.size()) + " rows");
+    }
+    for (size_t b = 0; b < rows.size(); ++b)
+      detail::check_state_shape((*opts.initial_states)[b], c, "gradient", int64_t(b));
+  }
 
   Acts& A = *ws.acts;
-  A.B = int64_t(rows.size());
-  A.T = int64_t(len) - 1;
-  A.R = A.B * A.T;
-  A.inputs.clear();
-  A.targets.clear();
-  for (const auto& row : rows) {
-    A.inputs.insert(A.inputs.end(), row.begin(), row.end() - 1);
-    A.targets.insert(A.targets.end(), row.begin() + 1, row.end());
+  const int64_t B = int64_t(rows.size()), T = int64_t(len) - 1;
+  const int64_t seg = opts.segment > 0 ? std::min(opts.segment, T) : T;
+  const int64_t n_seg = (T + seg - 1) / seg;
+  const ModelWeights& weights = detail::current_weights(params, A);
+  A.checkpoint_layers = opts.checkpoint_layers;
+  // Segment k's inputs and targets (positions [k·seg, k·seg + its length) of every row).
+  auto load_segment = [&](int64_t k) {
+    const int64_t t0 = k * seg, t1 = std::min(T, t0 + seg);
+    A.B = B;
+    A.T = t1 - t0;
+    A.R = B * A.T;
+    A.inputs.clear();
+    A.targets.clear();
+    for (const auto& row : rows) {
+      A.inputs.insert(A.inputs.end(), row.begin() + t0, row.begin() + t1);
+      A.targets.insert(A.targets.end(), row.begin() + t0 + 1, row.begin() + t1 + 1);
+    }
+  };
+  auto zero_states = [&](std::vector<State>& s) {
+    if (s.size() != size_t(B) || s[0].n_layer != c.n_layer || s[0].n_embd != c.n_embd ||
+        s[0].n_head != c.n_head || s[0].head_size != c.head_size) {
+      s.assign(size_t(B), detail::zero_state(c));
+      return;
+    }
+    for (State& x : s) {
+      std::fill(x.att_shift.begin(), x.att_shift.end(), 0.0f);
+      std::fill(x.ffn_shift.begin(), x.ffn_shift.end(), 0.0f);
+      std::fill(x.wkv.begin(), x.wkv.end(), 0.0f);
+    }
+  };
+
+  // Forward through all but the last segment, keeping only the states at the boundaries.
+  A.boundaries.resize(size_t(n_seg));
+  if (opts.initial_states) {
+    detail::assign_states(A.boundaries[0], *opts.initial_states);
+  } else {
+    zero_states(A.boundaries[0]);
   }
-  Products mm{backend};
-  detail::train_forward(detail::current_weights(params, A), backend, A);
+  for (int64_t k = 0; k + 1 < n_seg; ++k) {
+    load_segment(k);
+    detail::assign_states(A.states, A.boundaries[size_t(k)]);
+    detail::advance_states(weights, backend, A);
+    detail::assign_states(A.boundaries[size_t(k + 1)], A.states);
+  }
 
-  res.positions = A.R;
+  res.positions = B * T;
   prepare_gradients(params, A, res.grads);
-  const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
-  res.loss = loss_and_dlogits(A, V, opts.l2wrap, pool);  // A.logits now holds dlogits
 
-  Backward bw{params, mm, pool, opts, A, res.grads};
-  A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
-  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
-                 bw.G("head.weight"));
-  backward_from_xo(bw);
-  embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,
-                             A.demb.data(), bw.G("emb.weight")});
+  // Backward through the segments in reverse, each recomputed from its input state; the
+  // gradient w.r.t. the state between two segments is the later one's d_initial, then the
+  // earlier one's d_final.
+  const bool carry_grad = n_seg > 1 && !opts.truncate_bptt;
+  res.loss = 0;
+  res.state_grad_norms.assign(carry_grad ? size_t(n_seg) : 0, 0.0);
+  for (int64_t k = n_seg - 1; k >= 0; --k) {
+    load_segment(k);
+    detail::assign_states(A.initial, A.boundaries[size_t(k)]);
+    detail::train_forward(weights, backend, A);
+    if (k == n_seg - 1 && opts.final_states) detail::assign_states(*opts.final_states, A.states);
+    const bool has_d_final = carry_grad && k < n_seg - 1, wants_d_initial = carry_grad && k > 0;
+    if (has_d_final) std::swap(A.d_final, A.d_initial);
+    if (wants_d_initial) zero_states(A.d_initial);
+    backward_segment(params, weights, backend, pool, opts, B * T, A, res,
+                     has_d_final ? &A.d_final : nullptr, wants_d_initial ? &A.d_initial : nullptr);
+    if (wants_d_initial) {
+      double sq = 0;
+      for (const State& d : A.d_initial)
+        for (const std::vector<float>* v : {&d.att_shift, &d.ffn_shift, &d.wkv})
+          for (float x : *v) sq += double(x) * double(x);
+      res.state_grad_norms[size_t(k)] = std::sqrt(sq);
+    }
+  }
 }
 
 const std::vector<float>& blocks_forward(const TrainParams& params, std::span<const float> emb,
@@ -328,6 +456,13 @@ const std::vector<float>& blocks_forward(const TrainParams& params, std::span<co
   A.T = T;
   A.R = B * T;
   A.emb.assign(emb.begin(), emb.end());
+  A.checkpoint_layers = false;
+  if (A.initial.size() != size_t(B)) A.initial.assign(size_t(B), detail::zero_state(params.config));
+  for (State& s : A.initial) {  // every row from the zero state
+    std::fill(s.att_shift.begin(), s.att_shift.end(), 0.0f);
+    std::fill(s.ffn_shift.begin(), s.ffn_shift.end(), 0.0f);
+    std::fill(s.wkv.begin(), s.wkv.end(), 0.0f);
+  }
   detail::train_forward_embedded(detail::current_weights(params, A), backend, A);
   return A.xo;
 }
@@ -341,9 +476,9 @@ void blocks_backward(const TrainParams& params, std::span<const float> dhidden,
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
   prepare_gradients(params, A, grads);  // emb.weight and head.weight stay 0
   Products mm{backend};
-  Backward bw{params, mm, pool, opts, A, grads};
+  Backward bw{params, mm, pool, opts, A, grads, nullptr, nullptr};
   A.dxo.assign(dhidden.begin(), dhidden.end());
-  backward_from_xo(bw);
+  backward_from_xo(bw, detail::current_weights(params, A), backend);
   demb = A.demb;
 }
 

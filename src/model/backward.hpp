@@ -40,12 +40,32 @@ TrainParams params_from_file(const TensorFile& file);
 struct GradOptions {
   bool l2wrap = false;          // SPEC §5: add 1e-4/(B·T)·max_logit to each arg-max logit grad
   int64_t wkv_checkpoint = 32;  // WKV states kept every this many steps during backward
+  // Segment training: the rows run in consecutive segments of this many positions (the last
+  // may be shorter), the state carried from one to the next; only the states at segment
+  // boundaries are kept, and the backward recomputes each segment from its input state,
+  // passing the gradient of the state back to the previous segment. Memory grows with the
+  // segment, not the row. 0 = the whole row at once. The gradients are those of the whole row.
+  int64_t segment = 0;
+  // With segments: no gradient through the state at segment boundaries (truncated BPTT; the
+  // forward still carries the state).
+  bool truncate_bptt = false;
+  // Keep only each layer's input in the forward and recompute the layer in the backward
+  // (less memory, one more forward of every layer).
+  bool checkpoint_layers = false;
+  // One state per row to start from (detached: no gradient flows into it); null = zeros.
+  const std::vector<State>* initial_states = nullptr;
+  // When given, receives each row's state after its last position.
+  std::vector<State>* final_states = nullptr;
 };
 
 struct GradResult {
   double loss = 0;        // mean cross-entropy over all predicted positions
   int64_t positions = 0;  // B · (T - 1)
   Gradients grads;        // one per name in TrainParams::names()
+  // With segments (and the state gradient carried): the L2 norm of the loss's gradient w.r.t.
+  // the state (all rows) at the start of each segment, [segments]; entry 0 is 0 (the initial
+  // state is detached). Shows whether the gradient fades with distance.
+  std::vector<double> state_grad_norms;
 };
 
 namespace detail {

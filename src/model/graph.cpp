@@ -80,13 +80,15 @@ void GraphPass::shift_mix(const Buf& x, int64_t layer, std::vector<float> State:
 // LayerActs for backward.cpp (separate buffers instead of in-place updates).
 class GraphPass::LayerStages {
  public:
-  LayerStages(const GraphPass& g, Buf& x, Buf& v_first, std::vector<LayerActs>* keep)
-      : g_(g), x_(x), v_first_(v_first), keep_all_(keep) {}
+  // Keeps each layer's activations in (*keep_all)[layer] when given, else in keep_one.
+  LayerStages(const GraphPass& g, Buf& x, Buf& v_first, std::vector<LayerActs>* keep_all,
+              LayerActs* keep_one = nullptr)
+      : g_(g), x_(x), v_first_(v_first), keep_all_(keep_all), keep_one_(keep_one) {}
 
   void begin_layer(int64_t l) {
     layer_ = l;
     L_ = &g_.w.layers[size_t(l)];
-    keep_ = keep_all_ ? &(*keep_all_)[size_t(l)] : nullptr;
+    keep_ = keep_all_ ? &(*keep_all_)[size_t(l)] : keep_one_;
   }
 
   void time_mix_inputs() {
@@ -267,6 +269,7 @@ class GraphPass::LayerStages {
   Buf& x_;
   Buf& v_first_;
   std::vector<LayerActs>* keep_all_;
+  LayerActs* keep_one_;
   int64_t layer_ = 0;
   const LayerWeights* L_ = nullptr;
   LayerActs* keep_ = nullptr;
@@ -284,6 +287,11 @@ class GraphPass::LayerStages {
 void GraphPass::layers(Buf& x, Buf& v_first, std::vector<LayerActs>* keep) const {
   LayerStages stages(*this, x, v_first, keep);
   run_layers(stages, w.config.n_layer);
+}
+
+void GraphPass::layer(int64_t l, Buf& x, Buf& v_first, LayerActs* keep) const {
+  LayerStages stages(*this, x, v_first, nullptr, keep);
+  run_layer(stages, l);
 }
 
 }  // namespace rwkv7

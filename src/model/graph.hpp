@@ -27,6 +27,10 @@ struct GraphPass {
   // `keep`, every activation the backward reads is left in it (one LayerActs per layer).
   void layers(std::vector<float>& x, std::vector<float>& v_first,
               std::vector<LayerActs>* keep) const;
+  // Runs layer `l` alone (the states' layer-l rows are read and advanced as in layers()):
+  // the training backward recomputes one layer at a time from its kept input. With `keep`,
+  // that layer's activations are left in it.
+  void layer(int64_t l, std::vector<float>& x, std::vector<float>& v_first, LayerActs* keep) const;
 
   // y[rows] = LayerNorm(x[rows]) on the backend's threads; stats [R, 2] when not null.
   void layer_norm_rows(const float* x, const std::vector<float>& weight,

@@ -113,34 +113,75 @@ const ModelWeights& current_weights(const TrainParams& p, Acts& A) {
   return *A.weights;
 }
 
-namespace {
+State zero_state(const ModelConfig& c) {
+  State s;
+  s.n_layer = c.n_layer;
+  s.n_embd = c.n_embd;
+  s.n_head = c.n_head;
+  s.head_size = c.head_size;
+  s.att_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
+  s.ffn_shift.assign(size_t(c.n_layer * c.n_embd), 0.0f);
+  s.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
+  return s;
+}
 
-// Each of A.B rows starts from the zero state (what the backward assumes).
-void zero_states(const ModelConfig& c, Acts& A) {
-  const int64_t C = c.n_embd;
-  A.states.resize(size_t(A.B));
-  A.segs.clear();
-  for (int64_t b = 0; b < A.B; ++b) {
-    State& s = A.states[size_t(b)];
-    s.n_layer = c.n_layer;
-    s.n_embd = c.n_embd;
-    s.n_head = c.n_head;
-    s.head_size = c.head_size;
-    s.att_shift.assign(size_t(c.n_layer * C), 0.0f);
-    s.ffn_shift.assign(size_t(c.n_layer * C), 0.0f);
-    s.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
-    A.segs.push_back(Segment{&s, b * A.T, A.T});
+void check_state_shape(const State& s, const ModelConfig& c, const char* who, int64_t row) {
+  const size_t LC = size_t(c.n_layer * c.n_embd);
+  const size_t HNN = size_t(c.n_head * c.head_size * c.head_size);
+  if (s.n_layer != c.n_layer || s.n_embd != c.n_embd || s.n_head != c.n_head ||
+      s.head_size != c.head_size || s.att_shift.size() != LC || s.ffn_shift.size() != LC ||
+      s.wkv.size() != size_t(c.n_layer) * HNN)
+    throw Error(std::string(who) + ": the initial state of row " + std::to_string(row) +
+                " does not have the model's shape (" + c.shape_string() + ")");
+}
+
+void assign_states(std::vector<State>& to, const std::vector<State>& from) {
+  to.resize(from.size());
+  for (size_t b = 0; b < from.size(); ++b) {
+    to[b].n_layer = from[b].n_layer;
+    to[b].n_embd = from[b].n_embd;
+    to[b].n_head = from[b].n_head;
+    to[b].head_size = from[b].head_size;
+    to[b].att_shift.assign(from[b].att_shift.begin(), from[b].att_shift.end());
+    to[b].ffn_shift.assign(from[b].ffn_shift.begin(), from[b].ffn_shift.end());
+    to[b].wkv.assign(from[b].wkv.begin(), from[b].wkv.end());
   }
 }
 
-// x (after ln0) through the layers, then ln_out into A.xo.
+namespace {
+
+// A.states = A.initial (one per row; copies keep their buffers) and the graph's segments.
+void start_states(const ModelConfig& c, Acts& A) {
+  if (A.initial.size() != size_t(A.B))
+    throw Error("training forward: " + std::to_string(A.initial.size()) + " initial states for " +
+                std::to_string(A.B) + " rows");
+  for (int64_t b = 0; b < A.B; ++b)
+    check_state_shape(A.initial[size_t(b)], c, "training forward", b);
+  assign_states(A.states, A.initial);
+  A.segs.clear();
+  for (int64_t b = 0; b < A.B; ++b) A.segs.push_back(Segment{&A.states[size_t(b)], b * A.T, A.T});
+}
+
+// x (A.x_final, after ln0) through the layers, then ln_out into A.xo. With checkpoint_layers
+// only each layer's input is kept; the backward recomputes the layer (recompute_layer).
 void layers_and_ln_out(const ModelWeights& w, const GraphPass& pass, Acts& A) {
-  const size_t RC = size_t(A.R * w.config.n_embd);
-  A.layers.resize(size_t(w.config.n_layer));  // kept across calls: buffers keep their capacity
-  pass.layers(A.x_final, A.v_first, &A.layers);
+  const ModelConfig& c = w.config;
+  const size_t RC = size_t(A.R * c.n_embd);
+  Buf& x = A.x_final;
+  if (A.checkpoint_layers) {
+    A.layers.resize(1);  // the one layer being recomputed
+    A.layer_inputs.resize(size_t(c.n_layer));
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      A.layer_inputs[size_t(l)].assign(x.begin(), x.end());
+      pass.layer(l, x, A.v_first, nullptr);
+    }
+  } else {
+    A.layers.resize(size_t(c.n_layer));  // kept across calls: buffers keep their capacity
+    pass.layers(x, A.v_first, &A.layers);
+  }
   A.xo.resize(RC);
   A.lnout_stats.resize(size_t(A.R * 2));
-  pass.layer_norm_rows(A.x_final.data(), w.ln_out_w, w.ln_out_b, A.xo.data(), A.lnout_stats.data());
+  pass.layer_norm_rows(x.data(), w.ln_out_w, w.ln_out_b, A.xo.data(), A.lnout_stats.data());
 }
 
 }  // namespace
@@ -149,7 +190,7 @@ void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
   const ModelConfig& c = w.config;
   const int64_t R = A.R, C = c.n_embd;
   const size_t RC = size_t(R * C);
-  zero_states(c, A);
+  start_states(c, A);
   GraphPass pass{w, be, A.segs, R, A.fwd};
   Buf& x = A.x_final;  // the residual stream; after the last layer it is x_final
   x.resize(RC);
@@ -164,12 +205,43 @@ void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
 void train_forward_embedded(const ModelWeights& w, const Backend& be, Acts& A) {
   const int64_t R = A.R, C = w.config.n_embd;
   if (A.emb.size() != size_t(R * C)) throw Error("blocks forward: embedding rows must be [R, C]");
-  zero_states(w.config, A);
+  start_states(w.config, A);
   GraphPass pass{w, be, A.segs, R, A.fwd};
   A.x_final.resize(size_t(R * C));
   A.ln0_stats.resize(size_t(R * 2));
   pass.layer_norm_rows(A.emb.data(), w.ln0_w, w.ln0_b, A.x_final.data(), A.ln0_stats.data());
   layers_and_ln_out(w, pass, A);
+}
+
+void advance_states(const ModelWeights& w, const Backend& be, Acts& A) {
+  const ModelConfig& c = w.config;
+  const size_t RC = size_t(A.R * c.n_embd);
+  A.segs.clear();
+  for (int64_t b = 0; b < A.B; ++b) A.segs.push_back(Segment{&A.states[size_t(b)], b * A.T, A.T});
+  GraphPass pass{w, be, A.segs, A.R, A.fwd};
+  Buf& x = A.x_final;  // scratch here: train_forward writes it again
+  x.resize(RC);
+  pass.embed(A.inputs.data(), x.data(), nullptr, nullptr);
+  pass.layers(x, A.v_first, nullptr);
+}
+
+const LayerActs& recompute_layer(const ModelWeights& w, const Backend& be, Acts& A, int64_t l) {
+  const ModelConfig& c = w.config;
+  const size_t C = size_t(c.n_embd), HNN = size_t(c.n_head * c.head_size * c.head_size);
+  const size_t L = size_t(l);
+  for (size_t b = 0; b < A.states.size(); ++b) {  // layer l's states as the pass found them
+    const State& from = A.initial[b];
+    State& s = A.states[b];
+    std::copy_n(from.att_shift.begin() + ptrdiff_t(L * C), C,
+                s.att_shift.begin() + ptrdiff_t(L * C));
+    std::copy_n(from.ffn_shift.begin() + ptrdiff_t(L * C), C,
+                s.ffn_shift.begin() + ptrdiff_t(L * C));
+    std::copy_n(from.wkv.begin() + ptrdiff_t(L * HNN), HNN, s.wkv.begin() + ptrdiff_t(L * HNN));
+  }
+  A.recompute_x.assign(A.layer_inputs[L].begin(), A.layer_inputs[L].end());
+  GraphPass pass{w, be, A.segs, A.R, A.fwd};
+  pass.layer(l, A.recompute_x, A.v_first, &A.layers[0]);
+  return A.layers[0];
 }
 
 }  // namespace detail

@@ -38,11 +38,26 @@ struct Acts {
   Buf logits;                    // [R, V]
   Buf v_first;                   // [R, C] layer 0's value (the graph's copy)
 
-  // The forward runs on the inference graph: B zero states (one per row), its segments and
-  // scratch, kept from step to step.
-  std::vector<State> states;
+  // The forward runs on the inference graph from `initial` (one state per row: zeros, or
+  // where the previous segment of the rows ended); `states` are advanced in place by the
+  // graph, `initial` stays for the backward (its shift rows and WKV matrices are the inputs
+  // of the pass's first position).
+  std::vector<State> initial, states;
   std::vector<Segment> segs;
   ForwardScratch fwd;
+
+  // Per-layer checkpointing: the forward keeps only each layer's input x [R, C] (and
+  // v_first); the backward recomputes one layer at a time into layers[0].
+  bool checkpoint_layers = false;
+  std::vector<Buf> layer_inputs;  // [L][R, C]
+  Buf recompute_x;
+
+  // Segment training: the rows' states before each segment ([segment][row]), the gradient
+  // w.r.t. the state after the current segment and before it ([row]), and the token shift
+  // rows of one layer gathered [B, C] for the shift backward.
+  std::vector<std::vector<State>> boundaries;
+  std::vector<State> d_final, d_initial;
+  Buf shift_prev, shift_dprev;
 
   // Backward temporaries, reused from step to step (fresh vectors would be page-faulted in
   // and trimmed back every step). zeros() hands out the next one; a deque keeps references.
@@ -68,11 +83,27 @@ ModelWeights weights_of(const TrainParams& p);
 // weights_of(p), kept in `acts` and refreshed in place while p's buffers stay the same.
 const ModelWeights& current_weights(const TrainParams& p, Acts& acts);
 
-// Runs the graph (model/graph.cpp) over acts.inputs (B rows of T), keeping the activations
-// the backward reads; the logits land in acts.logits.
+// A zero state of the model's shape (a row's state before its first token).
+State zero_state(const ModelConfig& c);
+// Error ("<who>: the initial state of row <row> ...") unless `s` has the shape of a state of
+// model `c` (no allocation unless it fails: the training forward calls it every step).
+void check_state_shape(const State& s, const ModelConfig& c, const char* who, int64_t row);
+// to = from, element by element (the vectors keep their buffers: no allocation once warm).
+void assign_states(std::vector<State>& to, const std::vector<State>& from);
+
+// Runs the graph (model/graph.cpp) over acts.inputs (B rows of T) from acts.initial, keeping
+// the activations the backward reads (or only the layer inputs, with checkpoint_layers); the
+// logits land in acts.logits and the states after the last position in acts.states.
 void train_forward(const ModelWeights& w, const Backend& be, Acts& acts);
 // The layers alone over acts.emb ([R, C] input rows before ln0, filled by the caller, with
 // acts.B/T/R set): ln0, the blocks and ln_out into acts.xo; no head.
 void train_forward_embedded(const ModelWeights& w, const Backend& be, Acts& acts);
+
+// Only advances acts.states over acts.inputs (B rows of T): no activations kept, no logits.
+void advance_states(const ModelWeights& w, const Backend& be, Acts& acts);
+
+// With checkpoint_layers, after train_forward: recomputes layer `l` from its kept input and
+// its states in acts.initial, returning its activations (valid until the next call).
+const LayerActs& recompute_layer(const ModelWeights& w, const Backend& be, Acts& acts, int64_t l);
 
 }  // namespace rwkv7::train::detail

@@ -117,8 +117,8 @@ Split split_tail(const std::vector<int32_t>& tokens, double val_fraction) {
 }
 
 Batcher::Batcher(const std::vector<int32_t>& tokens, int64_t batch, int64_t ctx, bool shuffle,
-                 uint64_t seed, const std::string& what)
-    : tokens_(tokens), batch_(batch), ctx_(ctx), shuffle_(shuffle), seed_(seed) {
+                 uint64_t seed, const std::string& what, bool aligned)
+    : tokens_(tokens), batch_(batch), ctx_(ctx), shuffle_(shuffle), seed_(seed), aligned_(aligned) {
   if (batch < 1 || ctx < 1) throw Error("batch and context must be at least 1");
   if (int64_t(tokens.size()) < ctx + 1) {
     throw Error(what + " has " + std::to_string(tokens.size()) + " tokens, fewer than one row of " +
@@ -128,6 +128,12 @@ Batcher::Batcher(const std::vector<int32_t>& tokens, int64_t batch, int64_t ctx,
 
 int64_t Batcher::start(int64_t step, int64_t b) const {
   const int64_t windows = int64_t(tokens_.size()) - ctx_;  // valid starts: [0, windows)
+  if (aligned_) {                                          // window w covers [w·ctx, w·ctx + ctx]
+    const int64_t count = windows / ctx_ + 1;
+    if (!shuffle_) return ((step * batch_ + b) % count) * ctx_;
+    const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x100000001b3ull + uint64_t(b)));
+    return int64_t(h % uint64_t(count)) * ctx_;
+  }
   if (!shuffle_) return ((step * batch_ + b) * ctx_) % windows;
   const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x100000001b3ull + uint64_t(b)));
   return int64_t(h % uint64_t(windows));
@@ -140,6 +146,111 @@ std::vector<std::vector<int32_t>> Batcher::rows(int64_t step) const {
     out[size_t(b)].assign(tokens_.begin() + p, tokens_.begin() + p + ctx_ + 1);
   }
   return out;
+}
+
+std::vector<CtxStage> parse_ctx_schedule(const std::string& text) {
+  std::vector<CtxStage> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t end = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, end - pos);
+    const size_t colon = item.find(':');
+    CtxStage st;
+    try {
+      if (colon == std::string::npos) throw std::invalid_argument(item);
+      size_t u1 = 0, u2 = 0;
+      st.ctx = std::stoll(item.substr(0, colon), &u1);
+      st.from_step = std::stoll(item.substr(colon + 1), &u2);
+      if (u1 != colon || u2 != item.size() - colon - 1) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error("--ctx-schedule: '" + item + "' is not CTX:STEP (e.g. 256:0,1024:2000)");
+    }
+    if (st.ctx < 1) throw Error("--ctx-schedule: context " + std::to_string(st.ctx) + " < 1");
+    if (out.empty() && st.from_step != 0)
+      throw Error("--ctx-schedule: the first stage must start at step 0 (got " + item + ")");
+    if (!out.empty() && st.from_step <= out.back().from_step)
+      throw Error("--ctx-schedule: steps must increase ('" + item + "')");
+    out.push_back(st);
+    pos = end + 1;
+  }
+  return out;
+}
+
+size_t stage_at(const std::vector<CtxStage>& stages, int64_t step) {
+  size_t k = 0;
+  while (k + 1 < stages.size() && stages[k + 1].from_step <= step) ++k;
+  return k;
+}
+
+int64_t batch_for_ctx(int64_t base_batch, int64_t base_ctx, int64_t ctx) {
+  return std::max<int64_t>(1, base_batch * base_ctx / ctx);
+}
+
+StreamBatcher::StreamBatcher(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx,
+                             const std::string& what)
+    : tokens_(tokens), streams_(streams), ctx_(ctx) {
+  if (streams < 1 || ctx < 1) throw Error("streams and context must be at least 1");
+  if (int64_t(tokens.size()) < ctx + 1) {
+    throw Error(what + " has " + std::to_string(tokens.size()) + " tokens, fewer than one row of " +
+                "context " + std::to_string(ctx) + " + 1; use a smaller --ctx or more data");
+  }
+}
+
+int64_t StreamBatcher::start(int64_t step, int64_t stream) const {
+  const int64_t n = int64_t(tokens_.size());
+  return (stream * (n / streams_) + step * ctx_) % n;
+}
+
+std::vector<std::vector<int32_t>> StreamBatcher::rows(int64_t step, int64_t first_stream,
+                                                      int64_t count) const {
+  const size_t n = tokens_.size();
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    const size_t p = size_t(start(step, first_stream + i));
+    for (int64_t j = 0; j <= ctx_; ++j) out[size_t(i)].push_back(tokens_[(p + size_t(j)) % n]);
+  }
+  return out;
+}
+
+ReplayStreams::ReplayStreams(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx,
+                             double p, uint64_t seed, int64_t capacity)
+    : tokens_(tokens), ctx_(ctx), p_(p), seed_(seed), capacity_(capacity) {
+  if (!(p >= 0 && p <= 1)) throw Error("--replay: probability must be in [0, 1]");
+  if (capacity < 1) throw Error("replay: capacity must be at least 1");
+  const StreamBatcher starts(tokens, streams, ctx);  // validates and gives the first cursors
+  for (int64_t r = 0; r < streams; ++r) cursor_.push_back(starts.start(0, r));
+  slots_.assign(size_t(capacity), 0);
+}
+
+std::vector<int64_t> ReplayStreams::plan(int64_t step) {
+  std::vector<int64_t> out(cursor_.size(), -1);
+  for (size_t r = 0; r < cursor_.size(); ++r) {
+    if (filled_ == 0 || p_ == 0) continue;
+    const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x9e3779b97f4a7c15ull + r + 1));
+    const double u = double(h >> 11) * 0x1.0p-53;
+    if (u >= p_) continue;
+    const int64_t slot = int64_t(mix64(h) % uint64_t(filled_));
+    out[r] = slot;
+    cursor_[r] = slots_[size_t(slot)];
+  }
+  return out;
+}
+
+std::vector<int32_t> ReplayStreams::row(int64_t stream) const {
+  const size_t n = tokens_.size(), p = size_t(cursor_[size_t(stream)]);
+  std::vector<int32_t> out;
+  for (int64_t j = 0; j <= ctx_; ++j) out.push_back(tokens_[(p + size_t(j)) % n]);
+  return out;
+}
+
+int64_t ReplayStreams::advance(int64_t stream) {
+  int64_t& c = cursor_[size_t(stream)];
+  c = (c + ctx_) % int64_t(tokens_.size());
+  const int64_t slot = next_slot_;
+  slots_[size_t(slot)] = c;
+  next_slot_ = (next_slot_ + 1) % capacity_;
+  filled_ = std::min(filled_ + 1, capacity_);
+  return slot;
 }
 
 }  // namespace rwkv7::train

@@ -30,9 +30,10 @@ Split split_tail(const std::vector<int32_t>& tokens, double val_fraction);
 class Batcher {
  public:
   // Each row is ctx + 1 tokens (inputs are row[:-1], targets row[1:]). Error when the data is
-  // shorter than one row.
+  // shorter than one row. `aligned`: rows start at multiples of ctx only (the stream cut into
+  // consecutive windows of the current length; the length curriculum uses it).
   Batcher(const std::vector<int32_t>& tokens, int64_t batch, int64_t ctx, bool shuffle,
-          uint64_t seed, const std::string& what = "training data");
+          uint64_t seed, const std::string& what = "training data", bool aligned = false);
   // No shuffle: row b of step s starts at (s·B + b)·T (wrapping at the end of the data).
   // Shuffle: a start drawn from (seed, s, b).
   std::vector<std::vector<int32_t>> rows(int64_t step) const;
@@ -43,6 +44,65 @@ class Batcher {
   int64_t batch_, ctx_;
   bool shuffle_;
   uint64_t seed_;
+  bool aligned_;
+};
+
+// Length curriculum (--ctx-schedule "256:0,1024:2000"): the context from each step on.
+struct CtxStage {
+  int64_t ctx = 0, from_step = 0;
+};
+// Error naming the flag unless every item is CTX:STEP with CTX >= 1, the first STEP 0 and the
+// steps increasing.
+std::vector<CtxStage> parse_ctx_schedule(const std::string& text);
+// Index of the stage optimiser step `step` is in.
+size_t stage_at(const std::vector<CtxStage>& stages, int64_t step);
+// Rows per micro-batch at a stage's context that keep base_batch · base_ctx tokens per step
+// (at least 1).
+int64_t batch_for_ctx(int64_t base_batch, int64_t base_ctx, int64_t ctx);
+
+// --carry-state: stream r (row b of micro-batch a is stream a·B + b) reads its own stretch of
+// the data continuously: stream r starts at r·(N / streams) and its step s row is the ctx + 1
+// tokens from start + s·ctx (wrapping at the end of the data), so a row starts where the same
+// row of the previous step ended.
+class StreamBatcher {
+ public:
+  StreamBatcher(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx,
+                const std::string& what = "training data");
+  int64_t start(int64_t step, int64_t stream) const;
+  std::vector<std::vector<int32_t>> rows(int64_t step, int64_t first_stream, int64_t count) const;
+
+ private:
+  const std::vector<int32_t>& tokens_;
+  int64_t streams_, ctx_;
+};
+
+// --carry-state --replay P: the streams of StreamBatcher with a memory. After each step the
+// point where every stream ended is remembered (a ring of `capacity` points; the caller keeps
+// the state of each in the same slot); at the next step, with probability P (drawn from
+// (seed, step, stream)), a stream goes back to a remembered point and continues from there
+// (from that point's state), so long-range memories are revisited.
+class ReplayStreams {
+ public:
+  ReplayStreams(const std::vector<int32_t>& tokens, int64_t streams, int64_t ctx, double p,
+                uint64_t seed, int64_t capacity = 64);
+  // Decides step `step`: per stream, -1 (continue) or the slot it goes back to (its cursor
+  // moves there).
+  std::vector<int64_t> plan(int64_t step);
+  std::vector<int32_t> row(int64_t stream) const;  // ctx + 1 tokens from the stream's cursor
+  // After the step: the stream's cursor moves on by ctx; returns the slot that remembers the
+  // new point (the caller stores the stream's state there).
+  int64_t advance(int64_t stream);
+  int64_t cursor(int64_t stream) const { return cursor_[size_t(stream)]; }
+  int64_t remembered(int64_t slot) const { return slots_[size_t(slot)]; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  const std::vector<int32_t>& tokens_;
+  int64_t ctx_;
+  double p_;
+  uint64_t seed_;
+  int64_t capacity_, filled_ = 0, next_slot_ = 0;
+  std::vector<int64_t> cursor_, slots_;
 };
 
 }  // namespace rwkv7::train

@@ -17,10 +17,14 @@ LossAndGradients compute_gradients(const std::string& model_path,
   train::GradOptions go;
   go.l2wrap = opts.l2wrap;
   go.wkv_checkpoint = opts.wkv_checkpoint;
+  go.segment = opts.segment;
+  go.truncate_bptt = opts.truncate_bptt;
+  go.checkpoint_layers = opts.checkpoint_layers;
   train::GradResult r = train::loss_and_gradients(params, rows, *backend, &pool, go);
   LossAndGradients out;
   out.loss = r.loss;
   out.positions = r.positions;
+  out.state_grad_norms = r.state_grad_norms;
   for (const std::string& name : params.names()) {
     FloatTensor& g = r.grads.at(name);
     out.gradients.push_back({name, g.shape, std::move(g.data)});

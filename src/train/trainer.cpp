@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/atomic_write.hpp"
 #include "core/thread_pool.hpp"
@@ -56,15 +57,21 @@ TrainParams initial_params(const TrainOptions& o) {
 
 // Identifies what a checkpoint was trained on: a resume with other settings is refused.
 nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const ModelConfig& c) {
-  return {{"model_shape", c.shape_string()},
-          {"batch", o.batch},
-          {"ctx", o.ctx},
-          {"accum", o.accum},
-          {"seed", o.seed},
-          {"shuffle", o.shuffle},
-          {"data", data.description},
-          {"vocab", o.vocab.empty() ? "bytes" : "world"},
-          {"val_fraction", o.val_fraction}};
+  nlohmann::json id = {{"model_shape", c.shape_string()},
+                       {"batch", o.batch},
+                       {"ctx", o.ctx},
+                       {"accum", o.accum},
+                       {"seed", o.seed},
+                       {"shuffle", o.shuffle},
+                       {"data", data.description},
+                       {"vocab", o.vocab.empty() ? "bytes" : "world"},
+                       {"val_fraction", o.val_fraction}};
+  // Only when set, so that checkpoints of runs without them still resume.
+  if (!o.ctx_schedule.empty()) id["ctx_schedule"] = o.ctx_schedule;
+  if (o.carry_state) id["carry_state"] = true;
+  if (o.replay > 0) id["replay"] = o.replay;
+  if (o.truncate_bptt) id["truncate_bptt"] = true;
+  return id;
 }
 
 std::string in_dir(const TrainOptions& o, const std::string& name) {
@@ -268,9 +275,25 @@ TrainSummary run_training(const TrainOptions& o,
   Tokenizer tok = o.vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o.vocab);
   TokenData data = load_token_data(o.data, tok);
   Split split = split_tail(data.tokens, o.val_fraction);
-  Batcher batcher(split.train, o.batch, o.ctx, o.shuffle, o.seed,
-                  "training data (after the " + std::to_string(int(o.val_fraction * 100)) +
-                      "% validation split)");
+  const std::string train_what = "training data (after the " +
+                                 std::to_string(int(o.val_fraction * 100)) + "% validation split)";
+  // The data of each step: one Batcher per curriculum stage (one stage without a schedule), or
+  // the rows' own continuous streams with --carry-state.
+  const std::vector<CtxStage> stages = o.ctx_schedule.empty() ? std::vector<CtxStage>{{o.ctx, 0}}
+                                                              : parse_ctx_schedule(o.ctx_schedule);
+  if (o.carry_state && stages.size() > 1)
+    throw Error("train: --carry-state and --ctx-schedule cannot be combined yet");
+  std::vector<Batcher> batchers;
+  for (const CtxStage& st : stages)
+    batchers.emplace_back(split.train, batch_for_ctx(o.batch, o.ctx, st.ctx), st.ctx, o.shuffle,
+                          o.seed, train_what, !o.ctx_schedule.empty());
+  std::optional<StreamBatcher> streams;
+  if (o.carry_state) streams.emplace(split.train, o.batch * o.accum, o.ctx, train_what);
+  if (o.replay > 0 && !o.carry_state) throw Error("train: --replay needs --carry-state");
+  std::optional<ReplayStreams> replay;
+  if (o.replay > 0) replay.emplace(split.train, o.batch * o.accum, o.ctx, o.replay, o.seed);
+  std::vector<State> remembered(replay ? size_t(replay->capacity()) : 0);  // per replay slot
+  std::vector<int64_t> replay_plan;
   say("data: " + data.description + "; " + std::to_string(split.train.size()) + " train, " +
       std::to_string(split.val.size()) + " validation tokens");
 
@@ -306,6 +329,9 @@ TrainSummary run_training(const TrainOptions& o,
   auto backend = make_cpu_backend(&pool);
   GradOptions go;
   go.l2wrap = o.l2wrap;
+  go.segment = o.segment;
+  go.truncate_bptt = o.truncate_bptt;
+  go.checkpoint_layers = o.checkpoint_layers;
   std::ofstream json_log;
   if (!o.log_json.empty()) json_log.open(o.log_json, std::ios::app);
   const double elapsed_before = log.empty() ? 0 : log.back().elapsed_s;
@@ -313,13 +339,47 @@ TrainSummary run_training(const TrainOptions& o,
   TrainSummary sum;
   TrainWorkspace ws;
   GradResult acc, micro;
+  // --carry-state: per micro-batch, the rows' states where their previous step ended.
+  std::vector<std::vector<State>> carried(size_t(o.accum)), ended(size_t(o.accum));
+  size_t stage = stages.size();
   for (int64_t s = start; s < o.steps; ++s) {
     const auto ts = Clock::now();
     const double lr = sched.lr_at(s);
+    const size_t k = stage_at(stages, s);
+    const int64_t ctx = stages[k].ctx, batch = batch_for_ctx(o.batch, o.ctx, ctx);
+    if (k != stage && !o.ctx_schedule.empty())
+      say("step " + std::to_string(s + 1) + ": context " + std::to_string(ctx) + ", batch " +
+          std::to_string(batch));
+    stage = k;
     for (int64_t a = 0; a < o.accum; ++a) {
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
       GradResult& r = a == 0 ? acc : micro;
-      loss_and_gradients(params, batcher.rows(s * o.accum + a), *backend, &pool, go, ws, r);
+      if (streams) {
+        std::vector<State>& from = carried[size_t(a)];
+        std::vector<std::vector<int32_t>> rows;
+        if (replay) {
+          if (a == 0) {  // every stream's plan, and the remembered states, before any advances
+            replay_plan = replay->plan(s);
+            for (size_t i = 0; i < replay_plan.size(); ++i) {
+              std::vector<State>& mb = carried[i / size_t(o.batch)];
+              if (replay_plan[i] >= 0 && !mb.empty())
+                mb[i % size_t(o.batch)] = remembered[size_t(replay_plan[i])];
+            }
+          }
+          for (int64_t b = 0; b < o.batch; ++b) rows.push_back(replay->row(a * o.batch + b));
+        } else {
+          rows = streams->rows(s, a * o.batch, o.batch);
+        }
+        go.initial_states = from.empty() ? nullptr : &from;
+        go.final_states = &ended[size_t(a)];
+        loss_and_gradients(params, rows, *backend, &pool, go, ws, r);
+        std::swap(from, ended[size_t(a)]);
+        if (replay)
+          for (int64_t b = 0; b < o.batch; ++b)
+            remembered[size_t(replay->advance(a * o.batch + b))] = from[size_t(b)];
+      } else {
+        loss_and_gradients(params, batchers[k].rows(s * o.accum + a), *backend, &pool, go, ws, r);
+      }
       if (a > 0) {
         acc.loss += r.loss;
         for (auto& [n, g] : acc.grads)
@@ -340,7 +400,7 @@ TrainSummary run_training(const TrainOptions& o,
     const double step_s = std::chrono::duration<double>(Clock::now() - ts).count();
     const double elapsed =
         elapsed_before + std::chrono::duration<double>(Clock::now() - t0).count();
-    LogRow row{s, acc.loss, lr, norm, double(o.batch * o.accum * o.ctx) / step_s, elapsed, {}};
+    LogRow row{s, acc.loss, lr, norm, double(batch * o.accum * ctx) / step_s, elapsed, {}};
     const bool last = s + 1 == o.steps;
     const bool pause = !last && o.stop_after > 0 && s + 1 == o.stop_after;
     if (last || (o.val_every > 0 && (s + 1) % o.val_every == 0)) {
@@ -367,6 +427,7 @@ TrainSummary run_training(const TrainOptions& o,
     }
     StepReport rep{
         s,           o.steps,
+        ctx,         batch,
         acc.loss,    lr,
         norm,        row.tokens_per_s,
         elapsed,     double(o.steps - s - 1) * (elapsed - elapsed_before) / double(s - start + 1),

@@ -25,14 +25,16 @@ std::string rows_arg(const TensorView& t) {
   return s;
 }
 
-TEST(GradCli, MatchesGoldenGradients) {
-  RWKV7_REQUIRE_SHARED(grads_path, "golden/rand-L2-D128.grads.safetensors");
-  RWKV7_REQUIRE_SHARED(model_path, "golden/rand-L2-D128.pth");
+// `rwkv7 grad <flags>` on the golden rows gives the golden loss and gradients.
+void expect_golden_gradients(const std::string& grads_path, const std::string& model_path,
+                             const std::string& flags) {
+  SCOPED_TRACE("flags: " + flags);
   const TensorFile golden = read_safetensors(grads_path);
   TempDir dir;
   const std::string out = dir.file("g.safetensors");
-  const CliResult r = run_cli("grad -m " + quote(model_path) + " --tokens " +
-                              quote(rows_arg(golden.get("tokens"))) + " -o " + quote(out));
+  const CliResult r =
+      run_cli("grad -m " + quote(model_path) + " --tokens " +
+              quote(rows_arg(golden.get("tokens"))) + " -o " + quote(out) + " " + flags);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const TensorFile got = read_safetensors(out);
   const std::vector<float> loss = to_f32(got.get("loss"));
@@ -55,6 +57,21 @@ TEST(GradCli, MatchesGoldenGradients) {
   }
   EXPECT_EQ(compared + 1, got.order.size());  // every golden gradient, plus `loss`
   EXPECT_FALSE(got.has("grad.blocks.0.att.v0"));
+}
+
+TEST(GradCli, MatchesGoldenGradients) {
+  RWKV7_REQUIRE_SHARED(grads_path, "golden/rand-L2-D128.grads.safetensors");
+  RWKV7_REQUIRE_SHARED(model_path, "golden/rand-L2-D128.pth");
+  expect_golden_gradients(grads_path, model_path, "");
+}
+
+// The golden rows (33 positions) in segments of 10 (the last 3 long) with the state and its
+// gradient carried, and with per-layer recompute: still the official trainer's gradients.
+TEST(GradCli, SegmentsAndCheckpointedLayersMatchGoldenGradients) {
+  RWKV7_REQUIRE_SHARED(grads_path, "golden/rand-L2-D128.grads.safetensors");
+  RWKV7_REQUIRE_SHARED(model_path, "golden/rand-L2-D128.pth");
+  expect_golden_gradients(grads_path, model_path, "--segment 10");
+  expect_golden_gradients(grads_path, model_path, "--segment 7 --checkpoint-layers");
 }
 
 TEST(GradCli, RejectsBadRows) {

@@ -17,7 +17,7 @@ namespace {
 
 using testing::CountAllocations;
 
-TEST(TrainAllocations, NoneInAWarmStep) {
+void expect_no_allocation_in_warm_steps(const train::GradOptions& go) {
   const std::string path = std::string(RWKV7_SOURCE_DIR) + "/models/rwkv7-shakespeare-L4-C128.pth";
   train::TrainParams params = train::params_from_file(read_tensor_file(path));
   std::vector<std::vector<int32_t>> rows(2);
@@ -29,7 +29,7 @@ TEST(TrainAllocations, NoneInAWarmStep) {
   train::GradResult res;
   train::AdamW opt(params.tensors, {});
   auto step = [&] {
-    train::loss_and_gradients(params, rows, *be, &pool, {}, ws, res);
+    train::loss_and_gradients(params, rows, *be, &pool, go, ws, res);
     opt.step(params.tensors, res.grads, 1e-3);
   };
   step();
@@ -39,6 +39,16 @@ TEST(TrainAllocations, NoneInAWarmStep) {
     step();
     EXPECT_EQ(counter.count(), 0) << "step " << i;
   }
+}
+
+TEST(TrainAllocations, NoneInAWarmStep) { expect_no_allocation_in_warm_steps({}); }
+
+// Segments (boundary states, state gradients) and per-layer recompute reuse their buffers too.
+TEST(TrainAllocations, NoneInAWarmStepWithSegmentsAndCheckpointedLayers) {
+  train::GradOptions go;
+  go.segment = 10;
+  go.checkpoint_layers = true;
+  expect_no_allocation_in_warm_steps(go);
 }
 
 }  // namespace

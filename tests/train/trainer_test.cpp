@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cli/cli_support.hpp"
@@ -67,6 +68,44 @@ TEST(Trainer, ResumeGivesTheSameLossSequenceAsOneRun) {
   EXPECT_EQ(m->config().n_layer, 2);
   EXPECT_NE(slurp(dir.file("a/loss.svg")).find("<svg"), std::string::npos);
   EXPECT_NE(slurp(dir.file("a/log.csv")).find("step,loss,lr"), std::string::npos);
+}
+
+// A resume in the middle of the curriculum's first stage, crossing the change of length,
+// gives the same run; the batch doubles when the context halves.
+TEST(Trainer, CurriculumResumesAcrossALengthChange) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  const std::string sched = "--ctx-schedule 12:0,24:4 ";
+  auto whole = run_cli(
+      small_run(data, dir.file("a"), sched + "--log-json " + quote(dir.file("a.jsonl")), 7));
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_NE(whole.err.find("step 5: context 24, batch 2"), std::string::npos) << whole.err;
+  EXPECT_NE(whole.err.find("step 1: context 12, batch 4"), std::string::npos) << whole.err;
+  auto first = run_cli(small_run(
+      data, dir.file("b"), sched + "--stop-after 2 --log-json " + quote(dir.file("b.jsonl")), 7));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto rest = run_cli(small_run(data, dir.file("b"),
+                                sched + "--resume --log-json " + quote(dir.file("b.jsonl")), 7));
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(slurp(dir.file("a.jsonl")), slurp(dir.file("b.jsonl")));
+  TensorFile ma = read_pth(dir.file("a/model.pth")), mb = read_pth(dir.file("b/model.pth"));
+  for (const auto& n : ma.order) EXPECT_EQ(to_f32(ma.get(n)), to_f32(mb.get(n))) << n;
+  // Another schedule is another run.
+  auto other = run_cli(small_run(data, dir.file("b"), "--ctx-schedule 12:0,24:5 --resume", 7));
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("ctx_schedule"), std::string::npos) << other.err;
+}
+
+TEST(Trainer, CarryStateAndSegmentsRun) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  auto r = run_cli(small_run(data, dir.file("a"), "--carry-state --segment 10", 4));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(small_run(data, dir.file("c"), "--carry-state --replay 0.5 --accum 2", 4));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto bad = run_cli(small_run(data, dir.file("b"), "--carry-state --ctx-schedule 12:0,24:2", 4));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("cannot be combined"), std::string::npos) << bad.err;
 }
 
 TEST(Trainer, ResumeWithOtherSettingsIsRefused) {
@@ -146,6 +185,100 @@ TEST(TrainerData, NoShuffleRowsFollowTheContract) {
   train::Batcher shuffled(tokens, 3, 10, true, 9);
   EXPECT_EQ(shuffled.rows(7), train::Batcher(tokens, 3, 10, true, 9).rows(7));
   EXPECT_NE(shuffled.rows(7), train::Batcher(tokens, 3, 10, true, 10).rows(7));
+}
+
+TEST(TrainerData, CtxScheduleStagesAndBatches) {
+  const auto st = train::parse_ctx_schedule("8:0,32:5,64:9");
+  ASSERT_EQ(st.size(), 3u);
+  EXPECT_EQ(st[1].ctx, 32);
+  EXPECT_EQ(st[1].from_step, 5);
+  EXPECT_EQ(train::stage_at(st, 0), 0u);
+  EXPECT_EQ(train::stage_at(st, 4), 0u);
+  EXPECT_EQ(train::stage_at(st, 5), 1u);
+  EXPECT_EQ(train::stage_at(st, 100), 2u);
+  // 4 rows of 16 = 64 tokens per step: 8 rows of 8, 2 of 32, 1 of 64; never below one row.
+  EXPECT_EQ(train::batch_for_ctx(4, 16, 8), 8);
+  EXPECT_EQ(train::batch_for_ctx(4, 16, 32), 2);
+  EXPECT_EQ(train::batch_for_ctx(4, 16, 128), 1);
+  for (const char* bad : {"8:1", "8:0,16:0", "8", "0:0", "8:0,x:3", "8:0,"})
+    EXPECT_THROW(train::parse_ctx_schedule(bad), Error) << bad;
+}
+
+TEST(TrainerData, AlignedRowsAreConsecutiveWindows) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  for (bool shuffle : {false, true}) {
+    train::Batcher b(tokens, 3, 64, shuffle, 4, "data", true);
+    for (int64_t step = 0; step < 20; ++step) {
+      for (const auto& row : b.rows(step)) {
+        ASSERT_EQ(row.size(), 65u);
+        EXPECT_EQ(row[0] % 64, 0) << "rows start at multiples of the context";
+      }
+    }
+  }
+  train::Batcher plain(tokens, 3, 64, false, 0, "data", true);
+  EXPECT_EQ(plain.rows(0)[1][0], 64);  // window 1 follows window 0
+}
+
+TEST(TrainerData, StreamRowsContinueWhereTheyEnded) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  train::StreamBatcher sb(tokens, 4, 30);
+  for (int64_t step = 0; step < 40; ++step) {  // wraps past the end of the data too
+    const auto now = sb.rows(step, 0, 4), next = sb.rows(step + 1, 0, 4);
+    for (size_t r = 0; r < 4; ++r) {
+      ASSERT_EQ(now[r].size(), 31u);
+      EXPECT_EQ(next[r][0], now[r][30]) << "stream " << r << " step " << step;
+      EXPECT_EQ(now[r][0], (int32_t(r) * 250 + int32_t(step) * 30) % 1000);
+    }
+  }
+  EXPECT_EQ(sb.rows(3, 2, 2)[0], sb.rows(3, 0, 4)[2]);  // micro-batch 1 of 2 rows = streams 2, 3
+  EXPECT_THROW(train::StreamBatcher(tokens, 4, 1000), Error);
+}
+
+// Replay bookkeeping: a stream that continues starts where it ended; one that goes back starts
+// at a point some stream ended at earlier (its slot); with P = 0 the streams are StreamBatcher's.
+TEST(TrainerData, ReplayStreamsGoBackOnlyToRememberedPoints) {
+  std::vector<int32_t> tokens(1000);
+  for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
+  train::ReplayStreams rs(tokens, 3, 10, 0.3, 42, 8);
+  std::vector<int32_t> last_end(3, -1);
+  std::set<int64_t> ended_at;  // every point a stream ended at so far
+  int replays = 0;
+  for (int64_t step = 0; step < 200; ++step) {
+    const auto plan = rs.plan(step);
+    for (int64_t r = 0; r < 3; ++r) {
+      const auto row = rs.row(r);
+      ASSERT_EQ(row.size(), 11u);
+      if (plan[size_t(r)] < 0) {
+        if (step > 0) EXPECT_EQ(row[0], last_end[size_t(r)]) << "continues where it ended";
+      } else {
+        ++replays;
+        EXPECT_EQ(row[0], rs.remembered(plan[size_t(r)]));
+        EXPECT_TRUE(ended_at.count(row[0])) << "goes back to a point a stream ended at";
+      }
+      last_end[size_t(r)] = row[10];
+    }
+    for (int64_t r = 0; r < 3; ++r) {
+      const int64_t slot = rs.advance(r);
+      EXPECT_EQ(rs.remembered(slot), rs.cursor(r));
+      EXPECT_EQ(rs.cursor(r), last_end[size_t(r)]);
+      ended_at.insert(rs.cursor(r));
+    }
+  }
+  EXPECT_GT(replays, 100);  // about 0.3 × 600
+  EXPECT_LT(replays, 260);
+  train::ReplayStreams off(tokens, 3, 10, 0.0, 42), again(tokens, 3, 10, 0.3, 42, 8);
+  train::StreamBatcher sb(tokens, 3, 10);
+  EXPECT_EQ(again.plan(0), std::vector<int64_t>(3, -1));  // nothing remembered yet
+  for (int64_t step = 0; step < 5; ++step) {
+    off.plan(step);
+    for (int64_t r = 0; r < 3; ++r) {
+      EXPECT_EQ(off.row(r), sb.rows(step, r, 1)[0]);
+      off.advance(r);
+    }
+  }
+  EXPECT_THROW(train::ReplayStreams(tokens, 3, 10, 1.5, 0), Error);
 }
 
 TEST(TrainerData, DocumentsAreSeparatedByTokenZeroAndBadInputIsNamed) {
