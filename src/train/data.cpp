@@ -128,8 +128,8 @@ Batcher::Batcher(const std::vector<int32_t>& tokens, int64_t batch, int64_t ctx,
 
 int64_t Batcher::start(int64_t step, int64_t b) const {
   const int64_t windows = int64_t(tokens_.size()) - ctx_;  // valid starts: [0, windows)
-  if (aligned_) {                                          // window w covers [w·ctx, w·ctx + ctx]
-    const int64_t count = windows / ctx_ + 1;
+  if (aligned_) {  // window w covers [w·ctx, w·ctx + ctx]: its start w·ctx must be < windows
+    const int64_t count = (windows - 1) / ctx_ + 1;
     if (!shuffle_) return ((step * batch_ + b) % count) * ctx_;
     const uint64_t h = mix64(seed_ ^ mix64(uint64_t(step) * 0x100000001b3ull + uint64_t(b)));
     return int64_t(h % uint64_t(count)) * ctx_;

@@ -220,6 +220,24 @@ TEST(TrainerData, AlignedRowsAreConsecutiveWindows) {
   EXPECT_EQ(plain.rows(0)[1][0], 64);  // window 1 follows window 0
 }
 
+// Data of exactly k·ctx tokens: the last aligned window would need the token after the end
+// (its last target), so only k − 1 windows exist (found by the MQAR experiment).
+TEST(TrainerData, AlignedWindowsStayInsideDataOfWholeContexts) {
+  std::vector<int32_t> tokens(1024);
+  for (int i = 0; i < 1024; ++i) tokens[size_t(i)] = i;
+  for (bool shuffle : {false, true}) {
+    train::Batcher b(tokens, 4, 256, shuffle, 9, "data", true);
+    std::set<int32_t> starts;
+    for (int64_t step = 0; step < 50; ++step)
+      for (const auto& row : b.rows(step)) {
+        ASSERT_EQ(row.size(), 257u);
+        EXPECT_EQ(row.back(), row.front() + 256) << "a row runs past the data";
+        starts.insert(row.front());
+      }
+    EXPECT_EQ(starts, (std::set<int32_t>{0, 256, 512})) << "shuffle " << shuffle;
+  }
+}
+
 TEST(TrainerData, StreamRowsContinueWhereTheyEnded) {
   std::vector<int32_t> tokens(1000);
   for (int i = 0; i < 1000; ++i) tokens[size_t(i)] = i;
