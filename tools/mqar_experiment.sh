@@ -29,7 +29,8 @@ cat test128.jsonl test256.jsonl > test.jsonl
 
 # 2. Token ids -> raw bytes, one byte per id, samples concatenated (each exactly 256 bytes).
 #    One pad byte (0) after the training samples: the training part is then 256k + 1 bytes, so the
-#    last aligned window (--ctx-schedule) has its (ctx+1)-th token inside the data. The validation
+#    last aligned window (--ctx-schedule) has its (ctx+1)-th token inside the data (needed before
+#    commit fa48d4a, which fixed the read past the end; kept so the data stay the same). The validation
 #    samples form the tail; VAL_FRACTION selects exactly them (split_tail floors N x fraction).
 VAL_FRACTION=$(python3 - <<'EOF'
 import json
