@@ -1,6 +1,7 @@
 // The forecaster's file: safetensors (written atomically by the project's writer) holding the
 // RWKV-7 block parameters under their official names, the ts.* input/output layers, the
 // dlinear.* baseline, and the options, channels and scaler as JSON metadata.
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "io/tensor_io.hpp"
@@ -92,25 +93,28 @@ Forecaster Forecaster::load(const std::string& path) {
   // Shapes the file must have, from the options.
   const ModelOptions& o = m.net.opt;
   const int64_t C = o.n_embd, P = o.patch, N = patch_count(o), H = o.horizon, L = o.lookback;
-  const TensorMap io_shapes = [&] {
-    TensorMap t;
-    t.emplace("ts.embed.weight", FloatTensor({C, P}));
-    t.emplace("ts.embed.bias", FloatTensor({C}));
-    t.emplace("ts.head.weight", FloatTensor({H, N * C}));
-    t.emplace("ts.head.bias", FloatTensor({H}));
-    return t;
-  }();
-  auto take = [&](const TensorMap& want, TensorMap& into) {
-    for (const auto& [n, t] : want) {
+  // Shapes are compared before anything is allocated: the metadata's sizes are the file's
+  // claim, and only the file's own tensors (once they match) are read into memory.
+  const std::map<std::string, Shape> io_shapes{{"ts.embed.weight", {C, P}},
+                                               {"ts.embed.bias", {C}},
+                                               {"ts.head.weight", {H, N * C}},
+                                               {"ts.head.bias", {H}}};
+  const std::map<std::string, Shape> dlinear_shapes{{"dlinear.seasonal.weight", {H, L}},
+                                                    {"dlinear.seasonal.bias", {H}},
+                                                    {"dlinear.trend.weight", {H, L}},
+                                                    {"dlinear.trend.bias", {H}}};
+  auto take = [&](const std::map<std::string, Shape>& want, TensorMap& into) {
+    for (const auto& [n, shape] : want) {
       const TensorView& v = file.get(n);
-      if (v.shape != t.shape) throw Error(path + ": tensor '" + n + "' has the wrong shape");
-      FloatTensor out(t.shape);
+      if (v.shape != shape) throw Error(path + ": tensor '" + n + "' has the wrong shape");
+      FloatTensor out;
+      out.shape = shape;
       out.data = to_f32(v);
       into.emplace(n, std::move(out));
     }
   };
   take(io_shapes, m.net.io);
-  take(dlinear_init(L, H), m.dlinear);
+  take(dlinear_shapes, m.dlinear);
   TensorFile blocks;
   blocks.path = path;
   for (const auto& [n, v] : file.tensors)

@@ -48,14 +48,7 @@ struct Streamer::Impl {
         weights(train::detail::weights_of(model.net.blocks)) {
     if (every < 0 || chunk < 1)
       throw Error("ts stream: forecast_every must be >= 0 and chunk >= 1");
-    const ModelConfig& c = weights.config;
-    state.n_layer = c.n_layer;
-    state.n_embd = c.n_embd;
-    state.n_head = c.n_head;
-    state.head_size = c.head_size;
-    state.att_shift.assign(size_t(c.n_layer * C), 0.0f);
-    state.ffn_shift.assign(size_t(c.n_layer * C), 0.0f);
-    state.wkv.assign(size_t(c.n_layer * c.n_head * c.head_size * c.head_size), 0.0f);
+    state = train::detail::zero_state(weights.config);
     ring.assign(size_t(L), 0.0f);
     hist.assign(size_t(N * C), 0.0f);
     xn.resize(size_t(L));
