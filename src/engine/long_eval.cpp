@@ -14,6 +14,7 @@
 
 #include "core/atomic_write.hpp"
 #include "core/svg_plot.hpp"
+#include "io/jsonl.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -294,17 +295,11 @@ void write_recall_jsonl(const std::string& path, const std::vector<RecallSample>
 }
 
 std::vector<RecallSample> read_recall_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot open");
   std::vector<RecallSample> out;
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  for_each_jsonl_line(path, [&](const std::string& line, int64_t lineno) {
     const std::string where = path + ":" + std::to_string(lineno);
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = parse_jsonl_line(line, where);
       RecallSample s;
       s.tokens = j.at("tokens").get<std::vector<int32_t>>();
       s.groups = j.at("groups").get<std::vector<std::vector<int64_t>>>();
@@ -319,9 +314,10 @@ std::vector<RecallSample> read_recall_jsonl(const std::string& path) {
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": not a recall sample (" + e.what() + ")");
     } catch (const Error& e) {
-      throw Error(where + ": " + e.what());
+      const std::string what = e.what();
+      throw Error(what.rfind(where, 0) == 0 ? what : where + ": " + what);
     }
-  }
+  });
   if (out.empty()) throw Error(path + ": no samples");
   return out;
 }

@@ -34,27 +34,51 @@ bool bounded_getline(std::istream& in, std::string& line, const std::string& whe
 
 }  // namespace
 
-void for_each_jsonl_text(const std::string& path,
-                         const std::function<void(std::string&& text, int64_t line)>& fn) {
+void for_each_jsonl_line(const std::string& path,
+                         const std::function<void(const std::string& line, int64_t number)>& fn) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open");
   std::string line;
   int64_t n = 0;
   while (bounded_getline(in, line, path + ":" + std::to_string(n + 1))) {
     ++n;
-    const size_t first = line.find_first_not_of(" \t\r");
-    if (first == std::string::npos) continue;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    fn(line, n);
+  }
+  if (in.bad()) throw Error(path + ": read failed");
+}
+
+namespace {
+
+// Refuses nesting deeper than kMaxJsonlDepth while parsing.
+void check_depth(int depth, nlohmann::json::parse_event_t ev, const std::string& where) {
+  using Ev = nlohmann::json::parse_event_t;
+  if ((ev == Ev::object_start || ev == Ev::array_start) && depth >= kMaxJsonlDepth)
+    throw Error(where + ": JSON nests deeper than " + std::to_string(kMaxJsonlDepth) + " levels");
+}
+
+}  // namespace
+
+nlohmann::json parse_jsonl_line(const std::string& line, const std::string& where) {
+  return nlohmann::json::parse(line,
+                               [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json&) {
+                                 check_depth(depth, ev, where);
+                                 return true;
+                               });
+}
+
+void for_each_jsonl_text(const std::string& path,
+                         const std::function<void(std::string&& text, int64_t line)>& fn) {
+  for_each_jsonl_line(path, [&](const std::string& line, int64_t n) {
     const std::string where = path + ":" + std::to_string(n);
+    const size_t first = line.find_first_not_of(" \t\r");
     if (line[first] != '{') throw Error(where + ": expected a JSON object with a \"text\" string");
     // Only the top-level "text" is kept: everything else is discarded as it is parsed, and
     // nesting deeper than kMaxJsonlDepth is refused, so memory stays a small multiple of the
     // line whatever it holds.
     auto keep = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
       using Ev = nlohmann::json::parse_event_t;
-      if ((ev == Ev::object_start || ev == Ev::array_start) && depth >= kMaxJsonlDepth) {
-        throw Error(where + ": JSON nests deeper than " + std::to_string(kMaxJsonlDepth) +
-                    " levels");
-      }
+      check_depth(depth, ev, where);
       if (ev == Ev::key) return depth != 1 || parsed == "text";
       if (ev == Ev::value || ev == Ev::object_end || ev == Ev::array_end) return depth <= 1;
       return true;
@@ -66,8 +90,7 @@ void for_each_jsonl_text(const std::string& path,
       throw Error(where + ": expected a JSON object with a \"text\" string (" + e.what() + ")");
     }
     fn(std::move(text), n);
-  }
-  if (in.bad()) throw Error(path + ": read failed");
+  });
 }
 
 }  // namespace rwkv7

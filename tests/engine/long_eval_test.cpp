@@ -169,6 +169,16 @@ TEST(LongEval, SamplesRoundTripThroughJsonl) {
   }
   std::ofstream(dir.file("bad.jsonl")) << "{\"tokens\": [1, 2], \"groups\": [[5]]}\n";
   EXPECT_THROW(read_recall_jsonl(dir.file("bad.jsonl")), Error);
+  // Nesting past the JSONL limit is refused while parsing, naming the line.
+  std::ofstream(dir.file("deep.jsonl"))
+      << "\n{\"tokens\": " << std::string(100, '[') << std::string(100, ']') << "}\n";
+  try {
+    read_recall_jsonl(dir.file("deep.jsonl"));
+    ADD_FAILURE() << "deep nesting accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deep.jsonl:2: JSON nests deeper"), std::string::npos)
+        << e.what();
+  }
 }
 
 // `rwkv7 data mqar` then `rwkv7 eval --task mqar --json --svg` with the shipped byte model;
