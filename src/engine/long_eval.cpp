@@ -59,6 +59,21 @@ std::string label_of(double v) {
   return buf;
 }
 
+// Sets are built in memory: refuse, naming the task, lengths below 1 and sets of more than
+// 2^30 tokens in all (4 GiB of ids), before anything is allocated.
+void check_set_size(const char* task, const std::vector<int64_t>& lengths, double cells_per_length,
+                    int64_t per_cell) {
+  constexpr double kMaxTokens = double(int64_t(1) << 30);
+  double total = 0;
+  for (int64_t length : lengths) {
+    if (length < 1) throw Error(std::string(task) + ": length " + std::to_string(length) + " < 1");
+    total += double(length) * cells_per_length * double(per_cell);
+  }
+  if (total > kMaxTokens)
+    throw Error(std::string(task) + ": the set would hold " + std::to_string(total) +
+                " tokens, more than 2^30 (fewer lengths, cells or samples per cell)");
+}
+
 }  // namespace
 
 std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string_view filler,
@@ -66,6 +81,7 @@ std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string
   const std::vector<int32_t> fill = tok.encode(filler);
   if (fill.empty()) throw Error("passkey: the filler text is empty");
   if (o.per_cell < 1) throw Error("passkey: per_cell must be at least 1");
+  check_set_size("passkey", o.lengths, double(o.depths.size()), o.per_cell);
   std::mt19937_64 rng(o.seed);
   std::vector<RecallSample> out;
   for (int64_t length : o.lengths) {
@@ -110,8 +126,10 @@ std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string
 }
 
 std::vector<RecallSample> make_mqar_samples(const MqarOptions& o) {
-  if (o.vocab < 4) throw Error("mqar: vocab must be at least 4");
+  if (o.vocab < 4 || o.vocab > (int64_t(1) << 24))
+    throw Error("mqar: vocab must be in [4, 2^24] (got " + std::to_string(o.vocab) + ")");
   if (o.per_cell < 1) throw Error("mqar: per_cell must be at least 1");
+  check_set_size("mqar", o.lengths, double(o.pairs.size()), o.per_cell);
   const int64_t half = o.vocab / 2;  // keys [1, half), values [half, vocab)
   std::mt19937_64 rng(o.seed);
   std::vector<RecallSample> out;

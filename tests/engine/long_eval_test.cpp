@@ -138,6 +138,24 @@ TEST(LongEval, PasskeyHidesTheKeyAtItsDepth) {
   EXPECT_THROW(make_passkey_samples(tok, filler, o), Error);  // shorter than key + question
 }
 
+// Sizes from the command line are bounded before anything is allocated.
+TEST(LongEval, GeneratorsRefuseSetsTooBigToHold) {
+  MqarOptions m;
+  m.lengths = {int64_t(1) << 40};
+  EXPECT_THROW(make_mqar_samples(m), Error);
+  m.lengths = {256};
+  m.per_cell = int64_t(1) << 30;
+  EXPECT_THROW(make_mqar_samples(m), Error);
+  m.per_cell = 1;
+  m.vocab = int64_t(1) << 40;
+  EXPECT_THROW(make_mqar_samples(m), Error);
+  PasskeyOptions p;
+  p.lengths = {int64_t(1) << 40};
+  EXPECT_THROW(make_passkey_samples(Tokenizer::bytes(), "filler text. ", p), Error);
+  p.lengths = {0};
+  EXPECT_THROW(make_passkey_samples(Tokenizer::bytes(), "filler text. ", p), Error);
+}
+
 TEST(LongEval, PositionBucketsDouble) {
   // Positions 1..5 of document A (losses 1..5) and 1..2 of B (10, 20).
   const auto b = bucket_losses({{1, 2, 3, 4, 5}, {10, 20}});
