@@ -424,7 +424,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   res.state_grad_norms.assign(carry_grad ? size_t(n_seg) : 0, 0.0);
   for (int64_t k = n_seg - 1; k >= 0; --k) {
     load_segment(k);
-    detail::assign_states(A.initial, A.boundaries[size_t(k)]);
+    std::swap(A.initial, A.boundaries[size_t(k)]);  // not read again: no copy needed
     detail::train_forward(weights, backend, A);
     if (k == n_seg - 1 && opts.final_states) detail::assign_states(*opts.final_states, A.states);
     const bool has_d_final = carry_grad && k < n_seg - 1, wants_d_initial = carry_grad && k > 0;
