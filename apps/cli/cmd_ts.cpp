@@ -41,7 +41,7 @@ void register_ts_train(CLI::App* ts_cmd) {
   struct Opts {
     DataFlags data;
     ts::TrainOptions t;
-    std::string out, svg;
+    std::string out;
     bool no_revin = false;
   };
   auto o = std::make_shared<Opts>();
@@ -116,7 +116,7 @@ void register_ts_train(CLI::App* ts_cmd) {
 void register_ts_forecast(CLI::App* ts_cmd) {
   struct Opts {
     DataFlags data;
-    std::string model, out, svg;
+    std::string model, out;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = ts_cmd->add_subcommand(

@@ -70,7 +70,6 @@ struct ModelOptions {
 
 struct TrainOptions {
   ModelOptions model;
-  CsvOptions csv;
   int64_t steps = 600, batch = 32, warmup = 30;
   double lr = 1e-3, lr_final = 1e-4, weight_decay = 0.01, grad_clip = 1.0;
   int64_t season = 0;           // seasonal naive's period in points (> 0)

@@ -82,6 +82,7 @@ std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string
   if (fill.empty()) throw Error("passkey: the filler text is empty");
   if (o.per_cell < 1) throw Error("passkey: per_cell must be at least 1");
   check_set_size("passkey", o.lengths, double(o.depths.size()), o.per_cell);
+  const auto question = tok.encode(" What is the pass key? The pass key is");
   std::mt19937_64 rng(o.seed);
   std::vector<RecallSample> out;
   for (int64_t length : o.lengths) {
@@ -93,7 +94,6 @@ std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string
         const std::string k = std::to_string(key);
         const auto needle =
             tok.encode(" The pass key is " + k + ". Remember it. " + k + " is the pass key. ");
-        const auto question = tok.encode(" What is the pass key? The pass key is");
         const auto answer = tok.encode(" " + k);
         const int64_t n_fill = length - int64_t(needle.size() + question.size());
         if (n_fill < 0) {
