@@ -34,6 +34,7 @@ void register_bench(CLI::App& app) {
     double bandwidth = 0, peak = 0;
     bool json = false;
     std::vector<int64_t> batches;
+    std::string isa;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("bench",
@@ -60,8 +61,12 @@ void register_bench(CLI::App& app) {
                   "measured in this run")
       ->delimiter(',')
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
+  cmd->add_option("--isa", o->isa,
+                  "Cap the SIMD kernels at this instruction set (avx512vnni, avx512, avx2, sse4, "
+                  "ssse3, scalar; default: the best this CPU runs; also RWKV7_ISA)");
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
+    if (!o->isa.empty()) set_cpu_isa(o->isa);
     MachineLimits lim{o->bandwidth, o->peak};
     if (lim.read_gb_s <= 0 || lim.fma_gflop_s <= 0) {
       MachineLimits measured = measure_machine_limits(o->model.threads);
@@ -100,6 +105,7 @@ void register_bench(CLI::App& app) {
                         {"shape", m->config().shape_string()},
                         {"dtype", m->weight_dtype()},
                         {"threads", o->model.threads},
+                        {"isa", cpu_isa()},
                         {"prompt", o->prompt},
                         {"gen", o->gen},
                         {"prefill_tok_s", prefill_tok_s},
@@ -180,7 +186,8 @@ void register_bench(CLI::App& app) {
     }
     std::printf("model    %s (%s, %s)\n", m->path().c_str(), m->config().shape_string().c_str(),
                 m->weight_dtype().c_str());
-    std::printf("machine  %.1f GB/s read, %.0f GFLOP/s fp32 FMA\n", lim.read_gb_s, lim.fma_gflop_s);
+    std::printf("machine  %.1f GB/s read, %.0f GFLOP/s fp32 FMA (kernels: %s)\n", lim.read_gb_s,
+                lim.fma_gflop_s, cpu_isa().c_str());
     std::printf(
         "prefill  %8.1f tok/s  (%lld tokens; limit %.0f tok/s at %.2f GFLOP/token: %.0f%%)\n",
         prefill_tok_s, (long long)o->prompt, prefill_limit, m->flops_per_token() / 1e9,

@@ -20,5 +20,6 @@ void register_state(CLI::App& app);
 void register_doc(CLI::App& app);
 void register_ts(CLI::App& app);
 void register_data(CLI::App& app);
+void register_lora(CLI::App& app);
 
 }  // namespace rwkv7::cli

@@ -1,10 +1,12 @@
 // rwkv7: one command, many subcommands. Errors go to stderr with a non-zero exit code.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 
 #include "commands.hpp"
 #include "rwkv7/error.hpp"
+#include "rwkv7/machine.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"rwkv7: run, evaluate and inspect RWKV-7 (\"Goose\") language models"};
@@ -26,7 +28,10 @@ int main(int argc, char** argv) {
   rwkv7::cli::register_doc(app);
   rwkv7::cli::register_ts(app);
   rwkv7::cli::register_data(app);
+  rwkv7::cli::register_lora(app);
   try {
+    // Caps the SIMD kernels of every subcommand (for measuring each path on one machine).
+    if (const char* isa = std::getenv("RWKV7_ISA"); isa && *isa) rwkv7::set_cpu_isa(isa);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // Help and version exit 0; every flag error exits 1, as every other error does.

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include "backends/cpu_isa.hpp"
 #include "backends/machine_probe.hpp"
 #include "core/thread_pool.hpp"
 
@@ -21,5 +22,11 @@ double peak_rss_mib() {
   getrusage(RUSAGE_SELF, &u);
   return double(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
+
+std::vector<std::string> cpu_isas() { return available_cpu_isas(); }
+
+std::string cpu_isa() { return current_cpu_isa(); }
+
+void set_cpu_isa(std::string_view name) { cap_cpu_isa(name); }
 
 }  // namespace rwkv7
