@@ -25,9 +25,13 @@ struct Matrix {
   // The same bf16 values in the cpu backend's panel layout, made once at load
   // (prepare_cpu_panels); the cpu backend's products then read these instead of `data`.
   const uint16_t* cpu_panels = nullptr;
-  // Q8_0 values in the cpu backend's VNNI panels (q8_panels_kernels.hpp), made at load on
-  // CPUs with AVX-512 VNNI; every product of the cpu backend then reads these.
-  const uint8_t* cpu_q8_panels = nullptr;
+  // Quantised values in the cpu backend's integer panels, made at load: Q8_0 on CPUs with
+  // AVX-512 VNNI (q8_panels_kernels.hpp), Q4_0 on CPUs with AVX2 but no VNNI
+  // (q4_panels_kernels.hpp); `dtype` says which. Every product of the cpu backend reads these.
+  const uint8_t* cpu_int_panels = nullptr;
+  // Outputs per panel of whichever panels above were made: they were laid out for the kernels
+  // in use at load, and are refused (an error, not wrong products) if the ISA changed since.
+  uint32_t cpu_panel_outputs = 0;
 };
 
 // y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
@@ -103,10 +107,10 @@ std::unique_ptr<Backend> make_reference_backend();
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
 
 // Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
-// m.cpu_panels at them, or a Q8_0 weight into its VNNI panels (m.cpu_q8_panels, on CPUs with
-// AVX-512 VNNI); returns their owner. Other dtypes and CPUs: nullptr, m unchanged. With
-// `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then advised cold:
-// the products no longer read them.
+// m.cpu_panels at them, or a Q8_0 / Q4_0 weight into its integer panels (m.cpu_int_panels: Q8_0
+// on CPUs with AVX-512 VNNI, Q4_0 on CPUs with AVX2 but no VNNI); returns their owner. Other dtypes
+// and CPUs: nullptr, m unchanged. With `data_is_mapped` (a view of a checkpoint file), the pages of
+// m.data are then advised cold: the products no longer read them.
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,
                                                bool data_is_mapped = false);
 

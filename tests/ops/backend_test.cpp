@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backends/cpu/kquant_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
@@ -78,10 +79,12 @@ TEST(BackendMatmul, QuantisedDecodeBatchesEqualReference) {
     DType dtype;
     int64_t rows, cols, count;
   };
-  const Case cases[] = {{DType::Q8_0, 130, 96, 8},  {DType::Q8_0, 200, 160, 33},
-                        {DType::Q4_0, 97, 64, 64},  {DType::Q4_0, 50, 96, 17},
-                        {DType::Q8_0, 61, 256, 16}, {DType::Q8_0, 25, 64, 65},
-                        {DType::Q4_0, 301, 128, 47}};
+  const Case cases[] = {
+      {DType::Q8_0, 130, 96, 8},   {DType::Q8_0, 200, 160, 33}, {DType::Q4_0, 97, 64, 64},
+      {DType::Q4_0, 50, 96, 17},   {DType::Q8_0, 61, 256, 16},  {DType::Q8_0, 25, 64, 65},
+      {DType::Q4_0, 301, 128, 47}, {DType::Q4_K, 130, 256, 8},  {DType::Q6_K, 97, 512, 3},
+      {DType::Q5_K, 50, 768, 70},  {DType::Q4_K, 33, 256, 200}, {DType::Q5_0, 40, 96, 5},
+      {DType::Q5_1, 70, 160, 12},  {DType::Q6_K, 20, 256, 2}};
   for (const Case& c : cases) {
     std::mt19937 rng{unsigned(c.rows * 31 + c.cols + c.count)};
     const auto values = testing::randn(size_t(c.rows * c.cols), rng, 0.5f);
@@ -114,7 +117,9 @@ TEST(BackendMatmulMany, OneRegionEqualsTheOracles) {
     int64_t rows, cols;
   };
   const Spec specs[] = {{DType::F32, 37, 100},  {DType::BF16, 300, 64}, {DType::Q8_0, 130, 96},
-                        {DType::Q4_0, 77, 256}, {DType::F16, 5, 32},    {DType::F32, 1, 3}};
+                        {DType::Q4_0, 77, 256}, {DType::F16, 5, 32},    {DType::F32, 1, 3},
+                        {DType::Q4_K, 61, 512}, {DType::Q5_K, 9, 256},  {DType::Q6_K, 45, 768},
+                        {DType::Q5_0, 13, 64},  {DType::Q5_1, 30, 96}};
   std::vector<std::vector<unsigned char>> raws;
   std::vector<std::vector<float>> xs;
   for (const Spec& sp : specs) {
@@ -150,10 +155,17 @@ TEST(BackendMatmulMany, OneRegionEqualsTheOracles) {
       quantize_row_q8_0(xs[i].data(), blocks.data(), w.cols);
       unpack_row_i8(DType::Q8_0, blocks.data(), q.data(), d.data(), w.cols);
       cpu::q8_act_lane_sums(q.data(), nb, neg_s4.data());
-      const cpu::Q8Act act{q.data(), d.data(), neg_s4.data(), nb};
-      const auto twin = w.dtype == DType::Q8_0 ? cpu::matvec_q8_0_ref : cpu::matvec_q4_0_ref;
-      twin(static_cast<const uint8_t*>(w.data), row_bytes(w.dtype, w.cols), size_t(w.rows), act,
-           want[i].data());
+      std::vector<float> dsum(nb);
+      cpu::q8_act_block_sums(d.data(), neg_s4.data(), nb, dsum.data());
+      const cpu::Q8Act act{q.data(), d.data(), neg_s4.data(), nb, dsum.data()};
+      const auto* wp = static_cast<const uint8_t*>(w.data);
+      const size_t rb = row_bytes(w.dtype, w.cols);
+      if (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0) {
+        const auto twin = w.dtype == DType::Q8_0 ? cpu::matvec_q8_0_ref : cpu::matvec_q4_0_ref;
+        twin(wp, rb, size_t(w.rows), act, want[i].data());
+      } else {
+        cpu::matvec_kquant_ref(w.dtype, wp, rb, size_t(w.rows), act, want[i].data());
+      }
     } else {
       reference->matmul({w, xs[i].data(), want[i].data(), 1});
     }

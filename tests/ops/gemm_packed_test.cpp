@@ -10,61 +10,86 @@
 #include <vector>
 
 #include "backends/cpu/gemm_packed_kernels.hpp"
+#include "core/dtype.hpp"
 #include "hwy/aligned_allocator.h"
+#include "hwy/targets.h"
 #include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
 
-TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
-  std::mt19937 rng(5);
-  const size_t nr = cpu::panel_width();
-  for (size_t nn : {size_t(1), size_t(15), size_t(16), size_t(33), nr}) {
-    if (nn > nr) continue;
-    for (size_t kc : {size_t(1), size_t(16), size_t(37), size_t(128)}) {
-      const size_t ldr = kc + 5;
-      const auto w = testing::randn(nn * ldr, rng);
-      auto panel = hwy::AllocateAligned<float>(kc * nr);
-      for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
-      cpu::pack_panel(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
-      for (size_t i = 0; i < kc; ++i)
-        for (size_t j = 0; j < nr; ++j)
-          ASSERT_EQ(panel[i * nr + j], j < nn ? w[j * ldr + i] : 0.0f)
-              << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
-    }
+// Runs fn once per Highway target this machine has (the packing fast paths differ: 16 × 16
+// register transposes on AVX-512, 8 × 8 on AVX2, scalar elsewhere), then restores dispatch.
+template <class Fn>
+void on_every_target(const Fn& fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
   }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
-// bf16 rows are widened while packed: each panel value is exactly the fp32 the bf16 stands for.
-TEST(GemmPacked, Bf16PackWidensExactly) {
-  std::mt19937 rng(6);
-  const size_t nr = cpu::panel_width();
-  for (size_t nn : {size_t(1), size_t(15), size_t(16), size_t(33), nr}) {
-    if (nn > nr) continue;
-    for (size_t kc : {size_t(1), size_t(16), size_t(37), size_t(128)}) {
-      const size_t ldr = kc + 5;
-      std::vector<uint16_t> w(nn * ldr);
-      for (auto& v : w) v = uint16_t(rng());
-      for (size_t i = 0; i < w.size(); i += 7) w[i] = 0x7f80;  // +inf stays inf
-      auto panel = hwy::AllocateAligned<float>(kc * nr);
-      for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
-      cpu::pack_panel_bf16(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
-      for (size_t i = 0; i < kc; ++i)
-        for (size_t j = 0; j < nr; ++j) {
-          float want = 0.0f;
-          if (j < nn) {
-            const uint32_t bits = uint32_t(w[j * ldr + i]) << 16;
-            std::memcpy(&want, &bits, 4);
-          }
-          const float got = panel[i * nr + j];
-          if (std::isnan(want)) {
-            ASSERT_TRUE(std::isnan(got));
-          } else {
-            ASSERT_EQ(got, want) << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
-          }
-        }
+// Output and input counts: the edges of both transposes and a whole panel.
+const size_t kOutputs[] = {1, 7, 8, 9, 15, 16, 33};
+const size_t kInputs[] = {1, 8, 16, 37, 128};
+
+TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
+  on_every_target([] {
+    std::mt19937 rng(5);
+    const size_t nr = cpu::panel_width();
+    for (size_t nn : kOutputs) {
+      nn = std::min(nn, nr);
+      for (size_t kc : kInputs) {
+        const size_t ldr = kc + 5;
+        const auto w = testing::randn(nn * ldr, rng);
+        auto panel = hwy::AllocateAligned<float>(kc * nr);
+        for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
+        cpu::pack_panel(w.data(), ldr, nn, kc, w.data() + kc, panel.get());
+        for (size_t i = 0; i < kc; ++i)
+          for (size_t j = 0; j < nr; ++j)
+            ASSERT_EQ(panel[i * nr + j], j < nn ? w[j * ldr + i] : 0.0f)
+                << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
+      }
     }
-  }
+  });
+}
+
+// bf16 and f16 rows are widened while packed: each panel value is exactly the fp32 the 16-bit
+// value stands for (f16 against the scalar conversion, subnormals and infinities included).
+TEST(GemmPacked, HalfPrecisionPacksWidenExactly) {
+  on_every_target([] {
+    std::mt19937 rng(6);
+    const size_t nr = cpu::panel_width();
+    for (bool bf16 : {true, false}) {
+      for (size_t nn : kOutputs) {
+        nn = std::min(nn, nr);
+        for (size_t kc : kInputs) {
+          const size_t ldr = kc + 5;
+          std::vector<uint16_t> w(nn * ldr);
+          for (auto& v : w) v = uint16_t(rng());
+          for (size_t i = 0; i < w.size(); i += 7) w[i] = bf16 ? 0x7f80 : 0x7c00;  // +inf
+          for (size_t i = 3; i < w.size(); i += 11) w[i] = 0x0003;                 // subnormal
+          auto panel = hwy::AllocateAligned<float>(kc * nr);
+          for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
+          (bf16 ? cpu::pack_panel_bf16 : cpu::pack_panel_f16)(w.data(), ldr, nn, kc, w.data() + kc,
+                                                              panel.get());
+          for (size_t i = 0; i < kc; ++i)
+            for (size_t j = 0; j < nr; ++j) {
+              float want = 0.0f;
+              if (j < nn) want = bf16 ? bf16_to_f32(w[j * ldr + i]) : f16_to_f32(w[j * ldr + i]);
+              const float got = panel[i * nr + j];
+              if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(got));
+              } else {
+                ASSERT_EQ(got, want) << (bf16 ? "bf16" : "f16") << " nn " << nn << " kc " << kc
+                                     << " i " << i << " j " << j;
+              }
+            }
+        }
+      }
+    }
+  });
 }
 
 TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {

@@ -98,7 +98,7 @@ TEST(Q8Panels, CpuBackendProductsUseQuantisedPositions) {
   const auto raw2 = quantized(testing::randn(size_t(rows2 * cols), rng, 0.5f), rows2, cols);
   Matrix w{DType::Q8_0, rows, cols, raw.data()}, w2{DType::Q8_0, rows2, cols, raw2.data()};
   auto owner = prepare_cpu_panels(w, pool), owner2 = prepare_cpu_panels(w2, pool);
-  ASSERT_NE(w.cpu_q8_panels, nullptr);
+  ASSERT_NE(w.cpu_int_panels, nullptr);
   for (int64_t count : {1, 3, 8, 32}) {
     const auto x = testing::randn(size_t(count * cols), rng);
     const auto want = from_blocks(raw, rows, cols, x, count);

@@ -7,7 +7,9 @@
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_small_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
+#include "backends/cpu/kquant_kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
+#include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
@@ -36,16 +38,19 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) const override {
     const Matrix& w = a.w;
+    check_panel_layout(w);
     const MatmulArgs* ap = &a;
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
     // Q8_0 panels (VNNI): positions quantised once, every panel multiplied in integers.
-    if (w.cpu_q8_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
+    if (w.cpu_int_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
     // Panels packed at load: widened line by line into the L1 panel, no transpose per call.
     if (w.cpu_panels) return matmul_gemm(a);
     if (is_quantized(w.dtype)) {
       // 2-7 positions: integer dots; decode batches: rows dequantised in order, positions
       // packed (measured faster than dequantising into packed panels: rwkv7 bench --batch).
-      if (a.count < kGemmMinRows) return matmul_quantized(a);
+      // The other block types have no int8 + scale form: rows dequantised for them too.
+      const bool int8_form = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+      if (a.count < kGemmMinRows && int8_form) return matmul_quantized(a);
       if (size_t(a.count) <= cpu::small_gemm_max_positions()) return matmul_small(a);
     }
     // bf16/f16/f32 from 8 positions on: packed panels (bf16 widened while packed), measured
@@ -69,13 +74,14 @@ class CpuBackend final : public Backend {
   // Decode-sized products (one position each) share one parallel region; so do the products
   // of several positions over bf16 panels (a decode batch's stage); the others run one by one.
   void matmul_many(std::span<const MatmulArgs> list) const override {
+    for (const MatmulArgs& a : list) check_panel_layout(a.w);
     const bool one_position =
         std::all_of(list.begin(), list.end(), [](const MatmulArgs& a) { return a.count == 1; });
     if (one_position) return matvec_many(list);
     std::vector<const MatmulArgs*>& panel_list = decode_.panel_list;
     panel_list.clear();
     for (const MatmulArgs& a : list) {
-      if ((a.w.cpu_panels || a.w.cpu_q8_panels) && a.count > 1)
+      if ((a.w.cpu_panels || a.w.cpu_int_panels) && a.count > 1)
         panel_list.push_back(&a);
       else
         matmul(a);
@@ -170,10 +176,11 @@ class CpuBackend final : public Backend {
             return widen_panel_block(w, pb.n0, pb.k0, pb.kn,
                                      pb.k0 + pb.kn < w.cols || pb.next_panel_mine, panel);
           const int64_t offset = pb.n0 * w.cols + pb.k0;
-          if (w.dtype == DType::BF16) {
+          if (w.dtype == DType::BF16 || w.dtype == DType::F16) {
             const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
-            return cpu::pack_panel_bf16(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
-                                        next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+            const auto pack = w.dtype == DType::BF16 ? cpu::pack_panel_bf16 : cpu::pack_panel_f16;
+            return pack(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                        next_block(rows, w.cols, w.rows, w.cols, pb), panel);
           }
           if (w.dtype == DType::F32) {
             const float* rows = static_cast<const float*>(w.data) + offset;
@@ -280,7 +287,7 @@ class CpuBackend final : public Backend {
     if (decode_.q8.size() < list.size()) decode_.q8.resize(list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       const MatmulArgs& a = *list[i];
-      if (a.w.cpu_q8_panels) decode_.q8[i].quantize(a.x, a.count, a.w.cols);
+      if (a.w.cpu_int_panels) decode_.q8[i].quantize(a.x, a.count, a.w.cols);
       unit_cost[i] = a.w.cols * a.count;
       cost_begin[i + 1] = cost_begin[i] + panels_of(a.w) * unit_cost[i];
     }
@@ -289,11 +296,8 @@ class CpuBackend final : public Backend {
       each_unit_range(cost_begin, unit_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = *list[i];
         const Matrix& w = a.w;
-        if (w.cpu_q8_panels) {
-          const Q8Positions& xq = decode_.q8[i];
-          return cpu::gemm_q8_panels(w.cpu_q8_panels, size_t(w.rows), size_t(w.cols), size_t(u0),
-                                     size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(),
-                                     size_t(a.count), a.y, size_t(w.rows));
+        if (w.cpu_int_panels) {
+          return int_panel_product(a, decode_.q8[i], u0, u1);
         }
         float* panel = panel_buffer(parts_[size_t(part)]);
         for (int64_t p = u0; p < u1; ++p) {
@@ -347,8 +351,30 @@ class CpuBackend final : public Backend {
 
   // Output panels of a matrix that has them (bf16: panel_width() outputs, Q8_0: 32).
   static int64_t panels_of(const Matrix& w) {
-    const int64_t nr = w.cpu_q8_panels ? int64_t(cpu::kQ8PanelWidth) : int64_t(cpu::panel_width());
+    const int64_t nr = w.cpu_int_panels ? int_panel_width(w) : int64_t(cpu::panel_width());
     return (w.rows + nr - 1) / nr;
+  }
+
+  // Panels made at load follow the kernels in use then; a later ISA cap (set_cpu_isa) would
+  // read them with another layout.
+  static void check_panel_layout(const Matrix& w) {
+    if (!w.cpu_panels && !w.cpu_int_panels) return;
+    const size_t now = w.cpu_panels                 ? cpu::panel_width()
+                       : w.dtype == DType::Q4_0     ? cpu::q4_panel_width()
+                       : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
+                                                    : 0;
+    if (now != w.cpu_panel_outputs)
+      throw Error("cpu backend: a " + dtype_name(w.dtype) +
+                  " weight was packed for the kernels of "
+                  "another instruction set (" +
+                  std::to_string(w.cpu_panel_outputs) +
+                  " outputs per panel; the kernels in use want " + std::to_string(now) +
+                  "): load the model again after changing the ISA");
+  }
+
+  // Outputs per integer panel (Q4_0: 8, Q8_0: 32).
+  static int64_t int_panel_width(const Matrix& w) {
+    return int64_t(w.dtype == DType::Q4_0 ? cpu::q4_panel_width() : cpu::kQ8PanelWidth);
   }
 
   // One position through each matrix of the list (decode), all in one parallel region: the
@@ -364,29 +390,32 @@ class CpuBackend final : public Backend {
     const int64_t nr = int64_t(cpu::panel_width());
     for (size_t i = 0; i < list.size(); ++i) {
       const Matrix& w = list[i].w;
-      if (w.cpu_q8_panels) {
+      if (w.cpu_int_panels) {
         if (decode_.q8.size() <= i) decode_.q8.resize(i + 1);
         decode_.q8[i].quantize(list[i].x, 1, w.cols);
       } else if (is_quantized(w.dtype)) {
-        inputs[i].quantize(list[i].x, w.cols);
+        if (w.cols % quant_block_elems(w.dtype) != 0)
+          throw Error("cpu backend: a " + dtype_name(w.dtype) + " matrix has " +
+                      std::to_string(w.cols) + " columns, not a multiple of its block");
+        inputs[i].quantize(list[i].x, w.cols, cpu::matvec_kquant_supports(w.dtype));
       }
       // Work units: weight rows, or panels when the matrix has them (cost: bytes read).
-      const bool panels = w.cpu_panels || w.cpu_q8_panels;
+      const bool panels = w.cpu_panels || w.cpu_int_panels;
       const int64_t units = panels ? panels_of(w) : w.rows;
-      row_cost[i] = w.cpu_q8_panels ? int64_t(cpu::kQ8PanelWidth) * w.cols
-                    : w.cpu_panels  ? nr * w.cols * 2
-                                    : int64_t(row_bytes(w.dtype, w.cols));
+      row_cost[i] = w.cpu_int_panels
+                        ? int64_t(w.dtype == DType::Q4_0
+                                      ? cpu::q4_panels_bytes(cpu::q4_panel_width(), size_t(w.cols))
+                                      : cpu::q8_panels_bytes(cpu::kQ8PanelWidth, size_t(w.cols)))
+                    : w.cpu_panels ? nr * w.cols * 2
+                                   : int64_t(row_bytes(w.dtype, w.cols));
       cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
     // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
     pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
       each_unit_range(cost_begin, row_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = list[i];
-        if (a.w.cpu_q8_panels) {
-          const Q8Positions& xq = decode_.q8[i];
-          cpu::gemm_q8_panels(a.w.cpu_q8_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
-                              size_t(u1), xq.q.data(), xq.d.data(), xq.corr.data(), 1, a.y,
-                              size_t(a.w.rows));
+        if (a.w.cpu_int_panels) {
+          int_panel_product(a, decode_.q8[i], u0, u1);
         } else if (a.w.cpu_panels)
           cpu::gemv_bf16_panels(a.w.cpu_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
                                 size_t(u1), a.x, a.y);
@@ -453,18 +482,33 @@ class CpuBackend final : public Backend {
       cpu::quantize_q8_positions(x, size_t(T), size_t(cols), q.data(), d.data(), corr.data());
     }
   };
+  // Panels [u0, u1) of a.w's integer panels times a's positions (quantised in xq).
+  static void int_panel_product(const MatmulArgs& a, const Q8Positions& xq, int64_t u0,
+                                int64_t u1) {
+    const Matrix& w = a.w;
+    const auto kernel = w.dtype == DType::Q4_0 ? cpu::gemm_q4_panels : cpu::gemm_q8_panels;
+    kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),
+           xq.d.data(), xq.corr.data(), size_t(a.count), a.y, size_t(w.rows));
+  }
+
   struct QuantizedInput {
     std::vector<int8_t> q;
-    std::vector<float> d;
+    std::vector<float> d, dsum;
     std::vector<int32_t> neg_s4;
     cpu::Q8Act act{};
-    void quantize(const float* x, int64_t n) {
+    // Block sums only for the types with a min / offset term (kquant_kernels.hpp).
+    void quantize(const float* x, int64_t n, bool block_sums) {
       const size_t nb = size_t(n / kQuantBlock);
       q.resize(size_t(n));
       d.resize(nb);
       neg_s4.resize(nb * 8);
       cpu::quantize_act_q8(x, nb, q.data(), d.data(), neg_s4.data());
       act = cpu::Q8Act{q.data(), d.data(), neg_s4.data(), nb};
+      if (block_sums) {
+        dsum.resize(nb);
+        cpu::q8_act_block_sums(d.data(), neg_s4.data(), nb, dsum.data());
+        act.dsum = dsum.data();
+      }
     }
   };
 
@@ -491,21 +535,40 @@ class CpuBackend final : public Backend {
         return;
       }
       case DType::F32:
-        // dot is symmetric: x against rows r0.. of W, one call (4 rows share each x load).
-        cpu::dot_rows(a.x, static_cast<const float*>(w.data) + r0 * w.cols, size_t(w.cols),
-                      size_t(r1 - r0), a.y + r0, 1);
+        // One row at a time: a single stream the hardware prefetcher follows (4 rows sharing
+        // each x load read 4 interleaved streams, at about half the bandwidth).
+        for (int64_t o = r0; o < r1; ++o)
+          cpu::dot_rows(a.x, static_cast<const float*>(w.data) + o * w.cols, size_t(w.cols), 1,
+                        a.y + o, 1);
         return;
       default:
+        if (cpu::matvec_kquant_supports(w.dtype)) {
+          const size_t rb = row_bytes(w.dtype, w.cols);
+          cpu::matvec_kquant(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r0) * rb, rb,
+                             size_t(r1 - r0), in.act, a.y + r0);
+          return;
+        }
         throw Error("cpu backend: weights of dtype " + dtype_name(w.dtype) + " not supported");
     }
   }
 
-  // Elements [k0, k0 + kn) of weight row o as fp32 (quantised: kn and k0 multiples of 32).
+  // Elements [k0, k0 + kn) of weight row o as fp32 (quantised: kn and k0 multiples of 32;
+  // a range that cuts a K-quant super-block decodes that block whole into a stack buffer).
   static void widen_part(const Matrix& w, int64_t o, int64_t k0, int64_t kn, float* out) {
     if (is_quantized(w.dtype)) {
       const auto* row =
           static_cast<const unsigned char*>(w.data) + size_t(o) * row_bytes(w.dtype, w.cols);
-      cpu::dequantize_row(w.dtype, row + row_bytes(w.dtype, k0), out, kn);
+      const int64_t block = quant_block_elems(w.dtype);
+      if (k0 % block == 0 && kn % block == 0) {
+        cpu::dequantize_row(w.dtype, row + row_bytes(w.dtype, k0), out, kn);
+        return;
+      }
+      float tmp[kSuperBlock];
+      for (int64_t b0 = k0 / block * block; b0 < k0 + kn; b0 += block) {
+        cpu::dequantize_row(w.dtype, row + row_bytes(w.dtype, b0), tmp, block);
+        const int64_t lo = std::max(b0, k0), hi = std::min(b0 + block, k0 + kn);
+        std::copy(tmp + (lo - b0), tmp + (hi - b0), out + (lo - k0));
+      }
       return;
     }
     const auto* half = static_cast<const uint16_t*>(w.data) + o * w.cols + k0;

@@ -64,6 +64,10 @@ HWY_EXPORT(DequantQ8);
 HWY_EXPORT(DequantQ4);
 
 void dequantize_row(DType t, const void* blocks, float* out, int64_t n) {
+  // The other block types decode through core's scalar code (prefill only: decode reads
+  // them in place, quant_kernels.hpp).
+  if (is_quantized(t) && t != DType::Q8_0 && t != DType::Q4_0)
+    return rwkv7::dequantize_row(t, blocks, out, n);
   if (n % kQuantBlock != 0)
     throw Error("dequantize: " + std::to_string(n) + " values is not a whole number of blocks");
   const auto* p = static_cast<const uint8_t*>(blocks);

@@ -1,9 +1,19 @@
 // Highway multi-target packed-panel product kernel (see gemm_packed_kernels.hpp).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/gemm_packed_kernels.cpp"
+#include "core/dtype.hpp"
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+
+#ifndef RWKV7_GEMM_PACKED_HALF
+#define RWKV7_GEMM_PACKED_HALF
+namespace rwkv7::cpu {
+struct Half {  // an f16 weight as stored (bf16 weights are plain uint16_t)
+  uint16_t bits;
+};
+}  // namespace rwkv7::cpu
+#endif
 
 HWY_BEFORE_NAMESPACE();
 namespace rwkv7::cpu::HWY_NAMESPACE {
@@ -21,6 +31,9 @@ HWY_INLINE __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
 HWY_INLINE __m512 Load16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+HWY_INLINE __m512 Load16(const Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
 // 16 rows × 16 inputs → 16 panel lines, transposed in registers (unpack, shuffle within
@@ -55,7 +68,45 @@ HWY_INLINE void Transpose16(const T* rows, size_t ldr, float* out, size_t ldo, c
 }
 #endif
 
+#if HWY_TARGET == HWY_AVX2
+// 8 inputs of one row as fp32 (bf16: a shift; f16: F16C).
+HWY_INLINE __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+HWY_INLINE __m256 Load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+HWY_INLINE __m256 Load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// 8 rows × 8 inputs → 8 panel lines, transposed in registers: pairs interleaved, then quads
+// (column c of rows 0-3 | column c + 4), then the 128-bit halves of rows 0-3 and 4-7 joined.
+template <class T>
+HWY_INLINE void Transpose8(const T* rows, size_t ldr, float* out, size_t ldo, const T* next) {
+  __m256 r[8], t[8], q[8];
+  for (int j = 0; j < 8; ++j) {
+    r[j] = Load8(rows + j * ldr);
+    if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldr), _MM_HINT_T1);
+  }
+  for (int j = 0; j < 8; j += 2) {
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {                                          // rows 0-3, then 4-7
+    q[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));      // columns 0 | 4
+    q[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));  // 1 | 5
+    q[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));  // 2 | 6
+    q[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));  // 3 | 7
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(out + c * ldo, _mm256_permute2f128_ps(q[c], q[c + 4], 0x20));
+    _mm256_storeu_ps(out + (c + 4) * ldo, _mm256_permute2f128_ps(q[c], q[c + 4], 0x31));
+  }
+}
+#endif
+
 HWY_INLINE float Widen(float v) { return v; }
+HWY_INLINE float Widen(Half v) { return rwkv7::f16_to_f32(v.bits); }
 HWY_INLINE float Widen(uint16_t v) {
   const uint32_t bits = uint32_t(v) << 16;
   float f;
@@ -75,6 +126,13 @@ void PackPanelT(const T* rows, size_t ldr, size_t nn, size_t kc, const T* next, 
     for (size_t i = 0; i < i_done; i += 16)
       Transpose16(rows + j * ldr + i, ldr, panel + i * nr + j, nr,
                   next ? next + j * ldr + i : nullptr);
+#elif HWY_TARGET == HWY_AVX2
+  j_done = nn / 8 * 8;
+  i_done = kc / 8 * 8;
+  for (size_t j = 0; j < j_done; j += 8)
+    for (size_t i = 0; i < i_done; i += 8)
+      Transpose8(rows + j * ldr + i, ldr, panel + i * nr + j, nr,
+                 next ? next + j * ldr + i : nullptr);
 #endif
   // Whatever the fast path left (edges, other ISAs); 8 inputs at a time keep 8 panel lines
   // open while one weight row is read.
@@ -98,6 +156,12 @@ void PackPanel(const float* rows, size_t ldr, size_t nn, size_t kc, const float*
 void PackPanelBf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
                    float* panel) {
   PackPanelT(rows, ldr, nn, kc, next, panel);
+}
+
+void PackPanelF16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                  float* panel) {
+  PackPanelT(reinterpret_cast<const Half*>(rows), ldr, nn, kc, reinterpret_cast<const Half*>(next),
+             panel);
 }
 
 // Source already input-major: each panel line is a copy of a source row, zero-padded.
@@ -205,6 +269,7 @@ namespace rwkv7::cpu {
 HWY_EXPORT(PanelWidth);
 HWY_EXPORT(PackPanel);
 HWY_EXPORT(PackPanelBf16);
+HWY_EXPORT(PackPanelF16);
 HWY_EXPORT(PackPanelInputMajor);
 HWY_EXPORT(GemmPanel);
 HWY_EXPORT(GemmPanelXT);
@@ -219,6 +284,11 @@ void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float
 void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
                      float* panel) {
   HWY_DYNAMIC_DISPATCH(PackPanelBf16)(rows, ldr, nn, kc, next, panel);
+}
+
+void pack_panel_f16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                    float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanelF16)(rows, ldr, nn, kc, next, panel);
 }
 
 void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, float* panel) {

@@ -26,6 +26,10 @@ void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float
 void pack_panel_bf16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
                      float* panel);
 
+// The same from f16 rows.
+void pack_panel_f16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, const uint16_t* next,
+                    float* panel);
+
 // panel[i * NR + j] = src[i * lds + j] for j < nn, i < kc; columns j in [nn, NR) are zero.
 // For a B stored input-major, B(i, o) = src[i * lds + o] (the weight W [out, in] of
 // dX = dY·W, the activations X of dW = dYᵀ·X): rows are copied, not transposed.

@@ -22,10 +22,9 @@ bool Supported() { return HWY_TARGET == HWY_AVX3_DL; }
 // positions' offsets, take 8 groups of 4 inputs by vpdpbusd (weights unsigned, the broadcast
 // activation bytes signed), then are scaled by weight × activation scale into fp32.
 template <size_t MR>
-__attribute__((target("avx512vnni"))) void PanelRows(const uint8_t* panel, size_t nb,
-                                                     const int8_t* q, const float* d,
-                                                     const int32_t* corr, size_t cols, float* y,
-                                                     size_t ldy, size_t nn) {
+__attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PanelRows(
+    const uint8_t* panel, size_t nb, const int8_t* q, const float* d, const int32_t* corr,
+    size_t cols, float* y, size_t ldy, size_t nn) {
   __m512 acc[MR][2];
   for (size_t t = 0; t < MR; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
   for (size_t b = 0; b < nb; ++b) {

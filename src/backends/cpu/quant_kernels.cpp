@@ -154,8 +154,9 @@ float DotBlocksGeneric(const uint8_t* row, const Q8Act& x) {
 // from memory into one f16 vector (a gather per 16 blocks cost a third more time); lanes are
 // scaled and summed in fp32, reduced once per row. R rows share each activation load.
 template <size_t R, bool kQ4>
-__attribute__((target("avx512vnni"))) void MatvecVnni(const uint8_t* w, size_t stride,
-                                                      const Q8Act& x, float* y) {
+__attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecVnni(const uint8_t* w,
+                                                                      size_t stride, const Q8Act& x,
+                                                                      float* y) {
   constexpr int BB = int(kBlockBytes<kQ4>);
   constexpr int kShift = kQ4 ? 3 : 7;  // offset 8 or 128
   const __m512i k80 = _mm512_set1_epi8(char(0x80));
@@ -221,6 +222,60 @@ __attribute__((target("avx512vnni"))) void MatvecVnni(const uint8_t* w, size_t s
 }
 #endif
 
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+// AVX2 (and AVX-512 without VNNI): vpmaddubsw multiplies unsigned by signed bytes into int16
+// pair sums, vpmaddwd by ones sums those pairs into int32 lanes of 4 products: exact, as no
+// pair can saturate. Q4_0: the raw nibble (q + 8, ≤ 15) is the unsigned operand, and each lane
+// starts from -8·(its 4 activations' sum), so it holds Σ q_w·q_x. Q8_0 (q_w down to -128):
+// |q_w| against q_x carrying q_w's sign (ggml's sign trick; |pair| ≤ 2·128·127 < 2^15). One
+// block per 256-bit vector, its fp32 scale product broadcast; R rows share each activation
+// load, and each row is prefetched a whole number of R-row groups (≥ 8 KB) ahead, as in the
+// VNNI kernel.
+template <size_t R, bool kQ4>
+void MatvecAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
+  constexpr size_t BB = kBlockBytes<kQ4>;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const size_t group = R * stride;
+  const uintptr_t ahead = group * std::max<size_t>(1, (8192 + group - 1) / group);
+  __m256 acc[R];
+  for (size_t r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (size_t b = 0; b < x.nb; ++b) {
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + b * kBlock));
+    __m256i offset = _mm256_setzero_si256();
+    if constexpr (kQ4)
+      offset = _mm256_slli_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.neg_s4 + b * 8)), 3);
+    const float xd = x.d[b];
+    for (size_t r = 0; r < R; ++r) {
+      const uint8_t* p = w + r * stride + b * BB;
+      if (kQ4 ? b % 2 == 0 : true)  // Q4_0: two 18-byte blocks fit one cache line
+        _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + ahead),
+                     _MM_HINT_T0);
+      uint16_t h;
+      __builtin_memcpy(&h, p, 2);
+      __m256i dot;
+      if constexpr (kQ4) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+        const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4);
+        dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), ones), offset);
+      } else {
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+        const __m256i pairs =
+            _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+        dot = _mm256_madd_epi16(pairs, ones);
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(h) * xd), acc[r]);
+    }
+  }
+  for (size_t r = 0; r < R; ++r) {
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    y[r] = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+  }
+}
+#endif
+
 template <bool kQ4>
 void Matvec(const uint8_t* w, size_t stride, size_t rows, const Q8Act& x, float* y) {
 #if HWY_TARGET == HWY_AVX3_DL
@@ -234,6 +289,20 @@ void Matvec(const uint8_t* w, size_t stride, size_t rows, const Q8Act& x, float*
       return MatvecVnni<2, kQ4>(w + r * stride, stride, x, y + r);
     case 1:
       return MatvecVnni<1, kQ4>(w + r * stride, stride, x, y + r);
+    default:
+      return;
+  }
+#elif HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+  constexpr size_t R = 4;
+  size_t r = 0;
+  for (; r + R <= rows; r += R) MatvecAvx2<R, kQ4>(w + r * stride, stride, x, y + r);
+  switch (rows - r) {
+    case 3:
+      return MatvecAvx2<3, kQ4>(w + r * stride, stride, x, y + r);
+    case 2:
+      return MatvecAvx2<2, kQ4>(w + r * stride, stride, x, y + r);
+    case 1:
+      return MatvecAvx2<1, kQ4>(w + r * stride, stride, x, y + r);
     default:
       return;
   }
@@ -267,6 +336,14 @@ void quantize_act_q8(const float* x, size_t nb, int8_t* q, float* d, int32_t* ne
 void q8_act_lane_sums(const int8_t* q, size_t nb, int32_t* neg_s4) {
   for (size_t i = 0; i < 8 * nb; ++i)
     neg_s4[i] = -(int32_t(q[4 * i]) + q[4 * i + 1] + q[4 * i + 2] + q[4 * i + 3]);
+}
+
+void q8_act_block_sums(const float* d, const int32_t* neg_s4, size_t nb, float* dsum) {
+  for (size_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (size_t k = 0; k < 8; ++k) s -= neg_s4[8 * b + k];
+    dsum[b] = d[b] * float(s);
+  }
 }
 
 void matvec_q8_0(const uint8_t* w, size_t row_bytes, size_t rows, const Q8Act& x, float* y) {

@@ -16,15 +16,21 @@ void dot_rows_q8(const int8_t* wq, const float* wd, const int8_t* xq, const floa
 // values, d[nb] fp32 scales, neg_s4[8·nb] = -(sum of each 4 consecutive q). The sums let
 // VNNI multiply weights offset to unsigned (Q8_0: q+128, Q4_0: the raw nibble q+8) and
 // subtract the offset exactly in int32.
+// dsum[b] = d[b]·Σ_{i<32} q[32b+i] (the block's value sum), read by the kernels of types with
+// an offset or min term (Q4_K, Q5_K, Q5_1: kquant_kernels.hpp); may be null for the others.
 struct Q8Act {
   const int8_t* q;
   const float* d;
   const int32_t* neg_s4;
   size_t nb;
+  const float* dsum = nullptr;
 };
 
 // neg_s4[i] = -(q[4i] + q[4i+1] + q[4i+2] + q[4i+3]) for i < 8·nb.
 void q8_act_lane_sums(const int8_t* q, size_t nb, int32_t* neg_s4);
+
+// dsum[b] = -d[b]·Σ_{k<8} neg_s4[8b + k] = d[b]·Σ_i q[32b + i], for b < nb.
+void q8_act_block_sums(const float* d, const int32_t* neg_s4, size_t nb, float* dsum);
 
 // x[32·nb] → the Q8Act arrays, bit for bit what quantize_row_q8_0 + unpack_row_i8 +
 // q8_act_lane_sums give (the scalar twin).

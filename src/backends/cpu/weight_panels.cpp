@@ -1,4 +1,5 @@
-// Load-time preparation of bf16 weights for the cpu backend (weight_panels_kernels.hpp).
+// Load-time preparation of bf16, Q8_0 and Q4_0 weights for the cpu backend (panels).
+// (weight_panels_kernels.hpp).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -6,6 +7,7 @@
 
 #include "backends/backend.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
+#include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/quant.hpp"
@@ -29,27 +31,32 @@ void advise_cold(const void* p, size_t n) {
 #endif
 }
 
-std::shared_ptr<const void> prepare_q8_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
-  if (m.rows <= 0 || m.cols <= 0 || m.cols % 32 != 0 || m.cpu_q8_panels ||
-      !cpu::q8_panels_supported())
+// Q8_0 (VNNI) or Q4_0 (AVX2 without VNNI) integer panels, when the kernels in use have them.
+std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+  const bool q4 = m.dtype == DType::Q4_0;
+  if (m.rows <= 0 || m.cols <= 0 || m.cols % 32 != 0 || m.cpu_int_panels ||
+      !(q4 ? cpu::q4_panels_supported() : cpu::q8_panels_supported()))
     return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols);
-  std::shared_ptr<uint8_t[]> panels(
-      hwy::AllocateAligned<uint8_t>(cpu::q8_panels_bytes(rows, cols)));
+  const size_t width = q4 ? cpu::q4_panel_width() : cpu::kQ8PanelWidth;
+  std::shared_ptr<uint8_t[]> panels(hwy::AllocateAligned<uint8_t>(
+      q4 ? cpu::q4_panels_bytes(rows, cols) : cpu::q8_panels_bytes(rows, cols)));
   const auto* w = static_cast<const uint8_t*>(m.data);
-  const int64_t n = int64_t((rows + cpu::kQ8PanelWidth - 1) / cpu::kQ8PanelWidth);
-  pool.parallel_for(n, 1, [&](int64_t p0, int64_t p1) {
-    cpu::pack_q8_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
+  const auto pack = q4 ? cpu::pack_q4_panels : cpu::pack_q8_panels;
+  pool.parallel_for(int64_t((rows + width - 1) / width), 1, [&](int64_t p0, int64_t p1) {
+    pack(w, rows, cols, size_t(p0), size_t(p1), panels.get());
   });
-  if (data_is_mapped) advise_cold(m.data, size_t(row_bytes(DType::Q8_0, m.cols)) * rows);
-  m.cpu_q8_panels = panels.get();
+  if (data_is_mapped) advise_cold(m.data, size_t(row_bytes(m.dtype, m.cols)) * rows);
+  m.cpu_int_panels = panels.get();
+  m.cpu_panel_outputs = uint32_t(width);
   return panels;
 }
 
 }  // namespace
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
-  if (m.dtype == DType::Q8_0) return prepare_q8_panels(m, pool, data_is_mapped);
+  if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0)
+    return prepare_int_panels(m, pool, data_is_mapped);
   if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
   std::shared_ptr<uint16_t[]> panels(
@@ -60,6 +67,7 @@ std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool
   });
   if (data_is_mapped) advise_cold(m.data, rows * cols * 2);
   m.cpu_panels = panels.get();
+  m.cpu_panel_outputs = uint32_t(nr);
   return panels;
 }
 
