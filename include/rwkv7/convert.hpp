@@ -7,14 +7,19 @@
 namespace rwkv7 {
 
 struct ConvertOptions {
-  std::string type = "f16";  // of the big matrices: f32, bf16, f16, q8_0 or q4_0
-  std::string name;          // general.name; empty = the input file's stem
-  std::string vocab;         // World vocabulary file to embed (tokenizer.ggml.*); empty = none
+  // Of the big matrices: f32, bf16, f16, q8_0, q4_0, q5_0, q5_1, q4_k, q5_k (pure), or
+  // llama-quantize's mixes q4_k_m, q5_k_m, q6_k (head in Q6_K; see docs/quantisation.md).
+  std::string type = "f16";
+  std::string name;   // general.name; empty = the input file's stem
+  std::string vocab;  // World vocabulary file to embed (tokenizer.ggml.*); empty = none
 };
 
 struct ConvertResult {
   int64_t tensors = 0;       // tensors written
   int64_t weight_bytes = 0;  // bytes of tensor data written
+  // Tokenizer metadata written (a World vocabulary was given, or the model is byte-level):
+  // without it llama.cpp refuses the file.
+  bool has_tokenizer = false;
 };
 
 // Reads `in`, writes `out` (atomically: a temporary name, then rename). Error names the bad

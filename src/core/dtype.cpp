@@ -22,21 +22,28 @@ size_t dtype_size(DType t) {
       return 1;
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
       return 0;
   }
   return 0;
 }
 
-bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_quantized(DType t) { return t >= DType::Q8_0 && t <= DType::IQ4_NL; }
 
 size_t row_bytes(DType t, int64_t cols) {
   if (cols < 0) throw Error("row_bytes: negative column count");
   if (!is_quantized(t)) return size_t(cols) * dtype_size(t);
-  if (cols % kQuantBlock != 0) {
-    throw Error(dtype_name(t) + " needs a multiple of " + std::to_string(kQuantBlock) +
-                " columns, got " + std::to_string(cols));
+  const int64_t block = quant_block_elems(t);
+  if (cols % block != 0) {
+    throw Error(dtype_name(t) + " needs a multiple of " + std::to_string(block) + " columns, got " +
+                std::to_string(cols));
   }
-  return size_t(cols / kQuantBlock) * quant_block_bytes(t);
+  return size_t(cols / block) * quant_block_bytes(t);
 }
 
 std::string dtype_name(DType t) {
@@ -59,6 +66,18 @@ std::string dtype_name(DType t) {
       return "q8_0";
     case DType::Q4_0:
       return "q4_0";
+    case DType::Q4_K:
+      return "q4_k";
+    case DType::Q5_K:
+      return "q5_k";
+    case DType::Q6_K:
+      return "q6_k";
+    case DType::Q5_0:
+      return "q5_0";
+    case DType::Q5_1:
+      return "q5_1";
+    case DType::IQ4_NL:
+      return "iq4_nl";
   }
   return "?";
 }
@@ -139,6 +158,12 @@ float load_as_f32(DType t, const void* data, size_t i) {
       return float(int8_t(p[i]));
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
       return dequantize_element(t, data, i);
   }
   throw Error("load_as_f32: unsupported dtype");

@@ -11,9 +11,10 @@ namespace rwkv7 {
 namespace {
 
 void check_len(DType t, int64_t n) {
-  if (n < 0 || n % kQuantBlock != 0) {
+  const int64_t block = quant_block_elems(t);
+  if (n < 0 || n % block != 0) {
     throw Error(dtype_name(t) + ": row length " + std::to_string(n) + " is not a multiple of " +
-                std::to_string(kQuantBlock));
+                std::to_string(block));
   }
 }
 
@@ -35,11 +36,30 @@ size_t quant_block_bytes(DType t) {
     case DType::Q8_0:
       return kQ8Bytes;
     case DType::Q4_0:
+    case DType::IQ4_NL:
       return kQ4Bytes;
+    case DType::Q5_0:
+      return 22;
+    case DType::Q5_1:
+      return 24;
+    case DType::Q4_K:
+      return kQ4KBytes;
+    case DType::Q5_K:
+      return kQ5KBytes;
+    case DType::Q6_K:
+      return kQ6KBytes;
     default:
       throw Error("quant_block_bytes: " + dtype_name(t) + " is not a block-quantised type");
   }
 }
+
+int64_t quant_block_elems(DType t) {
+  if (!is_quantized(t))
+    throw Error("quant_block_elems: " + dtype_name(t) + " is not a block-quantised type");
+  return is_k_quant(t) ? kSuperBlock : kQuantBlock;
+}
+
+bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
 
 // d = max|x| / 127, q = round(x / d) (round half away from zero, as C's roundf).
 void quantize_row_q8_0(const float* x, void* out, int64_t n) {
@@ -82,12 +102,23 @@ void quantize_row_q4_0(const float* x, void* out, int64_t n) {
 void quantize_row(DType t, const float* x, void* out, int64_t n) {
   if (t == DType::Q8_0) return quantize_row_q8_0(x, out, n);
   if (t == DType::Q4_0) return quantize_row_q4_0(x, out, n);
-  throw Error("quantize_row: " + dtype_name(t) + " is not a block-quantised type");
+  if (!is_quantized(t))
+    throw Error("quantize_row: " + dtype_name(t) + " is not a block-quantised type");
+  check_len(t, n);
+  if (is_k_quant(t)) return detail::quantize_row_k(t, x, out, n);
+  return detail::quantize_row_32(t, x, out, n);
 }
 
 void dequantize_row(DType t, const void* in, float* out, int64_t n) {
   check_len(t, n);
+  if (is_k_quant(t)) return detail::dequantize_row_k(t, in, out, n);
   const size_t bb = quant_block_bytes(t);
+  if (t != DType::Q8_0 && t != DType::Q4_0) {
+    const auto* p = static_cast<const unsigned char*>(in);
+    for (int64_t b = 0; b < n / kQuantBlock; ++b)
+      detail::dequantize_block_32(t, p + size_t(b) * bb, out + b * kQuantBlock);
+    return;
+  }
   const auto* p = static_cast<const unsigned char*>(in);
   for (int64_t b = 0; b < n / kQuantBlock; ++b, p += bb, out += kQuantBlock) {
     const float d = block_scale(p);
@@ -103,9 +134,15 @@ void dequantize_row(DType t, const void* in, float* out, int64_t n) {
 }
 
 float dequantize_element(DType t, const void* data, size_t i) {
+  if (is_k_quant(t)) return detail::dequantize_element_k(t, data, i);
   const size_t bb = quant_block_bytes(t);
   const auto* p = static_cast<const unsigned char*>(data) + (i / kQuantBlock) * bb;
   const size_t j = i % kQuantBlock;
+  if (t != DType::Q8_0 && t != DType::Q4_0) {
+    float block[kQuantBlock];
+    detail::dequantize_block_32(t, p, block);
+    return block[j];
+  }
   const float d = block_scale(p);
   if (t == DType::Q8_0) return d * float(int8_t(p[2 + j]));
   const uint8_t byte = p[2 + j % 16];
@@ -113,6 +150,8 @@ float dequantize_element(DType t, const void* data, size_t i) {
 }
 
 void unpack_row_i8(DType t, const void* in, int8_t* q, float* d, int64_t n) {
+  if (t != DType::Q8_0 && t != DType::Q4_0)
+    throw Error("unpack_row_i8: " + dtype_name(t) + " has no int8 + scale form");
   check_len(t, n);
   const size_t bb = quant_block_bytes(t);
   const auto* p = static_cast<const unsigned char*>(in);

@@ -11,13 +11,30 @@
 namespace rwkv7 {
 namespace {
 
-DType parse_type(const std::string& t) {
-  if (t == "f32") return DType::F32;
-  if (t == "bf16") return DType::BF16;
-  if (t == "f16") return DType::F16;
-  if (t == "q8_0") return DType::Q8_0;
-  if (t == "q4_0") return DType::Q4_0;
-  throw Error("convert: --type must be f32, bf16, f16, q8_0 or q4_0 (got '" + t + "')");
+// --type → the big matrices' type and whether llama-quantize's mix applies (the _M types
+// and q6_k; q4_k / q5_k alone are "pure", as llama-quantize --pure).
+void parse_type(const std::string& t, GgufModelOptions& g) {
+  static const struct {
+    const char* name;
+    DType type;
+    bool mix;
+  } kTypes[] = {
+      {"f32", DType::F32, false},   {"bf16", DType::BF16, false},     {"f16", DType::F16, false},
+      {"q8_0", DType::Q8_0, false}, {"q4_0", DType::Q4_0, false},     {"q5_0", DType::Q5_0, false},
+      {"q5_1", DType::Q5_1, false}, {"iq4_nl", DType::IQ4_NL, false}, {"q4_k", DType::Q4_K, false},
+      {"q5_k", DType::Q5_K, false}, {"q4_k_m", DType::Q4_K, true},    {"q5_k_m", DType::Q5_K, true},
+      {"q6_k", DType::Q6_K, true}};
+  for (const auto& k : kTypes) {
+    if (t == k.name) {
+      g.type = k.type;
+      g.llama_mix = k.mix;
+      return;
+    }
+  }
+  throw Error(
+      "convert: --type must be f32, bf16, f16, q8_0, q4_0, q5_0, q5_1, iq4_nl, q4_k, q5_k, q4_k_m, "
+      "q5_k_m or q6_k (got '" +
+      t + "')");
 }
 
 }  // namespace
@@ -25,7 +42,7 @@ DType parse_type(const std::string& t) {
 ConvertResult convert_to_gguf(const std::string& in, const std::string& out,
                               const ConvertOptions& opts) {
   GgufModelOptions g;
-  g.type = parse_type(opts.type);
+  parse_type(opts.type, g);
   g.name = opts.name.empty() ? std::filesystem::path(in).stem().string() : opts.name;
   if (!opts.vocab.empty()) {
     const Tokenizer tok = Tokenizer::load_world(opts.vocab);
@@ -38,6 +55,7 @@ ConvertResult convert_to_gguf(const std::string& in, const std::string& out,
   ConvertResult r;
   r.tensors = int64_t(gguf.tensors.size());
   for (const GgufTensor& t : gguf.tensors) r.weight_bytes += int64_t(t.nbytes());
+  r.has_tokenizer = gguf.find("tokenizer.ggml.model") != nullptr;
   return r;
 }
 
