@@ -6,13 +6,19 @@ what llama.cpp's rwkv7 loader asks for (hyper-parameter keys, every tensor name 
 shape, from llama-model.cpp's create_tensor calls). Written from the GGUF specification; it
 shares no code with rwkv7's own reader.
 
-usage: gguf_check.py FILE [--expect-type f32|f16|bf16|q8_0|q4_0]   (exit 1 on any problem)
+usage: gguf_check.py FILE [--expect-type f32|f16|bf16|q8_0|q4_0|q5_0|q5_1|q4_k|q5_k|q6_k]
+                     [--no-tokenizer-ok]
+(exit 1 on any problem; --no-tokenizer-ok: a file without tokenizer metadata, which llama.cpp
+refuses to load, is not a problem, e.g. a random model with a vocabulary of its own size)
 """
 import struct
 import sys
 
 # ggml type id -> (name, block elements, block bytes)
-GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 8: ("q8_0", 32, 34),
+# (ggml.c's type_traits: blck_size, type_size; the K-quants' QK_K = 256)
+GGML_TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 6: ("q5_0", 32, 22),
+              7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 12: ("q4_k", 256, 144),
+              13: ("q5_k", 256, 176), 14: ("q6_k", 256, 210), 20: ("iq4_nl", 32, 18),
               30: ("bf16", 1, 2)}
 # GGUF value types: id -> struct format (None: string / array)
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
@@ -97,7 +103,76 @@ def same_shape(ne, want):
     return pad(ne) == pad(want)
 
 
-def check(path, expect_type=None):
+def unescape_token(text):
+    """Token bytes from the escaped text llama.cpp's rwkv tokenizer reads: \\t \\n \\r, \\xHH,
+    and a backslash before any other character keeps that character."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        c = text[i]
+        if c != "\\":
+            out += c.encode("utf-8")
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise ValueError(f"token {text!r} ends inside an escape")
+        e = text[i + 1]
+        if e == "x":
+            digits = text[i + 2:i + 4]
+            if len(digits) != 2 or any(d not in "0123456789abcdef" for d in digits):
+                raise ValueError(f"token {text!r}: bad \\x escape (llama.cpp reads lower-case hex)")
+            out.append(int(digits, 16))
+            i += 4
+            continue
+        out += {"t": b"\t", "n": b"\n", "r": b"\r"}.get(e, e.encode("utf-8"))
+        i += 2
+    return bytes(out)
+
+
+# What llama.cpp's chat code recognises as the RWKV World template (llama-chat.cpp).
+RWKV_WORLD_MARKERS = ("rwkv-world", "{{- 'User: ' + message['content']|trim + '\\n\\n' -}}")
+
+
+def check_tokenizer(kv, n_vocab):
+    """llama.cpp refuses a file without tokenizer.ggml.model; its rwkv tokenizer needs a token
+    list of n_vocab entries, a newline token, and (World vocabulary) the chat template and the
+    end-of-turn token its own converter writes, without which llama-server uses ChatML and never
+    stops at a blank line."""
+    if "tokenizer.ggml.model" not in kv:
+        return ["no tokenizer.ggml.model: llama.cpp refuses the file (convert with --vocab, or a "
+                "byte-level model)"]
+    problems = []
+    if kv["tokenizer.ggml.model"] != "rwkv":
+        problems.append(f"tokenizer.ggml.model is {kv['tokenizer.ggml.model']!r}, not 'rwkv'")
+    tokens, types = kv.get("tokenizer.ggml.tokens"), kv.get("tokenizer.ggml.token_type")
+    if not isinstance(tokens, list) or len(tokens) != n_vocab:
+        return problems + [f"tokenizer.ggml.tokens: {len(tokens) if isinstance(tokens, list) else 'no'} "
+                           f"tokens for n_vocab {n_vocab}"]
+    if not isinstance(types, list) or len(types) != n_vocab:
+        problems.append(f"tokenizer.ggml.token_type must have {n_vocab} entries")
+    elif types[0] != 3 or tokens[0] != "<s>":
+        problems.append("token 0 must be '<s>' of type CONTROL (3), as llama.cpp's converter writes")
+    try:
+        decoded = [unescape_token(t) for t in tokens]
+    except ValueError as e:
+        return problems + [str(e)]
+    if b"\n" not in decoded:
+        problems.append("no token is a newline: llama.cpp asserts 'model vocab missing newline token'")
+    if n_vocab > 256:  # a World vocabulary
+        template = kv.get("tokenizer.chat_template")
+        if not isinstance(template, str) or not any(m in template for m in RWKV_WORLD_MARKERS):
+            problems.append("tokenizer.chat_template missing or not one llama.cpp recognises as "
+                            "rwkv-world (it would fall back to ChatML)")
+        for key in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+            if not 0 <= kv.get(key, -1) < n_vocab:
+                problems.append(f"{key} missing or out of range")
+        eot = kv.get("tokenizer.ggml.eot_token_id", -1)
+        if not 0 <= eot < n_vocab or decoded[eot] != b"\n\n":
+            problems.append("tokenizer.ggml.eot_token_id must be the '\\n\\n' token (replies end at a "
+                            "blank line)")
+    return problems
+
+
+def check(path, expect_type=None, no_tokenizer_ok=False):
     with open(path, "rb") as f:
         data = f.read()
     r = Reader(data)
@@ -191,16 +266,18 @@ def check(path, expect_type=None):
     for name in sorted(extra):
         problems.append(f"unexpected tensor {name} (llama.cpp would refuse the file)")
     if expect_type:
-        for name in ["blk.0.time_mix_key.weight", "blk.0.channel_mix_value.weight"]:
+        # time_mix_key has C columns, channel_mix_value F: a K-quant file on a model whose C
+        # is not a multiple of 256 has time_mix_key in llama-quantize's fallback type, so
+        # --expect-type is checked on channel_mix_value (F = 4C) alone for the K-quants.
+        names = ["blk.0.time_mix_key.weight", "blk.0.channel_mix_value.weight"]
+        if expect_type.endswith("_k"):
+            names = names[1:]
+        for name in names:
             got = GGML_TYPES[by_name[name][1]][0]
             if got != expect_type:
                 problems.append(f"{name} is {got}, expected {expect_type}")
-    if "tokenizer.ggml.tokens" in kv:
-        n_vocab = by_name["token_embd.weight"][0][1]
-        if len(kv["tokenizer.ggml.tokens"]) != n_vocab:
-            problems.append(f"{len(kv['tokenizer.ggml.tokens'])} tokens for n_vocab {n_vocab}")
-        if kv.get("tokenizer.ggml.model") != "rwkv":
-            problems.append("tokenizer.ggml.model is not 'rwkv'")
+    if "tokenizer.ggml.model" in kv or not no_tokenizer_ok:
+        problems += check_tokenizer(kv, by_name["token_embd.weight"][0][1])
     return problems
 
 
@@ -211,11 +288,13 @@ def main():
         i = args.index("--expect-type")
         expect = args[i + 1]
         del args[i:i + 2]
+    no_tokenizer_ok = "--no-tokenizer-ok" in args
+    args = [a for a in args if a != "--no-tokenizer-ok"]
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        problems = check(args[0], expect)
+        problems = check(args[0], expect, no_tokenizer_ok)
     except (OSError, ValueError, UnicodeDecodeError, KeyError, struct.error) as e:
         problems = [str(e)]
     for p in problems:

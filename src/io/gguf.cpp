@@ -223,9 +223,22 @@ DType dtype_from_ggml(uint32_t type) {
       return DType::Q8_0;
     case ggml_type::Q4_0:
       return DType::Q4_0;
+    case ggml_type::Q5_0:
+      return DType::Q5_0;
+    case ggml_type::Q5_1:
+      return DType::Q5_1;
+    case ggml_type::Q4_K:
+      return DType::Q4_K;
+    case ggml_type::Q5_K:
+      return DType::Q5_K;
+    case ggml_type::Q6_K:
+      return DType::Q6_K;
+    case ggml_type::IQ4_NL:
+      return DType::IQ4_NL;
   }
   throw Error("ggml type id " + std::to_string(type) +
-              " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0)");
+              " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, "
+              "Q6_K, IQ4_NL)");
 }
 
 uint32_t ggml_from_dtype(DType t) {
@@ -240,6 +253,18 @@ uint32_t ggml_from_dtype(DType t) {
       return ggml_type::Q8_0;
     case DType::Q4_0:
       return ggml_type::Q4_0;
+    case DType::Q5_0:
+      return ggml_type::Q5_0;
+    case DType::Q5_1:
+      return ggml_type::Q5_1;
+    case DType::Q4_K:
+      return ggml_type::Q4_K;
+    case DType::Q5_K:
+      return ggml_type::Q5_K;
+    case DType::Q6_K:
+      return ggml_type::Q6_K;
+    case DType::IQ4_NL:
+      return ggml_type::IQ4_NL;
     default:
       throw Error("GGUF cannot store tensors of dtype " + dtype_name(t));
   }
@@ -342,9 +367,10 @@ GgufFile read_gguf_raw(std::shared_ptr<const MappedFile> file) {
     } catch (const Error& e) {
       throw c.fail("tensor '" + t.name + "': " + e.what());
     }
-    if (is_quantized(t.dtype) && (t.ne.empty() || t.ne[0] % kQuantBlock != 0)) {
+    if (is_quantized(t.dtype) && (t.ne.empty() || t.ne[0] % quant_block_elems(t.dtype) != 0)) {
       throw c.fail("tensor '" + t.name + "' of type " + dtype_name(t.dtype) +
-                   " needs a first dimension that is a multiple of 32");
+                   " needs a first dimension that is a multiple of " +
+                   std::to_string(quant_block_elems(t.dtype)));
     }
     // At most 2^60 elements (their bytes are checked against the file below). An empty tensor
     // has no bytes to check: the product of its nonzero dimensions must fit the file as if it

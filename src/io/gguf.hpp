@@ -37,9 +37,10 @@ enum class GgufType : uint32_t {
 
 // ggml tensor type ids this engine reads and writes.
 namespace ggml_type {
-constexpr uint32_t F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30;
+constexpr uint32_t F32 = 0, F16 = 1, Q4_0 = 2, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13,
+                   Q6_K = 14, IQ4_NL = 20, BF16 = 30;
 }
-// ggml type id ↔ DType; Error for types other than the five above (naming the id).
+// ggml type id ↔ DType; Error for types other than the eleven above (naming the id).
 DType dtype_from_ggml(uint32_t type);
 uint32_t ggml_from_dtype(DType t);
 
@@ -93,14 +94,24 @@ TensorFile read_gguf(std::shared_ptr<const MappedFile> file);
 TensorFile read_gguf(const std::string& path);
 
 struct GgufModelOptions {
-  DType type = DType::F32;          // big matrices: f32, bf16, f16, q8_0 or q4_0
+  DType type = DType::F32;  // big matrices: f32, bf16, f16 or a quantised type
+  // llama-quantize's per-tensor choices for its K-quant file types (Q4_K_M, Q5_K_M, Q6_K):
+  // the head (output.weight) in Q6_K (Q8_0 if its columns are not whole super-blocks). For
+  // RWKV-7 no other rule of llama_tensor_get_type matches a tensor name (they key on attn_v,
+  // ffn_down, ...), so the rest get `type`. Off: every big matrix gets `type`, as --pure.
+  bool llama_mix = false;
   std::vector<std::string> tokens;  // World vocabulary token bytes by id (empty: none)
   std::string name;                 // general.name, when not empty
 };
 
+// The type a big matrix with `cols` columns is stored in when `type` is asked for: `type`
+// when the columns are whole blocks, else llama-quantize's fallback (Q4_K → Q5_0, Q5_K →
+// Q5_1, Q6_K → Q8_0; a 32-block type, or a fallback that still does not fit → f16).
+DType gguf_matrix_type(DType type, int64_t cols);
+
 // Official-layout RWKV-7 weights → llama.cpp `rwkv7` GGUF (names, fused/transposed tensors,
-// hyper-parameters, optional World vocabulary). Big 2-D matrices get `type` (quantised types
-// only where the column count is a multiple of 32, else f16); small tensors stay f32.
+// hyper-parameters, optional World vocabulary). Big 2-D matrices get `type` (through
+// gguf_matrix_type, and llama_mix); small tensors stay f32.
 GgufFile rwkv7_to_gguf(const TensorFile& official, const GgufModelOptions& opts);
 // Maps a raw llama.cpp `rwkv7` GGUF to official names and shapes.
 TensorFile rwkv7_from_gguf(GgufFile g);

@@ -175,7 +175,9 @@ GgufTensor encode(const std::string& name, const TensorView& v, DType type, std:
   return t;
 }
 
-uint32_t file_type(DType t) {  // llama_ftype: ALL_F32, MOSTLY_F16, _Q4_0, _Q8_0, _BF16
+// llama_ftype: ALL_F32, MOSTLY_F16, _Q4_0, _Q8_0, _Q5_0, _Q5_1, _Q4_K_S/_M, _Q5_K_S/_M, _Q6_K,
+// _IQ4_NL, _BF16.
+uint32_t file_type(DType t, bool mix) {
   switch (t) {
     case DType::F16:
       return 1;
@@ -183,6 +185,18 @@ uint32_t file_type(DType t) {  // llama_ftype: ALL_F32, MOSTLY_F16, _Q4_0, _Q8_0
       return 2;
     case DType::Q8_0:
       return 7;
+    case DType::Q5_0:
+      return 8;
+    case DType::Q5_1:
+      return 9;
+    case DType::Q4_K:
+      return mix ? 15 : 14;
+    case DType::Q5_K:
+      return mix ? 17 : 16;
+    case DType::Q6_K:
+      return 18;
+    case DType::IQ4_NL:
+      return 25;
     case DType::BF16:
       return 32;
     default:
@@ -191,6 +205,30 @@ uint32_t file_type(DType t) {  // llama_ftype: ALL_F32, MOSTLY_F16, _Q4_0, _Q8_0
 }
 
 }  // namespace
+
+// Jinja chat template of the RWKV World format: "System: …", "User: …", "Assistant: …" turns,
+// each trimmed and ended by a blank line; the prompt ends with "Assistant:".
+constexpr const char* kRwkvWorldChatTemplate =
+    "{%- for message in messages -%}\n"
+    "{%- if message['role'] == 'system' -%}\n"
+    "{{- 'System: ' + message['content']|trim + '\\n\\n' -}}\n"
+    "{%- elif message['role'] == 'user' -%}\n"
+    "{{- 'User: ' + message['content']|trim + '\\n\\n' -}}\n"
+    "{%- elif message['role'] == 'assistant' -%}\n"
+    "{{- 'Assistant: ' + message['content']|trim + '\\n\\n' -}}\n"
+    "{%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}{{- 'Assistant:' -}}{%- endif -%}\n";
+
+DType gguf_matrix_type(DType type, int64_t cols) {
+  if (!is_quantized(type) || cols % quant_block_elems(type) == 0) return type;
+  const DType fallback = type == DType::Q4_K   ? DType::Q5_0
+                         : type == DType::Q5_K ? DType::Q5_1
+                         : type == DType::Q6_K ? DType::Q8_0
+                                               : DType::F16;
+  if (fallback != DType::F16 && cols % quant_block_elems(fallback) == 0) return fallback;
+  return DType::F16;
+}
 
 std::string rwkv_world_token_text(const std::string& bytes) {
   const bool has_single = bytes.find('\'') != std::string::npos;
@@ -260,27 +298,43 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
   g.kv.emplace_back("rwkv7.attention.value_residual_mix_lora_rank", u32(Dv));
   g.kv.emplace_back("rwkv7.attention.gate_lora_rank", u32(Dg));
   g.kv.emplace_back("rwkv7.feed_forward_length", u32(F));
-  g.kv.emplace_back("general.file_type", u32(file_type(opts.type)));
+  g.kv.emplace_back("general.file_type", u32(file_type(opts.type, opts.llama_mix)));
   g.kv.emplace_back("rwkv7.attention.head_count", u32(0));  // required by llama.cpp, unused
   g.kv.emplace_back("general.quantization_version", u32(2));
-  if (!opts.tokens.empty()) {
+  // Tokenizer metadata as llama.cpp's converter writes it ("rwkv": a greedy longest-match trie
+  // over escaped token bytes; token 0 is "<s>"), so that llama.cpp loads the file: the World
+  // vocabulary when one is given, else for a byte-level model (V = 256) the 256 bytes.
+  if (!opts.tokens.empty() || V == 256) {
     if (int64_t(opts.tokens.size()) > V) {
       throw Error("GGUF conversion: the vocabulary has " + std::to_string(opts.tokens.size()) +
                   " tokens but the model only " + std::to_string(V));
     }
+    const bool bytes = opts.tokens.empty();
     std::vector<GgufValue> toks, types;
     toks.push_back(GgufValue::str("<s>"));
     types.push_back({GgufType::I32, 3});  // CONTROL
+    int64_t double_newline = -1;
     for (size_t i = 1; i < size_t(V); ++i) {
-      const bool real = i < opts.tokens.size();
-      toks.push_back(GgufValue::str(real ? rwkv_world_token_text(opts.tokens[i])
-                                         : "[PAD" + std::to_string(i) + "]"));
+      const bool real = bytes || i < opts.tokens.size();
+      const std::string token = bytes ? std::string(1, char(i)) : real ? opts.tokens[i] : "";
+      if (token == "\n\n" && double_newline < 0) double_newline = int64_t(i);
+      toks.push_back(
+          GgufValue::str(real ? rwkv_world_token_text(token) : "[PAD" + std::to_string(i) + "]"));
       types.push_back({GgufType::I32, real ? 1 : 5});  // NORMAL / UNUSED
     }
     g.kv.emplace_back("tokenizer.ggml.model", GgufValue::str("rwkv"));
     g.kv.emplace_back("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(toks)));
     g.kv.emplace_back("tokenizer.ggml.token_type",
                       GgufValue::array(GgufType::I32, std::move(types)));
+    if (!bytes) {
+      // The RWKV chat format ("User: …\n\nAssistant:", rwkv7 chat's), which llama.cpp
+      // recognises as its rwkv-world template; a reply ends at "\n\n" (end of turn).
+      g.kv.emplace_back("tokenizer.chat_template", GgufValue::str(kRwkvWorldChatTemplate));
+      g.kv.emplace_back("tokenizer.ggml.bos_token_id", u32(0));
+      g.kv.emplace_back("tokenizer.ggml.eos_token_id", u32(0));
+      if (double_newline >= 0)
+        g.kv.emplace_back("tokenizer.ggml.eot_token_id", u32(double_newline));
+    }
   }
   // Product matrices: the target type (quantised only with whole blocks, else f16); rest f32.
   const ParamDims pd{C, V, F, rk[0], N, Dw, Da, Dv, Dg};
@@ -294,8 +348,10 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
     }
     DType type = DType::F32;
     if (p.kind == ParamKind::Matrix) {
-      type = opts.type;
-      if (is_quantized(type) && ne[0] % kQuantBlock != 0) type = DType::F16;
+      type = gguf_matrix_type(opts.type, ne[0]);
+      // llama_tensor_get_type: output.weight → Q6_K, or Q8_0 when not whole super-blocks.
+      if (opts.llama_mix && p.id == ParamId::Head)
+        type = ne[0] % kSuperBlock == 0 ? DType::Q6_K : DType::Q8_0;
     }
     g.tensors.push_back(encode(gguf, v, type, std::move(ne), g));
   };

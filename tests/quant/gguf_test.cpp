@@ -166,8 +166,8 @@ TEST(GgufHostile, HugeCountsAndBadIds) {
   // Tensor infos: "t3" (Q8_0): name, n_dims, ne[2], type, offset.
   at = b.find(std::string("t3", 2) + std::string("\x02\0\0\0", 4)) + 2;
   b = full;
-  put32(b, at + 4 + 16, 12);  // Q3_K
-  expect_error(dir, b, "'t3': ggml type id 12 is not supported");
+  put32(b, at + 4 + 16, 11);  // Q3_K
+  expect_error(dir, b, "'t3': ggml type id 11 is not supported");
   b = full;
   put32(b, at, 5);
   expect_error(dir, b, "5 dimensions");
