@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config libhwy-dev nlohmann-json3-dev libcli11-dev
           libfmt-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev python3
-          clang libclang-rt-14-dev)  # clang + libclang_rt.fuzzer: the fuzz/ harnesses
+          clang libclang-rt-14-dev  # clang + libclang_rt.fuzzer: the fuzz/ harnesses
+          libopenmpi-dev openmpi-bin)  # data-parallel training (mpirun -np P rwkv7 train)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
