@@ -6,7 +6,7 @@
 # and two hostile-input stages (issue 14):
 #   1. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/,
 #      Debug at -O1), without the tests labelled "slow";
-#   2. each libFuzzer harness of fuzz/ for RWKV7_FUZZ_SECONDS (default 10) from build-fuzz/
+#   2. each libFuzzer harness of fuzz/ for RWKV7_FUZZ_SECONDS (default 5: CI time; longer runs by hand) from build-fuzz/
 #      (clang), so a regression in any reader shows up as a finding.
 # RWKV7_QUICK=1 skips both stages on a developer machine; CI always runs them.
 set -euo pipefail
@@ -44,8 +44,8 @@ ninja -C build-asan -j"$jobs" rwkv7_tests rwkv7 >&2
 ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
   RWKV7_TEST_FORWARDS=12 ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -LE slow
 
-stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-10} s each"
+stage "fuzzers, ${RWKV7_FUZZ_SECONDS:-5} s each"
 for name in pth pickle zip safetensors gguf state vocab tokenizer jsonl openai; do
-  bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-10}"
+  bash scripts/fuzz.sh "$name" "${RWKV7_FUZZ_SECONDS:-5}"
 done
 stage "done"
