@@ -18,7 +18,7 @@ void register_chat(CLI::App& app) {
   struct Opts {
     ModelFlags model;
     SamplingFlags sampling;
-    std::string session, system;
+    std::string session, system, state_in;
     CompressOptions session_compression;
     int64_t max_tokens = 500;
   };
@@ -41,6 +41,9 @@ void register_chat(CLI::App& app) {
   cmd->add_option("--session-ratio", o->session_compression.ratio,
                   "Target ratio for lowrank*/adaptive* session compression");
   cmd->add_option("--system", o->system, "Text fed once at the start of a new conversation");
+  cmd->add_option("--state-in", o->state_in,
+                  "A new conversation starts from this state file (e.g. a tuned state of "
+                  "`rwkv7 train --tune state`) instead of zeros");
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens per reply at most")
       ->capture_default_str()
       ->check(Positive);
@@ -49,7 +52,7 @@ void register_chat(CLI::App& app) {
     check_compress_options(o->session_compression);
     auto m = o->model.load();
     Tokenizer tok = o->model.tokenizer(*m);
-    State st = m->new_state();
+    State st = o->state_in.empty() ? m->new_state() : load_state_warn(o->state_in, *m);
     const bool tty = isatty(STDIN_FILENO);
     std::string lead;  // text fed before the next "User:" turn
     if (!o->session.empty() && std::filesystem::exists(o->session)) {

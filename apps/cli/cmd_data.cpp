@@ -1,25 +1,28 @@
 // rwkv7 data: synthetic long-context task sets (passkey, MQAR) as JSON lines, from the same
-// generator `rwkv7 eval --task passkey|mqar` scores; a training set and a test set differ by
-// --seed.
+// generator `rwkv7 eval --task passkey|mqar` scores (a training set and a test set differ by
+// --seed); binidx data sets for `rwkv7 train` and RWKV-LM from JSONL.
 #include <cstdio>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/long_eval.hpp"
+#include "rwkv7/train.hpp"
 
 namespace rwkv7::cli {
 
 void register_data(CLI::App& app) {
   struct Opts {
-    std::string filler, vocab, out, lengths = "1024", depths = "0,0.25,0.5,0.75,1",
-                                    pairs = "4,16,64";
+    std::string filler, jsonl, vocab, out, lengths = "1024", depths = "0,0.25,0.5,0.75,1",
+                                           pairs = "4,16,64";
     int64_t per_cell = 4, vocab_size = 256;
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
-      "data", "Synthetic long-context task sets as JSON lines (tokens and scored positions)");
+      "data",
+      "Synthetic long-context task sets as JSON lines (tokens and scored positions); binidx "
+      "training data from JSONL");
   cmd->require_subcommand(1);
   auto* pk = cmd->add_subcommand(
       "passkey", "A 5-digit pass key hidden at a depth of filler text, the question at the end");
@@ -45,6 +48,19 @@ void register_data(CLI::App& app) {
         ->capture_default_str();
     sub->add_option("-o,--output", o->out, "Output .jsonl")->required();
   }
+  auto* bi = cmd->add_subcommand(
+      "binidx",
+      "Tokenise a JSONL file's \"text\" fields into an RWKV-LM binidx data set OUT.bin + "
+      "OUT.idx (token 0 after each document, as RWKV-LM's make_data)");
+  bi->add_option("input", o->jsonl, "Input .jsonl")->required();
+  bi->add_option("output", o->out, "Output prefix OUT (writes OUT.bin and OUT.idx)")->required();
+  bi->add_option("--vocab", o->vocab, "World vocabulary (default: raw bytes)");
+  bi->callback([o] {
+    const Tokenizer tok = o->vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o->vocab);
+    const auto sum = train::make_binidx(o->jsonl, o->out, tok);
+    std::printf("%lld documents, %lld tokens written to %s and %s\n", (long long)sum.documents,
+                (long long)sum.tokens, sum.bin_path.c_str(), sum.idx_path.c_str());
+  });
   pk->callback([o] {
     PasskeyOptions p;
     p.lengths = parse_int_list(o->lengths, "--lengths");

@@ -70,7 +70,8 @@ std::vector<CompressOptions> fidelity_configs(const std::string& methods_flag,
 void register_eval(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string text_file, lambada;
+    std::string text_file, lambada, state_in;
+    int64_t rows = 0;
     bool json = false;
     int64_t window = 256, batch = 16, limit = 0;
     std::string recall_data;
@@ -95,6 +96,13 @@ void register_eval(CLI::App& app) {
       ->check(Positive);
   cmd->add_option("--limit", o->limit, "LAMBADA: only the first N passages (0 = all)")
       ->check(NonNegative);
+  cmd->add_option("--rows", o->rows,
+                  "--text-file: score rows of this many positions as training cuts them, each "
+                  "from the start state (compares fine-tuning methods; 0 = one stream)")
+      ->check(NonNegative);
+  cmd->add_option("--state-in", o->state_in,
+                  "--text-file with --rows: every row starts from this state file (a tuned "
+                  "state of `rwkv7 train --tune state`)");
   cmd->add_flag("--json", o->json, "Print one JSON object (state-fidelity: one per line)");
   cmd->add_option("--task", o->task,
                   "perplexity (default; or LAMBADA with --lambada); state-fidelity: how well "
@@ -282,7 +290,12 @@ void register_eval(CLI::App& app) {
         throw Error(o->text_file + ": needs at least 2 tokens to evaluate (has " +
                     std::to_string(ids.size()) + ")");
       }
-      auto r = evaluate_loss(*m, ids, o->window, progress_bar("eval"));
+      if (!o->state_in.empty() && o->rows == 0)
+        throw Error("eval: --state-in needs --rows (each row starts from the state)");
+      State start;
+      if (!o->state_in.empty()) start = load_state_warn(o->state_in, *m);
+      auto r = o->rows > 0 ? evaluate_rows(*m, ids, o->rows, o->state_in.empty() ? nullptr : &start)
+                           : evaluate_loss(*m, ids, o->window, progress_bar("eval"));
       if (o->json) {
         nlohmann::json j = {
             {"tokens", r.predicted}, {"loss", r.loss}, {"perplexity", r.perplexity}};

@@ -79,6 +79,20 @@ void register_train(CLI::App& app) {
                   "With --carry-state: probability that a row goes back to one of the last 64 "
                   "points where rows ended and continues from there, from its state")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--tune", o->t.tune,
+                  "What is trained: all (every weight) or state (state tuning: only each layer's "
+                  "initial WKV state, every row starting from it; writes OUT/state.safetensors "
+                  "for generate/chat --state-in and serve --state)")
+      ->check(CLI::IsMember({"all", "state"}))
+      ->capture_default_str();
+  cmd->add_option("--lora-rank", o->t.lora_rank,
+                  "LoRA: train only rank-r adapters of the large matrices (att receptance, key, "
+                  "value, output; ffn key, value); writes OUT/lora.safetensors for `rwkv7 lora "
+                  "merge` and --lora")
+      ->check(NonNegative);
+  cmd->add_option("--lora-alpha", o->t.lora_alpha,
+                  "LoRA scale numerator: W + (alpha / rank)·B·A (default: the rank)")
+      ->check(NonNegative);
   cmd->add_option("-o,--output", o->t.out_dir, "Output folder")->required();
   cmd->add_option("--log-json", o->t.log_json,
                   "One JSON object per step: step, loss, lr, "
@@ -134,6 +148,7 @@ void register_train(CLI::App& app) {
           std::fflush(stderr);
         },
         [](const std::string& msg) { std::fprintf(stderr, "train: %s\n", msg.c_str()); });
+    if (summary.rank != 0) return;  // rank 0 of a data-parallel run reports for all
     std::fprintf(stderr, "train: %lld steps done; last loss %.4f", (long long)summary.steps_done,
                  summary.last_loss);
     if (summary.final_val_loss)
@@ -141,6 +156,10 @@ void register_train(CLI::App& app) {
     std::fprintf(stderr, "\n");
     if (!summary.model_path.empty())
       std::fprintf(stderr, "train: model written to %s\n", summary.model_path.c_str());
+    if (!summary.lora_path.empty())
+      std::fprintf(stderr, "train: LoRA adapters written to %s\n", summary.lora_path.c_str());
+    if (!summary.state_path.empty())
+      std::fprintf(stderr, "train: tuned start state written to %s\n", summary.state_path.c_str());
   });
 }
 

@@ -83,6 +83,9 @@ void ModelFlags::add(CLI::App* cmd, bool with_vocab, bool model_required) {
   cmd->add_option("-t,--threads", threads, "Worker threads (0 = all cores)")
       ->capture_default_str()
       ->check(ThreadCount);
+  cmd->add_option("--lora", lora,
+                  "LoRA adapters (lora.safetensors of `rwkv7 train --lora-rank`) merged into the "
+                  "weights at load");
   cmd->add_option("--backend", backend, "cpu (SIMD + threads) or reference (scalar oracle)")
       ->check(CLI::IsMember({"cpu", "reference"}))
       ->capture_default_str();
@@ -94,6 +97,7 @@ std::shared_ptr<const Model> ModelFlags::load(int64_t chunk) const {
   o.chunk = chunk;
   o.threads = threads;
   o.backend = backend == "reference" ? BackendKind::Reference : BackendKind::Cpu;
+  o.lora = lora;
   return Model::load(path, o);
 }
 

@@ -24,6 +24,7 @@ struct ModelFlags {
   std::string vocab;
   int threads = 0;
   std::string backend = "cpu";
+  std::string lora;  // adapter file merged in at load
 
   // model_required = false: without -m the model shipped with rwkv7 is used (see below).
   void add(CLI::App* cmd, bool with_vocab = true, bool model_required = true);

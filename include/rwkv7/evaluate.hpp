@@ -25,6 +25,12 @@ struct LossResult {
 LossResult evaluate_loss(const Model& model, std::span<const int32_t> tokens, int64_t window = 256,
                          const Progress& progress = {});
 
+// Mean cross-entropy over the rows training cuts (row k: tokens [k·row, k·row + row], predicting
+// its last `row` tokens), every row from a copy of `start` (zeros when null), as a tuned start
+// state is used; a tail shorter than a row is left out. Error when there is not one row.
+LossResult evaluate_rows(const Model& model, std::span<const int32_t> tokens, int64_t row,
+                         const State* start = nullptr);
+
 struct LambadaSample {
   std::string context;  // the passage without its last word
   std::string target;   // " " + last word

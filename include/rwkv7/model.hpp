@@ -44,6 +44,8 @@ struct LoadOptions {
   BackendKind backend = BackendKind::Cpu;
   int threads = 0;      // of the model's own Context (calls without one); 0 = all cores
   int64_t chunk = 256;  // positions per pass over the layers: bounds memory for long inputs
+  // LoRA adapter file (rwkv7/lora.hpp) merged into the weights at load (fp32); "" = none.
+  std::string lora;
 };
 
 // Which positions of a sequence need logits.

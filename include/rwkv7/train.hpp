@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "rwkv7/init.hpp"
+#include "rwkv7/tokenizer.hpp"
 
 namespace rwkv7::train {
 
@@ -43,6 +44,15 @@ struct TrainOptions {
   // the streams (the last 64 points where rows ended) and continues from there, from that
   // point's state. 0 = off.
   double replay = 0;
+  // What is trained: "all" (every weight) or "state" (state tuning: only each layer's initial
+  // WKV state, which every row starts from; the weights stay; the result is OUT/state.safetensors
+  // for generate/chat --state-in and serve --state; checkpoints hold the state and its moments).
+  std::string tune = "all";
+  // LoRA (rwkv7/lora.hpp): rank > 0 trains only adapters of this rank on the large matrices,
+  // scaled by alpha / rank (alpha 0 = the rank); the result is OUT/lora.safetensors for
+  // `rwkv7 lora merge` and --lora at inference (checkpoints hold the adapters and moments).
+  int64_t lora_rank = 0;
+  double lora_alpha = 0;
   // Output
   std::string out_dir;
   std::string log_json;        // one JSON object per step (optional)
@@ -66,8 +76,28 @@ struct TrainSummary {
   int64_t steps_done = 0;
   double last_loss = 0;
   std::optional<double> final_val_loss;
-  std::string model_path;
+  std::string model_path;        // --tune all: the trained model
+  std::string state_path;        // --tune state: the tuned start state
+  std::string lora_path;         // --lora-rank: the adapters
+  int64_t trainable_values = 0;  // parameters the optimiser changed
+  // The rank of this process in a data-parallel run (mpirun): 0 wrote the files and reported
+  // the steps; the others only trained, and report nothing.
+  int rank = 0;
+  int ranks = 1;
 };
+
+// `rwkv7 data binidx`: a JSONL file (one {"text": ...} object per line) tokenised into an
+// RWKV-LM binidx data set PREFIX.bin + PREFIX.idx (a trailing .bin or .idx on `prefix` is
+// dropped) as RWKV-LM's make_data writes one: each non-empty document's tokens and then a 0,
+// one sequence and one document each, u16 tokens (i32 for a vocabulary over 65536). Each
+// file is written to a temporary name and renamed. Error naming the line of a text that is
+// not valid UTF-8 under the World vocabulary.
+struct BinidxSummary {
+  int64_t documents = 0, tokens = 0;
+  std::string bin_path, idx_path;
+};
+BinidxSummary make_binidx(const std::string& jsonl_path, const std::string& prefix,
+                          const Tokenizer& tok);
 
 // Runs (or resumes) training; `on_step` is called after every optimiser step, `on_message`
 // with one-line notes (resumed from ..., checkpoint written ...).

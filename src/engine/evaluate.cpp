@@ -47,6 +47,31 @@ LossResult evaluate_loss(const Model& model, std::span<const int32_t> tokens, in
   return r;
 }
 
+LossResult evaluate_rows(const Model& model, std::span<const int32_t> tokens, int64_t row,
+                         const State* start) {
+  if (row < 1) throw Error("evaluation rows must be at least 1 position long");
+  const int64_t rows = (int64_t(tokens.size()) - 1) / row;
+  if (rows < 1)
+    throw Error("evaluation needs at least one row of " + std::to_string(row + 1) +
+                " tokens (got " + std::to_string(tokens.size()) + ")");
+  if (start) model.check_state(*start);
+  const int64_t V = model.config().vocab_size;
+  double total = 0;
+  std::vector<float> logits;
+  State st;
+  for (int64_t k = 0; k < rows; ++k) {
+    st = start ? *start : model.new_state();
+    logits = model.forward(tokens.subspan(size_t(k * row), size_t(row)), st, Logits::All);
+    for (int64_t i = 0; i < row; ++i)
+      total -= log_prob(&logits[size_t(i * V)], V, tokens[size_t(k * row + i + 1)]);
+  }
+  LossResult r;
+  r.predicted = rows * row;
+  r.loss = total / double(r.predicted);
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
 std::vector<LambadaSample> read_lambada_jsonl(const std::string& path) {
   std::vector<LambadaSample> out;
   for_each_jsonl_text(path, [&](std::string&& text, int64_t lineno) {

@@ -5,6 +5,7 @@
 
 #include "core/thread_pool.hpp"
 #include "engine/context_impl.hpp"
+#include "engine/lora_internal.hpp"
 #include "engine/model_impl.hpp"
 #include "engine/model_internal.hpp"
 #include "io/tensor_io.hpp"
@@ -17,6 +18,11 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const LoadOptions& opts) {
+  if (!opts.lora.empty()) {
+    TensorFile base = read_tensor_file(path);
+    const LoraAdapters adapters = read_lora(opts.lora, base);
+    return ModelFactory::from_tensors(merge_lora(std::move(base), adapters), opts);
+  }
   return ModelFactory::from_tensors(read_tensor_file(path), opts);
 }
 

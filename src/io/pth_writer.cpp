@@ -30,9 +30,17 @@ const char* storage_type(DType t) {
     case DType::U8:
       return "torch.ByteStorage";
     case DType::I8:
-      return "torch.CharStorage";    case DType::Q8_0:
+      return "torch.CharStorage";
+    case DType::Q8_0:
     case DType::Q4_0:
-      throw Error("block-quantised " + dtype_name(t) + " tensors cannot be stored in .pth; use GGUF");
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
+      throw Error("block-quantised " + dtype_name(t) +
+                  " tensors cannot be stored in .pth; use GGUF");
   }
   return "?";
 }

@@ -54,6 +54,12 @@ const char* dtype_tag(DType t) {
       return "I8";
     case DType::Q8_0:
     case DType::Q4_0:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
       throw Error("block-quantised " + dtype_name(t) +
                   " tensors cannot be stored in safetensors; use GGUF");
   }

@@ -44,6 +44,15 @@ struct Backward {
     char buf[kNameMax];
     return p.get(join(buf, a, b));
   }
+  // The gradient of a product's weight, or null when GradOptions::frozen says it is not wanted
+  // (the product then skips computing it; its tensor stays zero).
+  float* GW(std::string_view a, std::string_view b = {}) const {
+    if (opts.frozen) {
+      char buf[kNameMax];
+      if ((*opts.frozen)(join(buf, a, b))) return nullptr;
+    }
+    return G(a, b);
+  }
   float* G(std::string_view a, std::string_view b = {}) const {
     char buf[kNameMax];
     const std::string_view key = join(buf, a, b);
@@ -98,10 +107,10 @@ struct Backward {
     Buf &dh = zeros(size_t(R * F)), &dh_pre = zeros(size_t(R * F)), &dxkf = zeros(size_t(R * C)),
         &dxf = zeros(size_t(R * C));
     mm.linear_back(L.h.data(), P(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
-                   G(pf, "ffn.value.weight"));
+                   GW(pf, "ffn.value.weight"));
     act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
     mm.linear_back(L.xkf.data(), P(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
-                   G(pf, "ffn.key.weight"));
+                   GW(pf, "ffn.key.weight"));
     const float* prev0 = initial_shift_rows(l, &State::ffn_shift);
     float* dprev0 = initial_shift_grads();
     shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), prev0, P(pf, "ffn.x_k"), nullptr,
@@ -123,17 +132,17 @@ struct Backward {
 
     Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
     mm.linear_back(L.yg.data(), P(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
-                   G(at, "output.weight"));
+                   GW(at, "output.weight"));
     mul_backward<float>(
         {R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()});
     // gate: g = σ(xg·g1)·g2
     Buf &dxg = zeros(RC), &dg_low = zeros(size_t(R * c.d_gate)),
         &dg_pre = zeros(size_t(R * c.d_gate));
     mm.lora_back(L.g_low.data(), P(at, "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
-                 G(at, "g2"));
+                 GW(at, "g2"));
     act_backward<float>({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
                          dg_low.data(), dg_pre.data()});
-    mm.lora_back(L.xg.data(), P(at, "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(), G(at, "g1"));
+    mm.lora_back(L.xg.data(), P(at, "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(), GW(at, "g1"));
 
     // yb = GroupNorm(y) + bonus(r, kf, v)
     Buf &dr = zeros(RC), &dkf = zeros(RC), &dv = zeros(RC), &dy = zeros(RC);
@@ -173,8 +182,8 @@ struct Backward {
                                   const_cast<float*>(L.a.data()), da.data(), daz.data(),
                                   G(at, "a0")});
     mm.lora_back(L.a_low.data(), P(at, "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
-                 G(at, "a2"));
-    mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(), G(at, "a1"));
+                 GW(at, "a2"));
+    mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(), GW(at, "a1"));
     // value residual (layers >= 1) or v_first itself (layer 0)
     Buf &dv_raw = zeros(RC), &dxv = zeros(RC);
     if (l == 0) {
@@ -185,9 +194,9 @@ struct Backward {
                                       L.vz.data(), nullptr, dv.data(), dv_raw.data(),
                                       dv_first.data(), G(at, "v0"), dvz.data()});
       mm.lora_back(L.v_low.data(), P(at, "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
-                   G(at, "v2"));
+                   GW(at, "v2"));
       mm.lora_back(L.xv.data(), P(at, "v1"), dv_low.data(), R, C, c.d_value, dxv.data(),
-                   G(at, "v1"));
+                   GW(at, "v1"));
     }
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
     Buf &dwz = zeros(RC), &dw_low = zeros(size_t(R * c.d_decay)),
@@ -196,18 +205,18 @@ struct Backward {
                                   const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(),
                                   G(at, "w0")});
     mm.lora_back(L.w_low.data(), P(at, "w2"), dwz.data(), R, c.d_decay, C, dw_low.data(),
-                 G(at, "w2"));
+                 GW(at, "w2"));
     act_backward<float>({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()),
                          dw_low.data(), dw_pre.data()});
-    mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(), G(at, "w1"));
+    mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(), GW(at, "w1"));
     // r, k, v projections
     Buf &dxr = zeros(RC), &dxk = zeros(RC);
     mm.linear_back(L.xr.data(), P(at, "receptance.weight"), dr.data(), R, C, C, dxr.data(),
-                   G(at, "receptance.weight"));
+                   GW(at, "receptance.weight"));
     mm.linear_back(L.xk.data(), P(at, "key.weight"), dk.data(), R, C, C, dxk.data(),
-                   G(at, "key.weight"));
+                   GW(at, "key.weight"));
     mm.linear_back(L.xv.data(), P(at, "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
-                   G(at, "value.weight"));
+                   GW(at, "value.weight"));
     // token shift + mixes into xa, then ln1 into the residual stream
     Buf& dxa = zeros(RC);
     const std::pair<const char*, const Buf*> mixes[] = {
@@ -309,7 +318,7 @@ void backward_segment(const TrainParams& params, const ModelWeights& weights,
   Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
   A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
   mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
-                 bw.G("head.weight"));
+                 bw.GW("head.weight"));
   backward_from_xo(bw, weights, backend);
   embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,
                              A.demb.data(), bw.G("emb.weight")});
@@ -427,12 +436,15 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     std::swap(A.initial, A.boundaries[size_t(k)]);  // not read again: no copy needed
     detail::train_forward(weights, backend, A);
     if (k == n_seg - 1 && opts.final_states) detail::assign_states(*opts.final_states, A.states);
-    const bool has_d_final = carry_grad && k < n_seg - 1, wants_d_initial = carry_grad && k > 0;
+    const bool has_d_final = carry_grad && k < n_seg - 1;
+    const bool wants_d_initial = (carry_grad && k > 0) || (k == 0 && opts.initial_state_grads);
     if (has_d_final) std::swap(A.d_final, A.d_initial);
     if (wants_d_initial) zero_states(A.d_initial);
     backward_segment(params, weights, backend, pool, opts, B * T, A, res,
                      has_d_final ? &A.d_final : nullptr, wants_d_initial ? &A.d_initial : nullptr);
-    if (wants_d_initial) {
+    if (k == 0 && opts.initial_state_grads) {
+      detail::assign_states(*opts.initial_state_grads, A.d_initial);
+    } else if (wants_d_initial) {
       double sq = 0;
       for (const State& d : A.d_initial)
         for (const std::vector<float>* v : {&d.att_shift, &d.ffn_shift, &d.wkv})

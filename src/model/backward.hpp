@@ -4,6 +4,7 @@
 // official layout, addressed by the official names (SPEC §2), so gradients compare 1:1 with
 // the reference trainer's.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -52,8 +53,14 @@ struct GradOptions {
   // Keep only each layer's input in the forward and recompute the layer in the backward
   // (less memory, one more forward of every layer).
   bool checkpoint_layers = false;
-  // One state per row to start from (detached: no gradient flows into it); null = zeros.
+  // Parameters whose gradient is not wanted (state tuning, LoRA): the matrix products skip
+  // their weight gradient, which stays zero (the small ops still fill theirs). Null = all.
+  const std::function<bool(std::string_view name)>* frozen = nullptr;
+  // One state per row to start from; null = zeros.
   const std::vector<State>* initial_states = nullptr;
+  // When given, receives d loss / d (each row's initial state) (state tuning); otherwise the
+  // initial state is detached and its gradient not computed.
+  std::vector<State>* initial_state_grads = nullptr;
   // When given, receives each row's state after its last position.
   std::vector<State>* final_states = nullptr;
 };

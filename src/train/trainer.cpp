@@ -18,8 +18,11 @@
 #include "rwkv7/evaluate.hpp"
 #include "rwkv7/train.hpp"
 #include "train/data.hpp"
+#include "train/data_parallel.hpp"
+#include "train/lora_tuning.hpp"
 #include "train/optimizer.hpp"
 #include "train/report.hpp"
+#include "train/state_tuning.hpp"
 
 namespace rwkv7::train {
 namespace {
@@ -56,7 +59,8 @@ TrainParams initial_params(const TrainOptions& o) {
 }
 
 // Identifies what a checkpoint was trained on: a resume with other settings is refused.
-nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const ModelConfig& c) {
+nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const ModelConfig& c,
+                            int ranks) {
   nlohmann::json id = {{"model_shape", c.shape_string()},
                        {"batch", o.batch},
                        {"ctx", o.ctx},
@@ -71,6 +75,10 @@ nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const 
   if (o.carry_state) id["carry_state"] = true;
   if (o.replay > 0) id["replay"] = o.replay;
   if (o.truncate_bptt) id["truncate_bptt"] = true;
+  if (ranks > 1) id["ranks"] = ranks;  // a resume needs the same split of each batch
+  if (o.tune != "all") id["tune"] = o.tune;
+  if (o.lora_rank > 0) id["lora_rank"] = o.lora_rank;
+  if (o.lora_rank > 0) id["lora_alpha"] = o.lora_alpha;
   return id;
 }
 
@@ -106,11 +114,19 @@ nlohmann::json read_pointer(const std::string& ptr_path) {
   }
 }
 
-void save_checkpoint(const TrainOptions& o, const TrainParams& params, AdamW& adam, int64_t done,
+NamedTensors views_of(const TensorMap& tensors) {
+  NamedTensors out;
+  for (const auto& [n, t] : tensors) out.emplace_back(n, t.view());
+  return out;
+}
+
+// `trained`: the whole model (a loadable checkpoint), or with state tuning / LoRA the tuned
+// tensors only.
+void save_checkpoint(const TrainOptions& o, const NamedTensors& trained, AdamW& adam, int64_t done,
                      const nlohmann::json& identity) {
   const std::string tag = "ckpt-" + std::to_string(done);
   const std::string weights = tag + ".pth", optim = tag + ".optim.safetensors";
-  write_pth(in_dir(o, weights), param_views(params));
+  write_pth(in_dir(o, weights), trained);
   NamedTensors moments;
   for (auto& [n, m] : adam.first_moments()) moments.emplace_back("m." + n, m.view());
   for (auto& [n, v] : adam.second_moments()) moments.emplace_back("v." + n, v.view());
@@ -135,8 +151,9 @@ void save_checkpoint(const TrainOptions& o, const TrainParams& params, AdamW& ad
   }
 }
 
-// Restores parameters and moments; returns the number of steps already done.
-int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, AdamW& adam,
+// Restores parameters (or, with `tuned`, only those tensors) and moments; returns the number of
+// steps already done.
+int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, TensorMap* tuned, AdamW& adam,
                         const nlohmann::json& identity,
                         const std::function<void(const std::string&)>& say) {
   const std::string ptr_path = in_dir(o, "checkpoint.json");
@@ -165,6 +182,12 @@ int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, AdamW& adam,
                   it.value().dump() + "; --resume needs the same settings");
     }
   }
+  // Settings written only when used (a curriculum, several processes, ...) must be used again.
+  for (auto it = run.begin(); it != run.end(); ++it) {
+    if (!identity.contains(it.key()))
+      throw Error(ptr_path + ": checkpoint was made with " + it.key() + " = " + it.value().dump() +
+                  ", this run has none; --resume needs the same settings");
+  }
   const nlohmann::json& steps = field("steps_done");
   if (!steps.is_number_integer() || steps.get<int64_t>() < 0) {
     throw Error(ptr_path + ": malformed checkpoint pointer: 'steps_done' is not a step count");
@@ -172,13 +195,22 @@ int64_t load_checkpoint(const TrainOptions& o, TrainParams& params, AdamW& adam,
   const int64_t done = steps.get<int64_t>();
   const std::string weights_path = file_field("weights", ".pth");
   const std::string optim_path = file_field("optimizer", ".optim.safetensors");
-  TrainParams saved = params_from_file(read_tensor_file(weights_path));
-  for (auto& [n, t] : params.tensors) {
-    auto it = saved.tensors.find(n);
-    if (it == saved.tensors.end() || it->second.shape != t.shape) {
-      throw Error(weights_path + ": tensor '" + n + "' missing or of another shape");
+  if (tuned) {
+    const TensorFile f = read_tensor_file(weights_path);
+    for (auto& [n, t] : *tuned) {
+      if (!f.has(n) || f.get(n).shape != t.shape)
+        throw Error(weights_path + ": tensor '" + n + "' missing or of another shape");
+      t.data = to_f32(f.get(n));
     }
-    t = it->second;
+  } else {
+    TrainParams saved = params_from_file(read_tensor_file(weights_path));
+    for (auto& [n, t] : params.tensors) {
+      auto it = saved.tensors.find(n);
+      if (it == saved.tensors.end() || it->second.shape != t.shape) {
+        throw Error(weights_path + ": tensor '" + n + "' missing or of another shape");
+      }
+      t = it->second;
+    }
   }
   TensorFile mf = read_safetensors(optim_path);
   auto moment = [&](const std::string& name, const Shape& shape) {
@@ -228,15 +260,21 @@ void remove_orphan_temps(const std::string& dir,
   }
 }
 
-double validation_loss(const TrainParams& params, const std::vector<int32_t>& val, int64_t limit,
-                       int threads) {
-  if (val.size() < 2) return std::nan("");
+std::shared_ptr<const Model> model_of(const TrainParams& params, int threads) {
   LoadOptions lo;
   lo.threads = threads;
-  auto model = ModelFactory::from_tensors(params_as_file(params, "model being trained"), lo);
-  std::span<const int32_t> span(val);
-  if (limit > 0 && int64_t(span.size()) > limit) span = span.first(size_t(limit));
-  return evaluate_loss(*model, span).loss;
+  return ModelFactory::from_tensors(params_as_file(params, "model being trained"), lo);
+}
+
+// `val`: the held-out tokens, their first `limit` (0 = all) copied once by the caller. Whole
+// stream from zeros; with a tuned start state, rows of `ctx` as in training, each from it.
+double validation_loss(const TrainParams& params, const std::vector<int32_t>& val, int threads,
+                       const State* start, int64_t ctx) {
+  if (val.size() < 2) return std::nan("");
+  auto model = model_of(params, threads);
+  if (!start) return evaluate_loss(*model, val).loss;
+  if (int64_t(val.size()) < ctx + 1) return std::nan("");
+  return evaluate_rows(*model, val, ctx, start).loss;
 }
 
 void truncate_json_log(const std::string& path, int64_t from_step) {
@@ -254,6 +292,19 @@ void truncate_json_log(const std::string& path, int64_t from_step) {
   write_file_atomic(path, [&](std::ostream& out) { out << kept; });
 }
 
+// This rank's share of a micro-batch: rows [r·B/P, (r+1)·B/P) (B divisible by P).
+std::vector<std::vector<int32_t>> rank_rows(std::vector<std::vector<int32_t>> rows,
+                                            const DataParallel& dp) {
+  if (dp.size() == 1) return rows;
+  const size_t per = rows.size() / size_t(dp.size()), first = per * size_t(dp.rank());
+  return {std::make_move_iterator(rows.begin() + long(first)),
+          std::make_move_iterator(rows.begin() + long(first + per))};
+}
+
+// Steps between checks that every rank still holds the same weights (also after the first
+// step and the last).
+constexpr int64_t kWeightCheckEvery = 100;
+
 }  // namespace
 
 TrainSummary run_training(const TrainOptions& o,
@@ -264,13 +315,37 @@ TrainSummary run_training(const TrainOptions& o,
   if (!(o.lr_init > 0) || !(o.lr_final > 0)) throw Error("train: learning rates must be positive");
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "f16")
     throw Error("train: --save-dtype must be f32, bf16 or f16");
+  const bool tune_state = o.tune == "state";
+  if (o.tune != "all" && !tune_state) throw Error("train: --tune must be all or state");
+  if (tune_state && o.carry_state)
+    throw Error(
+        "train: with --tune state every row starts from the tuned state: --carry-state "
+        "cannot be used");
+  const bool tune_lora = o.lora_rank > 0;
+  if (tune_lora && tune_state)
+    throw Error("train: --lora-rank and --tune state exclude each other");
+  if (o.lora_rank < 0) throw Error("train: --lora-rank must be positive (0 = no LoRA)");
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec || !fs::is_directory(o.out_dir, ec)) {
     throw Error(o.out_dir + ": cannot create the output folder (" +
                 (ec ? ec.message() : std::string("a file of that name exists")) + ")");
   }
-  remove_orphan_temps(o.out_dir, say);
+  // Ranks of a data-parallel run: each takes batch / P rows of every micro-batch; rank 0
+  // alone writes files and reports.
+  DataParallel dp;
+  if (dp.size() > 1) {
+    if (o.batch % dp.size() != 0)
+      throw Error("train: --batch " + std::to_string(o.batch) + " does not split evenly over " +
+                  std::to_string(dp.size()) + " processes");
+    if (o.carry_state || !o.ctx_schedule.empty())
+      throw Error("train: --carry-state and --ctx-schedule do not run across processes yet");
+  }
+  const auto root_say = [&](const std::string& m) {
+    if (dp.is_root()) say(m);
+  };
+  if (dp.is_root()) remove_orphan_temps(o.out_dir, say);
+  dp.barrier();  // no rank starts before rank 0 cleared the folder
 
   Tokenizer tok = o.vocab.empty() ? Tokenizer::bytes() : Tokenizer::load_world(o.vocab);
   TokenData data = load_token_data(o.data, tok);
@@ -294,36 +369,60 @@ TrainSummary run_training(const TrainOptions& o,
   if (o.replay > 0) replay.emplace(split.train, o.batch * o.accum, o.ctx, o.replay, o.seed);
   std::vector<State> remembered(replay ? size_t(replay->capacity()) : 0);  // per replay slot
   std::vector<int64_t> replay_plan;
-  say("data: " + data.description + "; " + std::to_string(split.train.size()) + " train, " +
-      std::to_string(split.val.size()) + " validation tokens");
+  root_say("data: " + data.description + "; " + std::to_string(split.train.size()) + " train, " +
+           std::to_string(split.val.size()) + " validation tokens");
+  const std::vector<int32_t> val_tokens =
+      split.val
+          .slice(0, o.val_tokens > 0 ? std::min(o.val_tokens, split.val.size()) : split.val.size())
+          .to_vector();
 
   TrainParams params = initial_params(o);
   const ModelConfig& cfg = params.config;
-  for (int32_t t : data.tokens) {
-    if (t >= cfg.vocab_size) {
-      throw Error("data has token " + std::to_string(t) + " but the model's vocabulary is " +
-                  std::to_string(cfg.vocab_size) +
-                  (o.vocab.empty() ? " (bytes need V >= 256)" : ""));
-    }
+  if (const int64_t top = data.tokens.max_token("training data"); top >= cfg.vocab_size) {
+    throw Error("data has token " + std::to_string(top) + " but the model's vocabulary is " +
+                std::to_string(cfg.vocab_size) + (o.vocab.empty() ? " (bytes need V >= 256)" : ""));
   }
+  // --tune state: only the start state is trained; every row starts from it.
+  TensorMap time_states = tune_state ? zero_time_states(cfg) : TensorMap{};
+  // --lora-rank: only the adapters are trained; params hold the merged matrices.
+  std::optional<LoraTuning> lora;
+  if (tune_lora)
+    lora.emplace(params, o.lora_rank, o.lora_alpha > 0 ? o.lora_alpha : double(o.lora_rank),
+                 o.seed);
+  TensorMap& trainable = tune_state ? time_states : tune_lora ? lora->adapters() : params.tensors;
+  TensorMap state_grads, lora_grads;
+  // Only the adapted matrices' gradients are needed for LoRA, and no weight's for state tuning.
+  const std::function<bool(std::string_view)> frozen = [&](std::string_view name) {
+    return tune_state || !is_lora_target(std::string(name));
+  };
+  std::vector<State> row_starts, d_row_starts;
+  int64_t trainable_values = 0;
+  for (const auto& [n, t] : trainable) trainable_values += int64_t(t.data.size());
+  root_say("training " + std::to_string(trainable_values) + " values (" +
+           (tune_state  ? "the start state"
+            : tune_lora ? "LoRA adapters"
+                        : "every weight") +
+           ")");
   AdamWOptions ao;
   ao.weight_decay = o.weight_decay;
-  AdamW adam(params.tensors, ao);
+  AdamW adam(trainable, ao);
   Schedule sched{o.lr_init, o.lr_final, o.warmup, o.steps};
-  const nlohmann::json identity = run_identity(o, data, cfg);
+  const nlohmann::json identity = run_identity(o, data, cfg, dp.size());
 
   int64_t start = 0;
   std::vector<LogRow> log;
   const std::string csv = in_dir(o, "log.csv"), svg = in_dir(o, "loss.svg");
   if (o.resume) {
-    start = load_checkpoint(o, params, adam, identity, say);
+    start = load_checkpoint(o, params, tune_state || tune_lora ? &trainable : nullptr, adam,
+                            identity, root_say);
+    if (tune_lora) lora->apply(params);
     for (const LogRow& r : read_log_csv(csv))
       if (r.step < start) log.push_back(r);
-    if (!o.log_json.empty()) truncate_json_log(o.log_json, start);
-  } else if (!o.log_json.empty()) {
+    if (!o.log_json.empty() && dp.is_root()) truncate_json_log(o.log_json, start);
+  } else if (!o.log_json.empty() && dp.is_root()) {
     write_file_atomic(o.log_json, [](std::ostream&) {});
   }
-  if (start >= o.steps) say("nothing to do: " + std::to_string(start) + " steps already done");
+  if (start >= o.steps) root_say("nothing to do: " + std::to_string(start) + " steps already done");
 
   ThreadPool pool(o.threads);
   auto backend = make_cpu_backend(&pool);
@@ -332,11 +431,15 @@ TrainSummary run_training(const TrainOptions& o,
   go.segment = o.segment;
   go.truncate_bptt = o.truncate_bptt;
   go.checkpoint_layers = o.checkpoint_layers;
+  if (tune_state || tune_lora) go.frozen = &frozen;
   std::ofstream json_log;
-  if (!o.log_json.empty()) json_log.open(o.log_json, std::ios::app);
+  if (!o.log_json.empty() && dp.is_root()) json_log.open(o.log_json, std::ios::app);
   const double elapsed_before = log.empty() ? 0 : log.back().elapsed_s;
   const auto t0 = Clock::now();
   TrainSummary sum;
+  sum.rank = dp.rank();
+  sum.ranks = dp.size();
+  sum.trainable_values = trainable_values;
   TrainWorkspace ws;
   GradResult acc, micro;
   // --carry-state: per micro-batch, the rows' states where their previous step ended.
@@ -348,8 +451,8 @@ TrainSummary run_training(const TrainOptions& o,
     const size_t k = stage_at(stages, s);
     const int64_t ctx = stages[k].ctx, batch = batch_for_ctx(o.batch, o.ctx, ctx);
     if (k != stage && !o.ctx_schedule.empty())
-      say("step " + std::to_string(s + 1) + ": context " + std::to_string(ctx) + ", batch " +
-          std::to_string(batch));
+      root_say("step " + std::to_string(s + 1) + ": context " + std::to_string(ctx) + ", batch " +
+               std::to_string(batch));
     stage = k;
     for (int64_t a = 0; a < o.accum; ++a) {
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
@@ -378,24 +481,38 @@ TrainSummary run_training(const TrainOptions& o,
           for (int64_t b = 0; b < o.batch; ++b)
             remembered[size_t(replay->advance(a * o.batch + b))] = from[size_t(b)];
       } else {
-        loss_and_gradients(params, batchers[k].rows(s * o.accum + a), *backend, &pool, go, ws, r);
+        std::vector<std::vector<int32_t>> rows = rank_rows(batchers[k].rows(s * o.accum + a), dp);
+        if (tune_state) {
+          start_states(time_states, cfg, int64_t(rows.size()), row_starts);
+          go.initial_states = &row_starts;
+          go.initial_state_grads = &d_row_starts;
+        }
+        loss_and_gradients(params, rows, *backend, &pool, go, ws, r);
+        if (tune_state) add_time_state_grads(d_row_starts, cfg, a == 0, state_grads);
       }
       if (a > 0) {
         acc.loss += r.loss;
-        for (auto& [n, g] : acc.grads)
-          for (size_t i = 0; i < g.data.size(); ++i) g.data[i] += r.grads.at(n).data[i];
+        if (!tune_state)
+          for (auto& [n, g] : acc.grads)
+            for (size_t i = 0; i < g.data.size(); ++i) g.data[i] += r.grads.at(n).data[i];
       }
     }
+    TensorMap& step_grads = tune_state ? state_grads : tune_lora ? lora_grads : acc.grads;
     if (o.accum > 1) {
       acc.loss /= double(o.accum);
-      for (auto& [n, g] : acc.grads)
+      for (auto& [n, g] : tune_lora ? acc.grads : step_grads)
         for (float& x : g.data) x /= float(o.accum);
     }
+    if (tune_lora) lora->gradients(acc.grads, lora_grads);
+    dp.average(acc.loss, step_grads);  // every rank now holds the whole batch's mean
     if (!std::isfinite(acc.loss))
       throw Error("loss became " + std::to_string(acc.loss) + " at step " + std::to_string(s) +
                   "; lower --lr-init");
-    const double norm = clip_grad_norm(acc.grads, o.grad_clip);
-    adam.step(params.tensors, acc.grads, lr);
+    const double norm = clip_grad_norm(step_grads, o.grad_clip);
+    adam.step(trainable, step_grads, lr);
+    if (tune_lora) lora->apply(params);
+    if (dp.size() > 1 && (s == start || (s + 1) % kWeightCheckEvery == 0 || s + 1 == o.steps))
+      dp.check_same(fingerprint(trainable), s + 1);
 
     const double step_s = std::chrono::duration<double>(Clock::now() - ts).count();
     const double elapsed =
@@ -403,23 +520,27 @@ TrainSummary run_training(const TrainOptions& o,
     LogRow row{s, acc.loss, lr, norm, double(batch * o.accum * ctx) / step_s, elapsed, {}};
     const bool last = s + 1 == o.steps;
     const bool pause = !last && o.stop_after > 0 && s + 1 == o.stop_after;
-    if (last || (o.val_every > 0 && (s + 1) % o.val_every == 0)) {
+    if (dp.is_root() && (last || (o.val_every > 0 && (s + 1) % o.val_every == 0))) {
       // Same held-out prefix every time, so the curve compares like with like; `rwkv7 eval` on
       // the held-out file gives the loss over all of it.
-      row.val_loss = validation_loss(params, split.val, o.val_tokens, o.threads);
+      const State start = tune_state ? state_from_time_states(time_states, cfg) : State{};
+      row.val_loss =
+          validation_loss(params, val_tokens, o.threads, tune_state ? &start : nullptr, ctx);
     }
     log.push_back(row);
     if (json_log) {
-      json_log
-          << nlohmann::json{{"step", s}, {"loss", acc.loss}, {"lr", lr}, {"grad_norm", norm}}.dump()
-          << "\n";
+      nlohmann::json j{{"step", s}, {"loss", acc.loss}, {"lr", lr}, {"grad_norm", norm}};
+      if (dp.size() > 1) j["ranks"] = dp.size();
+      json_log << j.dump() << "\n";
       json_log.flush();
     }
-    if (last || pause || (o.save_every > 0 && (s + 1) % o.save_every == 0)) {
+    if (!dp.is_root()) {  // rank 0 writes the log, checkpoints and model; the others only train
+    } else if (last || pause || (o.save_every > 0 && (s + 1) % o.save_every == 0)) {
       // The log first: a kill between the two leaves rows past the pointer, which a resume
       // drops; the other order would lose the rows of the steps the pointer covers.
       write_log_csv(csv, log);
-      save_checkpoint(o, params, adam, s + 1, identity);
+      save_checkpoint(o, tune_state || tune_lora ? views_of(trainable) : param_views(params), adam,
+                      s + 1, identity);
       write_loss_svg(svg, log, "rwkv7 train: " + cfg.shape_string());
     } else if (row.val_loss) {
       write_log_csv(csv, log);
@@ -432,14 +553,26 @@ TrainSummary run_training(const TrainOptions& o,
         norm,        row.tokens_per_s,
         elapsed,     double(o.steps - s - 1) * (elapsed - elapsed_before) / double(s - start + 1),
         row.val_loss};
-    if (on_step) on_step(rep);
+    if (on_step && dp.is_root()) on_step(rep);
     sum.steps_done = s + 1;
     sum.last_loss = acc.loss;
     if (row.val_loss) sum.final_val_loss = row.val_loss;
     if (pause) {
-      say("stopped after step " + std::to_string(s + 1) + " as asked; --resume continues");
+      root_say("stopped after step " + std::to_string(s + 1) + " as asked; --resume continues");
       return sum;
     }
+  }
+  if (!dp.is_root()) return sum;  // rank 0 writes the result
+  if (tune_state) {               // the weights did not change: the result is the start state
+    sum.state_path = in_dir(o, "state.safetensors");
+    save_state(sum.state_path, state_from_time_states(time_states, cfg),
+               *model_of(params, o.threads));
+    return sum;
+  }
+  if (tune_lora) {  // the adapters; `rwkv7 lora merge` or --lora applies them
+    sum.lora_path = in_dir(o, "lora.safetensors");
+    write_lora(sum.lora_path, lora->adapter_set());
+    return sum;
   }
   // The final model in the official layout, in the requested dtype.
   sum.model_path = in_dir(o, "model.pth");
