@@ -301,7 +301,8 @@ TEST_P(CudaGolden, EveryModeMatchesGolden) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, CudaGolden, ::testing::ValuesIn(testing::golden_cases()));
+INSTANTIATE_TEST_SUITE_P(Golden, CudaGolden, ::testing::ValuesIn(testing::golden_cases()),
+                         testing::golden_case_name);
 
 int argmax(const float* p, int64_t n) { return int(std::max_element(p, p + n) - p); }
 

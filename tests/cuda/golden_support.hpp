@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -100,6 +101,16 @@ struct GoldenCase {
   const char* golden;
   const char* model_dir;  // where the checkpoint lives under the shared folder
 };
+
+// A test name from the golden file ("rand_L2_D128"): gtest's default prints the pointers,
+// which move from run to run (ASLR), so ctest's discovered names would match nothing.
+inline std::string golden_case_name(const ::testing::TestParamInfo<GoldenCase>& info) {
+  std::string n = info.param.golden;
+  n = n.substr(0, n.find(".golden"));
+  for (char& ch : n)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
+}
 
 inline const std::vector<GoldenCase>& golden_cases() {
   static const std::vector<GoldenCase> cases = {

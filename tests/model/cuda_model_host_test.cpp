@@ -49,7 +49,8 @@ TEST_P(CudaModelHost, EveryModeMatchesGolden) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, CudaModelHost, ::testing::ValuesIn(testing::golden_cases()));
+INSTANTIATE_TEST_SUITE_P(Golden, CudaModelHost, ::testing::ValuesIn(testing::golden_cases()),
+                         testing::golden_case_name);
 
 TEST(CudaModelHost, StubRefusesWithoutCuda) {
   if (dev::cuda_available()) GTEST_SKIP() << "built with CUDA";

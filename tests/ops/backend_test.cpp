@@ -69,7 +69,14 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{DType::F16, 50, 72, 4}, MatmulCase{DType::F16, 33, 100, 1},
                       MatmulCase{DType::BF16, 300, 769, 1}, MatmulCase{DType::F16, 113, 200, 130},
                       MatmulCase{DType::F32, 16, 3000, 11}, MatmulCase{DType::F32, 301, 130, 1},
-                      MatmulCase{DType::F32, 7, 64, 1}));
+                      MatmulCase{DType::F32, 7, 64, 1}),
+    // Names from the values (the default prints the struct's bytes, padding included, which
+    // differ from run to run, so ctest's discovered names would not match the run's).
+    [](const ::testing::TestParamInfo<MatmulCase>& info) {
+      const MatmulCase& c = info.param;
+      return std::string(dtype_name(c.dtype)) + "_" + std::to_string(c.rows) + "x" +
+             std::to_string(c.cols) + "_n" + std::to_string(c.count);
+    });
 
 // Quantised weights for decode batches (8 .. 64 positions: rows dequantised in order, positions
 // packed, cpu::small_gemm) and around the edges of that path, against the reference backend
