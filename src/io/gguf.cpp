@@ -289,8 +289,15 @@ std::string GgufValue::to_string() const {
       return i ? "true" : "false";
     case GgufType::U64:
       return std::to_string(uint64_t(i));
-    case GgufType::ARRAY:
-      return "[" + std::to_string(arr.size()) + " x " + type_name(elem) + "]";
+    case GgufType::ARRAY: {
+      // Appended piece by piece: "[" + std::string trips GCC 12's -Wrestrict false positive.
+      std::string text = "[";
+      text += std::to_string(arr.size());
+      text += " x ";
+      text += type_name(elem);
+      text += "]";
+      return text;
+    }
     default:
       return std::to_string(i);
   }

@@ -54,9 +54,29 @@ struct GgufValue {
   GgufType elem = GgufType::U8;
   std::vector<GgufValue> arr;
 
-  static GgufValue u32(uint32_t v) { return {GgufType::U32, int64_t(v)}; }
-  static GgufValue f32(float v) { return {GgufType::F32, 0, double(v)}; }
-  static GgufValue str(std::string v) { return {GgufType::STRING, 0, 0, std::move(v)}; }
+  static GgufValue u32(uint32_t v) {
+    GgufValue g;
+    g.i = int64_t(v);
+    return g;
+  }
+  static GgufValue i32(int32_t v) {
+    GgufValue g;
+    g.type = GgufType::I32;
+    g.i = v;
+    return g;
+  }
+  static GgufValue f32(float v) {
+    GgufValue g;
+    g.type = GgufType::F32;
+    g.f = double(v);
+    return g;
+  }
+  static GgufValue str(std::string v) {
+    GgufValue g;
+    g.type = GgufType::STRING;
+    g.s = std::move(v);
+    return g;
+  }
   static GgufValue array(GgufType elem, std::vector<GgufValue> values);
   // Metadata as text: numbers, the string itself, or "[N x type]" for arrays.
   std::string to_string() const;

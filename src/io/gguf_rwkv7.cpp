@@ -312,7 +312,7 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
     const bool bytes = opts.tokens.empty();
     std::vector<GgufValue> toks, types;
     toks.push_back(GgufValue::str("<s>"));
-    types.push_back({GgufType::I32, 3});  // CONTROL
+    types.push_back(GgufValue::i32(3));  // CONTROL
     int64_t double_newline = -1;
     for (size_t i = 1; i < size_t(V); ++i) {
       const bool real = bytes || i < opts.tokens.size();
@@ -320,7 +320,7 @@ GgufFile rwkv7_to_gguf(const TensorFile& f, const GgufModelOptions& opts) {
       if (token == "\n\n" && double_newline < 0) double_newline = int64_t(i);
       toks.push_back(
           GgufValue::str(real ? rwkv_world_token_text(token) : "[PAD" + std::to_string(i) + "]"));
-      types.push_back({GgufType::I32, real ? 1 : 5});  // NORMAL / UNUSED
+      types.push_back(GgufValue::i32(real ? 1 : 5));  // NORMAL / UNUSED
     }
     g.kv.emplace_back("tokenizer.ggml.model", GgufValue::str("rwkv"));
     g.kv.emplace_back("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(toks)));
