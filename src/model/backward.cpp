@@ -183,7 +183,8 @@ struct Backward {
                                   G(at, "a0")});
     mm.lora_back(L.a_low.data(), P(at, "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
                  GW(at, "a2"));
-    mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(), GW(at, "a1"));
+    mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(),
+                 GW(at, "a1"));
     // value residual (layers >= 1) or v_first itself (layer 0)
     Buf &dv_raw = zeros(RC), &dxv = zeros(RC);
     if (l == 0) {
@@ -208,7 +209,8 @@ struct Backward {
                  GW(at, "w2"));
     act_backward<float>({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()),
                          dw_low.data(), dw_pre.data()});
-    mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(), GW(at, "w1"));
+    mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(),
+                 GW(at, "w1"));
     // r, k, v projections
     Buf &dxr = zeros(RC), &dxk = zeros(RC);
     mm.linear_back(L.xr.data(), P(at, "receptance.weight"), dr.data(), R, C, C, dxr.data(),
@@ -237,15 +239,27 @@ struct Backward {
 // Cross-entropy summed over A.R rows and divided by `mean_over` (all positions of the rows,
 // when this pass is one segment of them), its gradient written over the logits in place; rows
 // are split over the pool (the exp of every logit dominates).
-double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, ThreadPool* pool) {
+// With soft targets ([B, T_full, V] distributions, GradOptions::soft_targets), this pass's row
+// r = b·A.T + i reads the distribution of position t0 + i of row b.
+struct SoftTargets {
+  const float* probs = nullptr;
+  int64_t t0 = 0, T_full = 0;
+};
+
+double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, ThreadPool* pool,
+                        const SoftTargets& soft) {
   const int64_t R = A.R;
   std::vector<double>& part = A.loss_parts;
   part.assign(size_t(R), 0.0);
   auto rows = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* l = A.logits.data() + r * V;
-      part[size_t(r)] =
-          cross_entropy<float>({1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over});
+      CrossEntropyArgs<float> a{1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over};
+      if (soft.probs) {
+        const int64_t b = r / A.T, t = soft.t0 + r % A.T;
+        a.soft_targets = soft.probs + (b * soft.T_full + t) * V;
+      }
+      part[size_t(r)] = cross_entropy<float>(a);
     }
   };
   if (pool) {
@@ -309,11 +323,11 @@ void backward_from_xo(const Backward& bw, const ModelWeights& weights, const Bac
 // ran over A: from the logits back to the embedding, with the state gradients of Backward.
 void backward_segment(const TrainParams& params, const ModelWeights& weights,
                       const Backend& backend, ThreadPool* pool, const GradOptions& opts,
-                      int64_t mean_over, Acts& A, GradResult& res,
+                      int64_t mean_over, const SoftTargets& soft, Acts& A, GradResult& res,
                       const std::vector<State>* d_final, std::vector<State>* d_initial) {
   const ModelConfig& c = params.config;
   const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
-  res.loss += loss_and_dlogits(A, V, opts.l2wrap, mean_over, pool);  // A.logits: dlogits now
+  res.loss += loss_and_dlogits(A, V, opts.l2wrap, mean_over, pool, soft);  // A.logits: dlogits
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
   A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
@@ -376,6 +390,15 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
       detail::check_state_shape((*opts.initial_states)[b], c, "gradient", int64_t(b));
   }
 
+  if (opts.soft_targets) {
+    const size_t want = rows.size() * (len - 1) * size_t(c.vocab_size);
+    if (opts.soft_targets->size() != want) {
+      throw Error("gradient: " + std::to_string(opts.soft_targets->size()) +
+                  " soft-target values given; rows × positions × vocabulary is " +
+                  std::to_string(want));
+    }
+    if (opts.l2wrap) throw Error("gradient: soft targets and l2wrap do not go together");
+  }
   Acts& A = *ws.acts;
   const int64_t B = int64_t(rows.size()), T = int64_t(len) - 1;
   const int64_t seg = opts.segment > 0 ? std::min(opts.segment, T) : T;
@@ -440,7 +463,8 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     const bool wants_d_initial = (carry_grad && k > 0) || (k == 0 && opts.initial_state_grads);
     if (has_d_final) std::swap(A.d_final, A.d_initial);
     if (wants_d_initial) zero_states(A.d_initial);
-    backward_segment(params, weights, backend, pool, opts, B * T, A, res,
+    const SoftTargets soft{opts.soft_targets ? opts.soft_targets->data() : nullptr, k * seg, T};
+    backward_segment(params, weights, backend, pool, opts, B * T, soft, A, res,
                      has_d_final ? &A.d_final : nullptr, wants_d_initial ? &A.d_initial : nullptr);
     if (k == 0 && opts.initial_state_grads) {
       detail::assign_states(*opts.initial_state_grads, A.d_initial);

@@ -61,6 +61,10 @@ struct GradOptions {
   // When given, receives d loss / d (each row's initial state) (state tuning); otherwise the
   // initial state is detached and its gradient not computed.
   std::vector<State>* initial_state_grads = nullptr;
+  // Target distributions in place of the rows' next tokens, [B, T−1, V] row-major (position t
+  // of row b predicts with p = soft_targets[(b·(T−1) + t)·V ...]): the loss is Σ p·(lse − l)
+  // (KL(p‖q) + H(p)), e.g. a teacher's next-token distributions. Null = the next tokens.
+  const std::vector<float>* soft_targets = nullptr;
   // When given, receives each row's state after its last position.
   std::vector<State>* final_states = nullptr;
 };

@@ -390,6 +390,20 @@ double cross_entropy(const CrossEntropyArgs<T>& a) {
     double sum = 0;
     for (int64_t v = 0; v < a.V; ++v) sum += std::exp(double(l[v]) - mx);
     const double lse = mx + std::log(sum);
+    if (a.soft_targets) {
+      const T* p = a.soft_targets + r * a.V;
+      double mass = 0, dot = 0;
+      for (int64_t v = 0; v < a.V; ++v) {
+        mass += double(p[v]);
+        dot += double(p[v]) * double(l[v]);
+      }
+      total += mass * lse - dot;
+      if (!a.dlogits) continue;
+      T* d = a.dlogits + r * a.V;  // may alias l: each element read before it is written
+      for (int64_t v = 0; v < a.V; ++v)
+        d[v] = T((mass * std::exp(double(l[v]) - lse) - double(p[v])) * inv_r);
+      continue;
+    }
     total += lse - double(l[a.targets[r]]);
     if (!a.dlogits) continue;
     T* d = a.dlogits + r * a.V;

@@ -213,6 +213,9 @@ struct CrossEntropyArgs {
   T* dlogits;              // [R, V] or null (loss only); may be `logits` itself
   bool l2wrap = false;
   int64_t mean_over = 0;  // positions the mean divides by (0 = R): a block of a larger batch
+  // [R, V] target distributions in place of `targets` (soft targets: Σ_v p_v·(lse − l_v) per
+  // row, KL(p‖softmax(l)) + H(p)); null = the hard targets. Incompatible with l2wrap.
+  const T* soft_targets = nullptr;
 };
 template <class T>
 double cross_entropy(const CrossEntropyArgs<T>& a);  // returns Σ loss / mean_over

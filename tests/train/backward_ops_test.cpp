@@ -353,6 +353,47 @@ TEST(BackwardOps, CrossEntropy) {
   fd_check({{"logits", &logits, &d}}, loss);
 }
 
+// Soft targets: the loss is Σ_v p_v·(lse − l_v) per row (computed here independently, from
+// log-softmax) and its gradient passes the finite-difference check; with one-hot p it equals
+// the hard-target loss and gradient.
+TEST(BackwardOps, CrossEntropySoftTargets) {
+  std::mt19937_64 rng(102);
+  const int64_t R = 3, V = 7;
+  Vec logits = random_vec(R * V, rng, -3, 3), p = random_vec(R * V, rng, 0.1, 1), d(R * V);
+  for (int64_t r = 0; r < 2; ++r) {  // rows 0 and 1 sum to 1; row 2 keeps its mass (≠ 1)
+    double sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += p[size_t(r * V + v)];
+    for (int64_t v = 0; v < V; ++v) p[size_t(r * V + v)] /= sum;
+  }
+  double expected = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    double sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(logits[size_t(r * V + v)]);
+    for (int64_t v = 0; v < V; ++v)
+      expected -= p[size_t(r * V + v)] * (logits[size_t(r * V + v)] - std::log(sum));
+  }
+  std::vector<int32_t> unused(size_t(R), 0);
+  auto loss = [&] {
+    CrossEntropyArgs<double> a{R, V, logits.data(), unused.data(), nullptr};
+    a.soft_targets = p.data();
+    return cross_entropy<double>(a);
+  };
+  EXPECT_NEAR(loss(), expected / double(R), 1e-12);
+  CrossEntropyArgs<double> a{R, V, logits.data(), unused.data(), d.data()};
+  a.soft_targets = p.data();
+  cross_entropy<double>(a);
+  fd_check({{"logits", &logits, &d}}, loss);
+
+  std::vector<int32_t> tgt = {2, 0, 6};
+  Vec one_hot(size_t(R * V), 0.0), d_soft(R * V), d_hard(R * V);
+  for (int64_t r = 0; r < R; ++r) one_hot[size_t(r * V + tgt[size_t(r)])] = 1;
+  CrossEntropyArgs<double> soft{R, V, logits.data(), unused.data(), d_soft.data()};
+  soft.soft_targets = one_hot.data();
+  const double hard = cross_entropy<double>({R, V, logits.data(), tgt.data(), d_hard.data()});
+  EXPECT_NEAR(cross_entropy<double>(soft), hard, 1e-12);
+  for (size_t i = 0; i < d_soft.size(); ++i) EXPECT_NEAR(d_soft[i], d_hard[i], 1e-15);
+}
+
 // L2Wrap adds 1e-4/R · max_logit to each position's arg-max logit gradient and nothing else;
 // the loss value is unchanged.
 TEST(BackwardOps, CrossEntropyL2WrapTouchesOnlyArgMax) {
