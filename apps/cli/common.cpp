@@ -1,5 +1,7 @@
 #include "common.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -225,6 +227,18 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
     out.push_back(int64_t(x));
   }
   return out;
+}
+
+Progress progress_bar(const char* label) {
+  if (!isatty(STDERR_FILENO)) return {};
+  return [label](int64_t done, int64_t total) {
+    const int width = 40, filled = int(double(done) / double(std::max<int64_t>(total, 1)) * width);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld", label, filled,
+                 "########################################", width - filled, "", (long long)done,
+                 (long long)total);
+    if (done >= total) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  };
 }
 
 }  // namespace rwkv7::cli

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "rwkv7/evaluate.hpp"
 #include "rwkv7/model.hpp"
 #include "rwkv7/sampler.hpp"
 #include "rwkv7/tokenizer.hpp"
@@ -59,6 +60,9 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& flag);
 // Whole file as bytes; Error naming the file.
 std::string read_file(const std::string& path);
+
+// A progress bar on stderr when it is a terminal (nothing otherwise).
+Progress progress_bar(const char* label);
 std::string read_stdin();
 
 }  // namespace rwkv7::cli

@@ -5,11 +5,13 @@
 // measures what each method keeps of the model's predictions).
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "rwkv7/model.hpp"
+#include "rwkv7/state_projection.hpp"
 
 namespace rwkv7 {
 
@@ -21,6 +23,11 @@ namespace rwkv7 {
 //                          for every head; factors fp32, bf16 or int8 (one scale per column)
 //   adaptive[-bf16|-int8]  the same, the rank of each head the smallest that keeps a fraction
 //                          `energy` of its squared singular values (so it follows each spectrum)
+//   learned[-bf16|-int8]   each head's WKV matrix as its code under a learned projection
+//                          (rwkv7/state_projection.hpp, `rwkv7 state learn`): rank r of N rows,
+//                          fp32, bf16 or int8 (one scale per code row); needs `projection`.
+//                          The decoder travels with the state (parts "shared.*") but is shared
+//                          by every state of the model, so bytes() and the ratio leave it out.
 // The two shift vectors are stored in bf16, or fp32 with exact_shift (always fp32 for f32).
 struct CompressOptions {
   std::string method = "f32";
@@ -29,10 +36,13 @@ struct CompressOptions {
       -1;             // adaptive*: kept fraction of squared singular values, (0, 1]; -1: from ratio
   double ratio = -1;  // target: the largest rank / energy whose ratio does not exceed it
   bool exact_shift = false;
+  std::shared_ptr<const StateProjection> projection;  // learned*: the projection to use
 };
 
-// Every method name, in the order of the tables.
+// Every method that needs nothing but its options, in the order of the tables.
 const std::vector<std::string>& state_compression_methods();
+// The methods that also need a learned projection: learned, learned-bf16, learned-int8.
+const std::vector<std::string>& learned_compression_methods();
 // Error (naming the method) unless the options describe one method with what it needs.
 void check_compress_options(const CompressOptions& opts);
 
@@ -56,8 +66,9 @@ struct CompressedState {
   // "note.<key>"), e.g. where a document's reading stopped.
   std::map<std::string, std::string> notes;
 
-  size_t bytes() const;      // sum of the parts' data
-  size_t raw_bytes() const;  // the fp32 State: (2·L·C + L·H·N·N) · 4
+  size_t bytes() const;         // sum of the parts' data, except the shared ones ("shared.*")
+  size_t shared_bytes() const;  // the shared parts (a learned projection's decoder)
+  size_t raw_bytes() const;     // the fp32 State: (2·L·C + L·H·N·N) · 4
   double ratio() const { return raw_bytes() ? double(bytes()) / double(raw_bytes()) : 0.0; }
 
   std::string serialize() const;

@@ -13,6 +13,7 @@
 #include "core/dtype.hpp"
 #include "core/svd.hpp"
 #include "engine/state_file_internal.hpp"
+#include "engine/state_projection_internal.hpp"
 #include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
 
@@ -21,11 +22,12 @@ namespace {
 
 using Part = CompressedState::Part;
 
-enum class Kind { F32, BF16, F16, Int8, LowRank, Adaptive };
+enum class Kind { F32, BF16, F16, Int8, LowRank, Adaptive, Learned };
 
 struct Method {
   Kind kind = Kind::F32;
-  std::string factor = "f32";  // low rank: dtype of the factors ("f32", "bf16", "i8")
+  std::string factor =
+      "f32";  // low rank, learned: dtype of the factors / code ("f32", "bf16", "i8")
 };
 
 Method parse_method(const std::string& name) {
@@ -34,13 +36,15 @@ Method parse_method(const std::string& name) {
   if (name == "fp16") return {Kind::F16};
   if (name == "int8") return {Kind::Int8};
   for (auto [prefix, kind] : {std::pair{std::string("lowrank"), Kind::LowRank},
-                              std::pair{std::string("adaptive"), Kind::Adaptive}}) {
+                              std::pair{std::string("adaptive"), Kind::Adaptive},
+                              std::pair{std::string("learned"), Kind::Learned}}) {
     if (name == prefix) return {kind, "f32"};
     if (name == prefix + "-bf16") return {kind, "bf16"};
     if (name == prefix + "-int8") return {kind, "i8"};
   }
   std::string all;
   for (const auto& m : state_compression_methods()) all += (all.empty() ? "" : ", ") + m;
+  for (const auto& m : learned_compression_methods()) all += ", " + m;
   throw Error("unknown state compression method '" + name + "' (one of: " + all + ")");
 }
 
@@ -136,7 +140,8 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return t + "]";
 }
 
-// The parts a method needs: name → (dtype, shape). Low rank needs the total rank R.
+// The parts a method needs: name → (dtype, shape). Low rank needs the total rank R, learned
+// the projection's rank r (the same argument).
 struct Want {
   std::string name, dtype;
   std::vector<int64_t> shape;
@@ -170,6 +175,12 @@ std::vector<Want> wanted_parts(const CompressedState& cs, const Method& m, int64
         w.push_back({"state.wkv.u_scale", "f32", {total_rank}});
         w.push_back({"state.wkv.v_scale", "f32", {total_rank}});
       }
+      break;
+    case Kind::Learned:
+      w.push_back({"state.wkv.code", m.factor, {L, H, total_rank, N}});
+      if (m.factor == "i8") w.push_back({"state.wkv.code_scale", "f32", {L, H, total_rank}});
+      w.push_back({"shared.decoder", "f32", {L, H, N, total_rank}});
+      w.push_back({"shared.key_side", "i32", {1}});
       break;
   }
   return w;
@@ -224,6 +235,17 @@ std::vector<int32_t> check_structure(const CompressedState& cs, const Method& m,
                     std::to_string(ranks[i]) + "; a rank is 0.." + std::to_string(cs.head_size));
       }
       total += ranks[i];
+    }
+  }
+  if (m.kind == Kind::Learned) {
+    const Part* code = find_part(cs, "state.wkv.code");
+    if (!code || code->shape.size() != 4) {
+      throw Error(origin + ": a " + cs.method + " state needs 'state.wkv.code' [L, H, r, N]");
+    }
+    total = code->shape[2];
+    if (total < 1 || total > cs.head_size) {
+      throw Error(origin + ": tensor 'state.wkv.code' has " + std::to_string(total) +
+                  " rows per head; a learned code has 1.." + std::to_string(cs.head_size));
     }
   }
   const auto want = wanted_parts(cs, m, total, shift_dtype);
@@ -308,6 +330,11 @@ const std::vector<std::string>& state_compression_methods() {
   return all;
 }
 
+const std::vector<std::string>& learned_compression_methods() {
+  static const std::vector<std::string> all = {"learned", "learned-bf16", "learned-int8"};
+  return all;
+}
+
 void check_compress_options(const CompressOptions& o) {
   const Method m = parse_method(o.method);
   const bool has_ratio = o.ratio != -1;
@@ -335,6 +362,13 @@ void check_compress_options(const CompressOptions& o) {
   } else if (o.energy != -1) {
     throw Error("state compression " + o.method + ": energy applies only to adaptive methods");
   }
+  if (m.kind == Kind::Learned && !o.projection) {
+    throw Error("state compression " + o.method +
+                ": needs a learned projection (`rwkv7 state learn`, then --projection FILE)");
+  }
+  if (m.kind != Kind::Learned && o.projection) {
+    throw Error("state compression " + o.method + ": a projection applies only to learned methods");
+  }
   if (has_ratio && m.kind != Kind::LowRank && m.kind != Kind::Adaptive) {
     throw Error("state compression " + o.method +
                 ": has a fixed ratio; --ratio applies only to "
@@ -344,7 +378,15 @@ void check_compress_options(const CompressOptions& o) {
 
 size_t CompressedState::bytes() const {
   size_t b = 0;
-  for (const Part& p : parts) b += p.data.size();
+  for (const Part& p : parts)
+    if (p.name.rfind("shared.", 0) != 0) b += p.data.size();
+  return b;
+}
+
+size_t CompressedState::shared_bytes() const {
+  size_t b = 0;
+  for (const Part& p : parts)
+    if (p.name.rfind("shared.", 0) == 0) b += p.data.size();
   return b;
 }
 
@@ -487,11 +529,62 @@ CompressedState compress_state(const State& s, const CompressOptions& o) {
       }
       break;
     }
+    case Kind::Learned: {
+      const StateProjection& p = *o.projection;
+      check_state_projection(p, "compress_state");
+      if (p.n_layer != L || p.n_head != H || p.head_size != N) {
+        throw Error("compress_state: the projection is for L=" + std::to_string(p.n_layer) +
+                    " H=" + std::to_string(p.n_head) + " N=" + std::to_string(p.head_size) +
+                    ", the state is L=" + std::to_string(L) + " H=" + std::to_string(H) +
+                    " N=" + std::to_string(N));
+      }
+      if (!p.model_fingerprint.empty() && !s.model_fingerprint.empty() &&
+          p.model_fingerprint != s.model_fingerprint) {
+        throw Error("compress_state: the projection was learned for another model (fingerprint " +
+                    p.model_fingerprint + ", the state's " + s.model_fingerprint + ")");
+      }
+      const int64_t r = p.rank;
+      std::vector<float> code(size_t(L * H * r * N));
+      learned::encode(p, s.wkv.data(), code.data());
+      if (m.factor == "i8") {
+        std::vector<int8_t> q(code.size());
+        std::vector<float> scale(size_t(L * H * r));
+        quantize_rows(code.data(), L * H * r, N, q.data(), scale.data());
+        cs.parts.push_back(int8_part("state.wkv.code", {L, H, r, N}, q));
+        cs.parts.push_back(encode("state.wkv.code_scale", "f32", {L, H, r}, scale.data()));
+      } else {
+        cs.parts.push_back(encode("state.wkv.code", m.factor, {L, H, r, N}, code.data()));
+      }
+      cs.parts.push_back(encode("shared.decoder", "f32", {L, H, N, r}, p.decoder.data()));
+      const int32_t side = p.key_side ? 1 : 0;
+      Part sp{"shared.key_side", "i32", {1}, std::vector<uint8_t>(4)};
+      std::memcpy(sp.data.data(), &side, 4);
+      cs.parts.push_back(std::move(sp));
+      cs.detail = "rank " + std::to_string(r) + ", " + (p.key_side ? "key" : "value") + " side";
+      break;
+    }
   }
   return cs;
 }
 
 namespace {
+
+// A learned state's WKV: the code (scales applied) times the decoder it carries.
+std::vector<float> decode_learned(const CompressedState& cs, const std::string& origin) {
+  const int64_t L = cs.n_layer, H = cs.n_head, N = cs.head_size;
+  const int64_t r = find_part(cs, "state.wkv.code")->shape[2];
+  const auto code = decode_factor(cs, "state.wkv.code", origin);
+  const auto decoder = decode_floats(*find_part(cs, "shared.decoder"), origin);
+  int32_t side = 0;
+  std::memcpy(&side, find_part(cs, "shared.key_side")->data.data(), 4);
+  if (side != 0 && side != 1) {
+    throw Error(origin + ": tensor 'shared.key_side' is " + std::to_string(side) +
+                "; 0 (value side) or 1 (key side)");
+  }
+  std::vector<float> wkv(size_t(L * H * N * N), 0.0f);
+  learned::decode_with(decoder.data(), side == 1, L * H, N, r, code.data(), wkv.data());
+  return wkv;
+}
 
 State decompress_from(const CompressedState& cs, const std::string& origin) {
   Method m;
@@ -510,8 +603,11 @@ State decompress_from(const CompressedState& cs, const std::string& origin) {
   s.ffn_shift = decode_floats(*find_part(cs, "state.ffn_shift"), origin);
   const Part& wkv = m.kind == Kind::LowRank || m.kind == Kind::Adaptive
                         ? *find_part(cs, "state.wkv.u")
-                        : *find_part(cs, "state.wkv");
-  if (m.kind == Kind::F32 || m.kind == Kind::BF16 || m.kind == Kind::F16) {
+                    : m.kind == Kind::Learned ? *find_part(cs, "state.wkv.code")
+                                              : *find_part(cs, "state.wkv");
+  if (m.kind == Kind::Learned) {
+    s.wkv = decode_learned(cs, origin);
+  } else if (m.kind == Kind::F32 || m.kind == Kind::BF16 || m.kind == Kind::F16) {
     s.wkv = decode_floats(wkv, origin);
   } else if (m.kind == Kind::Int8) {
     const auto scale = decode_scales(*find_part(cs, "state.wkv.scale"), origin);
@@ -624,6 +720,12 @@ CompressedState from_tensor_file(const TensorFile& f, const std::string& origin)
                   " state needs 'state.wkv.rank' [L, H] and 'state.wkv.u' [R, N]");
     }
     cs.n_head = r->shape[1], cs.head_size = u->shape[1];
+  } else if (m.kind == Kind::Learned) {
+    const Part* code = find_part(cs, "state.wkv.code");
+    if (!code || code->shape.size() != 4) {
+      throw Error(origin + ": a " + cs.method + " state needs 'state.wkv.code' [L, H, r, N]");
+    }
+    cs.n_head = code->shape[1], cs.head_size = code->shape[3];
   } else {
     const Part* w = find_part(cs, "state.wkv");
     if (!w) throw Error(origin + ": tensor 'state.wkv' is missing");
