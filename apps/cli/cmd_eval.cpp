@@ -15,28 +15,18 @@
 namespace rwkv7::cli {
 namespace {
 
-// A progress bar on stderr when it is a terminal.
-Progress progress_bar(const char* label) {
-  if (!isatty(STDERR_FILENO)) return {};
-  return [label](int64_t done, int64_t total) {
-    const int width = 40, filled = int(double(done) / double(std::max<int64_t>(total, 1)) * width);
-    std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld", label, filled,
-                 "########################################", width - filled, "", (long long)done,
-                 (long long)total);
-    if (done >= total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  };
-}
-
 // The configurations of a state-fidelity run: each method once at its own ratio (f32, bf16,
-// fp16, int8) or at every ratio of the list (lowrank*, adaptive*).
-std::vector<CompressOptions> fidelity_configs(const std::string& methods_flag,
-                                              const std::vector<double>& ratios) {
+// fp16, int8, learned* with a projection) or at every ratio of the list (lowrank*, adaptive*).
+std::vector<CompressOptions> fidelity_configs(
+    const std::string& methods_flag, const std::vector<double>& ratios,
+    const std::shared_ptr<const StateProjection>& projection) {
   std::vector<std::string> methods;
   if (methods_flag.empty() || methods_flag == "all") {
     methods.push_back("reset");  // the baseline: a zero state instead of the prefix
     for (const auto& m : state_compression_methods())
       if (m != "f32") methods.push_back(m);
+    if (projection)
+      for (const auto& m : learned_compression_methods()) methods.push_back(m);
   } else {
     size_t pos = 0;
     while (pos <= methods_flag.size()) {
@@ -49,6 +39,7 @@ std::vector<CompressOptions> fidelity_configs(const std::string& methods_flag,
   for (const auto& m : methods) {
     CompressOptions c;
     c.method = m;
+    if (m.rfind("learned", 0) == 0) c.projection = projection;
     if (m == "reset") {
       out.push_back(c);
     } else if (m.rfind("lowrank", 0) == 0 || m.rfind("adaptive", 0) == 0) {
@@ -70,7 +61,7 @@ std::vector<CompressOptions> fidelity_configs(const std::string& methods_flag,
 void register_eval(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string text_file, lambada, state_in;
+    std::string text_file, lambada, state_in, projection;
     int64_t rows = 0;
     bool json = false;
     int64_t window = 256, batch = 16, limit = 0;
@@ -104,6 +95,9 @@ void register_eval(CLI::App& app) {
                   "--text-file with --rows: every row starts from this state file (a tuned "
                   "state of `rwkv7 train --tune state`)");
   cmd->add_flag("--json", o->json, "Print one JSON object (state-fidelity: one per line)");
+  cmd->add_option("--projection", o->projection,
+                  "state-fidelity: a learned projection (`rwkv7 state learn`); adds the learned* "
+                  "methods");
   cmd->add_option("--task", o->task,
                   "perplexity (default; or LAMBADA with --lambada); state-fidelity: how well "
                   "compressed states predict (docs/state-compression.md); passkey or mqar: "
@@ -118,9 +112,11 @@ void register_eval(CLI::App& app) {
       ->check(NonNegative);
   cmd->add_option("--method", o->methods,
                   "state-fidelity: compression methods, comma-separated (default: all, and "
-                  "\"reset\": the baseline of a zero state)");
+                  "\"reset\": the baseline of a zero state); passkey, mqar: answer from the state "
+                  "compressed with each at the question (default: not compressed)");
   cmd->add_option("--ratio", o->ratios,
-                  "state-fidelity: target ratios of lowrank*/adaptive*, comma-separated")
+                  "state-fidelity, passkey, mqar: target ratios of lowrank*/adaptive*, "
+                  "comma-separated")
       ->capture_default_str();
   cmd->add_option("--prefix-tokens", o->prefix,
                   "state-fidelity: tokens read before compressing, comma-separated")
@@ -146,37 +142,60 @@ void register_eval(CLI::App& app) {
       if (o->recall_data.empty()) throw Error("eval --task " + o->task + ": needs --data");
       auto m = o->model.load(o->window);
       const auto samples = read_recall_jsonl(o->recall_data);
-      const auto results = evaluate_recall(*m, samples, o->window, progress_bar(o->task.c_str()));
-      const RecallTable t = tabulate_recall(
-          o->task == "passkey" ? RecallTask::Passkey : RecallTask::Mqar, samples, results);
-      if (o->json) {
-        nlohmann::json cells = nlohmann::json::array();
-        for (size_t r = 0; r < t.rows.size(); ++r)
-          for (size_t c = 0; c < t.cols.size(); ++c)
-            if (t.total[r * t.cols.size() + c])
-              cells.push_back({{t.row_name, t.rows[r]},
-                               {t.col_name, t.cols[c]},
-                               {"correct", t.correct[r * t.cols.size() + c]},
-                               {"total", t.total[r * t.cols.size() + c]},
-                               {"accuracy", t.accuracy(r, c)}});
-        nlohmann::json j = {{"task", o->task}, {"accuracy", t.overall()}, {"cells", cells}};
-        std::printf("%s\n", j.dump().c_str());
-      } else {
-        std::printf("%s accuracy %.4f; by %s (rows) x %s (columns):\n%10s", o->task.c_str(),
-                    t.overall(), t.row_name.c_str(), t.col_name.c_str(), "");
-        for (double c : t.cols) std::printf(" %8g", c);
-        std::printf("\n");
-        for (size_t r = 0; r < t.rows.size(); ++r) {
-          std::printf("%10g", t.rows[r]);
-          for (size_t c = 0; c < t.cols.size(); ++c) std::printf(" %8.3f", t.accuracy(r, c));
-          std::printf("\n");
-        }
+      // With --method: the questions answered from a compressed state (each configuration as
+      // state-fidelity makes them, "reset" = a zero state), one table per configuration.
+      std::vector<CompressOptions> configs(1);
+      if (!o->methods.empty()) {
+        std::shared_ptr<const StateProjection> projection;
+        if (!o->projection.empty())
+          projection =
+              std::make_shared<const StateProjection>(load_state_projection(o->projection));
+        configs = fidelity_configs(o->methods, parse_double_list(o->ratios, "--ratio"), projection);
       }
-      if (!o->svg.empty())
-        write_recall_svg(o->svg,
-                         (o->task == "passkey" ? "Passkey accuracy: " : "MQAR accuracy: ") +
-                             m->config().shape_string(),
-                         t);
+      for (const CompressOptions& config : configs) {
+        const bool compressed = !o->methods.empty();
+        const auto results = evaluate_recall(*m, samples, o->window, progress_bar(o->task.c_str()),
+                                             compressed ? &config : nullptr);
+        const RecallTable t = tabulate_recall(
+            o->task == "passkey" ? RecallTask::Passkey : RecallTask::Mqar, samples, results);
+        const std::string label =
+            !compressed
+                ? ""
+                : config.method + (config.ratio > 0 ? " " + std::to_string(config.ratio) : "");
+        if (o->json) {
+          nlohmann::json cells = nlohmann::json::array();
+          for (size_t r = 0; r < t.rows.size(); ++r)
+            for (size_t c = 0; c < t.cols.size(); ++c)
+              if (t.total[r * t.cols.size() + c])
+                cells.push_back({{t.row_name, t.rows[r]},
+                                 {t.col_name, t.cols[c]},
+                                 {"correct", t.correct[r * t.cols.size() + c]},
+                                 {"total", t.total[r * t.cols.size() + c]},
+                                 {"accuracy", t.accuracy(r, c)}});
+          nlohmann::json j = {{"task", o->task}, {"accuracy", t.overall()}, {"cells", cells}};
+          if (compressed) {
+            j["compression"] = config.method;
+            if (config.ratio > 0) j["target_ratio"] = config.ratio;
+          }
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          if (compressed) std::printf("state compressed at the question: %s\n", label.c_str());
+          std::printf("%s accuracy %.4f; by %s (rows) x %s (columns):\n%10s", o->task.c_str(),
+                      t.overall(), t.row_name.c_str(), t.col_name.c_str(), "");
+          for (double c : t.cols) std::printf(" %8g", c);
+          std::printf("\n");
+          for (size_t r = 0; r < t.rows.size(); ++r) {
+            std::printf("%10g", t.rows[r]);
+            for (size_t c = 0; c < t.cols.size(); ++c) std::printf(" %8.3f", t.accuracy(r, c));
+            std::printf("\n");
+          }
+        }
+        if (!o->svg.empty() && configs.size() == 1)
+          write_recall_svg(o->svg,
+                           (o->task == "passkey" ? "Passkey accuracy: " : "MQAR accuracy: ") +
+                               m->config().shape_string() + (compressed ? ", " + label : ""),
+                           t);
+      }
       return;
     }
     if (o->task == "loss-by-position") {
@@ -226,7 +245,12 @@ void register_eval(CLI::App& app) {
       f.continue_tokens = o->continue_tokens;
       f.recompress_every = o->recompress_every;
       f.windows = o->windows;
-      const auto configs = fidelity_configs(o->methods, parse_double_list(o->ratios, "--ratio"));
+      std::shared_ptr<const StateProjection> projection;
+      if (!o->projection.empty()) {
+        projection = std::make_shared<const StateProjection>(load_state_projection(o->projection));
+      }
+      const auto configs =
+          fidelity_configs(o->methods, parse_double_list(o->ratios, "--ratio"), projection);
       const auto results =
           evaluate_state_fidelity(*m, ids, configs, f, progress_bar("state-fidelity"));
       for (const auto& r : results) {

@@ -10,6 +10,7 @@
 
 #include "rwkv7/evaluate.hpp"
 #include "rwkv7/model.hpp"
+#include "rwkv7/state_compress.hpp"
 #include "rwkv7/tokenizer.hpp"
 
 namespace rwkv7 {
@@ -25,6 +26,9 @@ struct RecallSample {
   int64_t length = 0;
   double depth = 0;
   int64_t pairs = 0;
+  // Tokens of context before the first question (passkey: the filler and the key; MQAR: the
+  // key-value pairs); every answer position is at or after it. 0 = not known.
+  int64_t context_end = 0;
 };
 
 struct PasskeyOptions {
@@ -58,10 +62,13 @@ std::vector<bool> score_recall_groups(const RecallSample& s, std::span<const flo
                                       int64_t V);
 
 // The model's per-group results for every sample, reading each in windows of `window`
-// positions (only the answer rows' logits are looked at).
-std::vector<std::vector<bool>> evaluate_recall(const Model& model,
-                                               const std::vector<RecallSample>& samples,
-                                               int64_t window = 256, const Progress& progress = {});
+// positions (only the answer rows' logits are looked at). With `compress_at_context_end`, the
+// state is compressed and decompressed once after the context (RecallSample::context_end),
+// so the questions are answered from the compressed state (Error for a sample without one);
+// method "reset" replaces the state by zeros there (the baseline of a forgotten context).
+std::vector<std::vector<bool>> evaluate_recall(
+    const Model& model, const std::vector<RecallSample>& samples, int64_t window = 256,
+    const Progress& progress = {}, const CompressOptions* compress_at_context_end = nullptr);
 
 // Accuracy by cell: rows × columns (passkey: length × depth; MQAR: pairs × length).
 struct RecallTable {

@@ -112,6 +112,7 @@ std::vector<RecallSample> make_passkey_samples(const Tokenizer& tok, std::string
         add_filler(at);
         s.tokens.insert(s.tokens.end(), needle.begin(), needle.end());
         add_filler(n_fill - at);
+        s.context_end = int64_t(s.tokens.size());
         s.tokens.insert(s.tokens.end(), question.begin(), question.end());
         std::vector<int64_t> group;
         for (size_t j = 0; j < answer.size(); ++j)
@@ -154,6 +155,7 @@ std::vector<RecallSample> make_mqar_samples(const MqarOptions& o) {
         RecallSample s;
         s.length = length;
         s.pairs = pairs;
+        s.context_end = 2 * pairs;
         s.tokens.assign(size_t(length), 0);
         for (int64_t p = 0; p < pairs; ++p) {
           s.tokens[size_t(2 * p)] = keys[size_t(p)];
@@ -204,7 +206,8 @@ std::vector<bool> score_recall_groups(const RecallSample& s, std::span<const flo
 
 std::vector<std::vector<bool>> evaluate_recall(const Model& model,
                                                const std::vector<RecallSample>& samples,
-                                               int64_t window, const Progress& progress) {
+                                               int64_t window, const Progress& progress,
+                                               const CompressOptions* compress) {
   const int64_t V = model.config().vocab_size;
   if (window < 1) throw Error("recall evaluation: window must be at least 1");
   std::vector<std::vector<bool>> out;
@@ -222,10 +225,29 @@ std::vector<std::vector<bool>> evaluate_recall(const Model& model,
     for (const auto& g : s.groups)
       for (int64_t p : g)
         if (p >= 0 && p < rows) wanted[size_t(p)] = 1;
+    const int64_t cut = compress ? s.context_end : 0;
+    if (compress) {
+      int64_t first = rows;
+      for (const auto& g : s.groups)
+        for (int64_t p : g) first = std::min(first, p);
+      if (cut < 1 || cut > first) {
+        throw Error("recall evaluation: sample " + std::to_string(i) +
+                    " has no context end before its answers (context_end " + std::to_string(cut) +
+                    "); made by an older generator?");
+      }
+    }
     std::map<int64_t, std::vector<float>> kept;
     State st = model.new_state();
-    for (int64_t p = 0; p < rows; p += window) {
-      const int64_t len = std::min(window, rows - p);
+    for (int64_t p = 0, len = 0; p < rows; p += len) {
+      len = std::min(window, rows - p);
+      if (p < cut && p + len > cut) len = cut - p;  // a window ends at the context's end
+      if (p + len == cut) {
+        model.forward(std::span<const int32_t>(s.tokens).subspan(size_t(p), size_t(len)), st,
+                      Logits::None);
+        st = compress->method == "reset" ? model.new_state()  // the baseline: context forgotten
+                                         : decompress_state(compress_state(st, *compress));
+        continue;
+      }
       bool any = false;
       for (int64_t j = p; j < p + len; ++j) any = any || wanted[size_t(j)];
       const auto span = std::span<const int32_t>(s.tokens).subspan(size_t(p), size_t(len));
@@ -302,11 +324,9 @@ RecallTable tabulate_recall(RecallTask task, const std::vector<RecallSample>& sa
 void write_recall_jsonl(const std::string& path, const std::vector<RecallSample>& samples) {
   write_file_atomic(path, [&](std::ostream& out) {
     for (const auto& s : samples) {
-      nlohmann::json j = {{"tokens", s.tokens},
-                          {"groups", s.groups},
-                          {"length", s.length},
-                          {"depth", s.depth},
-                          {"pairs", s.pairs}};
+      nlohmann::json j = {{"tokens", s.tokens}, {"groups", s.groups},
+                          {"length", s.length}, {"depth", s.depth},
+                          {"pairs", s.pairs},   {"context_end", s.context_end}};
       out << j.dump() << '\n';
     }
   });
@@ -324,6 +344,9 @@ std::vector<RecallSample> read_recall_jsonl(const std::string& path) {
       s.length = j.value("length", int64_t(0));
       s.depth = j.value("depth", 0.0);
       s.pairs = j.value("pairs", int64_t(0));
+      s.context_end = j.value("context_end", int64_t(0));
+      if (s.context_end < 0 || s.context_end >= int64_t(s.tokens.size()))
+        throw Error("context_end " + std::to_string(s.context_end) + " is outside the tokens");
       for (const auto& g : s.groups)
         for (int64_t p : g)
           if (p < 0 || p + 1 >= int64_t(s.tokens.size()))

@@ -139,6 +139,82 @@ TEST(EvalCli, StateFidelityPrintsOneObjectPerMethodAndRatio) {
   EXPECT_NE(testing::slurp(dir.file("f-kl.svg")).find("log10 mean KL"), std::string::npos);
 }
 
+// A projection learned from a text, then used by state compress (the file carries the
+// decoder: info shows it apart from the ratio; a reader needs nothing else) and by
+// state-fidelity (the learned methods are added when --projection is given).
+TEST(StateCli, LearnCompressAndMeasureWithALearnedProjection) {
+  TempDir dir;
+  const std::string text = dir.file("t.txt");
+  std::ofstream(text, std::ios::binary) << some_text(3000);
+  const std::string proj = dir.file("p.safetensors");
+  auto learn = run_cli("state learn -m " + quote(kModel) + " -t 1 --text-file " + quote(text) +
+                       " --rank 4 --samples 6 --min-prefix 32 --max-prefix 256 --continue 16" +
+                       " --steps 3 --batch 2 --json -o " + quote(proj));
+  ASSERT_EQ(learn.exit_code, 0) << learn.err;
+  const auto lj = nlohmann::json::parse(learn.out);
+  EXPECT_EQ(lj["rank"], 4);
+  EXPECT_EQ(lj["step_kl"].size(), 3u);
+  EXPECT_GT(lj["kl_start"].get<double>(), 0);
+
+  const std::string in = dir.file("in.state");
+  auto fw = run_cli("forward -m " + quote(kModel) + " --tokens 72,101,108,108,111 -o " +
+                    quote(dir.file("l.safetensors")) + " --state-out " + quote(in));
+  ASSERT_EQ(fw.exit_code, 0) << fw.err;
+  auto c = run_cli("state compress " + quote(in) + " " + quote(dir.file("o.state")) +
+                   " --method learned-int8 --projection " + quote(proj));
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  auto info = run_cli("state info --json " + quote(dir.file("o.state")));
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  const auto j = nlohmann::json::parse(info.out);
+  EXPECT_EQ(j["method"], "learned-int8");
+  // L4 C128 H4 N32, rank 4: bf16 shifts 2·4·128·2, int8 code 4·4·4·32 and scales 4·4·4·4;
+  // the decoder (4·4·32·4 floats) and the side flag are shared.
+  EXPECT_EQ(j["bytes"], 2048 + 2048 + 256);
+  EXPECT_EQ(j["shared_bytes"], 4 * 4 * 32 * 4 * 4 + 4);
+  EXPECT_DOUBLE_EQ(j["ratio"].get<double>(), double(2048 + 2048 + 256) / 69632.0);
+  auto without = run_cli("state compress " + quote(in) + " " + quote(dir.file("x.state")) +
+                         " --method learned");
+  EXPECT_EQ(without.exit_code, 1);
+  EXPECT_NE(without.err.find("projection"), std::string::npos) << without.err;
+  auto gen = run_cli("generate -m " + quote(kModel) + " -t 1 -n 4 --seed 1 --state-in " +
+                     quote(dir.file("o.state")) + " -p x");
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+
+  auto fid = run_cli("eval --task state-fidelity -m " + quote(kModel) + " -t 1 --text-file " +
+                     quote(text) + " --prefix-tokens 300 --continue 32 --method learned,int8" +
+                     " --projection " + quote(proj) + " --json");
+  ASSERT_EQ(fid.exit_code, 0) << fid.err;
+  std::istringstream lines(fid.out);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["method"], "learned");
+  EXPECT_NEAR(rows[0]["ratio"].get<double>(), double(2048 + 4 * 4 * 4 * 32 * 4) / 69632.0, 1e-9);
+}
+
+// Passkey answered from a state compressed at the question: one table per method, "reset"
+// (a zero state there) as the baseline.
+TEST(EvalCli, PasskeyFromACompressedState) {
+  TempDir dir;
+  const std::string filler = dir.file("f.txt");
+  std::ofstream(filler, std::ios::binary) << some_text(4000);
+  const std::string data = dir.file("pk.jsonl");
+  auto make = run_cli("data passkey --filler " + quote(filler) +
+                      " --lengths 200 --depths 0.5 --per-cell 2 -o " + quote(data));
+  ASSERT_EQ(make.exit_code, 0) << make.err;
+  auto r = run_cli("eval --task passkey -m " + quote(kModel) + " -t 1 --data " + quote(data) +
+                   " --method reset,bf16,adaptive-int8 --ratio 0.2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(lines, line);) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0]["compression"], "reset");
+  EXPECT_EQ(rows[2]["compression"], "adaptive-int8");
+  EXPECT_EQ(rows[2]["target_ratio"], 0.2);
+  for (const auto& row : rows) EXPECT_EQ(row["cells"][0]["total"], 2);
+}
+
 TEST(ChatCli, SessionFileCanBeCompressed) {
   TempDir dir;
   const std::string session = dir.file("chat.state");
