@@ -67,6 +67,11 @@ void register_train(CLI::App& app) {
   cmd->add_option("--weight-decay", o->t.weight_decay, "On 2-D *.weight matrices only")
       ->capture_default_str();
   cmd->add_flag("--no-l2wrap", o->no_l2wrap, "Disable the official L2Wrap logit regulariser");
+  cmd->add_option("--dropout", o->t.dropout,
+                  "Dropout probability on the embedding and the residual stream after each time "
+                  "and channel mix, as RWKV-LM applies it (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.99));
   add_long_context_flags(cmd, o->t.segment, o->t.truncate_bptt, o->t.checkpoint_layers);
   cmd->add_option("--ctx-schedule", o->t.ctx_schedule,
                   "Length curriculum CTX:STEP,...: the context from each step on (first at step "

@@ -32,6 +32,10 @@ struct TrainOptions {
   int64_t segment = 0;
   bool truncate_bptt = false;      // with segments: no gradient across segment boundaries
   bool checkpoint_layers = false;  // keep layer inputs only; recompute each layer in backward
+  // Dropout probability where RWKV-LM applies it (the embedding rows and the residual stream
+  // after each time mix and channel mix); the masks depend on seed, step, row and position,
+  // so a resumed run and a data-parallel run draw the ones a single uninterrupted run would.
+  double dropout = 0;
   // Length curriculum "256:0,1024:2000,...": the context from each step on, batch·ctx tokens
   // per step kept by shrinking the batch (at least 1 row), rows cut at multiples of the
   // current context; the learning-rate schedule spans the whole run. Empty = ctx throughout.

@@ -104,6 +104,8 @@ struct Backward {
     const int64_t R = A.R, C = c.n_embd, F = c.ffn_dim;
     const std::string pf = "blocks." + std::to_string(l) + ".";
     A.scratch_next = 0;
+    // dx: w.r.t. the stream after this layer's dropout; from here on, before it.
+    A.dropout.apply(dx.data(), R, C, Dropout::AfterChannelMix, l);
     Buf &dh = zeros(size_t(R * F)), &dh_pre = zeros(size_t(R * F)), &dxkf = zeros(size_t(R * C)),
         &dxf = zeros(size_t(R * C));
     mm.linear_back(L.h.data(), P(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
@@ -129,6 +131,7 @@ struct Backward {
     const std::string at = "blocks." + std::to_string(l) + ".att.";
     const std::string pf = "blocks." + std::to_string(l) + ".";
     A.scratch_next = 0;
+    A.dropout.apply(dx.data(), R, C, Dropout::AfterTimeMix, l);  // as in channel_mix
 
     Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
     mm.linear_back(L.yg.data(), P(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
@@ -334,6 +337,7 @@ void backward_segment(const TrainParams& params, const ModelWeights& weights,
   mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
                  bw.GW("head.weight"));
   backward_from_xo(bw, weights, backend);
+  A.dropout.apply(A.demb.data(), R, C, Dropout::Embedding, 0);  // d emb before the dropout
   embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,
                              A.demb.data(), bw.G("emb.weight")});
 }
@@ -379,6 +383,8 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     }
   }
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
+  if (!(opts.dropout >= 0 && opts.dropout < 1))
+    throw Error("gradient: dropout must be in [0, 1) (got " + std::to_string(opts.dropout) + ")");
   if (opts.segment < 0)
     throw Error("gradient: segment must be 0 (whole rows) or a positive number of positions");
   if (opts.initial_states) {
@@ -411,6 +417,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     A.B = B;
     A.T = t1 - t0;
     A.R = B * A.T;
+    A.dropout = Dropout{opts.dropout, opts.dropout_seed, A.T, t0, T, opts.dropout_first_row};
     A.inputs.clear();
     A.targets.clear();
     for (const auto& row : rows) {
@@ -493,6 +500,7 @@ const std::vector<float>& blocks_forward(const TrainParams& params, std::span<co
   A.R = B * T;
   A.emb.assign(emb.begin(), emb.end());
   A.checkpoint_layers = false;
+  A.dropout = Dropout{};  // not for the time-series blocks
   if (A.initial.size() != size_t(B)) A.initial.assign(size_t(B), detail::zero_state(params.config));
   for (State& s : A.initial) {  // every row from the zero state
     std::fill(s.att_shift.begin(), s.att_shift.end(), 0.0f);

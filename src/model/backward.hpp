@@ -56,6 +56,12 @@ struct GradOptions {
   // Parameters whose gradient is not wanted (state tuning, LoRA): the matrix products skip
   // their weight gradient, which stays zero (the small ops still fill theirs). Null = all.
   const std::function<bool(std::string_view name)>* frozen = nullptr;
+  // Dropout where RWKV-LM applies it (model/dropout.hpp): the embedding rows and the residual
+  // stream after each time mix and channel mix, values kept scaled by 1/(1 - p). The masks
+  // come from dropout_seed (one per step), the row and the position in it. 0 = off.
+  float dropout = 0;
+  uint64_t dropout_seed = 0;
+  int64_t dropout_first_row = 0;  // these rows' place in the whole batch (data parallel)
   // One state per row to start from; null = zeros.
   const std::vector<State>* initial_states = nullptr;
   // When given, receives d loss / d (each row's initial state) (state tuning); otherwise the

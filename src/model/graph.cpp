@@ -220,6 +220,8 @@ class GraphPass::LayerStages {
     Buf& out = keep_ ? g_.ws.get(n()) : *z_w_;  // z_w is free again unless kept
     g_.be.matmul(MatmulArgs{L_->output, yg_->data(), out.data(), g_.R});
     add_to_x(out);
+    if (g_.dropout)
+      g_.dropout->apply(x_.data(), g_.R, g_.w.config.n_embd, Dropout::AfterTimeMix, layer_);
   }
 
   void channel_mix_inputs() {
@@ -252,6 +254,8 @@ class GraphPass::LayerStages {
     Buf& out = keep_ ? g_.ws.get(n()) : *xf_;  // xf is free again unless kept
     g_.be.matmul(MatmulArgs{L_->ffn_value, h_->data(), out.data(), g_.R});
     add_to_x(out);
+    if (g_.dropout)
+      g_.dropout->apply(x_.data(), g_.R, g_.w.config.n_embd, Dropout::AfterChannelMix, layer_);
   }
 
  private:

@@ -7,6 +7,7 @@
 
 #include "model/activations.hpp"
 #include "model/block_order.hpp"
+#include "model/dropout.hpp"
 #include "model/forward.hpp"
 #include "model/weights.hpp"
 #include "ops/ops.hpp"
@@ -21,6 +22,8 @@ struct GraphPass {
   const std::vector<Segment>& segs;
   int64_t R;
   ForwardScratch& ws;
+  // Training only: dropout on the residual stream after each time mix and channel mix.
+  const Dropout* dropout = nullptr;
 
   // Runs every layer (model/block_order.hpp). x [R, C] is the residual stream, updated in
   // place. v_first [R, C] is layer 0's value (written by layer 0, read by the others). With

@@ -191,12 +191,16 @@ void train_forward(const ModelWeights& w, const Backend& be, Acts& A) {
   const int64_t R = A.R, C = c.n_embd;
   const size_t RC = size_t(R * C);
   start_states(c, A);
-  GraphPass pass{w, be, A.segs, R, A.fwd};
+  GraphPass pass{w, be, A.segs, R, A.fwd, A.dropout.active() ? &A.dropout : nullptr};
   Buf& x = A.x_final;  // the residual stream; after the last layer it is x_final
   x.resize(RC);
   A.emb.resize(RC);
   A.ln0_stats.resize(size_t(R * 2));
   pass.embed(A.inputs.data(), x.data(), A.emb.data(), A.ln0_stats.data());
+  if (A.dropout.active()) {  // embedding rows dropped before ln0: ln0 again on what is left
+    A.dropout.apply(A.emb.data(), R, C, Dropout::Embedding, 0);
+    pass.layer_norm_rows(A.emb.data(), w.ln0_w, w.ln0_b, x.data(), A.ln0_stats.data());
+  }
   layers_and_ln_out(w, pass, A);
   A.logits.resize(size_t(R * c.vocab_size));
   be.matmul(MatmulArgs{w.head, A.xo.data(), A.logits.data(), R});
@@ -218,10 +222,17 @@ void advance_states(const ModelWeights& w, const Backend& be, Acts& A) {
   const size_t RC = size_t(A.R * c.n_embd);
   A.segs.clear();
   for (int64_t b = 0; b < A.B; ++b) A.segs.push_back(Segment{&A.states[size_t(b)], b * A.T, A.T});
-  GraphPass pass{w, be, A.segs, A.R, A.fwd};
+  GraphPass pass{w, be, A.segs, A.R, A.fwd, A.dropout.active() ? &A.dropout : nullptr};
   Buf& x = A.x_final;  // scratch here: train_forward writes it again
   x.resize(RC);
-  pass.embed(A.inputs.data(), x.data(), nullptr, nullptr);
+  if (A.dropout.active()) {  // the same masks as the pass with gradients will draw
+    A.emb.resize(RC);
+    pass.embed(A.inputs.data(), x.data(), A.emb.data(), nullptr);
+    A.dropout.apply(A.emb.data(), A.R, c.n_embd, Dropout::Embedding, 0);
+    pass.layer_norm_rows(A.emb.data(), w.ln0_w, w.ln0_b, x.data(), nullptr);
+  } else {
+    pass.embed(A.inputs.data(), x.data(), nullptr, nullptr);
+  }
   pass.layers(x, A.v_first, nullptr);
 }
 
@@ -239,7 +250,7 @@ const LayerActs& recompute_layer(const ModelWeights& w, const Backend& be, Acts&
     std::copy_n(from.wkv.begin() + ptrdiff_t(L * HNN), HNN, s.wkv.begin() + ptrdiff_t(L * HNN));
   }
   A.recompute_x.assign(A.layer_inputs[L].begin(), A.layer_inputs[L].end());
-  GraphPass pass{w, be, A.segs, A.R, A.fwd};
+  GraphPass pass{w, be, A.segs, A.R, A.fwd, A.dropout.active() ? &A.dropout : nullptr};
   pass.layer(l, A.recompute_x, A.v_first, &A.layers[0]);
   return A.layers[0];
 }

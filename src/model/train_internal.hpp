@@ -7,6 +7,7 @@
 
 #include "model/activations.hpp"
 #include "model/backward.hpp"
+#include "model/dropout.hpp"
 #include "model/forward.hpp"
 #include "model/weights.hpp"
 
@@ -49,6 +50,9 @@ struct Acts {
   // Per-layer checkpointing: the forward keeps only each layer's input x [R, C] (and
   // v_first); the backward recomputes one layer at a time into layers[0].
   bool checkpoint_layers = false;
+  // Training dropout of this pass (off unless GradOptions::dropout > 0): the forward, the
+  // segment pre-pass, a recomputed layer and the backward draw the same masks from it.
+  Dropout dropout;
   std::vector<Buf> layer_inputs;  // [L][R, C]
   Buf recompute_x;
 

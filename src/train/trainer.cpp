@@ -79,7 +79,18 @@ nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const 
   if (o.tune != "all") id["tune"] = o.tune;
   if (o.lora_rank > 0) id["lora_rank"] = o.lora_rank;
   if (o.lora_rank > 0) id["lora_alpha"] = o.lora_alpha;
+  if (o.dropout > 0) id["dropout"] = o.dropout;
   return id;
+}
+
+// The dropout masks of step `step`, micro-batch `micro` (a pure function of them: a resumed run
+// draws what the uninterrupted one did).
+uint64_t dropout_seed(uint64_t seed, int64_t step, int64_t micro) {
+  uint64_t z = seed * 0x9e3779b97f4a7c15ull + uint64_t(step) * 0xd1b54a32d192ed03ull +
+               uint64_t(micro) * 0x8cb92ba72f3d8dd7ull + 1;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
 
 std::string in_dir(const TrainOptions& o, const std::string& name) {
@@ -313,6 +324,8 @@ TrainSummary run_training(const TrainOptions& o,
   if (o.out_dir.empty()) throw Error("train: -o OUT (output folder) is required");
   if (o.steps < 1 || o.accum < 1) throw Error("train: --steps and --accum must be at least 1");
   if (!(o.lr_init > 0) || !(o.lr_final > 0)) throw Error("train: learning rates must be positive");
+  if (!(o.dropout >= 0 && o.dropout < 1))
+    throw Error("train: --dropout must be in [0, 1) (got " + std::to_string(o.dropout) + ")");
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "f16")
     throw Error("train: --save-dtype must be f32, bf16 or f16");
   const bool tune_state = o.tune == "state";
@@ -431,6 +444,7 @@ TrainSummary run_training(const TrainOptions& o,
   go.segment = o.segment;
   go.truncate_bptt = o.truncate_bptt;
   go.checkpoint_layers = o.checkpoint_layers;
+  go.dropout = float(o.dropout);
   if (tune_state || tune_lora) go.frozen = &frozen;
   std::ofstream json_log;
   if (!o.log_json.empty() && dp.is_root()) json_log.open(o.log_json, std::ios::app);
@@ -457,6 +471,7 @@ TrainSummary run_training(const TrainOptions& o,
     for (int64_t a = 0; a < o.accum; ++a) {
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
       GradResult& r = a == 0 ? acc : micro;
+      go.dropout_seed = dropout_seed(o.seed, s, a);
       if (streams) {
         std::vector<State>& from = carried[size_t(a)];
         std::vector<std::vector<int32_t>> rows;
@@ -481,7 +496,10 @@ TrainSummary run_training(const TrainOptions& o,
           for (int64_t b = 0; b < o.batch; ++b)
             remembered[size_t(replay->advance(a * o.batch + b))] = from[size_t(b)];
       } else {
-        std::vector<std::vector<int32_t>> rows = rank_rows(batchers[k].rows(s * o.accum + a), dp);
+        std::vector<std::vector<int32_t>> all_rows = batchers[k].rows(s * o.accum + a);
+        go.dropout_first_row =
+            dp.size() == 1 ? 0 : int64_t(all_rows.size()) / dp.size() * dp.rank();
+        std::vector<std::vector<int32_t>> rows = rank_rows(std::move(all_rows), dp);
         if (tune_state) {
           start_states(time_states, cfg, int64_t(rows.size()), row_starts);
           go.initial_states = &row_starts;
