@@ -34,7 +34,7 @@ void register_grad(CLI::App& app) {
     ModelFlags model;
     std::string tokens, out;
     bool l2wrap = false;
-    int64_t checkpoint = 32, segment = 0;
+    int64_t checkpoint = 32, segment = 0, loss_from = 0;
     bool truncate_bptt = false, checkpoint_layers = false;
   };
   auto o = std::make_shared<Opts>();
@@ -55,6 +55,11 @@ void register_grad(CLI::App& app) {
       ->capture_default_str()
       ->check(Positive);
   add_long_context_flags(cmd, o->segment, o->truncate_bptt, o->checkpoint_layers);
+  cmd->add_option("--loss-from", o->loss_from,
+                  "Only predicted positions from this one on (0-based) count in the loss; with "
+                  "--segment the printed state gradients show how far back that loss reaches")
+      ->capture_default_str()
+      ->check(NonNegative);
   cmd->add_option("-o,--output", o->out, "Output .safetensors")->required();
   cmd->callback([o] {
     const auto rows = parse_rows(o->tokens);
@@ -66,6 +71,7 @@ void register_grad(CLI::App& app) {
     go.segment = o->segment;
     go.truncate_bptt = o->truncate_bptt;
     go.checkpoint_layers = o->checkpoint_layers;
+    go.loss_from = o->loss_from;
     const LossAndGradients r = compute_gradients(o->model.model, rows, go);
     const float loss = float(r.loss);
     std::vector<ArrayView> out = {{"loss", {}, &loss}};

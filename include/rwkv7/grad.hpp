@@ -21,6 +21,9 @@ struct GradientOptions {
   int64_t segment = 0;
   bool truncate_bptt = false;      // with segments: stop the state's gradient at boundaries
   bool checkpoint_layers = false;  // keep only layer inputs; recompute each layer in backward
+  // Only predicted positions t >= loss_from count (loss = their mean; the others get no
+  // gradient): with segments, state_grad_norms then show how far back a late loss reaches.
+  int64_t loss_from = 0;
 };
 
 struct NamedGradient {
@@ -31,7 +34,7 @@ struct NamedGradient {
 
 struct LossAndGradients {
   double loss = 0;                       // mean cross-entropy over all predicted positions
-  int64_t positions = 0;                 // rows · (row length - 1)
+  int64_t positions = 0;                 // rows · (row length - 1 - loss_from)
   std::vector<NamedGradient> gradients;  // official state_dict order; layer 0 has no v0/v1/v2
   // With segments: |d loss / d state| at the start of each segment (entry 0: 0, detached).
   std::vector<double> state_grad_norms;

@@ -242,11 +242,12 @@ struct Backward {
 // Cross-entropy summed over A.R rows and divided by `mean_over` (all positions of the rows,
 // when this pass is one segment of them), its gradient written over the logits in place; rows
 // are split over the pool (the exp of every logit dominates).
-// With soft targets ([B, T_full, V] distributions, GradOptions::soft_targets), this pass's row
-// r = b·A.T + i reads the distribution of position t0 + i of row b.
+// This pass's row r = b·A.T + i is position t0 + i of row b: with soft targets ([B, T_full, V]
+// distributions, GradOptions::soft_targets) it reads that position's distribution; positions
+// before loss_from (GradOptions::loss_from) add nothing to the loss and get no gradient.
 struct SoftTargets {
   const float* probs = nullptr;
-  int64_t t0 = 0, T_full = 0;
+  int64_t t0 = 0, T_full = 0, loss_from = 0;
 };
 
 double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, ThreadPool* pool,
@@ -257,11 +258,14 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, Thre
   auto rows = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       float* l = A.logits.data() + r * V;
-      CrossEntropyArgs<float> a{1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over};
-      if (soft.probs) {
-        const int64_t b = r / A.T, t = soft.t0 + r % A.T;
-        a.soft_targets = soft.probs + (b * soft.T_full + t) * V;
+      const int64_t b = r / A.T, t = soft.t0 + r % A.T;
+      if (t < soft.loss_from) {
+        std::fill_n(l, V, 0.0f);
+        part[size_t(r)] = 0;
+        continue;
       }
+      CrossEntropyArgs<float> a{1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over};
+      if (soft.probs) a.soft_targets = soft.probs + (b * soft.T_full + t) * V;
       part[size_t(r)] = cross_entropy<float>(a);
     }
   };
@@ -383,6 +387,10 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     }
   }
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
+  if (opts.loss_from < 0 || opts.loss_from >= int64_t(len) - 1) {
+    throw Error("gradient: loss_from " + std::to_string(opts.loss_from) +
+                " leaves no predicted position (rows predict " + std::to_string(len - 1) + ")");
+  }
   if (!(opts.dropout >= 0 && opts.dropout < 1))
     throw Error("gradient: dropout must be in [0, 1) (got " + std::to_string(opts.dropout) + ")");
   if (opts.segment < 0)
@@ -452,7 +460,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     detail::assign_states(A.boundaries[size_t(k + 1)], A.states);
   }
 
-  res.positions = B * T;
+  res.positions = B * (T - opts.loss_from);
   prepare_gradients(params, A, res.grads);
 
   // Backward through the segments in reverse, each recomputed from its input state; the
@@ -470,8 +478,9 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
     const bool wants_d_initial = (carry_grad && k > 0) || (k == 0 && opts.initial_state_grads);
     if (has_d_final) std::swap(A.d_final, A.d_initial);
     if (wants_d_initial) zero_states(A.d_initial);
-    const SoftTargets soft{opts.soft_targets ? opts.soft_targets->data() : nullptr, k * seg, T};
-    backward_segment(params, weights, backend, pool, opts, B * T, soft, A, res,
+    const SoftTargets soft{opts.soft_targets ? opts.soft_targets->data() : nullptr, k * seg, T,
+                           opts.loss_from};
+    backward_segment(params, weights, backend, pool, opts, res.positions, soft, A, res,
                      has_d_final ? &A.d_final : nullptr, wants_d_initial ? &A.d_initial : nullptr);
     if (k == 0 && opts.initial_state_grads) {
       detail::assign_states(*opts.initial_state_grads, A.d_initial);

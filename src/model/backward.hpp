@@ -71,6 +71,10 @@ struct GradOptions {
   // of row b predicts with p = soft_targets[(b·(T−1) + t)·V ...]): the loss is Σ p·(lse − l)
   // (KL(p‖q) + H(p)), e.g. a teacher's next-token distributions. Null = the next tokens.
   const std::vector<float>* soft_targets = nullptr;
+  // Only positions t >= loss_from of each row (0-based among its T−1 predicted positions)
+  // count: the loss is their mean and the others get no gradient (e.g. the gradient of a late
+  // segment's loss w.r.t. earlier states).
+  int64_t loss_from = 0;
   // When given, receives each row's state after its last position.
   std::vector<State>* final_states = nullptr;
 };

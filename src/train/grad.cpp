@@ -20,6 +20,7 @@ LossAndGradients compute_gradients(const std::string& model_path,
   go.segment = opts.segment;
   go.truncate_bptt = opts.truncate_bptt;
   go.checkpoint_layers = opts.checkpoint_layers;
+  go.loss_from = opts.loss_from;
   train::GradResult r = train::loss_and_gradients(params, rows, *backend, &pool, go);
   LossAndGradients out;
   out.loss = r.loss;
