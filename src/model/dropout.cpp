@@ -22,6 +22,10 @@ bool kept(uint64_t key, uint64_t index, float p) {
 
 }  // namespace
 
+uint64_t Dropout::step_seed(uint64_t run_seed, int64_t step, int64_t micro) {
+  return mix(mix(mix(run_seed) ^ uint64_t(step)) ^ uint64_t(micro));
+}
+
 bool Dropout::keeps(Site site, int64_t layer, int64_t r, int64_t c, int64_t C) const {
   const int64_t b = first_row + r / positions, t = first + r % positions;
   return kept(site_key(seed, site, layer), uint64_t((b * row_length + t) * C + c), p);

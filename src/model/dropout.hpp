@@ -25,6 +25,10 @@ struct Dropout {
   // (gradients) alike.
   void apply(float* x, int64_t R, int64_t C, Site site, int64_t layer) const;
 
+  // The seed of one training step's micro-batch (a pure function: a resumed run draws what
+  // the uninterrupted one did).
+  static uint64_t step_seed(uint64_t run_seed, int64_t step, int64_t micro);
+
   // Whether value (r, c) of this pass is kept (exposed for tests).
   bool keeps(Site site, int64_t layer, int64_t r, int64_t c, int64_t C) const;
 };

@@ -12,6 +12,7 @@
 #include "io/tensor_io.hpp"
 #include "model/backward.hpp"
 #include "rwkv7/error.hpp"
+#include "rwkv7/state_fidelity.hpp"
 #include "train/state_learn_internal.hpp"
 
 namespace rwkv7 {
@@ -57,28 +58,6 @@ double append_softmax(const std::vector<float>& logits, int64_t V, std::vector<f
     }
   }
   return entropy / double(T);
-}
-
-// Mean KL(p ‖ q) per position of teacher logits p and student logits q, both [T, V].
-double mean_kl(const std::vector<float>& p_logits, const std::vector<float>& q_logits, int64_t V) {
-  const int64_t T = int64_t(p_logits.size()) / V;
-  auto lse = [V](const float* l) {
-    const double mx = *std::max_element(l, l + V);
-    double sum = 0;
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v]) - mx);
-    return mx + std::log(sum);
-  };
-  double kl = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const float* p = p_logits.data() + t * V;
-    const float* q = q_logits.data() + t * V;
-    const double lp = lse(p), lq = lse(q);
-    for (int64_t v = 0; v < V; ++v) {
-      const double a = double(p[v]) - lp;
-      kl += std::exp(a) * (a - (double(q[v]) - lq));
-    }
-  }
-  return kl / double(T);
 }
 
 // Adam over one flat vector.
@@ -197,7 +176,8 @@ StateProjection fit_state_projection(const std::string& model_path, std::span<co
       State approx = project_state(s.state, p);
       const auto q =
           model->forward(std::span<const int32_t>(s.row.data(), size_t(T)), approx, Logits::All);
-      sum += mean_kl(teacher_logits(s), q, V);
+      const std::span<const int32_t> next(s.row.data() + 1, size_t(T));
+      sum += score_fidelity(teacher_logits(s), q, V, next).kl;
     }
     return sum / double(samples.size());
   };

@@ -14,6 +14,7 @@
 #include "engine/model_internal.hpp"
 #include "io/tensor_io.hpp"
 #include "model/backward.hpp"
+#include "model/dropout.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/evaluate.hpp"
 #include "rwkv7/train.hpp"
@@ -81,16 +82,6 @@ nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const 
   if (o.lora_rank > 0) id["lora_alpha"] = o.lora_alpha;
   if (o.dropout > 0) id["dropout"] = o.dropout;
   return id;
-}
-
-// The dropout masks of step `step`, micro-batch `micro` (a pure function of them: a resumed run
-// draws what the uninterrupted one did).
-uint64_t dropout_seed(uint64_t seed, int64_t step, int64_t micro) {
-  uint64_t z = seed * 0x9e3779b97f4a7c15ull + uint64_t(step) * 0xd1b54a32d192ed03ull +
-               uint64_t(micro) * 0x8cb92ba72f3d8dd7ull + 1;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
 }
 
 std::string in_dir(const TrainOptions& o, const std::string& name) {
@@ -471,7 +462,7 @@ TrainSummary run_training(const TrainOptions& o,
     for (int64_t a = 0; a < o.accum; ++a) {
       // Buffers and gradient tensors are reused from step to step (no allocation per step).
       GradResult& r = a == 0 ? acc : micro;
-      go.dropout_seed = dropout_seed(o.seed, s, a);
+      go.dropout_seed = Dropout::step_seed(o.seed, s, a);
       if (streams) {
         std::vector<State>& from = carried[size_t(a)];
         std::vector<std::vector<int32_t>> rows;

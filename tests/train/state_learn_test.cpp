@@ -22,6 +22,7 @@
 namespace rwkv7::train {
 namespace {
 
+using testing::noisy_states;
 using testing::random_rows;
 using testing::tiny_random_params;
 
@@ -36,17 +37,6 @@ std::vector<float> random_distributions(int64_t positions, int64_t V, uint64_t s
     for (int64_t v = 0; v < V; ++v) p[size_t(r * V + v)] = float(p[size_t(r * V + v)] / sum);
   }
   return p;
-}
-
-std::vector<State> noisy_states(const ModelConfig& c, int64_t rows, uint64_t seed) {
-  std::vector<State> out;
-  start_states(zero_time_states(c), c, rows, out);
-  std::mt19937 rng{uint32_t(seed)};
-  std::normal_distribution<float> nd(0.0f, 0.5f);
-  for (State& s : out)
-    for (std::vector<float>* v : {&s.att_shift, &s.ffn_shift, &s.wkv})
-      for (float& x : *v) x = nd(rng);
-  return out;
 }
 
 TEST(StateLearn, OneHotSoftTargetsEqualTheNextTokensAlsoInSegments) {

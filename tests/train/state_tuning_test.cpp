@@ -20,23 +20,12 @@
 namespace rwkv7::train {
 namespace {
 
+using testing::noisy_states;
 using testing::quote;
 using testing::random_rows;
 using testing::run_cli;
 using testing::TempDir;
 using testing::tiny_random_params;
-
-// A state of seeded noise for each row (so no part of the gradient is zero by construction).
-std::vector<State> noisy_states(const ModelConfig& c, int64_t rows, uint64_t seed) {
-  std::vector<State> out;
-  start_states(zero_time_states(c), c, rows, out);
-  std::mt19937 rng{uint32_t(seed)};
-  std::normal_distribution<float> nd(0.0f, 0.5f);
-  for (State& s : out)
-    for (std::vector<float>* v : {&s.att_shift, &s.ffn_shift, &s.wkv})
-      for (float& x : *v) x = nd(rng);
-  return out;
-}
 
 // Loss and d loss / d initial states of `rows` from `starts`.
 double loss_at(const TrainParams& p, const std::vector<std::vector<int32_t>>& rows,

@@ -69,4 +69,21 @@ inline double worst_relative_difference(const train::Gradients& a, const train::
   return worst;
 }
 
+// One state per row of seeded noise N(0, 0.5) in every value (so no part of a state gradient
+// is zero by construction).
+inline std::vector<State> noisy_states(const ModelConfig& c, int64_t rows, uint64_t seed) {
+  std::vector<State> out(static_cast<size_t>(rows));
+  std::mt19937 rng{uint32_t(seed)};
+  std::normal_distribution<float> nd(0.0f, 0.5f);
+  for (State& s : out) {
+    s.n_layer = c.n_layer, s.n_embd = c.n_embd, s.n_head = c.n_head, s.head_size = c.head_size;
+    s.att_shift.resize(size_t(c.n_layer * c.n_embd));
+    s.ffn_shift.resize(size_t(c.n_layer * c.n_embd));
+    s.wkv.resize(size_t(c.n_layer * c.n_head * c.head_size * c.head_size));
+    for (std::vector<float>* v : {&s.att_shift, &s.ffn_shift, &s.wkv})
+      for (float& x : *v) x = nd(rng);
+  }
+  return out;
+}
+
 }  // namespace rwkv7::testing
