@@ -1,5 +1,6 @@
 // Backend::gemm on the cpu backend, in the modes and shapes of one training layer of
-// BM_Grad/L:6/C:256/V:256/T:512 (R = 512 rows, C = 256, F = 1024, LoRA width 32): args are
+// BM_Grad/L:6/C:256/V:256/T:512 (R = 512 rows, C = 256, F = 1024, LoRA width 32) and of
+// BM_Grad/L:12/C:768/V:65536/T:512 (below): args are
 // A transposed, B transposed, M, N, K. Reports GFLOP/s (2·M·N·K per product).
 // Run: rwkv7_bench --benchmark_filter=Gemm.
 #include <benchmark/benchmark.h>
@@ -55,6 +56,18 @@ BENCHMARK(BM_Gemm)
     ->Args({0, 1, 512, 256, 32})    // LoRA dX += dY·mᵀ, first factor [C, 32]
     ->Args({1, 0, 256, 32, 512})    // LoRA dm += xᵀ·dY, first factor
     ->Args({1, 0, 32, 256, 512})    // LoRA dm += xᵀ·dY, second factor
+    // L12-C768 (the 0.1B shape, F = 3072, V = 65536), T = 512: forward (W [out, in] read
+    // transposed), dX, dW of a [C, C] weight, ffn.key and the head.
+    ->Args({0, 1, 512, 768, 768})
+    ->Args({0, 1, 512, 3072, 768})
+    ->Args({0, 1, 512, 768, 3072})
+    ->Args({0, 1, 512, 65536, 768})
+    ->Args({0, 0, 512, 768, 768})
+    ->Args({0, 0, 512, 768, 3072})
+    ->Args({0, 0, 512, 768, 65536})
+    ->Args({1, 0, 768, 768, 512})
+    ->Args({1, 0, 3072, 768, 512})
+    ->Args({1, 0, 65536, 768, 512})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(0.5);

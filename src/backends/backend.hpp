@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backends/pointwise.hpp"
+#include "backends/wkv7_train_args.hpp"
 #include "core/dtype.hpp"
 #include "core/function_ref.hpp"
 
@@ -92,6 +93,11 @@ class Backend {
   virtual void wkv7_many(std::span<const Wkv7Args> list) const {
     for (const Wkv7Args& a : list) wkv7(a);
   }
+  // The exact backward of the recurrence (training) for several sequences with distinct
+  // gradient outputs: each item's gradients are ADDED to its non-null outputs, states
+  // recomputed from checkpoints every `checkpoint` steps (Wkv7TrainArgs; its `pool` and
+  // forward outputs are not used).
+  virtual void wkv7_backward(std::span<const Wkv7TrainArgs<float>> list) const = 0;
   // The element-wise maps of this backend (scalar or SIMD).
   virtual const PointwiseOps& pointwise() const = 0;
   // Calls fn on disjoint ranges covering [0, rows), in parallel where the backend has threads:

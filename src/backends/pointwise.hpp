@@ -17,6 +17,12 @@ struct PointwiseOps {
   void (*tanh)(float* x, size_t n);
   void (*sigmoid)(float* x, size_t n);
   void (*relu_square)(float* x, size_t n);
+  // The softmax pieces of the cross-entropy over a row of logits: the largest value (n ≥ 1),
+  // Σ exp(x - shift) (summed in double: a row is a whole vocabulary), and
+  // out = exp(x - shift) · scale (out may be x).
+  float (*max_value)(const float* x, size_t n);
+  double (*exp_sum)(const float* x, float shift, size_t n);
+  void (*exp_scale)(const float* x, float shift, float scale, float* out, size_t n);
 };
 
 // Scalar versions with std::exp / std::tanh.

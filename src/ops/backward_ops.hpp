@@ -10,6 +10,9 @@
 // zero the buffers first).
 #include <cstdint>
 
+#include "backends/pointwise.hpp"
+#include "backends/wkv7_train_args.hpp"
+
 namespace rwkv7 {
 
 class ThreadPool;
@@ -150,25 +153,8 @@ void wkv_inputs_forward(const WkvInputsArgs<T>& a);
 template <class T>
 void wkv_inputs_backward(const WkvInputsArgs<T>& a);
 
-// WKV-7 over one sequence of S positions (SPEC §3), per head h (S[i][j], i value, j key):
-//   S = S·diag(decay) + (S·a)·bᵀ + v·kᵀ ;  y = S·r
-// Backward walks back through time from dS_final; the states it needs are recomputed from
-// checkpoints saved every `checkpoint` steps, so memory is O((S/checkpoint + checkpoint)·N²)
-// per head for any length. Heads run in parallel on `pool` when given.
-template <class T>
-struct Wkv7TrainArgs {
-  int64_t S, H, N;
-  const T *r, *decay, *k, *v, *a, *b;  // [S, H*N]
-  const T* s0;                         // [H, N, N] initial state, null = zeros
-  T* y = nullptr;                      // [S, H*N] (forward)
-  T* s_final = nullptr;                // [H, N, N] (forward, optional)
-  const T* dy = nullptr;               // [S, H*N]
-  const T* ds_final = nullptr;         // [H, N, N], null = zeros
-  T *dr = nullptr, *ddecay = nullptr, *dk = nullptr, *dv = nullptr, *da = nullptr, *db = nullptr,
-    *ds0 = nullptr;
-  int64_t checkpoint = 32;
-  ThreadPool* pool = nullptr;
-};
+// WKV-7 over one sequence (Wkv7TrainArgs, backends/wkv7_train_args.hpp): the scalar forward and
+// exact backward, heads in parallel on `pool` when given.
 template <class T>
 void wkv7_train_forward(const Wkv7TrainArgs<T>& a);
 template <class T>
@@ -219,6 +205,9 @@ struct CrossEntropyArgs {
 };
 template <class T>
 double cross_entropy(const CrossEntropyArgs<T>& a);  // returns Σ loss / mean_over
+// The same in float with a backend's softmax pieces (SIMD exp on the cpu backend) for the hard
+// targets; soft targets go to the scalar cross_entropy.
+double cross_entropy(const CrossEntropyArgs<float>& a, const PointwiseOps& ops);
 
 }  // namespace train
 }  // namespace rwkv7

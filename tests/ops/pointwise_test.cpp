@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/pointwise_kernels.hpp"
+#include "hwy/targets.h"
 
 namespace rwkv7 {
 namespace {
@@ -80,6 +82,44 @@ TEST(Pointwise, NanStaysNan) {
     std::vector<float> x = z;
     map(x.data(), n);
     EXPECT_TRUE(std::isnan(x[3]) && std::isnan(x[34]));
+  }
+}
+
+}  // namespace
+}  // namespace rwkv7
+
+namespace rwkv7 {
+namespace {
+
+// The cross-entropy's softmax pieces on every Highway target, over rows up to a vocabulary:
+// the maximum exactly; Σ exp in float vectors over blocks of 1024 values (≤ 128 float additions
+// per lane even on 4-lane targets, then double): relative 1e-5; each exp within a few ulp of
+// its float argument.
+TEST(Pointwise, SoftmaxPiecesEqualScalarOnEveryTarget) {
+  const PointwiseOps& ref = scalar_pointwise_ops();
+  const PointwiseOps& simd = cpu::simd_pointwise_ops();
+  std::mt19937 rng(12);
+  for (size_t n : {size_t(1), size_t(7), size_t(16), size_t(33), size_t(771), size_t(65536)}) {
+    std::vector<float> x = values(n, rng);
+    const float shift = ref.max_value(x.data(), n);
+    const double want_sum = ref.exp_sum(x.data(), shift, n);
+    std::vector<float> want(n);
+    ref.exp_scale(x.data(), shift, 0.25f, want.data(), n);
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      const std::string what = std::string(hwy::TargetName(target)) + " n " + std::to_string(n);
+      EXPECT_EQ(simd.max_value(x.data(), n), shift) << what;
+      EXPECT_NEAR(simd.exp_sum(x.data(), shift, n), want_sum, 1e-5 * want_sum) << what;
+      std::vector<float> got = x;  // in place, as the cross-entropy calls it
+      simd.exp_scale(got.data(), shift, 0.25f, got.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        // x - shift rounded in float: exp's relative error grows with the argument's size.
+        const double arg_rounding = std::abs(double(x[i]) - shift) * 2 * 1.2e-7;
+        ASSERT_NEAR(got[i], want[i], (1e-6 + arg_rounding) * want[i] + 1e-37)
+            << what << " element " << i;
+      }
+    }
+    hwy::SetSupportedTargetsForTest(0);
   }
 }
 

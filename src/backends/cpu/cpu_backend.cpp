@@ -13,6 +13,8 @@
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
+#include "backends/cpu/wkv7_backward_kernels.hpp"
+#include "backends/reference/wkv7_train_scalar.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/aligned_allocator.h"
@@ -24,7 +26,11 @@ namespace {
 constexpr int64_t kRowTile = 64;     // positions per pass over a weight row: x tile stays in L2
 constexpr int64_t kGemmMinRows = 8;  // below this the products are memory-bound: dot rows
 constexpr int64_t kWkvSeqMinSteps = 4;
-constexpr int64_t kPanelDepth = 128;     // inputs per packed panel: 128 × 64 floats = 32 KB of L1
+constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
+// Rows of C per pass over the panels when there are many: op(X) rows × kPanelDepth floats =
+// 512 KB, inside L2 (see packed_product; 256 and 2048 rows measured slower: rwkv7_bench
+// --benchmark_filter=Gemm).
+constexpr int64_t kRowBlock = 1024;
 constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it shares a panel
 
 class CpuBackend final : public Backend {
@@ -130,6 +136,24 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // Every (sequence, head) pair is one unit of one parallel region; the SIMD kernel, or the
+  // scalar recurrence for heads too wide for it.
+  void wkv7_backward(std::span<const Wkv7TrainArgs<float>> list) const override {
+    if (list.empty()) return;
+    const int64_t H = list[0].H;
+    for (const Wkv7TrainArgs<float>& p : list)
+      if (p.H != H) {  // mixed head counts do not come from one model: one region each
+        for (const Wkv7TrainArgs<float>& q : list) wkv7_backward({&q, 1});
+        return;
+      }
+    pool_->parallel_for(int64_t(list.size()) * H, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const Wkv7TrainArgs<float>& p = list[size_t(u / H)];
+        if (!cpu::wkv7_head_backward(p, u % H)) wkv7_scalar::head_backward<float>(p, u % H);
+      }
+    });
+  }
+
  private:
   struct PartScratch;  // below: buffers kept between calls
 
@@ -203,6 +227,19 @@ class CpuBackend final : public Backend {
   void packed_product(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
                       bool accumulate,
                       FunctionRef<void(PartScratch&, const PanelBlock&, float*)> pack) const {
+    // Every panel streams all M rows of op(X) for each block of inputs: for many rows (the
+    // head's dW: M = vocabulary) that block no longer stays in L2 between panels and each panel
+    // reads it from memory again, so the rows go in blocks, each over every panel (the panels
+    // are packed again per block: small next to a block's products).
+    if (M > 2 * kRowBlock) {
+      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+        GemmOperand rows = x;
+        rows.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+        packed_product(rows, std::min(kRowBlock, M - m0), N, K, c + m0 * ldc, ldc, accumulate,
+                       pack);
+      }
+      return;
+    }
     const int64_t nr = int64_t(cpu::panel_width());
     const int64_t panels = (N + nr - 1) / nr, threads = pool_->size();
     int64_t row_parts = 1;

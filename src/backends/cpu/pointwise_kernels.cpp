@@ -4,6 +4,9 @@
 #define HWY_TARGET_INCLUDE "backends/cpu/pointwise_kernels.cpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 // After highway.h: re-included once per target.
@@ -95,6 +98,51 @@ void ReluSquare(float* x, size_t n) {
   });
 }
 
+float MaxValue(const float* x, size_t n) {
+  const D d;
+  const size_t L = hn::Lanes(d);
+  float m = x[0];
+  size_t i = 0;
+  if (n >= L) {
+    V acc = hn::LoadU(d, x);
+    for (i = L; i + L <= n; i += L) acc = hn::Max(acc, hn::LoadU(d, x + i));
+    m = hn::GetLane(hn::MaxOfLanes(d, acc));
+  }
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// Float exps summed in float vectors over blocks of kBlock values, the blocks in double: a
+// vocabulary of 65536 keeps the float sums short.
+double ExpSum(const float* x, float shift, size_t n) {
+  const D d;
+  const size_t L = hn::Lanes(d);
+  constexpr size_t kBlock = 1024;
+  const V s = hn::Set(d, shift);
+  double total = 0;
+  size_t i = 0;
+  while (i + L <= n) {
+    V a0 = hn::Zero(d), a1 = hn::Zero(d);
+    const size_t end = std::min(n, i + kBlock);
+    for (; i + 2 * L <= end; i += 2 * L) {
+      a0 = hn::Add(a0, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), s)));
+      a1 = hn::Add(a1, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i + L), s)));
+    }
+    for (; i + L <= end; i += L) a0 = hn::Add(a0, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), s)));
+    total += double(hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1))));
+  }
+  for (; i < n; ++i) total += std::exp(double(x[i]) - double(shift));
+  return total;
+}
+
+void ExpScale(const float* x, float shift, float scale, float* out, size_t n) {
+  const D d;
+  const V s = hn::Set(d, shift), k = hn::Set(d, scale);
+  ForEach(n, x, nullptr, nullptr, out, [&](const float* a, const float*, const float*, float* o) {
+    hn::StoreU(hn::Mul(hn::Exp(d, hn::Sub(hn::LoadU(d, a), s)), k), d, o);
+  });
+}
+
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -107,6 +155,9 @@ HWY_EXPORT(ValueResidual);
 HWY_EXPORT(TanhMap);
 HWY_EXPORT(SigmoidMap);
 HWY_EXPORT(ReluSquare);
+HWY_EXPORT(MaxValue);
+HWY_EXPORT(ExpSum);
+HWY_EXPORT(ExpScale);
 
 namespace {
 void sigmoid_bias(const float* bias, const float* z, float* out, size_t n) {
@@ -121,11 +172,18 @@ void value_residual(const float* v0, const float* z, const float* v_first, float
 void tanh_map(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(TanhMap)(x, n); }
 void sigmoid_map(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(SigmoidMap)(x, n); }
 void relu_square(float* x, size_t n) { HWY_DYNAMIC_DISPATCH(ReluSquare)(x, n); }
+float max_value(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(MaxValue)(x, n); }
+double exp_sum(const float* x, float shift, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(ExpSum)(x, shift, n);
+}
+void exp_scale(const float* x, float shift, float scale, float* out, size_t n) {
+  HWY_DYNAMIC_DISPATCH(ExpScale)(x, shift, scale, out, n);
+}
 }  // namespace
 
 const PointwiseOps& simd_pointwise_ops() {
-  static const PointwiseOps ops{sigmoid_bias, decay,       value_residual,
-                                tanh_map,     sigmoid_map, relu_square};
+  static const PointwiseOps ops{sigmoid_bias, decay,     value_residual, tanh_map, sigmoid_map,
+                                relu_square,  max_value, exp_sum,        exp_scale};
   return ops;
 }
 

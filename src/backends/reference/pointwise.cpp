@@ -36,11 +36,23 @@ void relu_square(float* x, size_t n) {
   }
 }
 
+float max_value(const float* x, size_t n) { return *std::max_element(x, x + n); }
+
+double exp_sum(const float* x, float shift, size_t n) {
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += std::exp(double(x[i]) - double(shift));
+  return sum;
+}
+
+void exp_scale(const float* x, float shift, float scale, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = float(std::exp(double(x[i]) - double(shift)) * scale);
+}
+
 }  // namespace
 
 const PointwiseOps& scalar_pointwise_ops() {
-  static const PointwiseOps ops{sigmoid_bias, decay,       value_residual,
-                                tanh_map,     sigmoid_map, relu_square};
+  static const PointwiseOps ops{sigmoid_bias, decay,     value_residual, tanh_map, sigmoid_map,
+                                relu_square,  max_value, exp_sum,        exp_scale};
   return ops;
 }
 

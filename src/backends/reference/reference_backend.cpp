@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/reference/wkv7_train_scalar.hpp"
 #include "core/quant.hpp"
 
 namespace rwkv7 {
@@ -58,6 +59,34 @@ class ReferenceBackend final : public Backend {
         for (int64_t i = 0; i < cols; ++i) acc += double(row[size_t(i)]) * x[i];
         a.y[t * a.w.rows + o] = float(acc);
       }
+    }
+  }
+
+  // In double: the inputs widened, the scalar recurrence, the gradients added back.
+  void wkv7_backward(std::span<const Wkv7TrainArgs<float>> list) const override {
+    for (const Wkv7TrainArgs<float>& p : list) {
+      const size_t n = size_t(p.S * p.H * p.N), nn = size_t(p.H * p.N * p.N);
+      auto wide = [](const float* x, size_t count) {
+        return x ? std::vector<double>(x, x + count) : std::vector<double>();
+      };
+      const std::vector<double> r = wide(p.r, n), w = wide(p.decay, n), k = wide(p.k, n),
+                                v = wide(p.v, n), a = wide(p.a, n), b = wide(p.b, n),
+                                s0 = wide(p.s0, nn), dy = wide(p.dy, n), dsf = wide(p.ds_final, nn);
+      std::vector<double> dr(n), dw(n), dk(n), dv(n), da(n), db(n), ds0(nn);
+      Wkv7TrainArgs<double> q{p.S,      p.H,      p.N,      r.data(), w.data(),
+                              k.data(), v.data(), a.data(), b.data(), p.s0 ? s0.data() : nullptr};
+      q.dy = dy.data();
+      q.ds_final = p.ds_final ? dsf.data() : nullptr;
+      q.dr = dr.data(), q.ddecay = dw.data(), q.dk = dk.data(), q.dv = dv.data();
+      q.da = da.data(), q.db = db.data(), q.ds0 = ds0.data();
+      q.checkpoint = p.checkpoint;
+      for (int64_t h = 0; h < p.H; ++h) wkv7_scalar::head_backward<double>(q, h);
+      auto add = [](float* out, const std::vector<double>& g) {
+        if (out)
+          for (size_t i = 0; i < g.size(); ++i) out[i] += float(g[i]);
+      };
+      add(p.dr, dr), add(p.ddecay, dw), add(p.dk, dk), add(p.dv, dv);
+      add(p.da, da), add(p.db, db), add(p.ds0, ds0);
     }
   }
 
