@@ -1,54 +1,123 @@
-// One forward + backward (loss_and_gradients) of a fresh model (args: layers, embd, vocab, T)
-// on one row of T predicted positions. Reports tokens/s and the fraction of a 300 GFLOP/s machine
-// reached at 6·P FLOPs per token (P = non-embedding parameters + head, DESIGN.md).
-// Run: cmake -DRWKV7_BUILD_BENCH=ON, then rwkv7_bench --benchmark_filter=Grad.
+// Training speed on one row of T predicted positions of a fresh model (args: layers, embd,
+// vocab, T): BM_Grad is one forward + backward (loss_and_gradients), BM_TrainStep the whole
+// step (+ gradient clipping + AdamW). FLOPs: 6·P per token (P = non-embedding parameters +
+// head, DESIGN.md) plus the WKV's; `of_peak` is the fraction of the fp32 FMA peak measured on
+// the same threads before the run (probe_cpu_limits, as `rwkv7 bench` reports it).
+// Run: cmake -DRWKV7_BUILD_BENCH=ON, then rwkv7_bench --benchmark_filter='Grad|TrainStep'.
 #include <benchmark/benchmark.h>
 
+#include <memory>
 #include <random>
+#include <vector>
 
+#include "backends/machine_probe.hpp"
 #include "core/thread_pool.hpp"
 #include "model/backward.hpp"
 #include "model/init.hpp"
+#include "train/optimizer.hpp"
 
 namespace rwkv7 {
 namespace {
 
-void BM_Grad(benchmark::State& st) {
+// The model, rows, backend and workspace of one shape: made once (Google Benchmark calls the
+// function several times per shape; a fresh model each time made the init and the first-touch
+// page faults of a new workspace dominate a profile of the run).
+struct GradSetup {
+  std::vector<int64_t> args;
+  train::TrainParams params;
+  int64_t P = 0;
+  std::vector<std::vector<int32_t>> rows;
+  ThreadPool pool{0};
+  std::unique_ptr<Backend> be = make_cpu_backend(&pool);
+  train::TrainWorkspace ws;  // reused across steps, as a training loop does
+  train::GradResult r;
+  std::unique_ptr<train::AdamW> adam;  // made by the first BM_TrainStep call
+  double flops_per_token = 0;          // 6·P plus the WKV's
+  double fma_peak_gflop_s = 0;
+};
+
+GradSetup& setup_for(const std::vector<int64_t>& args) {
+  static std::unique_ptr<GradSetup> s;
+  if (s && s->args == args) return *s;
+  s.reset();
+  auto fresh = std::make_unique<GradSetup>();
+  fresh->args = args;
   InitSpec spec;
-  spec.n_layer = st.range(0);
-  spec.n_embd = st.range(1);
-  spec.vocab_size = st.range(2);
+  spec.n_layer = args[0];
+  spec.n_embd = args[1];
+  spec.vocab_size = args[2];
   spec.seed = 1;
   InitializedModel m = init_model(spec);
   TensorFile f;
   f.path = "init";
   for (const auto& [name, view] : m.tensors) f.add(name, view);
-  const train::TrainParams params = train::params_from_file(f);
-  int64_t P = 0;
-  for (const auto& [name, t] : params.tensors)
-    if (name != "emb.weight") P += int64_t(t.data.size());
-
-  const int64_t T = st.range(3);
+  fresh->params = train::params_from_file(f);
+  for (const auto& [name, t] : fresh->params.tensors)
+    if (name != "emb.weight") fresh->P += int64_t(t.data.size());
   std::mt19937 rng(7);
-  std::vector<std::vector<int32_t>> rows(1);
-  for (int64_t i = 0; i <= T; ++i) rows[0].push_back(int32_t(rng() % uint32_t(spec.vocab_size)));
-  ThreadPool pool(0);
-  auto be = make_cpu_backend(&pool);
-  train::TrainWorkspace ws;  // reused across steps, as a training loop does
-  train::GradResult r;
-  train::loss_and_gradients(params, rows, *be, &pool, {}, ws, r);  // warm-up: first-touch faults
-  for (auto _ : st) {
-    train::loss_and_gradients(params, rows, *be, &pool, {}, ws, r);
-    benchmark::DoNotOptimize(r.loss);
-  }
-  const double tokens = double(T) * double(st.iterations());
+  fresh->rows.resize(1);
+  for (int64_t i = 0; i <= args[3]; ++i)
+    fresh->rows[0].push_back(int32_t(rng() % uint32_t(spec.vocab_size)));
+  // The WKV: per head and token ~4·N² multiply-adds forward (8·N² FLOPs), counted 3x for
+  // forward + backward as the products are.
+  const int64_t N = 64, H = args[1] / N;
+  fresh->flops_per_token = 6.0 * double(fresh->P) + 3.0 * 8.0 * double(N * N * H * args[0]);
+  fresh->fma_peak_gflop_s = probe_cpu_limits(fresh->pool).fma_gflop_s;
+  // warm-up: first-touch faults
+  train::loss_and_gradients(fresh->params, fresh->rows, *fresh->be, &fresh->pool, {}, fresh->ws,
+                            fresh->r);
+  s = std::move(fresh);
+  return *s;
+}
+
+// GFLOP/s, and as a fraction of the FMA peak measured on the same threads just before.
+void report(benchmark::State& st, const GradSetup& g, double tokens) {
   st.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsRate);
   st.counters["GFLOP/s"] =
-      benchmark::Counter(tokens * 6.0 * double(P) / 1e9, benchmark::Counter::kIsRate);
-  st.counters["P(M)"] = double(P) / 1e6;
-  st.counters["threads"] = pool.size();
-  st.SetLabel("fraction of 300 GFLOP/s = GFLOP/s / 300");
+      benchmark::Counter(tokens * g.flops_per_token / 1e9, benchmark::Counter::kIsRate);
+  st.counters["of_peak"] = benchmark::Counter(tokens * g.flops_per_token / 1e9 / g.fma_peak_gflop_s,
+                                              benchmark::Counter::kIsRate);
+  st.counters["peak"] = g.fma_peak_gflop_s;
+  st.counters["P(M)"] = double(g.P) / 1e6;
+  st.counters["threads"] = g.pool.size();
 }
+
+void BM_Grad(benchmark::State& st) {
+  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3)});
+  const train::TrainParams& params = g.params;
+  const auto& rows = g.rows;
+  const int64_t T = st.range(3);
+  ThreadPool& pool = g.pool;
+  train::GradResult& r = g.r;
+  for (auto _ : st) {
+    train::loss_and_gradients(params, rows, *g.be, &pool, {}, g.ws, r);
+    benchmark::DoNotOptimize(r.loss);
+  }
+  report(st, g, double(T) * double(st.iterations()));
+}
+
+// A whole training step as `rwkv7 train` takes it: forward + backward, the gradient norm
+// clipped, AdamW (the measure: 6·P FLOPs per token plus the WKV's over the step).
+void BM_TrainStep(benchmark::State& st) {
+  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3)});
+  const int64_t T = st.range(3);
+  if (!g.adam) g.adam = std::make_unique<train::AdamW>(g.params.tensors, train::AdamWOptions{});
+  train::AdamW& adam = *g.adam;
+  for (auto _ : st) {
+    train::loss_and_gradients(g.params, g.rows, *g.be, &g.pool, {}, g.ws, g.r);
+    const double norm = train::grad_norm(g.r.grads, &g.pool);  // as rwkv7 train clips
+    adam.step(g.params.tensors, g.r.grads, 1e-4, &g.pool, train::clip_scale(norm, 1.0));
+    benchmark::DoNotOptimize(g.r.loss);
+  }
+  report(st, g, double(T) * double(st.iterations()));
+}
+BENCHMARK(BM_TrainStep)
+    ->ArgNames({"L", "C", "V", "T"})
+    ->Args({12, 768, 65536, 512})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(4.0);
+
 BENCHMARK(BM_Grad)
     ->ArgNames({"L", "C", "V", "T"})
     ->Args({6, 256, 65536, 512})

@@ -61,6 +61,157 @@ struct Backward {
     return it->second.data.data();
   }
 
+  // A parameter's gradient an op sums over the rows: where it goes (null: not wanted), length.
+  struct RowSum {
+    float* out;
+    int64_t n;
+  };
+  static constexpr int64_t kMinRowsPerPart = 16;
+
+  // Runs fn(part, r0, r1, sums) over row ranges covering [0, R) in parallel on the pool. An op
+  // that sums parameter gradients over its rows writes them into zeroed per-part copies
+  // (`sums[i]`, null where RowSum::out is), added to the real ones afterwards in part order:
+  // the result depends on the pool's size, not on timing.
+  void rows(int64_t R, std::initializer_list<RowSum> sums,
+            FunctionRef<void(int, int64_t, int64_t, float* const*)> fn) const {
+    constexpr size_t kMaxSums = 2;
+    float* outs[kMaxSums] = {};
+    const int parts = pool ? pool->size() : 1;
+    if (parts == 1 || R < 2 * kMinRowsPerPart) {
+      size_t i = 0;
+      for (const RowSum& s : sums) outs[i++] = s.out;
+      fn(0, 0, R, outs);
+      return;
+    }
+    size_t total = 0;
+    for (const RowSum& s : sums) total += s.out ? size_t(s.n) : 0;
+    A.part_sums.resize(size_t(parts));
+    for (Buf& b : A.part_sums) b.assign(total, 0.0f);
+    pool->parallel_parts(R, kMinRowsPerPart, [&](int part, int64_t r0, int64_t r1) {
+      float* mine[kMaxSums] = {};
+      size_t i = 0, off = 0;
+      for (const RowSum& s : sums) {
+        if (s.out) mine[i] = A.part_sums[size_t(part)].data() + off, off += size_t(s.n);
+        ++i;
+      }
+      fn(part, r0, r1, mine);
+    });
+    for (const Buf& b : A.part_sums) {
+      size_t off = 0;
+      for (const RowSum& s : sums) {
+        if (!s.out) continue;
+        for (int64_t j = 0; j < s.n; ++j) s.out[j] += b[off + size_t(j)];
+        off += size_t(s.n);
+      }
+    }
+  }
+
+  // The row-wise backward ops of ops/backward_ops.hpp, their rows split over the pool.
+  template <class T>
+  static T* at_row(T* p, int64_t r0, int64_t width) {
+    return p ? p + r0 * width : nullptr;
+  }
+  void act_back(const ActArgs<float>& a, int64_t R) const {  // a.n = R × width
+    const int64_t w = a.n / R;
+    rows(R, {}, [&](int, int64_t r0, int64_t r1, float* const*) {
+      act_backward<float>({(r1 - r0) * w, a.act, at_row(a.x, r0, w), at_row(a.y, r0, w),
+                           at_row(a.dy, r0, w), at_row(a.dx, r0, w)});
+    });
+  }
+  void mul_back(const MulArgs<float>& a, int64_t R) const {  // a.n = R × width
+    const int64_t w = a.n / R;
+    rows(R, {}, [&](int, int64_t r0, int64_t r1, float* const*) {
+      mul_backward<float>({(r1 - r0) * w, at_row(a.p, r0, w), at_row(a.q, r0, w),
+                           at_row(a.y, r0, w), at_row(a.dy, r0, w), at_row(a.dp, r0, w),
+                           at_row(a.dq, r0, w)});
+    });
+  }
+  void norm_back(const NormArgs<float>& a) const {
+    rows(a.R, {{a.dw, a.n}, {a.db, a.n}}, [&](int, int64_t r0, int64_t r1, float* const* s) {
+      NormArgs<float> q = a;
+      q.R = r1 - r0, q.x = at_row(a.x, r0, a.n), q.y = at_row(a.y, r0, a.n);
+      q.stats = at_row(a.stats, r0, 2 * a.groups), q.dy = at_row(a.dy, r0, a.n);
+      q.dx = at_row(a.dx, r0, a.n), q.dw = s[0], q.db = s[1];
+      norm_backward<float>(q);
+    });
+  }
+  void bias_sigmoid_back(const BiasSigmoidArgs<float>& a) const {
+    rows(a.R, {{a.dbias, a.C}}, [&](int, int64_t r0, int64_t r1, float* const* s) {
+      BiasSigmoidArgs<float> q = a;
+      q.R = r1 - r0, q.z = at_row(a.z, r0, a.C), q.y = at_row(a.y, r0, a.C);
+      q.dy = at_row(a.dy, r0, a.C), q.dz = at_row(a.dz, r0, a.C), q.dbias = s[0];
+      bias_sigmoid_backward<float>(q);
+    });
+  }
+  void value_residual_back(const ValueResidualArgs<float>& a) const {
+    rows(a.R, {{a.dv0, a.C}}, [&](int, int64_t r0, int64_t r1, float* const* s) {
+      ValueResidualArgs<float> q = a;
+      q.R = r1 - r0, q.v = at_row(a.v, r0, a.C), q.v_first = at_row(a.v_first, r0, a.C);
+      q.z = at_row(a.z, r0, a.C), q.y = at_row(a.y, r0, a.C), q.dy = at_row(a.dy, r0, a.C);
+      q.dv = at_row(a.dv, r0, a.C), q.dv_first = at_row(a.dv_first, r0, a.C);
+      q.dz = at_row(a.dz, r0, a.C), q.dv0 = s[0];
+      value_residual_backward<float>(q);
+    });
+  }
+  void wkv_inputs_back(const WkvInputsArgs<float>& a) const {
+    const int64_t C = a.H * a.N;
+    rows(a.R, {{a.dk_k, C}, {a.dk_a, C}}, [&](int, int64_t r0, int64_t r1, float* const* s) {
+      WkvInputsArgs<float> q = a;
+      q.R = r1 - r0, q.k = at_row(a.k, r0, C), q.a = at_row(a.a, r0, C);
+      q.wa = at_row(a.wa, r0, C), q.wb = at_row(a.wb, r0, C), q.k_out = at_row(a.k_out, r0, C);
+      q.dwa = at_row(a.dwa, r0, C), q.dwb = at_row(a.dwb, r0, C);
+      q.dk_out = at_row(a.dk_out, r0, C), q.dk = at_row(a.dk, r0, C);
+      q.da = at_row(a.da, r0, C), q.dk_k = s[0], q.dk_a = s[1];
+      wkv_inputs_backward<float>(q);
+    });
+  }
+  void bonus_back(const BonusArgs<float>& a) const {
+    const int64_t C = a.H * a.N;
+    rows(a.R, {{a.dr_k, C}}, [&](int, int64_t r0, int64_t r1, float* const* s) {
+      BonusArgs<float> q = a;
+      q.R = r1 - r0, q.r = at_row(a.r, r0, C), q.k = at_row(a.k, r0, C);
+      q.v = at_row(a.v, r0, C), q.y = at_row(a.y, r0, C), q.dy = at_row(a.dy, r0, C);
+      q.dr = at_row(a.dr, r0, C), q.dk = at_row(a.dk, r0, C), q.dv = at_row(a.dv, r0, C);
+      q.dr_k = s[0];
+      bonus_backward<float>(q);
+    });
+  }
+  // The token shift couples each row to the one before it: a range that starts inside a
+  // sequence reads that row as its prev0, and the gradient for it goes to a per-part buffer,
+  // added to dx after the parallel region (rows of one range never touch another's).
+  void shift_mix_back(const ShiftMixArgs<float>& a) const {
+    const int64_t S = a.S, C = a.C;
+    const int parts = pool ? pool->size() : 1;
+    A.part_edges.resize(size_t(parts));
+    A.part_edge_rows.assign(size_t(parts), -1);
+    rows(a.B * S, {{a.dmix, C}}, [&](int part, int64_t r0, int64_t r1, float* const* s) {
+      for (int64_t r = r0; r < r1;) {
+        const int64_t b = r / S, end = std::min(r1, (b + 1) * S);
+        const float* prev0 = at_row(a.prev0, b, C);
+        float* dprev0 = at_row(a.dprev0, b, C);
+        if (r % S != 0) {  // the range's first row, inside sequence b
+          prev0 = a.x + (r - 1) * C;
+          dprev0 = nullptr;
+          if (a.dx) {
+            Buf& edge = A.part_edges[size_t(part)];
+            edge.assign(size_t(C), 0.0f);
+            A.part_edge_rows[size_t(part)] = r - 1;
+            dprev0 = edge.data();
+          }
+        }
+        shift_mix_backward<float>({1, end - r, C, a.x + r * C, prev0, a.mix, nullptr,
+                                   at_row(a.dy, r, C), at_row(a.dx, r, C), s[0], dprev0});
+        r = end;
+      }
+    });
+    for (size_t part = 0; part < size_t(parts); ++part) {
+      const int64_t row = A.part_edge_rows[part];
+      if (row < 0) continue;
+      const Buf& edge = A.part_edges[part];
+      for (int64_t j = 0; j < C; ++j) a.dx[row * C + j] += edge[size_t(j)];
+    }
+  }
+
   // Gradients w.r.t. the state after the pass (null: none, the last segment or truncated
   // BPTT) and, accumulated, before it (null: not wanted).
   const std::vector<State>* d_final;
@@ -110,17 +261,17 @@ struct Backward {
         &dxf = zeros(size_t(R * C));
     mm.linear_back(L.h.data(), P(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
                    GW(pf, "ffn.value.weight"));
-    act_backward<float>({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()});
+    act_back({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()}, R);
     mm.linear_back(L.xkf.data(), P(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
                    GW(pf, "ffn.key.weight"));
     const float* prev0 = initial_shift_rows(l, &State::ffn_shift);
     float* dprev0 = initial_shift_grads();
-    shift_mix_backward<float>({A.B, A.T, C, L.xf.data(), prev0, P(pf, "ffn.x_k"), nullptr,
-                               dxkf.data(), dxf.data(), G(pf, "ffn.x_k"), dprev0});
+    shift_mix_back({A.B, A.T, C, L.xf.data(), prev0, P(pf, "ffn.x_k"), nullptr, dxkf.data(),
+                    dxf.data(), G(pf, "ffn.x_k"), dprev0});
     shift_state_grads(l, &State::ffn_shift, dxf.data(), dprev0);
-    norm_backward<float>({R, C, 1, kLnEps, L.x_mid.data(), P(pf, "ln2.weight"), P(pf, "ln2.bias"),
-                          nullptr, const_cast<float*>(L.ln2_stats.data()), dxf.data(), dx.data(),
-                          G(pf, "ln2.weight"), G(pf, "ln2.bias")});
+    norm_back({R, C, 1, kLnEps, L.x_mid.data(), P(pf, "ln2.weight"), P(pf, "ln2.bias"), nullptr,
+               const_cast<float*>(L.ln2_stats.data()), dxf.data(), dx.data(), G(pf, "ln2.weight"),
+               G(pf, "ln2.bias")});
   }
 
   // dv_first: gradient w.r.t. layer 0's value, accumulated by layers >= 1.
@@ -136,27 +287,29 @@ struct Backward {
     Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
     mm.linear_back(L.yg.data(), P(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
                    GW(at, "output.weight"));
-    mul_backward<float>(
-        {R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()});
+    mul_back({R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()}, R);
     // gate: g = σ(xg·g1)·g2
     Buf &dxg = zeros(RC), &dg_low = zeros(size_t(R * c.d_gate)),
         &dg_pre = zeros(size_t(R * c.d_gate));
     mm.lora_back(L.g_low.data(), P(at, "g2"), dg.data(), R, c.d_gate, C, dg_low.data(),
                  GW(at, "g2"));
-    act_backward<float>({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
-                         dg_low.data(), dg_pre.data()});
+    act_back({R * c.d_gate, Act::Sigmoid, nullptr, const_cast<float*>(L.g_low.data()),
+              dg_low.data(), dg_pre.data()},
+             R);
     mm.lora_back(L.xg.data(), P(at, "g1"), dg_pre.data(), R, C, c.d_gate, dxg.data(), GW(at, "g1"));
 
     // yb = GroupNorm(y) + bonus(r, kf, v)
     Buf &dr = zeros(RC), &dkf = zeros(RC), &dv = zeros(RC), &dy = zeros(RC);
-    bonus_backward<float>({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at, "r_k"), nullptr,
-                           dyb.data(), dr.data(), dkf.data(), dv.data(), G(at, "r_k")});
-    norm_backward<float>({R, C, H, kGroupNormEps, L.y.data(), P(at, "ln_x.weight"),
-                          P(at, "ln_x.bias"), nullptr, const_cast<float*>(L.gn_stats.data()),
-                          dyb.data(), dy.data(), G(at, "ln_x.weight"), G(at, "ln_x.bias")});
-    // WKV, one sequence at a time (heads in parallel), from the row's state before the pass
+    bonus_back({R, H, N, L.r.data(), L.kf.data(), L.v.data(), P(at, "r_k"), nullptr, dyb.data(),
+                dr.data(), dkf.data(), dv.data(), G(at, "r_k")});
+    norm_back({R, C, H, kGroupNormEps, L.y.data(), P(at, "ln_x.weight"), P(at, "ln_x.bias"),
+               nullptr, const_cast<float*>(L.gn_stats.data()), dyb.data(), dy.data(),
+               G(at, "ln_x.weight"), G(at, "ln_x.bias")});
+    // WKV, every (sequence, head) in parallel, each from its row's state before the pass
     Buf &ddecay = zeros(RC), &dwa = zeros(RC), &dwb = zeros(RC);
     const int64_t HNN = H * N * N;
+    std::vector<Wkv7TrainArgs<float>>& wkv = A.wkv_backward_args;
+    wkv.clear();
     for (int64_t b = 0; b < A.B; ++b) {
       const size_t o = size_t(b * A.T * C);
       const float* s0 = A.initial[size_t(b)].wkv.data() + l * HNN;
@@ -172,18 +325,17 @@ struct Backward {
       w.da = &dwa[o];
       w.db = &dwb[o];
       w.checkpoint = opts.wkv_checkpoint;
-      w.pool = pool;
-      wkv7_train_backward(w);
+      wkv.push_back(w);
     }
+    mm.be.wkv7_backward(wkv);
     Buf &dk = zeros(RC), &da = zeros(RC);
-    wkv_inputs_backward<float>({R, H, N, L.k.data(), L.a.data(), P(at, "k_k"), P(at, "k_a"),
-                                nullptr, nullptr, nullptr, dwa.data(), dwb.data(), dkf.data(),
-                                dk.data(), da.data(), G(at, "k_k"), G(at, "k_a")});
+    wkv_inputs_back({R, H, N, L.k.data(), L.a.data(), P(at, "k_k"), P(at, "k_a"), nullptr, nullptr,
+                     nullptr, dwa.data(), dwb.data(), dkf.data(), dk.data(), da.data(),
+                     G(at, "k_k"), G(at, "k_a")});
     // a = σ(a0 + (xa2·a1)·a2)
     Buf &daz = zeros(RC), &da_low = zeros(size_t(R * c.d_aaa)), &dxa2 = zeros(RC);
-    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Sigmoid, P(at, "a0"), L.az.data(),
-                                  const_cast<float*>(L.a.data()), da.data(), daz.data(),
-                                  G(at, "a0")});
+    bias_sigmoid_back({R, C, BiasSigmoidKind::Sigmoid, P(at, "a0"), L.az.data(),
+                       const_cast<float*>(L.a.data()), da.data(), daz.data(), G(at, "a0")});
     mm.lora_back(L.a_low.data(), P(at, "a2"), daz.data(), R, c.d_aaa, C, da_low.data(),
                  GW(at, "a2"));
     mm.lora_back(L.xa2.data(), P(at, "a1"), da_low.data(), R, C, c.d_aaa, dxa2.data(),
@@ -194,9 +346,9 @@ struct Backward {
       for (size_t i = 0; i < RC; ++i) dv_raw[i] = dv[i] + dv_first[i];
     } else {
       Buf &dvz = zeros(RC), &dv_low = zeros(size_t(R * c.d_value));
-      value_residual_backward<float>({R, C, L.v_raw.data(), A.v_first.data(), P(at, "v0"),
-                                      L.vz.data(), nullptr, dv.data(), dv_raw.data(),
-                                      dv_first.data(), G(at, "v0"), dvz.data()});
+      value_residual_back({R, C, L.v_raw.data(), A.v_first.data(), P(at, "v0"), L.vz.data(),
+                           nullptr, dv.data(), dv_raw.data(), dv_first.data(), G(at, "v0"),
+                           dvz.data()});
       mm.lora_back(L.v_low.data(), P(at, "v2"), dvz.data(), R, c.d_value, C, dv_low.data(),
                    GW(at, "v2"));
       mm.lora_back(L.xv.data(), P(at, "v1"), dv_low.data(), R, C, c.d_value, dxv.data(),
@@ -205,13 +357,13 @@ struct Backward {
     // decay = exp(-e^-0.5 · σ(w0 + tanh(xw·w1)·w2))
     Buf &dwz = zeros(RC), &dw_low = zeros(size_t(R * c.d_decay)),
         &dw_pre = zeros(size_t(R * c.d_decay)), &dxw = zeros(RC);
-    bias_sigmoid_backward<float>({R, C, BiasSigmoidKind::Decay, P(at, "w0"), L.wz.data(),
-                                  const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(),
-                                  G(at, "w0")});
+    bias_sigmoid_back({R, C, BiasSigmoidKind::Decay, P(at, "w0"), L.wz.data(),
+                       const_cast<float*>(L.decay.data()), ddecay.data(), dwz.data(), G(at, "w0")});
     mm.lora_back(L.w_low.data(), P(at, "w2"), dwz.data(), R, c.d_decay, C, dw_low.data(),
                  GW(at, "w2"));
-    act_backward<float>({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()),
-                         dw_low.data(), dw_pre.data()});
+    act_back({R * c.d_decay, Act::Tanh, nullptr, const_cast<float*>(L.w_low.data()), dw_low.data(),
+              dw_pre.data()},
+             R);
     mm.lora_back(L.xw.data(), P(at, "w1"), dw_pre.data(), R, C, c.d_decay, dxw.data(),
                  GW(at, "w1"));
     // r, k, v projections
@@ -229,13 +381,13 @@ struct Backward {
     const float* prev0 = initial_shift_rows(l, &State::att_shift);
     float* dprev0 = initial_shift_grads();
     for (auto [name, d] : mixes) {
-      shift_mix_backward<float>({A.B, A.T, C, L.xa.data(), prev0, P(at, name), nullptr, d->data(),
-                                 dxa.data(), G(at, name), dprev0});
+      shift_mix_back({A.B, A.T, C, L.xa.data(), prev0, P(at, name), nullptr, d->data(), dxa.data(),
+                      G(at, name), dprev0});
     }
     shift_state_grads(l, &State::att_shift, dxa.data(), dprev0);
-    norm_backward<float>({R, C, 1, kLnEps, L.x_in.data(), P(pf, "ln1.weight"), P(pf, "ln1.bias"),
-                          nullptr, const_cast<float*>(L.ln1_stats.data()), dxa.data(), dx.data(),
-                          G(pf, "ln1.weight"), G(pf, "ln1.bias")});
+    norm_back({R, C, 1, kLnEps, L.x_in.data(), P(pf, "ln1.weight"), P(pf, "ln1.bias"), nullptr,
+               const_cast<float*>(L.ln1_stats.data()), dxa.data(), dx.data(), G(pf, "ln1.weight"),
+               G(pf, "ln1.bias")});
   }
 };
 
@@ -251,7 +403,7 @@ struct SoftTargets {
 };
 
 double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, ThreadPool* pool,
-                        const SoftTargets& soft) {
+                        const SoftTargets& soft, const PointwiseOps& ops) {
   const int64_t R = A.R;
   std::vector<double>& part = A.loss_parts;
   part.assign(size_t(R), 0.0);
@@ -266,7 +418,7 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, Thre
       }
       CrossEntropyArgs<float> a{1, V, l, &A.targets[size_t(r)], l, l2wrap, mean_over};
       if (soft.probs) a.soft_targets = soft.probs + (b * soft.T_full + t) * V;
-      part[size_t(r)] = cross_entropy<float>(a);
+      part[size_t(r)] = cross_entropy(a, ops);
     }
   };
   if (pool) {
@@ -281,7 +433,7 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, Thre
 
 // `grads` zeroed, one tensor per parameter name (re-made when a name or shape differs, else
 // reused).
-void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
+void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads, ThreadPool* pool) {
   if (A.names.empty() || A.names_layers != params.config.n_layer) {  // once: names() builds strings
     A.names = params.names();
     A.names_layers = params.config.n_layer;
@@ -292,7 +444,17 @@ void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
     reuse = reuse && it != grads.end() && it->second.shape == params.tensors.at(n).shape;
   }
   if (reuse) {
-    for (auto& [n, g] : grads) std::fill(g.data.begin(), g.data.end(), 0.0f);
+    for (auto& [n, g] : grads) {  // the big ones (head, embedding) over the pool
+      float* d = g.data.data();
+      constexpr int64_t kMinPart = 1 << 16;
+      const int64_t count = int64_t(g.data.size());
+      if (pool && count >= 2 * kMinPart) {
+        pool->parallel_for(count, kMinPart,
+                           [&](int64_t i0, int64_t i1) { std::fill(d + i0, d + i1, 0.0f); });
+      } else {
+        std::fill(d, d + count, 0.0f);
+      }
+    }
   } else {
     grads.clear();
     for (const std::string& n : A.names) grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
@@ -307,10 +469,9 @@ void backward_from_xo(const Backward& bw, const ModelWeights& weights, const Bac
   const int64_t R = A.R, C = params.config.n_embd;
   Buf& dx = A.dx;
   dx.assign(size_t(R * C), 0.0f);
-  norm_backward<float>({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
-                        params.get("ln_out.bias"), nullptr,
-                        const_cast<float*>(A.lnout_stats.data()), A.dxo.data(), dx.data(),
-                        bw.G("ln_out.weight"), bw.G("ln_out.bias")});
+  bw.norm_back({R, C, 1, kLnEps, A.x_final.data(), params.get("ln_out.weight"),
+                params.get("ln_out.bias"), nullptr, const_cast<float*>(A.lnout_stats.data()),
+                A.dxo.data(), dx.data(), bw.G("ln_out.weight"), bw.G("ln_out.bias")});
   Buf& dv_first = A.dv_first;
   dv_first.assign(size_t(R * C), 0.0f);
   for (int64_t l = params.config.n_layer - 1; l >= 0; --l) {
@@ -320,10 +481,9 @@ void backward_from_xo(const Backward& bw, const ModelWeights& weights, const Bac
     bw.time_mix(l, L, dx, dv_first);
   }
   A.demb.assign(size_t(R * C), 0.0f);
-  norm_backward<float>({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
-                        params.get("blocks.0.ln0.bias"), nullptr,
-                        const_cast<float*>(A.ln0_stats.data()), dx.data(), A.demb.data(),
-                        bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
+  bw.norm_back({R, C, 1, kLnEps, A.emb.data(), params.get("blocks.0.ln0.weight"),
+                params.get("blocks.0.ln0.bias"), nullptr, const_cast<float*>(A.ln0_stats.data()),
+                dx.data(), A.demb.data(), bw.G("blocks.0.ln0.weight"), bw.G("blocks.0.ln0.bias")});
 }
 
 // One pass's loss (added to res.loss) and gradients (added to res.grads) after train_forward
@@ -334,7 +494,8 @@ void backward_segment(const TrainParams& params, const ModelWeights& weights,
                       const std::vector<State>* d_final, std::vector<State>* d_initial) {
   const ModelConfig& c = params.config;
   const int64_t R = A.R, C = c.n_embd, V = c.vocab_size;
-  res.loss += loss_and_dlogits(A, V, opts.l2wrap, mean_over, pool, soft);  // A.logits: dlogits
+  res.loss += loss_and_dlogits(A, V, opts.l2wrap, mean_over, pool, soft,
+                               backend.pointwise());  // A.logits: dlogits
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
   A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
@@ -461,7 +622,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   }
 
   res.positions = B * (T - opts.loss_from);
-  prepare_gradients(params, A, res.grads);
+  prepare_gradients(params, A, res.grads, pool);
 
   // Backward through the segments in reverse, each recomputed from its input state; the
   // gradient w.r.t. the state between two segments is the later one's d_initial, then the
@@ -527,7 +688,7 @@ void blocks_backward(const TrainParams& params, std::span<const float> dhidden,
   if (dhidden.size() != size_t(A.R * params.config.n_embd) || A.xo.empty())
     throw Error("blocks backward: d hidden must be [R, C] of the last blocks_forward");
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
-  prepare_gradients(params, A, grads);  // emb.weight and head.weight stay 0
+  prepare_gradients(params, A, grads, pool);  // emb.weight and head.weight stay 0
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, grads, nullptr, nullptr};
   A.dxo.assign(dhidden.begin(), dhidden.end());

@@ -66,8 +66,13 @@ struct Acts {
   // Backward temporaries, reused from step to step (fresh vectors would be page-faulted in
   // and trimmed back every step). zeros() hands out the next one; a deque keeps references.
   std::deque<Buf> scratch;
-  Buf dxo, dx, dv_first, demb;               // backward's [R, C] streams
-  std::vector<double> loss_parts;            // [R]
+  Buf dxo, dx, dv_first, demb;                          // backward's [R, C] streams
+  std::vector<double> loss_parts;                       // [R]
+  std::vector<Wkv7TrainArgs<float>> wkv_backward_args;  // one per row, for Backend::wkv7_backward
+  // Per pool part: parameter-gradient sums of the row-parallel backward ops, and the token
+  // shift's gradient for the row before the part's first (row -1: none).
+  std::vector<Buf> part_sums, part_edges;
+  std::vector<int64_t> part_edge_rows;
   std::vector<std::string> names;            // TrainParams::names(), made once
   std::unique_ptr<ModelWeights> weights;     // the graph's views of the parameters
   std::vector<const float*> weight_sources;  // the parameter buffers they view

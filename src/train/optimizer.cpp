@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "core/function_ref.hpp"
+#include "core/thread_pool.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7::train {
@@ -40,7 +43,60 @@ double AdamW::lr_scale(const std::string& name) {
              : 1.0;
 }
 
-void AdamW::step(TensorMap& params, const TensorMap& grads, double lr) {
+namespace {
+
+constexpr int64_t kMinElementsPerPart = 1 << 15;
+
+// fn(i0, i1) over [0, n): in parallel ranges on the pool when given and n is large.
+void each_range(ThreadPool* pool, size_t n, FunctionRef<void(int64_t, int64_t)> fn) {
+  if (pool && int64_t(n) >= 2 * kMinElementsPerPart) {
+    pool->parallel_for(int64_t(n), kMinElementsPerPart, fn);
+  } else if (n > 0) {
+    fn(0, int64_t(n));
+  }
+}
+
+}  // namespace
+
+namespace {
+
+struct AdamWCoefficients {
+  float b1, b2, decay, step_size, inv_sqrt_bc2, eps, grad_scale;
+};
+
+// One tensor's update over [i0, i1), in fp32 as PyTorch's AdamW on fp32 parameters. Written
+// so the compiler vectorises it: distinct buffers (restrict), no captured references, and
+// this layer is compiled with -fno-math-errno (a scalar sqrt would otherwise stay a call).
+void adamw_range(float* __restrict p, const float* __restrict g, float* __restrict m,
+                 float* __restrict v, int64_t i0, int64_t i1, AdamWCoefficients k) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gi = g[i] * k.grad_scale;
+    const float mi = k.b1 * m[i] + (1 - k.b1) * gi;
+    const float vi = k.b2 * v[i] + (1 - k.b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * k.decay - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
+  }
+}
+
+// Σ x² in double, in kLanes independent sums (the compiler vectorises these; one running sum
+// would be a serial chain).
+double sum_of_squares(const float* __restrict x, int64_t n) {
+  constexpr int64_t kLanes = 8;
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lane[j] += double(x[i + j]) * double(x[i + j]);
+  double sq = 0;
+  for (; i < n; ++i) sq += double(x[i]) * double(x[i]);
+  for (double s : lane) sq += s;
+  return sq;
+}
+
+}  // namespace
+
+void AdamW::step(TensorMap& params, const TensorMap& grads, double lr, ThreadPool* pool,
+                 double grad_scale) {
   ++t_;
   const double bc1 = 1 - std::pow(o_.beta1, double(t_)), bc2 = 1 - std::pow(o_.beta2, double(t_));
   for (auto& [name, p] : params) {
@@ -49,29 +105,53 @@ void AdamW::step(TensorMap& params, const TensorMap& grads, double lr) {
     FloatTensor& m = m_.at(name);
     FloatTensor& v = v_.at(name);
     const double plr = lr * lr_scale(name);
-    const double decay = decays(name, p.shape) ? 1 - plr * o_.weight_decay : 1.0;
-    const double step_size = plr / bc1;
-    const double sqrt_bc2 = std::sqrt(bc2);
-    const float b1 = float(o_.beta1), b2 = float(o_.beta2);
-    for (size_t i = 0; i < p.data.size(); ++i) {
-      const float gi = g->second.data[i];
-      m.data[i] = b1 * m.data[i] + (1 - b1) * gi;
-      v.data[i] = b2 * v.data[i] + (1 - b2) * gi * gi;
-      const double denom = std::sqrt(double(v.data[i])) / sqrt_bc2 + o_.eps;
-      p.data[i] = float(double(p.data[i]) * decay - step_size * double(m.data[i]) / denom);
-    }
+    const AdamWCoefficients k{float(o_.beta1),
+                              float(o_.beta2),
+                              float(decays(name, p.shape) ? 1 - plr * o_.weight_decay : 1.0),
+                              float(plr / bc1),
+                              float(1 / std::sqrt(bc2)),
+                              float(o_.eps),
+                              float(grad_scale)};
+    float *pd = p.data.data(), *md = m.data.data(), *vd = v.data.data();
+    const float* gd = g->second.data.data();
+    each_range(pool, p.data.size(),
+               [&](int64_t i0, int64_t i1) { adamw_range(pd, gd, md, vd, i0, i1, k); });
   }
 }
 
-double clip_grad_norm(TensorMap& grads, double max_norm) {
+double grad_norm(const TensorMap& grads, ThreadPool* pool) {
+  const int parts = pool ? pool->size() : 1;
+  std::vector<double> part_sq(size_t(parts), 0.0);
+  for (const auto& [name, g] : grads) {
+    const float* x = g.data.data();
+    auto sum_squares = [&](int part, int64_t i0, int64_t i1) {
+      part_sq[size_t(part)] += sum_of_squares(x + i0, i1 - i0);
+    };
+    if (pool && int64_t(g.data.size()) >= 2 * kMinElementsPerPart) {
+      pool->parallel_parts(int64_t(g.data.size()), kMinElementsPerPart, sum_squares);
+    } else {
+      sum_squares(0, 0, int64_t(g.data.size()));
+    }
+  }
   double sq = 0;
-  for (const auto& [name, g] : grads)
-    for (float x : g.data) sq += double(x) * x;
-  const double norm = std::sqrt(sq);
-  if (max_norm > 0 && norm > max_norm) {
-    const float scale = float(max_norm / (norm + 1e-6));
-    for (auto& [name, g] : grads)
-      for (float& x : g.data) x *= scale;
+  for (double s : part_sq) sq += s;
+  return std::sqrt(sq);
+}
+
+double clip_scale(double norm, double max_norm) {
+  return max_norm > 0 && norm > max_norm ? double(float(max_norm / (norm + 1e-6))) : 1.0;
+}
+
+double clip_grad_norm(TensorMap& grads, double max_norm, ThreadPool* pool) {
+  const double norm = grad_norm(grads, pool);
+  const double scale = clip_scale(norm, max_norm);
+  if (scale != 1.0) {
+    for (auto& [name, g] : grads) {
+      float* x = g.data.data();
+      each_range(pool, g.data.size(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) x[i] *= float(scale);
+      });
+    }
   }
   return norm;
 }

@@ -9,6 +9,10 @@
 
 #include "core/tensor.hpp"
 
+namespace rwkv7 {
+class ThreadPool;
+}
+
 namespace rwkv7::train {
 
 struct Schedule {
@@ -29,7 +33,11 @@ class AdamW {
   AdamW(const TensorMap& params, const AdamWOptions& opts);
 
   // p ← p·(1 - lr·wd) (decayed groups), then Adam with bias correction at step t (1-based).
-  void step(TensorMap& params, const TensorMap& grads, double lr);
+  // Element ranges of each tensor in parallel on `pool` when given (same result: elementwise).
+  // The gradients are read multiplied by grad_scale (gradient clipping without a pass of its
+  // own over them: clip_scale).
+  void step(TensorMap& params, const TensorMap& grads, double lr, ThreadPool* pool = nullptr,
+            double grad_scale = 1.0);
 
   int64_t steps_taken() const { return t_; }
   // First and second moments by parameter name (for checkpoints).
@@ -48,6 +56,11 @@ class AdamW {
 
 // Global L2 norm of all gradients; if above max_norm (> 0), scales them to max_norm.
 // Returns the norm before clipping.
-double clip_grad_norm(TensorMap& grads, double max_norm);
+// With a pool: partial sums per part (the norm's rounding depends on the pool's size only).
+double clip_grad_norm(TensorMap& grads, double max_norm, ThreadPool* pool = nullptr);
+// The global L2 norm alone, and the factor clip_grad_norm would scale by (1 when max_norm is 0
+// or not exceeded).
+double grad_norm(const TensorMap& grads, ThreadPool* pool = nullptr);
+double clip_scale(double norm, double max_norm);
 
 }  // namespace rwkv7::train

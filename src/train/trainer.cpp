@@ -517,8 +517,8 @@ TrainSummary run_training(const TrainOptions& o,
     if (!std::isfinite(acc.loss))
       throw Error("loss became " + std::to_string(acc.loss) + " at step " + std::to_string(s) +
                   "; lower --lr-init");
-    const double norm = clip_grad_norm(step_grads, o.grad_clip);
-    adam.step(trainable, step_grads, lr);
+    const double norm = grad_norm(step_grads, &pool);  // clipped inside the step
+    adam.step(trainable, step_grads, lr, &pool, clip_scale(norm, o.grad_clip));
     if (tune_lora) lora->apply(params);
     if (dp.size() > 1 && (s == start || (s + 1) % kWeightCheckEvery == 0 || s + 1 == o.steps))
       dp.check_same(fingerprint(trainable), s + 1);

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <thread>
 
 #include "cli/cli_support.hpp"
+#include "core/thread_pool.hpp"
 #include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
 #include "rwkv7/model.hpp"
@@ -353,6 +355,35 @@ TEST(TrainerOptimizer, AdamWMatchesHandComputation) {
   const double norm = train::clip_grad_norm(grads, 0.1);
   EXPECT_NEAR(norm, std::sqrt(0.01 + 0.04 + 0.09), 1e-6);
   EXPECT_NEAR(grads.at("blocks.0.att.w0").data[0], -0.3 * 0.1 / norm, 1e-6);
+}
+
+// The trainer clips inside the optimizer step (grad_scale) instead of scaling the gradients in
+// a pass of their own: the same parameters, bit for bit, with and without a pool.
+TEST(TrainerOptimizer, ClippingInsideTheStepEqualsClippingFirst) {
+  TensorMap p, g;
+  p.emplace("blocks.0.att.key.weight", FloatTensor({300, 400}));
+  p.emplace("blocks.0.att.w0", FloatTensor({1, 1, 400}));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (auto& [name, t] : p)
+    for (float& x : t.data) x = nd(rng);
+  g = p;
+  for (auto& [name, t] : g)
+    for (float& x : t.data) x = nd(rng);
+  ThreadPool pool(2);
+  for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    TensorMap first = p, inside = p, clipped = g;
+    train::AdamW a1(p, {}), a2(p, {});
+    const double norm = train::clip_grad_norm(clipped, 1.0, tp);
+    a1.step(first, clipped, 0.01, tp);
+    const double norm2 = train::grad_norm(g, tp);
+    ASSERT_GT(norm2, 1.0);  // the clip acts
+    EXPECT_EQ(norm2, norm);
+    a2.step(inside, g, 0.01, tp, train::clip_scale(norm2, 1.0));
+    for (const auto& [name, t] : first) EXPECT_EQ(t.data, inside.at(name).data) << name;
+  }
+  EXPECT_EQ(train::clip_scale(0.5, 1.0), 1.0);
+  EXPECT_EQ(train::clip_scale(5.0, 0.0), 1.0);  // 0 = no clipping
 }
 
 }  // namespace
