@@ -17,9 +17,9 @@ struct PointwiseOps {
   void (*tanh)(float* x, size_t n);
   void (*sigmoid)(float* x, size_t n);
   void (*relu_square)(float* x, size_t n);
-  // The softmax pieces of the cross-entropy over a row of logits: the largest value (n ≥ 1),
-  // Σ exp(x - shift) (summed in double: a row is a whole vocabulary), and
-  // out = exp(x - shift) · scale (out may be x).
+  // The softmax pieces of the cross-entropy over a row of logits: the largest value (n ≥ 1;
+  // NaN if any value is), Σ exp(x - shift) (summed in double: a row is a whole vocabulary),
+  // and out = exp(x - shift) · scale (out may be x); a NaN in gives NaN out, as std::exp.
   float (*max_value)(const float* x, size_t n);
   double (*exp_sum)(const float* x, float shift, size_t n);
   void (*exp_scale)(const float* x, float shift, float scale, float* out, size_t n);

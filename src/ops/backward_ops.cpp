@@ -425,9 +425,14 @@ double cross_entropy(const CrossEntropyArgs<float>& a, const PointwiseOps& ops) 
     const double sum = ops.exp_sum(l, mx, V);
     total += double(mx) + std::log(sum) - double(l[a.targets[r]]);
     if (!a.dlogits) continue;
-    const int64_t arg = a.l2wrap ? std::find(l, l + V, mx) - l : 0;  // the first largest
-    float* d = a.dlogits + r * a.V;                                  // may alias l
-    ops.exp_scale(l, mx, float(inv_r / sum), d, V);                  // softmax / mean_over
+    // The first largest; none equals a NaN max: then 0, as the scalar loop (the loss is NaN).
+    int64_t arg = 0;
+    if (a.l2wrap) {
+      const float* first = std::find(l, l + V, mx);
+      arg = first == l + V ? 0 : first - l;
+    }
+    float* d = a.dlogits + r * a.V;                  // may alias l
+    ops.exp_scale(l, mx, float(inv_r / sum), d, V);  // softmax / mean_over
     d[a.targets[r]] -= float(inv_r);
     if (a.l2wrap) d[arg] += float(1e-4 * inv_r * mx);
   }

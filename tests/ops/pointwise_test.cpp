@@ -123,5 +123,29 @@ TEST(Pointwise, SoftmaxPiecesEqualScalarOnEveryTarget) {
   }
 }
 
+// A NaN logit (a broken model) must make the row's max, sum and softmax NaN on every target,
+// not vanish (x86 max skips a NaN operand; Highway's exp maps NaN to 0).
+TEST(Pointwise, SoftmaxPiecesKeepNaN) {
+  for (size_t n : {size_t(1), size_t(5), size_t(40), size_t(1000)}) {
+    for (size_t at : {size_t(0), n / 2, n - 1}) {
+      std::vector<float> x(n, 0.5f);
+      x[at] = std::nanf("");
+      for (const PointwiseOps* ops : {&scalar_pointwise_ops(), &cpu::simd_pointwise_ops()}) {
+        for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+          hwy::SetSupportedTargetsForTest(target);
+          const std::string what = std::string(hwy::TargetName(target)) + " n " +
+                                   std::to_string(n) + " NaN at " + std::to_string(at);
+          EXPECT_TRUE(std::isnan(ops->max_value(x.data(), n))) << what;
+          EXPECT_TRUE(std::isnan(ops->exp_sum(x.data(), 0.5f, n))) << what;
+          std::vector<float> out(n);
+          ops->exp_scale(x.data(), 0.5f, 1.0f, out.data(), n);
+          EXPECT_TRUE(std::isnan(out[at])) << what;
+        }
+        hwy::SetSupportedTargetsForTest(0);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace rwkv7

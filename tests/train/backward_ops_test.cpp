@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "backends/cpu/pointwise_kernels.hpp"
 #include "fd_support.hpp"
 #include "ops/ops.hpp"
 
@@ -396,6 +397,35 @@ TEST(BackwardOps, CrossEntropySoftTargets) {
 
 // L2Wrap adds 1e-4/R · max_logit to each position's arg-max logit gradient and nothing else;
 // the loss value is unchanged.
+// The float cross-entropy on a backend's softmax pieces (SIMD exp on the cpu backend) equals
+// the scalar one (loss and gradient, in place, with l2wrap); a row with a NaN logit gives a
+// NaN loss and writes nothing outside the logits (the l2wrap index stays in the row).
+TEST(BackwardOps, CrossEntropyOnBackendOpsEqualsScalar) {
+  std::mt19937_64 rng(103);
+  const int64_t R = 6, V = 1000;
+  const Vec wide = random_vec(R * V, rng, -8, 8);
+  const std::vector<float> logits(wide.begin(), wide.end());
+  std::vector<int32_t> tgt = {0, 999, 3, 500, 7, 7};
+  for (const PointwiseOps* ops : {&scalar_pointwise_ops(), &cpu::simd_pointwise_ops()}) {
+    std::vector<float> want = logits, got = logits;
+    const double l_want =
+        cross_entropy<float>({R, V, want.data(), tgt.data(), want.data(), true, 3 * R});
+    const double l_got =
+        cross_entropy({R, V, got.data(), tgt.data(), got.data(), true, 3 * R}, *ops);
+    EXPECT_NEAR(l_got, l_want, 1e-6 * std::abs(l_want));
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6 * std::abs(want[i]) + 1e-12) << i;
+    for (int64_t V_nan : {int64_t(3), V}) {              // shorter and longer than a vector
+      std::vector<float> row(size_t(V_nan) + 1, 0.25f);  // + a sentinel after the row
+      row[1] = std::nanf("");
+      const int32_t t = 0;
+      const double l = cross_entropy({1, V_nan, row.data(), &t, row.data(), true}, *ops);
+      EXPECT_TRUE(std::isnan(l)) << V_nan;
+      EXPECT_EQ(row[size_t(V_nan)], 0.25f) << "wrote past the row, V " << V_nan;
+    }
+  }
+}
+
 TEST(BackwardOps, CrossEntropyL2WrapTouchesOnlyArgMax) {
   std::mt19937_64 rng(101);
   const int64_t R = 5, V = 11;

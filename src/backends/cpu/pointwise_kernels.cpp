@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
@@ -98,18 +99,30 @@ void ReluSquare(float* x, size_t n) {
   });
 }
 
+// A NaN anywhere gives NaN (x86 max would skip it), as the scalar version: the loss of a row
+// with a NaN logit must come out NaN.
 float MaxValue(const float* x, size_t n) {
   const D d;
   const size_t L = hn::Lanes(d);
   float m = x[0];
+  bool nan = std::isnan(x[0]);
   size_t i = 0;
   if (n >= L) {
     V acc = hn::LoadU(d, x);
-    for (i = L; i + L <= n; i += L) acc = hn::Max(acc, hn::LoadU(d, x + i));
+    auto bad = hn::IsNaN(acc);
+    for (i = L; i + L <= n; i += L) {
+      const V v = hn::LoadU(d, x + i);
+      bad = hn::Or(bad, hn::IsNaN(v));
+      acc = hn::Max(acc, v);
+    }
+    nan = nan || !hn::AllFalse(d, bad);
     m = hn::GetLane(hn::MaxOfLanes(d, acc));
   }
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  return m;
+  for (; i < n; ++i) {
+    nan = nan || std::isnan(x[i]);
+    m = std::max(m, x[i]);
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
 // Float exps summed in float vectors over blocks of kBlock values, the blocks in double: a
@@ -125,10 +138,14 @@ double ExpSum(const float* x, float shift, size_t n) {
     V a0 = hn::Zero(d), a1 = hn::Zero(d);
     const size_t end = std::min(n, i + kBlock);
     for (; i + 2 * L <= end; i += 2 * L) {
-      a0 = hn::Add(a0, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), s)));
-      a1 = hn::Add(a1, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i + L), s)));
+      const V z0 = hn::Sub(hn::LoadU(d, x + i), s), z1 = hn::Sub(hn::LoadU(d, x + i + L), s);
+      a0 = hn::Add(a0, KeepNaN(z0, hn::Exp(d, z0)));
+      a1 = hn::Add(a1, KeepNaN(z1, hn::Exp(d, z1)));
     }
-    for (; i + L <= end; i += L) a0 = hn::Add(a0, hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), s)));
+    for (; i + L <= end; i += L) {
+      const V z = hn::Sub(hn::LoadU(d, x + i), s);
+      a0 = hn::Add(a0, KeepNaN(z, hn::Exp(d, z)));
+    }
     total += double(hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1))));
   }
   for (; i < n; ++i) total += std::exp(double(x[i]) - double(shift));
@@ -139,7 +156,8 @@ void ExpScale(const float* x, float shift, float scale, float* out, size_t n) {
   const D d;
   const V s = hn::Set(d, shift), k = hn::Set(d, scale);
   ForEach(n, x, nullptr, nullptr, out, [&](const float* a, const float*, const float*, float* o) {
-    hn::StoreU(hn::Mul(hn::Exp(d, hn::Sub(hn::LoadU(d, a), s)), k), d, o);
+    const V z = hn::Sub(hn::LoadU(d, a), s);
+    hn::StoreU(hn::Mul(KeepNaN(z, hn::Exp(d, z)), k), d, o);
   });
 }
 

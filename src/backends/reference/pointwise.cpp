@@ -36,7 +36,14 @@ void relu_square(float* x, size_t n) {
   }
 }
 
-float max_value(const float* x, size_t n) { return *std::max_element(x, x + n); }
+float max_value(const float* x, size_t n) {  // NaN if any is NaN
+  float m = x[0];
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) return x[i];
+    m = std::max(m, x[i]);
+  }
+  return m;
+}
 
 double exp_sum(const float* x, float shift, size_t n) {
   double sum = 0;
