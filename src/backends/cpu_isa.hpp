@@ -2,6 +2,7 @@
 // Which SIMD instruction set the CPU kernels dispatch to (Highway's runtime dispatch), and a
 // way to cap it so one machine can measure every path (rwkv7 bench --isa, RWKV7_ISA).
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,5 +21,9 @@ std::string current_cpu_isa();
 // are packed for the target in use at load). Throws Error naming the value when it is unknown
 // or not available on this CPU / in this build.
 void cap_cpu_isa(std::string_view name);
+
+// Whether the kernels in use (under the cap) are Highway's `target` (a HWY_* bit) or better:
+// for kernels outside Highway's targets (AVX512_BF16 dot products), which follow the cap too.
+bool cpu_target_at_least(int64_t target);
 
 }  // namespace rwkv7

@@ -1,10 +1,13 @@
 // set_cpu_isa caps the kernels' dispatch: the named set is used, better ones are not, a name
 // that is unknown or unavailable is an error naming it, and "native" restores the best.
+#include "backends/cpu_isa.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <string>
 
+#include "backends/cpu/gemm_packed_kernels.hpp"
 #include "hwy/targets.h"
 #include "rwkv7/error.hpp"
 #include "rwkv7/machine.hpp"
@@ -26,6 +29,26 @@ TEST(CpuIsa, CapsTheDispatchAndNativeRestoresIt) {
   }
   set_cpu_isa("native");
   EXPECT_EQ(cpu_isas(), isas);
+}
+
+// Asking which ISA is in use must not lift the cap: Highway 1.0's SupportedTargets() re-chooses
+// the dispatch target from the CPU's own set, so the kernels ran uncapped after `rwkv7 bench
+// --isa avx2` reported "avx2" (found measuring bf16 training products under the AVX2 cap).
+TEST(CpuIsa, QueriesKeepTheCapOnTheKernels) {
+  const std::vector<std::string> isas = cpu_isas();
+  if (std::find(isas.begin(), isas.end(), "avx2") == isas.end() || isas.front() == "avx2")
+    GTEST_SKIP() << "needs a CPU with a better ISA than AVX2";
+  set_cpu_isa("avx2");
+  EXPECT_EQ(cpu::panel_width(), 16u);  // 2 vectors of 8 floats: the AVX2 product kernel
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(cpu_isa(), "avx2");
+    EXPECT_EQ(cpu_isas().front(), "avx2");
+    EXPECT_FALSE(cpu_target_at_least(HWY_AVX3));
+    EXPECT_EQ(cpu::panel_width(), 16u) << "a query lifted the cap on the kernels";
+  }
+  set_cpu_isa("native");
+  EXPECT_EQ(cpu::panel_width(), 64u);  // AVX-512: 4 vectors of 16
+  EXPECT_TRUE(cpu_target_at_least(HWY_AVX3));
 }
 
 TEST(CpuIsa, UnknownOrUnavailableNamesAreErrorsNamingThem) {

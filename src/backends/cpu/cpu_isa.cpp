@@ -1,6 +1,7 @@
 // Highway target names ↔ the names users type, and the process-wide dispatch cap.
 #include "backends/cpu_isa.hpp"
 
+#include <atomic>
 #include <cstdint>
 
 #include "hwy/targets.h"
@@ -23,6 +24,35 @@ constexpr IsaName kIsas[] = {
     {HWY_EMU128, "scalar"},      {HWY_SCALAR, "scalar"},
 };
 
+// The targets disabled by the cap in force (0 = none). Highway keeps the cap process-wide; it is
+// mirrored here because Highway 1.0's SupportedTargets() re-chooses the dispatch target from the
+// CPU's own set, dropping the cap (the next kernel call ran the uncapped code while
+// current_cpu_isa() still named the cap): every query below re-applies it.
+std::atomic<int64_t>& disabled_targets() {
+  static std::atomic<int64_t> disabled{0};
+  return disabled;
+}
+
+void apply_cap(int64_t disabled) {
+  disabled_targets().store(disabled);
+  hwy::DisableTargets(disabled);  // also makes the next dispatch choose again, under the cap
+}
+
+// The targets this CPU (or Highway's test mock) runs under the cap, best (lowest bit) first.
+int64_t supported_targets() {
+  const int64_t targets = hwy::SupportedTargets();
+  if (const int64_t disabled = disabled_targets().load(); disabled != 0)
+    hwy::DisableTargets(disabled);
+  return targets;
+}
+
+// The generated targets among them, best first.
+std::vector<int64_t> usable_targets() {
+  std::vector<int64_t> out;
+  for (int64_t t = supported_targets() & HWY_TARGETS; t != 0; t &= t - 1) out.push_back(t & -t);
+  return out;
+}
+
 const char* name_of(int64_t target) {
   for (const IsaName& i : kIsas)
     if (i.target == target) return i.name;
@@ -33,7 +63,7 @@ const char* name_of(int64_t target) {
 
 std::vector<std::string> available_cpu_isas() {
   std::vector<std::string> out;
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+  for (int64_t t : usable_targets()) {
     std::string n = name_of(t);
     if (out.empty() || out.back() != n) out.push_back(std::move(n));
   }
@@ -41,12 +71,12 @@ std::vector<std::string> available_cpu_isas() {
 }
 
 std::string current_cpu_isa() {
-  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  const std::vector<int64_t> targets = usable_targets();
   return targets.empty() ? "none" : name_of(targets.front());
 }
 
 void cap_cpu_isa(std::string_view name) {
-  if (name == "native") return hwy::DisableTargets(0);
+  if (name == "native") return apply_cap(0);
   int64_t wanted = 0;  // the named target, or (scalar) either of Highway's two portable ones
   std::string known;
   for (const IsaName& i : kIsas) {
@@ -56,18 +86,24 @@ void cap_cpu_isa(std::string_view name) {
   }
   if (wanted == 0)
     throw Error("unknown ISA '" + std::string(name) + "' (expected native" + known + ")");
-  const int64_t before = hwy::SupportedTargets() & HWY_TARGETS;
-  hwy::DisableTargets(0);  // caps do not stack: each call starts from the CPU's own set
-  const int64_t usable = hwy::SupportedTargets() & HWY_TARGETS & wanted;
+  const int64_t before = disabled_targets().load();
+  apply_cap(0);  // caps do not stack: each call starts from the CPU's own set
+  const int64_t usable = supported_targets() & HWY_TARGETS & wanted;
   if (usable == 0) {
-    hwy::DisableTargets((before & -before) - 1);  // the cap in force before this call
+    apply_cap(before);  // the cap in force before this call
     std::string available;
     for (const std::string& n : available_cpu_isas())
       available += (available.empty() ? "" : ", ") + n;
     throw Error("ISA '" + std::string(name) + "' is not available here (available: " + available +
                 ")");
   }
-  hwy::DisableTargets((usable & -usable) - 1);  // every better target: the lower bits
+  apply_cap((usable & -usable) - 1);  // every better target: the lower bits
+}
+
+bool cpu_target_at_least(int64_t target) {
+  const int64_t targets = supported_targets() & HWY_TARGETS;
+  const int64_t best = targets & -targets;  // a lower bit is a better target
+  return best != 0 && best <= target;
 }
 
 }  // namespace rwkv7
