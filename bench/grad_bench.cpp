@@ -1,15 +1,21 @@
 // Training speed on one row of T predicted positions of a fresh model (args: layers, embd,
-// vocab, T): BM_Grad is one forward + backward (loss_and_gradients), BM_TrainStep the whole
-// step (+ gradient clipping + AdamW). FLOPs: 6·P per token (P = non-embedding parameters +
-// head, DESIGN.md) plus the WKV's; `of_peak` is the fraction of the fp32 FMA peak measured on
-// the same threads before the run (probe_cpu_limits, as `rwkv7 bench` reports it).
-// Run: cmake -DRWKV7_BUILD_BENCH=ON, then rwkv7_bench --benchmark_filter='Grad|TrainStep'.
+// vocab, T, bf16 = products in ProductPrecision::BF16): BM_Grad is one forward + backward
+// (loss_and_gradients), BM_TrainStep the whole step (+ gradient clipping + AdamW). FLOPs: 6·P per
+// token (P = non-embedding parameters + head, DESIGN.md) plus the WKV's; `of_peak` is the fraction
+// of the fp32 FMA peak measured on the same threads before the run (probe_cpu_limits, as `rwkv7
+// bench` reports it). Run: cmake -DRWKV7_BUILD_BENCH=ON, then rwkv7_bench
+// --benchmark_filter='Grad|TrainStep' (fp32 against bf16: --benchmark_filter=TrainStep
+// --benchmark_repetitions=6
+// --benchmark_enable_random_interleaving=true).
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <random>
 #include <vector>
 
+#include "backends/cpu_isa.hpp"
 #include "backends/machine_probe.hpp"
 #include "core/thread_pool.hpp"
 #include "model/backward.hpp"
@@ -28,7 +34,7 @@ struct GradSetup {
   int64_t P = 0;
   std::vector<std::vector<int32_t>> rows;
   ThreadPool pool{0};
-  std::unique_ptr<Backend> be = make_cpu_backend(&pool);
+  std::unique_ptr<Backend> be;
   train::TrainWorkspace ws;  // reused across steps, as a training loop does
   train::GradResult r;
   std::unique_ptr<train::AdamW> adam;  // made by the first BM_TrainStep call
@@ -36,12 +42,19 @@ struct GradSetup {
   double fma_peak_gflop_s = 0;
 };
 
+// Kept per shape, so that --benchmark_enable_random_interleaving alternates fp32 and bf16 steps
+// in one run (the shared host's speed drifts from minute to minute) without rebuilding either.
 GradSetup& setup_for(const std::vector<int64_t>& args) {
-  static std::unique_ptr<GradSetup> s;
-  if (s && s->args == args) return *s;
-  s.reset();
+  static std::map<std::vector<int64_t>, std::unique_ptr<GradSetup>> made;
+  std::unique_ptr<GradSetup>& s = made[args];
+  if (s) return *s;
+  // RWKV7_ISA caps the kernels as it does for the rwkv7 binary (e.g. avx2 on an AVX-512
+  // machine: the fp32 fallback of bf16 products, the AVX2 product kernel).
+  if (const char* isa = std::getenv("RWKV7_ISA"); isa && *isa) cap_cpu_isa(isa);
   auto fresh = std::make_unique<GradSetup>();
   fresh->args = args;
+  fresh->be =
+      make_cpu_backend(&fresh->pool, args[4] ? ProductPrecision::BF16 : ProductPrecision::F32);
   InitSpec spec;
   spec.n_layer = args[0];
   spec.n_embd = args[1];
@@ -83,7 +96,7 @@ void report(benchmark::State& st, const GradSetup& g, double tokens) {
 }
 
 void BM_Grad(benchmark::State& st) {
-  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3)});
+  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3), st.range(4)});
   const train::TrainParams& params = g.params;
   const auto& rows = g.rows;
   const int64_t T = st.range(3);
@@ -99,7 +112,7 @@ void BM_Grad(benchmark::State& st) {
 // A whole training step as `rwkv7 train` takes it: forward + backward, the gradient norm
 // clipped, AdamW (the measure: 6·P FLOPs per token plus the WKV's over the step).
 void BM_TrainStep(benchmark::State& st) {
-  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3)});
+  GradSetup& g = setup_for({st.range(0), st.range(1), st.range(2), st.range(3), st.range(4)});
   const int64_t T = st.range(3);
   if (!g.adam) g.adam = std::make_unique<train::AdamW>(g.params.tensors, train::AdamWOptions{});
   train::AdamW& adam = *g.adam;
@@ -112,17 +125,19 @@ void BM_TrainStep(benchmark::State& st) {
   report(st, g, double(T) * double(st.iterations()));
 }
 BENCHMARK(BM_TrainStep)
-    ->ArgNames({"L", "C", "V", "T"})
-    ->Args({12, 768, 65536, 512})
+    ->ArgNames({"L", "C", "V", "T", "bf16"})
+    ->Args({12, 768, 65536, 512, 0})
+    ->Args({12, 768, 65536, 512, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(4.0);
 
 BENCHMARK(BM_Grad)
-    ->ArgNames({"L", "C", "V", "T"})
-    ->Args({6, 256, 65536, 512})
-    ->Args({6, 256, 256, 512})
-    ->Args({12, 768, 65536, 512})
+    ->ArgNames({"L", "C", "V", "T", "bf16"})
+    ->Args({6, 256, 65536, 512, 0})
+    ->Args({6, 256, 256, 512, 0})
+    ->Args({12, 768, 65536, 512, 0})
+    ->Args({12, 768, 65536, 512, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(4.0);

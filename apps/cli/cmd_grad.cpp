@@ -36,6 +36,7 @@ void register_grad(CLI::App& app) {
     bool l2wrap = false;
     int64_t checkpoint = 32, segment = 0, loss_from = 0;
     bool truncate_bptt = false, checkpoint_layers = false;
+    std::string precision = "fp32";
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -55,6 +56,7 @@ void register_grad(CLI::App& app) {
       ->capture_default_str()
       ->check(Positive);
   add_long_context_flags(cmd, o->segment, o->truncate_bptt, o->checkpoint_layers);
+  add_precision_option(cmd, o->precision);
   cmd->add_option("--loss-from", o->loss_from,
                   "Only predicted positions from this one on (0-based) count in the loss; with "
                   "--segment the printed state gradients show how far back that loss reaches")
@@ -72,6 +74,7 @@ void register_grad(CLI::App& app) {
     go.truncate_bptt = o->truncate_bptt;
     go.checkpoint_layers = o->checkpoint_layers;
     go.loss_from = o->loss_from;
+    go.precision = o->precision;
     const LossAndGradients r = compute_gradients(o->model.model, rows, go);
     const float loss = float(r.loss);
     std::vector<ArrayView> out = {{"loss", {}, &loss}};

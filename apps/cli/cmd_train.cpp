@@ -73,6 +73,7 @@ void register_train(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
   add_long_context_flags(cmd, o->t.segment, o->t.truncate_bptt, o->t.checkpoint_layers);
+  add_precision_option(cmd, o->t.precision);
   cmd->add_option("--ctx-schedule", o->t.ctx_schedule,
                   "Length curriculum CTX:STEP,...: the context from each step on (first at step "
                   "0), e.g. 256:0,1024:2000,4096:4000; batch x ctx tokens per step kept by "

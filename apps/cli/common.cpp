@@ -201,6 +201,15 @@ void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt
                 "backward (less memory, about one more forward)");
 }
 
+void add_precision_option(CLI::App* cmd, std::string& precision) {
+  cmd->add_option("--precision", precision,
+                  "Precision of the matrix products: fp32, or bf16 (mixed precision: operands "
+                  "rounded to bf16, sums in fp32, AVX512_BF16 where the CPU has it; weights, "
+                  "optimizer state, norms, WKV and loss stay fp32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+}
+
 std::vector<double> parse_double_list(const std::string& text, const std::string& flag) {
   std::vector<double> out;
   size_t pos = 0;

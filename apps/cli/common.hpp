@@ -40,6 +40,9 @@ struct SamplingFlags {
   void add(CLI::App* cmd);
 };
 
+// --precision fp32|bf16 (train and grad): the precision of the matrix products.
+void add_precision_option(CLI::App* cmd, std::string& precision);
+
 // --segment, --truncate-bptt and --checkpoint-layers (train and grad): long rows in segments
 // with the state carried, and per-layer recompute in the backward.
 void add_long_context_flags(CLI::App* cmd, int64_t& segment, bool& truncate_bptt,

@@ -24,6 +24,9 @@ struct GradientOptions {
   // Only predicted positions t >= loss_from count (loss = their mean; the others get no
   // gradient): with segments, state_grad_norms then show how far back a late loss reaches.
   int64_t loss_from = 0;
+  // "fp32", or "bf16": every product with both operands rounded to bf16, sums in fp32 (what
+  // `rwkv7 train --precision bf16` trains with); the rest stays fp32.
+  std::string precision = "fp32";
 };
 
 struct NamedGradient {

@@ -36,6 +36,11 @@ struct TrainOptions {
   // after each time mix and channel mix); the masks depend on seed, step, row and position,
   // so a resumed run and a data-parallel run draw the ones a single uninterrupted run would.
   double dropout = 0;
+  // Precision of the products (every matrix product of forward and backward): "fp32", or
+  // "bf16" (mixed precision: both operands rounded to bf16, sums in fp32; AVX512_BF16 dot
+  // products where the CPU has them). Master weights, AdamW moments, norms, the WKV and the
+  // loss stay fp32; validation runs the fp32 weights in fp32.
+  std::string precision = "fp32";
   // Length curriculum "256:0,1024:2000,...": the context from each step on, batch·ctx tokens
   // per step kept by shrinking the batch (at least 1 row), rows cut at multiples of the
   // current context; the learning-rate schedule spans the whole run. Empty = ctx throughout.

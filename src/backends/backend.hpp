@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "backends/pointwise.hpp"
 #include "backends/wkv7_train_args.hpp"
@@ -74,6 +75,15 @@ struct GemmArgs {
   bool accumulate = false;
 };
 
+// How a backend multiplies fp32 operands (the products with fp32 weights, and gemm): in fp32,
+// or (mixed-precision training) with both operands rounded to bf16 (nearest even) and the
+// products summed in fp32, as PyTorch's bf16 autocast does. Weights stored in other dtypes
+// are multiplied as they are either way.
+enum class ProductPrecision { F32, BF16 };
+
+// "fp32" or "bf16" (as users type it); anything else is an Error naming `what` and the value.
+ProductPrecision product_precision(std::string_view name, std::string_view what);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -106,11 +116,15 @@ class Backend {
 };
 
 // Plain scalar C++ with double accumulators: the oracle.
-std::unique_ptr<Backend> make_reference_backend();
+std::unique_ptr<Backend> make_reference_backend(ProductPrecision precision = ProductPrecision::F32);
 // SIMD (run-time dispatch) + threads from the pool (which must outlive the backend). The
 // backend keeps scratch buffers between calls (so decoding allocates nothing): one instance
 // serves one caller at a time, like the pool it runs on.
-std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool);
+// With ProductPrecision::BF16 the products of fp32 operands run on AVX512_BF16 dot products
+// where the CPU has them (and the ISA cap allows), else on the fp32 kernels over the rounded
+// operands.
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool,
+                                          ProductPrecision precision = ProductPrecision::F32);
 
 // Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
 // m.cpu_panels at them, or a Q8_0 / Q4_0 weight into its integer panels (m.cpu_int_panels: Q8_0

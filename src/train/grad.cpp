@@ -12,8 +12,9 @@ LossAndGradients compute_gradients(const std::string& model_path,
                                    const GradientOptions& opts) {
   const train::TrainParams params = train::params_from_file(read_tensor_file(model_path));
   ThreadPool pool(opts.threads);
-  auto backend =
-      opts.backend == BackendKind::Reference ? make_reference_backend() : make_cpu_backend(&pool);
+  const ProductPrecision precision = product_precision(opts.precision, "grad: --precision");
+  auto backend = opts.backend == BackendKind::Reference ? make_reference_backend(precision)
+                                                        : make_cpu_backend(&pool, precision);
   train::GradOptions go;
   go.l2wrap = opts.l2wrap;
   go.wkv_checkpoint = opts.wkv_checkpoint;

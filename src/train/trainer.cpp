@@ -81,6 +81,7 @@ nlohmann::json run_identity(const TrainOptions& o, const TokenData& data, const 
   if (o.lora_rank > 0) id["lora_rank"] = o.lora_rank;
   if (o.lora_rank > 0) id["lora_alpha"] = o.lora_alpha;
   if (o.dropout > 0) id["dropout"] = o.dropout;
+  if (o.precision != "fp32") id["precision"] = o.precision;
   return id;
 }
 
@@ -315,6 +316,7 @@ TrainSummary run_training(const TrainOptions& o,
   if (o.out_dir.empty()) throw Error("train: -o OUT (output folder) is required");
   if (o.steps < 1 || o.accum < 1) throw Error("train: --steps and --accum must be at least 1");
   if (!(o.lr_init > 0) || !(o.lr_final > 0)) throw Error("train: learning rates must be positive");
+  product_precision(o.precision, "train: --precision");  // refused before any work
   if (!(o.dropout >= 0 && o.dropout < 1))
     throw Error("train: --dropout must be in [0, 1) (got " + std::to_string(o.dropout) + ")");
   if (o.save_dtype != "f32" && o.save_dtype != "bf16" && o.save_dtype != "f16")
@@ -429,7 +431,7 @@ TrainSummary run_training(const TrainOptions& o,
   if (start >= o.steps) root_say("nothing to do: " + std::to_string(start) + " steps already done");
 
   ThreadPool pool(o.threads);
-  auto backend = make_cpu_backend(&pool);
+  auto backend = make_cpu_backend(&pool, product_precision(o.precision, "train: --precision"));
   GradOptions go;
   go.l2wrap = o.l2wrap;
   go.segment = o.segment;
@@ -540,6 +542,7 @@ TrainSummary run_training(const TrainOptions& o,
     if (json_log) {
       nlohmann::json j{{"step", s}, {"loss", acc.loss}, {"lr", lr}, {"grad_norm", norm}};
       if (dp.size() > 1) j["ranks"] = dp.size();
+      if (o.precision != "fp32") j["precision"] = o.precision;
       json_log << j.dump() << "\n";
       json_log.flush();
     }

@@ -1,16 +1,20 @@
-// Backend::gemm, the one fp32 product of training: the cpu backend (packed panels, threads)
-// against the reference backend in every mode (A plain or transposed × B plain or transposed,
-// fresh or accumulated C), on random shapes with edge sizes (1, odd, not a multiple of the
-// panel width, K not a multiple of the packed block depth) and leading dimensions wider than
-// the rows, on every SIMD target this machine runs (AVX-512 and AVX2 on an AVX-512 machine).
+// Backend::gemm, the one product of training: the cpu backend (packed panels, threads) against
+// the reference backend in every mode (A plain or transposed × B plain or transposed, fresh or
+// accumulated C), on random shapes with edge sizes (1, odd, not a multiple of the panel width,
+// K not a multiple of the packed block depth) and leading dimensions wider than the rows, on
+// every SIMD target this machine runs (AVX-512 and AVX2 on an AVX-512 machine), in fp32 and in
+// bf16 (operands rounded to bf16, sums in fp32: VDPBF16PS on the AVX-512 VNNI-class target of
+// a CPU with AVX512_BF16, the rounded fp32 fallback on the others).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
 #include "hwy/targets.h"
 #include "ops/ops.hpp"
@@ -42,7 +46,7 @@ std::vector<float> absolute(std::vector<float> v) {
 std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
   const int64_t ms[] = {1, 2, 5, 6, 7, 13, 48, 97, 130, 301};
   const int64_t ns[] = {1, 3, 15, 16, 17, 33, 63, 64, 65, 130, 257};
-  const int64_t ks[] = {1, 2, 7, 64, 127, 128, 129, 257, 300};
+  const int64_t ks[] = {1, 2, 7, 64, 127, 128, 129, 255, 256, 257, 300, 513};
   std::vector<Shape> out = {{1, 1, 1}, {301, 257, 300}, {97, 64, 129}};
   for (int i = 0; i < count; ++i)
     out.push_back(
@@ -50,11 +54,11 @@ std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
   return out;
 }
 
-TEST(Gemm, CpuEqualsReferenceInEveryModeOnEveryTarget) {
+void expect_cpu_equals_reference_in_every_mode(ProductPrecision precision) {
   std::mt19937 rng(11);
   ThreadPool pool(3);  // more parts than panels for N ≤ 128: rows of C get split
-  auto cpu = make_cpu_backend(&pool);
-  auto ref = make_reference_backend();
+  auto cpu = make_cpu_backend(&pool, precision);
+  auto ref = make_reference_backend(precision);
   for (const Shape& s : random_shapes(rng, 24)) {
     for (int mode = 0; mode < 8; ++mode) {
       const bool a_t = mode & 1, b_t = mode & 2, accumulate = mode & 4;
@@ -81,7 +85,8 @@ TEST(Gemm, CpuEqualsReferenceInEveryModeOnEveryTarget) {
       auto magnitude = absolute(c0);
       product(*ref, absolute(a), absolute(b), magnitude);
       // fp32 sums of K products in another order than the double oracle: error within
-      // ~sqrt(K) roundings of the dtype's epsilon, relative to the magnitude.
+      // ~sqrt(K) roundings of the dtype's epsilon, relative to the magnitude. (In bf16 both
+      // sides multiply the same rounded operands, each product exact in fp32: the same bound.)
       const double eps = std::numeric_limits<float>::epsilon();
       const double rel = 8 * std::sqrt(double(s.K + 1)) * eps;
       for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
@@ -105,6 +110,58 @@ TEST(Gemm, CpuEqualsReferenceInEveryModeOnEveryTarget) {
         }
       }
       hwy::SetSupportedTargetsForTest(0);
+    }
+  }
+}
+
+TEST(Gemm, CpuEqualsReferenceInEveryModeOnEveryTarget) {
+  expect_cpu_equals_reference_in_every_mode(ProductPrecision::F32);
+}
+
+TEST(Gemm, Bf16CpuEqualsBf16ReferenceInEveryModeOnEveryTarget) {
+  expect_cpu_equals_reference_in_every_mode(ProductPrecision::BF16);
+}
+
+// In bf16 the products of fp32 weights (the training forward's matmul, any number of positions)
+// round both operands; weights stored in bf16 are multiplied as in fp32 mode (x not rounded).
+TEST(Gemm, Bf16MatmulRoundsFp32WeightsOnly) {
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(&pool, ProductPrecision::BF16);
+  auto ref = make_reference_backend(ProductPrecision::BF16);
+  auto ref32 = make_reference_backend();
+  const int64_t rows = 70, cols = 131;
+  const auto w32 = testing::randn(size_t(rows * cols), rng);
+  std::vector<uint16_t> w16(w32.size());
+  for (size_t i = 0; i < w32.size(); ++i) w16[i] = f32_to_bf16(w32[i]);
+  for (int64_t count : {1, 3, 8, 37}) {
+    const auto x = testing::randn(size_t(count * cols), rng);
+    for (const DType dtype : {DType::F32, DType::BF16}) {
+      const Matrix w{dtype, rows, cols,
+                     dtype == DType::F32 ? static_cast<const void*>(w32.data()) : w16.data()};
+      std::vector<float> want(size_t(count * rows)), want32(want.size()), mag(want.size());
+      ref->matmul({w, x.data(), want.data(), count});
+      ref32->matmul({w, x.data(), want32.data(), count});
+      const auto xa = absolute(x);
+      const auto wa = absolute(w32);
+      const Matrix w_abs{DType::F32, rows, cols, wa.data()};
+      ref32->matmul({w_abs, xa.data(), mag.data(), count});
+      double gap = 0;  // how far the bf16 oracle is from the fp32 one: rounding x matters
+      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        hwy::SetSupportedTargetsForTest(target);
+        std::vector<float> got(want.size());
+        cpu->matmul({w, x.data(), got.data(), count});
+        for (size_t e = 0; e < got.size(); ++e) {
+          gap = std::max(gap, std::fabs(double(want[e]) - want32[e]) / (mag[e] + 1e-30));
+          ASSERT_NEAR(got[e], want[e], 8 * std::sqrt(double(cols)) * 1.2e-7 * mag[e])
+              << hwy::TargetName(target) << " " << dtype_name(dtype) << " count " << count;
+        }
+      }
+      hwy::SetSupportedTargetsForTest(0);
+      if (dtype == DType::F32)
+        EXPECT_GT(gap, 1e-4) << "bf16 products of an fp32 weight must round x and w";
+      else
+        EXPECT_EQ(gap, 0.0) << "a bf16 weight's products are the fp32 ones";
     }
   }
 }

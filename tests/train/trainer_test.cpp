@@ -122,6 +122,44 @@ TEST(Trainer, ResumeWithOtherSettingsIsRefused) {
   EXPECT_NE(none.err.find("no checkpoint"), std::string::npos) << none.err;
 }
 
+// --precision bf16 trains (products in bf16) to nearly the fp32 losses, says so in the JSON log,
+// is part of the run's identity (a resume in fp32 is refused), and unknown precisions are
+// refused by name.
+TEST(Trainer, Bf16PrecisionTrainsLikeFp32) {
+  TempDir dir;
+  const std::string data = text_file(dir);
+  auto f32 = run_cli(small_run(data, dir.file("a"), "--log-json " + quote(dir.file("a.jsonl"))));
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  auto b16 = run_cli(
+      small_run(data, dir.file("b"),
+                "--precision bf16 --stop-after 6 --log-json " + quote(dir.file("b.jsonl"))));
+  ASSERT_EQ(b16.exit_code, 0) << b16.err;
+  auto wrong = run_cli(small_run(data, dir.file("b"), "--resume --precision fp32"));
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("precision"), std::string::npos) << wrong.err;
+  b16 = run_cli(small_run(data, dir.file("b"),
+                          "--precision bf16 --resume --log-json " + quote(dir.file("b.jsonl"))));
+  ASSERT_EQ(b16.exit_code, 0) << b16.err;
+  std::ifstream a(dir.file("a.jsonl")), b(dir.file("b.jsonl"));
+  std::string la, lb;
+  int steps = 0;
+  bool any_different = false;
+  while (std::getline(a, la) && std::getline(b, lb)) {
+    const auto ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    EXPECT_FALSE(ja.contains("precision"));
+    EXPECT_EQ(jb.at("precision"), "bf16");
+    const double fa = ja.at("loss"), fb = jb.at("loss");
+    EXPECT_NEAR(fb, fa, 0.02 * fa) << "step " << steps;  // bf16 operands: ~2^-9 each
+    any_different = any_different || fa != fb;
+    ++steps;
+  }
+  EXPECT_EQ(steps, 12);
+  EXPECT_TRUE(any_different) << "bf16 losses equal the fp32 ones: the products did not round";
+  auto bad = run_cli(small_run(data, dir.file("c"), "--precision fp16"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--precision"), std::string::npos) << bad.err;
+}
+
 // SIGKILL at arbitrary moments after the first checkpoint never leaves a checkpoint pointer to
 // incomplete files. Each run waits for the first checkpoint before killing, so a run that never
 // writes one fails instead of being skipped.

@@ -3,7 +3,9 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/cpu/bf16_product.hpp"
 #include "backends/cpu/dequant_kernels.hpp"
+#include "backends/cpu/gemm_bf16_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/gemm_small_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
@@ -35,7 +37,8 @@ constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it sha
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(ThreadPool* pool) : pool_(pool), parts_(size_t(pool->size())) {}
+  CpuBackend(ThreadPool* pool, ProductPrecision precision)
+      : pool_(pool), precision_(precision), parts_(size_t(pool->size())) {}
   std::string name() const override { return "cpu"; }
   const PointwiseOps& pointwise() const override { return cpu::simd_pointwise_ops(); }
   void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const override {
@@ -46,6 +49,10 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     check_panel_layout(w);
     const MatmulArgs* ap = &a;
+    if (precision_ == ProductPrecision::BF16 && w.dtype == DType::F32 && a.count > 0)
+      return gemm_bf16(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols,
+                       GemmOperand{static_cast<const float*>(w.data), w.cols, true}, a.y, w.rows,
+                       false);
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
     // Q8_0 panels (VNNI): positions quantised once, every panel multiplied in integers.
     if (w.cpu_int_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
@@ -81,6 +88,10 @@ class CpuBackend final : public Backend {
   // of several positions over bf16 panels (a decode batch's stage); the others run one by one.
   void matmul_many(std::span<const MatmulArgs> list) const override {
     for (const MatmulArgs& a : list) check_panel_layout(a.w);
+    if (precision_ == ProductPrecision::BF16) {  // the fp32 weights' products are not fp32
+      for (const MatmulArgs& a : list) matmul(a);
+      return;
+    }
     const bool one_position =
         std::all_of(list.begin(), list.end(), [](const MatmulArgs& a) { return a.count == 1; });
     if (one_position) return matvec_many(list);
@@ -106,18 +117,9 @@ class CpuBackend final : public Backend {
         for (int64_t m = 0; m < g.M; ++m) std::fill_n(g.c + m * g.ldc, g.N, 0.0f);
       return;
     }
-    const GemmOperand& b = g.b;
-    packed_product(g.a, g.M, g.N, g.K, g.c, g.ldc, g.accumulate,
-                   [&](PartScratch&, const PanelBlock& pb, float* panel) {
-                     if (!b.transposed)
-                       return cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0,
-                                                          size_t(b.ld), size_t(pb.nn),
-                                                          size_t(pb.kn), panel);
-                     // B(k, n) = b[n·ld + k]: a weight [out, in] as matmul reads it.
-                     const float* src = b.data + pb.n0 * b.ld + pb.k0;
-                     cpu::pack_panel(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
-                                     next_block(src, b.ld, g.N, g.K, pb), panel);
-                   });
+    if (precision_ == ProductPrecision::BF16)
+      return gemm_bf16(g.a, g.M, g.N, g.K, g.b, g.c, g.ldc, g.accumulate);
+    pack_then_product(g.a, g.M, g.N, g.K, g.b, g.c, g.ldc, g.accumulate, false);
   }
 
   void wkv7(const Wkv7Args& p) const override { wkv7_many(std::span<const Wkv7Args>(&p, 1)); }
@@ -187,6 +189,52 @@ class CpuBackend final : public Backend {
     if (pb.k0 + 2 * pb.kn <= K) return src + pb.kn;
     if (pb.next_panel_mine && pb.n0 + 2 * nr <= N) return src - pb.k0 + nr * ld;
     return nullptr;
+  }
+
+  // The fp32 packed product of GemmArgs' operands; with `round_to_bf16` every panel is rounded
+  // to bf16 values once packed (op(X) the caller rounded): the bf16 product's fallback.
+  void pack_then_product(const GemmOperand& x, int64_t M, int64_t N, int64_t K,
+                         const GemmOperand& b, float* c, int64_t ldc, bool accumulate,
+                         bool round_to_bf16) const {
+    packed_product(x, M, N, K, c, ldc, accumulate,
+                   [&](PartScratch&, const PanelBlock& pb, float* panel) {
+                     if (!b.transposed) {
+                       cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0, size_t(b.ld),
+                                                   size_t(pb.nn), size_t(pb.kn), panel);
+                     } else {  // B(k, n) = b[n·ld + k]: a weight [out, in] as matmul reads it.
+                       const float* src = b.data + pb.n0 * b.ld + pb.k0;
+                       cpu::pack_panel(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
+                                       next_block(src, b.ld, N, K, pb), panel);
+                     }
+                     if (round_to_bf16)
+                       cpu::round_to_bf16(panel, size_t(pb.kn) * cpu::panel_width());
+                   });
+  }
+
+  // C [M, N] (+)= op(X) · op(B) with both operands rounded to bf16, summed in fp32: on
+  // VDPBF16PS where available, else the fp32 kernels over a rounded copy of op(X) (in blocks
+  // of rows, so the copy stays small) and rounded panels.
+  void gemm_bf16(const GemmOperand& x, int64_t M, int64_t N, int64_t K, const GemmOperand& b,
+                 float* c, int64_t ldc, bool accumulate) const {
+    if (cpu::bf16_dot_available())
+      return cpu::bf16_product(*pool_, bf16_, x, M, N, K, b, c, ldc, accumulate);
+    std::vector<float>& xr = decode_.xd;
+    for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+      const int64_t rows = std::min(kRowBlock, M - m0);
+      // op(X) rows [m0, m0 + rows) in X's own layout: [rows, K], or [K, rows] when transposed.
+      const int64_t outer = x.transposed ? K : rows, inner = x.transposed ? rows : K;
+      xr.resize(size_t(outer * inner));
+      pool_->parallel_for(outer, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* src = x.transposed ? x.data + i * x.ld + m0 : x.data + (m0 + i) * x.ld;
+          float* dst = xr.data() + i * inner;
+          std::copy_n(src, inner, dst);
+          cpu::round_to_bf16(dst, size_t(inner));
+        }
+      });
+      pack_then_product(GemmOperand{xr.data(), inner, x.transposed}, rows, N, K, b, c + m0 * ldc,
+                        ldc, accumulate, true);
+    }
   }
 
   // Prefill (matmul from kGemmMinRows positions): op(B) = Wᵀ, W [out, in] in any dtype,
@@ -639,14 +687,16 @@ class CpuBackend final : public Backend {
   };
 
   ThreadPool* pool_;
+  ProductPrecision precision_;
   mutable std::vector<PartScratch> parts_;
+  mutable cpu::Bf16ProductScratch bf16_;
   mutable DecodeScratch decode_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool) {
-  return std::make_unique<CpuBackend>(pool);
+std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool, ProductPrecision precision) {
+  return std::make_unique<CpuBackend>(pool, precision);
 }
 
 }  // namespace rwkv7

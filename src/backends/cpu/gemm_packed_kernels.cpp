@@ -1,6 +1,7 @@
 // Highway multi-target packed-panel product kernel (see gemm_packed_kernels.hpp).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/gemm_packed_kernels.cpp"
+#include "backends/cpu/transpose16_avx512.hpp"
 #include "core/dtype.hpp"
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -36,35 +37,16 @@ HWY_INLINE __m512 Load16(const Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// 16 rows × 16 inputs → 16 panel lines, transposed in registers (unpack, shuffle within
-// 128-bit lanes, then two rounds of 128-bit lane shuffles).
+// 16 rows × 16 inputs → 16 panel lines, transposed in registers.
 template <class T>
 HWY_INLINE void Transpose16(const T* rows, size_t ldr, float* out, size_t ldo, const T* next) {
-  __m512 r[16], t[16];
+  __m512 r[16];
   for (int j = 0; j < 16; ++j) {
     r[j] = Load16(rows + j * ldr);
     if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j * ldr), _MM_HINT_T1);
   }
-  for (int j = 0; j < 16; j += 2) {
-    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
-    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
-  }
-  for (int j = 0; j < 16; j += 4) {
-    r[j] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int q = 0; q < 4; ++q) {
-    t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);
-    t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);
-    t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);
-    t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);
-  }
-  for (int q = 0; q < 8; ++q) {
-    _mm512_storeu_ps(out + q * ldo, _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88));
-    _mm512_storeu_ps(out + (q + 8) * ldo, _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd));
-  }
+  transpose16x16(r);
+  for (int q = 0; q < 16; ++q) _mm512_storeu_ps(out + q * ldo, r[q]);
 }
 #endif
 

@@ -10,6 +10,7 @@ namespace {
 
 class ReferenceBackend final : public Backend {
  public:
+  explicit ReferenceBackend(ProductPrecision precision) : precision_(precision) {}
   std::string name() const override { return "reference"; }
   const PointwiseOps& pointwise() const override { return scalar_pointwise_ops(); }
   void parallel_rows(int64_t rows, FunctionRef<void(int64_t, int64_t)> fn) const override {
@@ -23,7 +24,8 @@ class ReferenceBackend final : public Backend {
       for (int64_t o = 0; o < a.w.rows; ++o) {
         double acc = 0;
         for (int64_t i = 0; i < a.w.cols; ++i) {
-          acc += double(load_as_f32(a.w.dtype, a.w.data, size_t(o * a.w.cols + i))) * x[i];
+          const float w = load_as_f32(a.w.dtype, a.w.data, size_t(o * a.w.cols + i));
+          acc += operand(w, a.w.dtype) * operand(x[i], a.w.dtype);
         }
         a.y[t * a.w.rows + o] = float(acc);
       }
@@ -32,8 +34,8 @@ class ReferenceBackend final : public Backend {
 
   void gemm(const GemmArgs& g) const override {
     // op(X)(r, c) of an operand stored row-major, read through its transpose flag.
-    auto at = [](const GemmOperand& x, int64_t r, int64_t c) {
-      return double(x.transposed ? x.data[c * x.ld + r] : x.data[r * x.ld + c]);
+    auto at = [&](const GemmOperand& x, int64_t r, int64_t c) {
+      return operand(x.transposed ? x.data[c * x.ld + r] : x.data[r * x.ld + c]);
     };
     for (int64_t m = 0; m < g.M; ++m) {
       for (int64_t n = 0; n < g.N; ++n) {
@@ -42,6 +44,14 @@ class ReferenceBackend final : public Backend {
         g.c[m * g.ldc + n] = float(acc);
       }
     }
+  }
+
+  // A product's operand as this backend's precision reads it (exactly, in double); `stored`:
+  // the weight's dtype (only products with fp32 weights change precision).
+  double operand(float v, DType stored = DType::F32) const {
+    if (precision_ == ProductPrecision::BF16 && stored == DType::F32)
+      return double(bf16_to_f32(f32_to_bf16(v)));
+    return double(v);
   }
 
   // Block-quantised weights: dequantise each row exactly, then the same double accumulation.
@@ -118,6 +128,7 @@ class ReferenceBackend final : public Backend {
   }
 
  private:
+  ProductPrecision precision_;
   // Kept between calls (one caller at a time, like every backend instance).
   mutable std::vector<float> row_;
   mutable std::vector<double> sa_;
@@ -125,6 +136,8 @@ class ReferenceBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_reference_backend() { return std::make_unique<ReferenceBackend>(); }
+std::unique_ptr<Backend> make_reference_backend(ProductPrecision precision) {
+  return std::make_unique<ReferenceBackend>(precision);
+}
 
 }  // namespace rwkv7

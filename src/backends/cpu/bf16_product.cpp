@@ -1,0 +1,86 @@
+// The bf16 packed product over the pool (see bf16_product.hpp).
+#include "backends/cpu/bf16_product.hpp"
+
+#include <algorithm>
+
+#include "backends/cpu/gemm_bf16_kernels.hpp"
+#include "core/thread_pool.hpp"
+
+namespace rwkv7::cpu {
+namespace {
+
+// Inputs per pair panel: 128 pair lines × 64 outputs × 4 bytes = 32 KB of L1, as the fp32
+// panel of 128 inputs.
+constexpr int64_t kDepth = 256;
+// Rows of op(X) packed and multiplied at once: 1024 rows × 256 inputs in bf16 = 512 KB, the
+// L2 share the fp32 product's row blocks have (cpu_backend.cpp kRowBlock).
+constexpr int64_t kRowBlock = 1024;
+constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it shares a panel
+
+// Where B's block of outputs from n0 and inputs from k0 starts.
+const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
+  return b.transposed ? b.data + n0 * b.ld + k0 : b.data + k0 * b.ld + n0;
+}
+
+void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x, int64_t M,
+                   int64_t N, int64_t K, const GemmOperand& b, float* c, int64_t ldc,
+                   bool accumulate) {
+  const int64_t ldxb = (K + 1) / 2 * 2;
+  if (s.xb.size() < size_t(M * ldxb)) s.xb.resize(size_t(M * ldxb));
+  uint16_t* xb = s.xb.data();
+  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
+    const float* src = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+    pack_x_bf16(src, size_t(x.ld), x.transposed, size_t(m1 - m0), size_t(K), xb + m0 * ldxb,
+                size_t(ldxb));
+  });
+  const int64_t nr = int64_t(kBf16PanelWidth);
+  const int64_t panels = (N + nr - 1) / nr, threads = pool.size();
+  int64_t row_parts = 1;
+  if (panels < threads)
+    row_parts =
+        std::min((threads + panels - 1) / panels, std::max<int64_t>(1, M / kMinRowsPerPart));
+  const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
+  if (s.panels.size() < size_t(threads)) s.panels.resize(size_t(threads));
+  pool.parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
+    auto& owned = s.panels[size_t(part)];
+    if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kDepth * nr));
+    uint16_t* panel = owned.get();
+    for (int64_t task = task0; task < task1; ++task) {
+      const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
+      const int64_t rows = std::min(rows_per_part, M - m0);
+      if (rows <= 0) continue;
+      const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
+      const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
+      for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+        const int64_t kn = std::min(kDepth, K - k0);
+        // The block this thread packs next, when of the same extent: prefetched meanwhile.
+        const float* next = nullptr;
+        if (k0 + 2 * kDepth <= K)
+          next = block_at(b, n0, k0 + kDepth);
+        else if (next_panel_mine && n0 + 2 * nr <= N && kn == std::min(kDepth, K))
+          next = block_at(b, n0 + nr, 0);
+        pack_panel_bf16_pairs(block_at(b, n0, k0), size_t(b.ld), b.transposed, size_t(nn),
+                              size_t(kn), next, panel);
+        gemm_panel_bf16(xb + m0 * ldxb + k0, size_t(ldxb), size_t(rows), panel, size_t(kn),
+                        c + m0 * ldc + n0, size_t(ldc), size_t(nn), accumulate || k0 > 0);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void bf16_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x, int64_t M,
+                  int64_t N, int64_t K, const GemmOperand& b, float* c, int64_t ldc,
+                  bool accumulate) {
+  // Many rows (the head's dW: M = vocabulary) go in blocks, each over every panel, so a block
+  // of packed rows stays in L2 between panels and the packed copy stays small.
+  const int64_t block = M > 2 * kRowBlock ? kRowBlock : M;
+  for (int64_t m0 = 0; m0 < M; m0 += block) {
+    GemmOperand rows = x;
+    rows.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+    block_product(pool, s, rows, std::min(block, M - m0), N, K, b, c + m0 * ldc, ldc, accumulate);
+  }
+}
+
+}  // namespace rwkv7::cpu

@@ -1,0 +1,244 @@
+// The bf16 product kernels (see gemm_bf16_kernels.hpp). Highway 1.0 has no target with
+// AVX512_BF16, so the VDPBF16PS path is plain intrinsics under a target attribute, chosen at
+// run time; the fallback's rounding is portable C++.
+#include "backends/cpu/gemm_bf16_kernels.hpp"
+
+#include <cstring>
+
+#include "backends/cpu/transpose16_avx512.hpp"
+#include "backends/cpu_isa.hpp"
+#include "core/dtype.hpp"
+#include "hwy/targets.h"
+#include "rwkv7/error.hpp"
+
+namespace rwkv7::cpu {
+
+void round_to_bf16(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+
+#define RWKV7_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+namespace {
+
+constexpr size_t NR = kBf16PanelWidth;
+constexpr int kRows = 6;
+
+// A pair of floats as one 32-bit lane of two bf16 (the first in the low half).
+uint32_t pair_bits(float first, float second) {
+  return uint32_t(f32_to_bf16(first)) | uint32_t(f32_to_bf16(second)) << 16;
+}
+
+// 32 consecutive floats → 16 pairs in memory order (VCVTNE2PS2BF16 puts its second operand's
+// values first).
+RWKV7_BF16_TARGET inline __m512i pairs_of_run(const float* p) {
+  return __m512i(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p)));
+}
+
+// Lane j = (first[j], second[j]): two rows of 16 floats interleaved into 16 pairs.
+RWKV7_BF16_TARGET inline __m512i pairs_of_rows(const float* first, const float* second) {
+  const __m512i words =
+      __m512i(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(second), _mm512_loadu_ps(first)));
+  // words: first's 16 values, then second's; word 2j ← j, word 2j + 1 ← 16 + j.
+  const __m512i interleave =
+      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, words);
+}
+
+// 16 vectors of 16 pairs transposed and stored: out + q * ld_out (in uint32 units) ← column q.
+RWKV7_BF16_TARGET inline void store_transposed(__m512i v[16], uint32_t* out, size_t ld_out) {
+  __m512 r[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_castsi512_ps(v[j]);
+  transpose16x16(r);
+  for (int q = 0; q < 16; ++q) _mm512_storeu_ps(reinterpret_cast<float*>(out + q * ld_out), r[q]);
+}
+
+template <int MR>
+RWKV7_BF16_TARGET inline void micro(const uint16_t* xb, size_t ldxb, const uint16_t* panel,
+                                    size_t pairs, float* y, size_t ldy, bool accumulate) {
+  __m512 acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
+  const uint16_t* p = panel;
+  for (size_t i = 0; i < pairs; ++i, p += 2 * NR) {
+    __m512i b[4];
+    for (int v = 0; v < 4; ++v) b[v] = _mm512_load_si512(p + v * 32);
+    for (int r = 0; r < MR; ++r) {
+      uint32_t bits;
+      std::memcpy(&bits, xb + r * ldxb + 2 * i, 4);
+      const __m512bh a = __m512bh(_mm512_set1_epi32(int(bits)));
+      for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, __m512bh(b[v]));
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    float* yr = y + r * ldy;
+    for (int v = 0; v < 4; ++v) {
+      const __m512 out =
+          accumulate ? _mm512_add_ps(_mm512_loadu_ps(yr + v * 16), acc[r][v]) : acc[r][v];
+      _mm512_storeu_ps(yr + v * 16, out);
+    }
+  }
+}
+
+template <int MR>
+RWKV7_BF16_TARGET inline void micro_any(const uint16_t* xb, size_t ldxb, const uint16_t* panel,
+                                        size_t pairs, float* y, size_t ldy, size_t nn,
+                                        bool accumulate) {
+  if (nn == NR) return micro<MR>(xb, ldxb, panel, pairs, y, ldy, accumulate);
+  alignas(64) float tile[kRows * NR];  // a partial panel: whole tile here, nn columns out
+  micro<MR>(xb, ldxb, panel, pairs, tile, NR, false);
+  for (int r = 0; r < MR; ++r)
+    for (size_t j = 0; j < nn; ++j)
+      y[r * ldy + j] = (accumulate ? y[r * ldy + j] : 0.0f) + tile[r * NR + j];
+}
+
+RWKV7_BF16_TARGET void gemm_panel_avx512bf16(const uint16_t* xb, size_t ldxb, size_t T,
+                                             const uint16_t* panel, size_t kn, float* y, size_t ldy,
+                                             size_t nn, bool accumulate) {
+  const size_t pairs = (kn + 1) / 2;
+  size_t t = 0;
+  for (; t + kRows <= T; t += kRows)
+    micro_any<kRows>(xb + t * ldxb, ldxb, panel, pairs, y + t * ldy, ldy, nn, accumulate);
+  const uint16_t* xt = xb + t * ldxb;
+  float* yt = y + t * ldy;
+  switch (T - t) {
+    case 5:
+      return micro_any<5>(xt, ldxb, panel, pairs, yt, ldy, nn, accumulate);
+    case 4:
+      return micro_any<4>(xt, ldxb, panel, pairs, yt, ldy, nn, accumulate);
+    case 3:
+      return micro_any<3>(xt, ldxb, panel, pairs, yt, ldy, nn, accumulate);
+    case 2:
+      return micro_any<2>(xt, ldxb, panel, pairs, yt, ldy, nn, accumulate);
+    case 1:
+      return micro_any<1>(xt, ldxb, panel, pairs, yt, ldy, nn, accumulate);
+    default:
+      return;
+  }
+}
+
+RWKV7_BF16_TARGET void pack_x_avx512bf16(const float* x, size_t ldx, bool transposed, size_t rows,
+                                         size_t K, uint16_t* xb, size_t ldxb) {
+  const size_t pairs = K / 2;
+  if (!transposed) {
+    for (size_t m = 0; m < rows; ++m) {
+      const float* src = x + m * ldx;
+      uint16_t* dst = xb + m * ldxb;
+      size_t k = 0;
+      for (; k + 32 <= K; k += 32) _mm512_storeu_si512(dst + k, pairs_of_run(src + k));
+      for (; k < K; ++k) dst[k] = f32_to_bf16(src[k]);
+      if (K % 2) dst[K] = 0;
+    }
+    return;
+  }
+  // X stored [K, M]: 16 pairs of inputs × 16 rows at a time, interleaved then transposed.
+  const size_t m_fast = rows / 16 * 16, p_fast = pairs / 16 * 16;
+  for (size_t m0 = 0; m0 < m_fast; m0 += 16)
+    for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
+      __m512i v[16];
+      for (int q = 0; q < 16; ++q) {
+        const float* first = x + (2 * (p0 + q)) * ldx + m0;
+        v[q] = pairs_of_rows(first, first + ldx);
+      }
+      store_transposed(v, reinterpret_cast<uint32_t*>(xb + m0 * ldxb) + p0, ldxb / 2);
+    }
+  for (size_t m = 0; m < rows; ++m) {
+    uint16_t* dst = xb + m * ldxb;
+    const size_t from = m < m_fast ? 2 * p_fast : 0;
+    for (size_t k = from; k < K; ++k) dst[k] = f32_to_bf16(x[k * ldx + m]);
+    if (K % 2) dst[K] = 0;
+  }
+}
+
+RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool transposed, size_t nn,
+                                             size_t kn, const float* next, uint16_t* panel) {
+  const size_t pairs = (kn + 1) / 2, full_pairs = kn / 2;
+  auto* lines = reinterpret_cast<uint32_t*>(panel);  // [pairs][NR] pairs
+  auto B = [&](size_t k, size_t n) {
+    return k < kn ? (transposed ? b[n * ldb + k] : b[k * ldb + n]) : 0.0f;
+  };
+  size_t n_fast = nn / 16 * 16, p_fast = full_pairs;
+  if (transposed) {
+    // Each output's inputs are consecutive: 32 floats of 16 outputs, transposed.
+    p_fast = full_pairs / 16 * 16;
+    for (size_t n0 = 0; n0 < n_fast; n0 += 16)
+      for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
+        __m512i v[16];
+        for (int j = 0; j < 16; ++j) {
+          const size_t at = (n0 + j) * ldb + 2 * p0;  // 32 floats: two lines
+          v[j] = pairs_of_run(b + at);
+          if (next) {
+            _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T1);
+            _mm_prefetch(reinterpret_cast<const char*>(next + at + 16), _MM_HINT_T1);
+          }
+        }
+        store_transposed(v, lines + p0 * NR + n0, NR);
+      }
+  } else {
+    // Each input's outputs are consecutive: two input rows interleaved.
+    for (size_t p = 0; p < p_fast; ++p)
+      for (size_t n0 = 0; n0 < n_fast; n0 += 16) {
+        const size_t at = 2 * p * ldb + n0;  // 16 floats of two rows: a line each
+        _mm512_store_si512(lines + p * NR + n0, pairs_of_rows(b + at, b + at + ldb));
+        if (next) {
+          _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(next + at + ldb), _MM_HINT_T1);
+        }
+      }
+  }
+  // What the fast paths left: edges, zero padding past nn outputs.
+  for (size_t p = 0; p < pairs; ++p)
+    for (size_t n = 0; n < NR; ++n) {
+      if (p < p_fast && n < n_fast) continue;
+      lines[p * NR + n] = n < nn ? pair_bits(B(2 * p, n), B(2 * p + 1, n)) : 0;
+    }
+}
+
+bool cpu_has_avx512bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+}  // namespace
+
+bool bf16_dot_available() {
+  static const bool has = cpu_has_avx512bf16();
+  return has && cpu_target_at_least(HWY_AVX3_DL);
+}
+
+void pack_x_bf16(const float* x, size_t ldx, bool transposed, size_t rows, size_t K, uint16_t* xb,
+                 size_t ldxb) {
+  pack_x_avx512bf16(x, ldx, transposed, rows, K, xb, ldxb);
+}
+
+void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
+                           const float* next, uint16_t* panel) {
+  pack_panel_avx512bf16(b, ldb, transposed, nn, kn, next, panel);
+}
+
+void gemm_panel_bf16(const uint16_t* xb, size_t ldxb, size_t T, const uint16_t* panel, size_t kn,
+                     float* y, size_t ldy, size_t nn, bool accumulate) {
+  gemm_panel_avx512bf16(xb, ldxb, T, panel, kn, y, ldy, nn, accumulate);
+}
+
+#else  // no AVX512_BF16 kernels in this build: callers take the fp32 fallback
+
+bool bf16_dot_available() { return false; }
+
+void pack_x_bf16(const float*, size_t, bool, size_t, size_t, uint16_t*, size_t) {
+  throw Error("pack_x_bf16: no AVX512_BF16 kernels in this build");
+}
+void pack_panel_bf16_pairs(const float*, size_t, bool, size_t, size_t, const float*, uint16_t*) {
+  throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");
+}
+void gemm_panel_bf16(const uint16_t*, size_t, size_t, const uint16_t*, size_t, float*, size_t,
+                     size_t, bool) {
+  throw Error("gemm_panel_bf16: no AVX512_BF16 kernels in this build");
+}
+
+#endif
+
+}  // namespace rwkv7::cpu
