@@ -24,6 +24,7 @@ void cap_cpu_isa(std::string_view name);
 
 // Whether the kernels in use (under the cap) are Highway's `target` (a HWY_* bit) or better:
 // for kernels outside Highway's targets (AVX512_BF16 dot products), which follow the cap too.
+// Side-effect free (asks the dispatch, not the CPU): safe while other threads run kernels.
 bool cpu_target_at_least(int64_t target);
 
 }  // namespace rwkv7

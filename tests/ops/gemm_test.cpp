@@ -47,7 +47,8 @@ std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
   const int64_t ms[] = {1, 2, 5, 6, 7, 13, 48, 97, 130, 301};
   const int64_t ns[] = {1, 3, 15, 16, 17, 33, 63, 64, 65, 130, 257};
   const int64_t ks[] = {1, 2, 7, 64, 127, 128, 129, 255, 256, 257, 300, 513};
-  std::vector<Shape> out = {{1, 1, 1}, {301, 257, 300}, {97, 64, 129}};
+  // (2100 rows: the products' blocks of rows, above 2048.)
+  std::vector<Shape> out = {{1, 1, 1}, {301, 257, 300}, {97, 64, 129}, {2100, 65, 513}};
   for (int i = 0; i < count; ++i)
     out.push_back(
         {ms[rng() % std::size(ms)], ns[rng() % std::size(ns)], ks[rng() % std::size(ks)]});
@@ -160,7 +161,7 @@ TEST(Gemm, Bf16MatmulRoundsFp32WeightsOnly) {
       hwy::SetSupportedTargetsForTest(0);
       if (dtype == DType::F32)
         EXPECT_GT(gap, 1e-4) << "bf16 products of an fp32 weight must round x and w";
-      else
+      else  // the oracle's own contract: x is not rounded against a bf16 weight
         EXPECT_EQ(gap, 0.0) << "a bf16 weight's products are the fp32 ones";
     }
   }

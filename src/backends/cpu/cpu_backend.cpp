@@ -49,7 +49,8 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     check_panel_layout(w);
     const MatmulArgs* ap = &a;
-    if (precision_ == ProductPrecision::BF16 && w.dtype == DType::F32 && a.count > 0)
+    if (precision_ == ProductPrecision::BF16 && w.dtype == DType::F32 && a.count > 0 &&
+        w.cols > 0)  // (an empty sum goes the fp32 way: zeros)
       return gemm_bf16(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols,
                        GemmOperand{static_cast<const float*>(w.data), w.cols, true}, a.y, w.rows,
                        false);

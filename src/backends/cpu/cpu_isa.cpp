@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "backends/cpu/gemm_packed_kernels.hpp"
 #include "hwy/targets.h"
 #include "rwkv7/error.hpp"
 
@@ -101,9 +102,7 @@ void cap_cpu_isa(std::string_view name) {
 }
 
 bool cpu_target_at_least(int64_t target) {
-  const int64_t targets = supported_targets() & HWY_TARGETS;
-  const int64_t best = targets & -targets;  // a lower bit is a better target
-  return best != 0 && best <= target;
+  return cpu::dispatched_target() <= target;  // a lower bit is a better target
 }
 
 }  // namespace rwkv7

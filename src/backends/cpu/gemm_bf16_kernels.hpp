@@ -19,8 +19,8 @@ namespace rwkv7::cpu {
 
 constexpr size_t kBf16PanelWidth = 64;  // outputs per panel: 4 vectors of 16 fp32 lanes
 
-// VDPBF16PS can be used: the CPU has AVX512_BF16 and the ISA cap (cap_cpu_isa) allows the
-// AVX-512 VNNI-class kernels (so `--isa avx512` / `avx2` measure the other paths).
+// VDPBF16PS can be used: the CPU has AVX512_BF16 and the kernels in use are AVX-512 ones (so
+// `--isa avx2` measures the fallback).
 bool bf16_dot_available();
 
 // xb[m * ldxb + k] = bf16(op(X)(m, k)) for m < rows, k < K; xb[m * ldxb + K] = 0 when K is

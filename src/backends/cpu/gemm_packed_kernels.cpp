@@ -26,6 +26,8 @@ constexpr int kRows = 6;
 
 size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }
 
+int64_t DispatchedTarget() { return HWY_TARGET; }
+
 #if HWY_TARGET <= HWY_AVX3
 // 16 inputs of one row as fp32: bf16 is the upper half of an fp32, so widening is a shift.
 HWY_INLINE __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
@@ -249,6 +251,7 @@ HWY_AFTER_NAMESPACE();
 namespace rwkv7::cpu {
 
 HWY_EXPORT(PanelWidth);
+HWY_EXPORT(DispatchedTarget);
 HWY_EXPORT(PackPanel);
 HWY_EXPORT(PackPanelBf16);
 HWY_EXPORT(PackPanelF16);
@@ -257,6 +260,8 @@ HWY_EXPORT(GemmPanel);
 HWY_EXPORT(GemmPanelXT);
 
 size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
+
+int64_t dispatched_target() { return HWY_DYNAMIC_DISPATCH(DispatchedTarget)(); }
 
 void pack_panel(const float* rows, size_t ldr, size_t nn, size_t kc, const float* next,
                 float* panel) {

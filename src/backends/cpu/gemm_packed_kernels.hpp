@@ -14,6 +14,10 @@ namespace rwkv7::cpu {
 // Outputs per panel on the running ISA (4 vectors of floats: 64 on AVX-512, 16 on AVX2).
 size_t panel_width();
 
+// The Highway target (a HWY_* bit) the kernels dispatch to now: follows the ISA cap and
+// Highway's test mock, and (unlike hwy::SupportedTargets() in Highway 1.0) changes nothing.
+int64_t dispatched_target();
+
 // panel[i * NR + j] = rows[j * ldr + i] for j < nn, i < kc; columns j in [nn, NR) are zero.
 // Rows stream from memory: the block the caller packs next (same ldr; nullptr = none) is
 // prefetched meanwhile, so its lines arrive while this block is multiplied; it must hold at
