@@ -47,8 +47,10 @@ std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
   const int64_t ms[] = {1, 2, 5, 6, 7, 13, 48, 97, 130, 301};
   const int64_t ns[] = {1, 3, 15, 16, 17, 33, 63, 64, 65, 130, 257};
   const int64_t ks[] = {1, 2, 7, 64, 127, 128, 129, 255, 256, 257, 300, 513};
-  // (2100 rows: the products' blocks of rows, above 2048.)
-  std::vector<Shape> out = {{1, 1, 1}, {301, 257, 300}, {97, 64, 129}, {2100, 65, 513}};
+  // (2100 rows: the products' blocks of rows, above 2048; 8300 inputs: blocks of inputs,
+  // above 8192.)
+  std::vector<Shape> out = {
+      {1, 1, 1}, {301, 257, 300}, {97, 64, 129}, {2100, 65, 513}, {13, 70, 8300}};
   for (int i = 0; i < count; ++i)
     out.push_back(
         {ms[rng() % std::size(ms)], ns[rng() % std::size(ns)], ks[rng() % std::size(ks)]});

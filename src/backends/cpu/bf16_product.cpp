@@ -22,17 +22,16 @@ const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
   return b.transposed ? b.data + n0 * b.ld + k0 : b.data + k0 * b.ld + n0;
 }
 
+// Blocks of kDepth inputs in turn, each over every panel: op(X)'s block is packed (M × 256 in
+// bf16: 256 KB for 512 rows, in L2) and read by every panel before the next block, instead of
+// the whole of op(X) per panel (the head's dX, K = 65,536: 64 MB of bf16 through memory for
+// each panel).
 void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x, int64_t M,
                    int64_t N, int64_t K, const GemmOperand& b, float* c, int64_t ldc,
                    bool accumulate) {
-  const int64_t ldxb = (K + 1) / 2 * 2;
+  const int64_t ldxb = kDepth;  // a block's rows, padded to an even count when kn is odd
   if (s.xb.size() < size_t(M * ldxb)) s.xb.resize(size_t(M * ldxb));
   uint16_t* xb = s.xb.data();
-  pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
-    const float* src = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
-    pack_x_bf16(src, size_t(x.ld), x.transposed, size_t(m1 - m0), size_t(K), xb + m0 * ldxb,
-                size_t(ldxb));
-  });
   const int64_t nr = int64_t(kBf16PanelWidth);
   const int64_t panels = (N + nr - 1) / nr, threads = pool.size();
   int64_t row_parts = 1;
@@ -41,31 +40,34 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
         std::min((threads + panels - 1) / panels, std::max<int64_t>(1, M / kMinRowsPerPart));
   const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
   if (s.panels.size() < size_t(threads)) s.panels.resize(size_t(threads));
-  pool.parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
-    auto& owned = s.panels[size_t(part)];
-    if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kDepth * nr));
-    uint16_t* panel = owned.get();
-    for (int64_t task = task0; task < task1; ++task) {
-      const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
-      const int64_t rows = std::min(rows_per_part, M - m0);
-      if (rows <= 0) continue;
-      const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
-      const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
-      for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-        const int64_t kn = std::min(kDepth, K - k0);
-        // The block this thread packs next, when of the same extent: prefetched meanwhile.
-        const float* next = nullptr;
-        if (k0 + 2 * kDepth <= K)
-          next = block_at(b, n0, k0 + kDepth);
-        else if (next_panel_mine && n0 + 2 * nr <= N && kn == std::min(kDepth, K))
-          next = block_at(b, n0 + nr, 0);
+  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+    const int64_t kn = std::min(kDepth, K - k0);
+    pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
+      const float* src = x.transposed ? x.data + k0 * x.ld + m0 : x.data + m0 * x.ld + k0;
+      pack_x_bf16(src, size_t(x.ld), x.transposed, size_t(m1 - m0), size_t(kn), xb + m0 * ldxb,
+                  size_t(ldxb));
+    });
+    pool.parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
+      auto& owned = s.panels[size_t(part)];
+      if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kDepth * nr));
+      uint16_t* panel = owned.get();
+      for (int64_t task = task0; task < task1; ++task) {
+        const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
+        const int64_t rows = std::min(rows_per_part, M - m0);
+        if (rows <= 0) continue;
+        const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
+        // The panel this thread packs next (same inputs, the next outputs), when as wide:
+        // its weights are prefetched meanwhile.
+        const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
+        const float* next =
+            next_panel_mine && n0 + 2 * nr <= N ? block_at(b, n0 + nr, k0) : nullptr;
         pack_panel_bf16_pairs(block_at(b, n0, k0), size_t(b.ld), b.transposed, size_t(nn),
                               size_t(kn), next, panel);
-        gemm_panel_bf16(xb + m0 * ldxb + k0, size_t(ldxb), size_t(rows), panel, size_t(kn),
+        gemm_panel_bf16(xb + m0 * ldxb, size_t(ldxb), size_t(rows), panel, size_t(kn),
                         c + m0 * ldc + n0, size_t(ldc), size_t(nn), accumulate || k0 > 0);
       }
-    }
-  });
+    });
+  }
 }
 
 }  // namespace

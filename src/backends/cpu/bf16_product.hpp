@@ -1,8 +1,8 @@
 #pragma once
 // The cpu backend's product in bf16 with fp32 accumulation on CPUs with AVX512_BF16
-// (gemm_bf16_kernels.hpp): op(X) rounded and packed in pairs once per block of rows, B packed
-// into pair panels per block of inputs, threads over panels (and rows when panels are few), as
-// the fp32 packed product does.
+// (gemm_bf16_kernels.hpp): blocks of 256 inputs in turn; in each, op(X)'s block rounded and
+// packed in pairs once (shared by the threads), then B's panels packed and multiplied, threads
+// over panels (and rows when panels are few). Many rows go in blocks of rows.
 #include <cstdint>
 #include <vector>
 
@@ -15,7 +15,7 @@ class ThreadPool;
 
 namespace rwkv7::cpu {
 
-// Buffers kept between calls: the packed rows of op(X) (shared by the threads), one pair panel
+// Buffers kept between calls: op(X)'s packed block (shared by the threads), one pair panel
 // per pool part.
 struct Bf16ProductScratch {
   std::vector<uint16_t> xb;
