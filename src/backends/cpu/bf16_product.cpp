@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backends/cpu/gemm_bf16_kernels.hpp"
+#include "backends/cpu/product_tiling.hpp"
 #include "core/thread_pool.hpp"
 
 namespace rwkv7::cpu {
@@ -12,10 +13,6 @@ namespace {
 // Inputs per pair panel: 128 pair lines × 64 outputs × 4 bytes = 32 KB of L1, as the fp32
 // panel of 128 inputs.
 constexpr int64_t kDepth = 256;
-// Rows of op(X) packed and multiplied at once: 1024 rows × 256 inputs in bf16 = 512 KB, the
-// L2 share the fp32 product's row blocks have (cpu_backend.cpp kRowBlock).
-constexpr int64_t kRowBlock = 1024;
-constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it shares a panel
 
 // Where B's block of outputs from n0 and inputs from k0 starts.
 const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
@@ -33,12 +30,8 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
   if (s.xb.size() < size_t(M * ldxb)) s.xb.resize(size_t(M * ldxb));
   uint16_t* xb = s.xb.data();
   const int64_t nr = int64_t(kBf16PanelWidth);
-  const int64_t panels = (N + nr - 1) / nr, threads = pool.size();
-  int64_t row_parts = 1;
-  if (panels < threads)
-    row_parts =
-        std::min((threads + panels - 1) / panels, std::max<int64_t>(1, M / kMinRowsPerPart));
-  const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
+  const int64_t threads = pool.size();
+  const PanelTasks tasks(M, (N + nr - 1) / nr, threads);
   if (s.panels.size() < size_t(threads)) s.panels.resize(size_t(threads));
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t kn = std::min(kDepth, K - k0);
@@ -47,18 +40,18 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
       pack_x_bf16(src, size_t(x.ld), x.transposed, size_t(m1 - m0), size_t(kn), xb + m0 * ldxb,
                   size_t(ldxb));
     });
-    pool.parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
+    pool.parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
       auto& owned = s.panels[size_t(part)];
       if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kDepth * nr));
       uint16_t* panel = owned.get();
       for (int64_t task = task0; task < task1; ++task) {
-        const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
-        const int64_t rows = std::min(rows_per_part, M - m0);
+        const int64_t p = tasks.panel(task), m0 = tasks.first_row(task);
+        const int64_t rows = std::min(tasks.rows_per_part, M - m0);
         if (rows <= 0) continue;
         const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
         // The panel this thread packs next (same inputs, the next outputs), when as wide:
         // its weights are prefetched meanwhile.
-        const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
+        const bool next_panel_mine = tasks.row_parts == 1 && task + 1 < task1;
         const float* next =
             next_panel_mine && n0 + 2 * nr <= N ? block_at(b, n0 + nr, k0) : nullptr;
         pack_panel_bf16_pairs(block_at(b, n0, k0), size_t(b.ld), b.transposed, size_t(nn),
@@ -77,12 +70,11 @@ void bf16_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x,
                   bool accumulate) {
   // Many rows (the head's dW: M = vocabulary) go in blocks, each over every panel, so a block
   // of packed rows stays in L2 between panels and the packed copy stays small.
-  const int64_t block = M > 2 * kRowBlock ? kRowBlock : M;
-  for (int64_t m0 = 0; m0 < M; m0 += block) {
-    GemmOperand rows = x;
-    rows.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
-    block_product(pool, s, rows, std::min(block, M - m0), N, K, b, c + m0 * ldc, ldc, accumulate);
-  }
+  for_each_row_block(M, [&](int64_t m0, int64_t rows) {
+    GemmOperand block = x;
+    block.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+    block_product(pool, s, block, rows, N, K, b, c + m0 * ldc, ldc, accumulate);
+  });
 }
 
 }  // namespace rwkv7::cpu

@@ -11,6 +11,7 @@
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/kquant_kernels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
+#include "backends/cpu/product_tiling.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
@@ -29,11 +30,6 @@ constexpr int64_t kRowTile = 64;     // positions per pass over a weight row: x 
 constexpr int64_t kGemmMinRows = 8;  // below this the products are memory-bound: dot rows
 constexpr int64_t kWkvSeqMinSteps = 4;
 constexpr int64_t kPanelDepth = 128;  // inputs per packed panel: 128 × 64 floats = 32 KB of L1
-// Rows of C per pass over the panels when there are many: op(X) rows × kPanelDepth floats =
-// 512 KB, inside L2 (see packed_product; 256 and 2048 rows measured slower: rwkv7_bench
-// --benchmark_filter=Gemm).
-constexpr int64_t kRowBlock = 1024;
-constexpr int64_t kMinRowsPerPart = 48;  // rows of C a thread takes when it shares a panel
 
 class CpuBackend final : public Backend {
  public:
@@ -213,28 +209,36 @@ class CpuBackend final : public Backend {
   }
 
   // C [M, N] (+)= op(X) · op(B) with both operands rounded to bf16, summed in fp32: on
-  // VDPBF16PS where available, else the fp32 kernels over a rounded copy of op(X) (in blocks
-  // of rows, so the copy stays small) and rounded panels.
+  // VDPBF16PS where available, else the fp32 kernels over a rounded copy of op(X) and rounded
+  // panels. The copy is made per block of rows and of kBf16CopyDepth inputs (at most 16 MB:
+  // op(X) whole was 128 MB for the head's dX, K = 65,536); the kernels add each block of
+  // kPanelDepth inputs into C in turn, so splitting K at multiples of it changes no sum.
   void gemm_bf16(const GemmOperand& x, int64_t M, int64_t N, int64_t K, const GemmOperand& b,
                  float* c, int64_t ldc, bool accumulate) const {
     if (cpu::bf16_dot_available())
       return cpu::bf16_product(*pool_, bf16_, x, M, N, K, b, c, ldc, accumulate);
+    constexpr int64_t kBf16CopyDepth = 32 * kPanelDepth;
     std::vector<float>& xr = decode_.xd;
-    for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-      const int64_t rows = std::min(kRowBlock, M - m0);
-      // op(X) rows [m0, m0 + rows) in X's own layout: [rows, K], or [K, rows] when transposed.
-      const int64_t outer = x.transposed ? K : rows, inner = x.transposed ? rows : K;
-      xr.resize(size_t(outer * inner));
-      pool_->parallel_for(outer, 16, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const float* src = x.transposed ? x.data + i * x.ld + m0 : x.data + (m0 + i) * x.ld;
-          float* dst = xr.data() + i * inner;
-          std::copy_n(src, inner, dst);
-          cpu::round_to_bf16(dst, size_t(inner));
-        }
-      });
-      pack_then_product(GemmOperand{xr.data(), inner, x.transposed}, rows, N, K, b, c + m0 * ldc,
-                        ldc, accumulate, true);
+    for (int64_t m0 = 0; m0 < M; m0 += cpu::kProductRowBlock) {
+      const int64_t rows = std::min(cpu::kProductRowBlock, M - m0);
+      for (int64_t k0 = 0; k0 < K; k0 += kBf16CopyDepth) {
+        const int64_t kn = std::min(kBf16CopyDepth, K - k0);
+        // op(X) [m0, +rows) × [k0, +kn) in X's own layout: [rows, kn], or [kn, rows] transposed.
+        const int64_t outer = x.transposed ? kn : rows, inner = x.transposed ? rows : kn;
+        xr.resize(size_t(outer * inner));
+        pool_->parallel_for(outer, 16, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const float* src =
+                x.transposed ? x.data + (k0 + i) * x.ld + m0 : x.data + (m0 + i) * x.ld + k0;
+            float* dst = xr.data() + i * inner;
+            std::copy_n(src, inner, dst);
+            cpu::round_to_bf16(dst, size_t(inner));
+          }
+        });
+        const GemmOperand bk{b.transposed ? b.data + k0 : b.data + k0 * b.ld, b.ld, b.transposed};
+        pack_then_product(GemmOperand{xr.data(), inner, x.transposed}, rows, N, kn, bk,
+                          c + m0 * ldc, ldc, accumulate || k0 > 0, true);
+      }
     }
   }
 
@@ -280,31 +284,25 @@ class CpuBackend final : public Backend {
     // head's dW: M = vocabulary) that block no longer stays in L2 between panels and each panel
     // reads it from memory again, so the rows go in blocks, each over every panel (the panels
     // are packed again per block: small next to a block's products).
-    if (M > 2 * kRowBlock) {
-      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
-        GemmOperand rows = x;
-        rows.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
-        packed_product(rows, std::min(kRowBlock, M - m0), N, K, c + m0 * ldc, ldc, accumulate,
-                       pack);
-      }
+    if (M > 2 * cpu::kProductRowBlock) {
+      cpu::for_each_row_block(M, [&](int64_t m0, int64_t rows) {
+        GemmOperand block = x;
+        block.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+        packed_product(block, rows, N, K, c + m0 * ldc, ldc, accumulate, pack);
+      });
       return;
     }
     const int64_t nr = int64_t(cpu::panel_width());
-    const int64_t panels = (N + nr - 1) / nr, threads = pool_->size();
-    int64_t row_parts = 1;
-    if (panels < threads)
-      row_parts =
-          std::min((threads + panels - 1) / panels, std::max<int64_t>(1, M / kMinRowsPerPart));
-    const int64_t rows_per_part = (M + row_parts - 1) / row_parts;
-    pool_->parallel_parts(panels * row_parts, 1, [&](int part, int64_t task0, int64_t task1) {
+    const cpu::PanelTasks tasks(M, (N + nr - 1) / nr, pool_->size());
+    pool_->parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
       PartScratch& ps = parts_[size_t(part)];
       float* panel = panel_buffer(ps);
       for (int64_t task = task0; task < task1; ++task) {
-        const int64_t p = task / row_parts, m0 = task % row_parts * rows_per_part;
-        const int64_t rows = std::min(rows_per_part, M - m0);
+        const int64_t p = tasks.panel(task), m0 = tasks.first_row(task);
+        const int64_t rows = std::min(tasks.rows_per_part, M - m0);
         if (rows <= 0) continue;
         const int64_t n0 = p * nr, nn = std::min(nr, N - n0);
-        const bool next_panel_mine = row_parts == 1 && task + 1 < task1;
+        const bool next_panel_mine = tasks.row_parts == 1 && task + 1 < task1;
         for (int64_t k0 = 0; k0 < K; k0 += kPanelDepth) {
           const int64_t kn = std::min(kPanelDepth, K - k0);
           pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
