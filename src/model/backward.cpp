@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "core/thread_pool.hpp"
 #include "model/graph.hpp"
@@ -17,10 +18,33 @@ using detail::Acts;
 using detail::Buf;
 using detail::LayerActs;
 using detail::Products;
+using detail::WeightGrad;
 
 namespace {
 
 constexpr size_t kNameMax = 160;
+
+// Acts::grad_slots' order (std::less: a total order over pointers to different tensors).
+bool slot_before(const Acts::GradSlot& s, float* data) { return std::less<float*>{}(s.data, data); }
+
+// Whether nothing filled the gradient at `data` yet in this call; it counts as filled from now.
+bool take_untouched(Acts& A, float* data) {
+  auto it = std::lower_bound(A.grad_slots.begin(), A.grad_slots.end(), data, slot_before);
+  if (it == A.grad_slots.end() || it->data != data || !it->untouched) return false;
+  it->untouched = false;
+  return true;
+}
+
+// data[0, count) = 0, the big ones (head, embedding) over the pool.
+void zero_floats(float* data, int64_t count, ThreadPool* pool) {
+  constexpr int64_t kMinPart = 1 << 16;
+  if (pool && count >= 2 * kMinPart) {
+    pool->parallel_for(count, kMinPart,
+                       [&](int64_t i0, int64_t i1) { std::fill(data + i0, data + i1, 0.0f); });
+  } else {
+    std::fill(data, data + count, 0.0f);
+  }
+}
 
 std::string_view join(char (&buf)[kNameMax], std::string_view a, std::string_view b) {
   if (a.size() + b.size() > kNameMax) throw Error("parameter name too long: " + std::string(a));
@@ -44,16 +68,28 @@ struct Backward {
     char buf[kNameMax];
     return p.get(join(buf, a, b));
   }
-  // The gradient of a product's weight, or null when GradOptions::frozen says it is not wanted
-  // (the product then skips computing it; its tensor stays zero).
-  float* GW(std::string_view a, std::string_view b = {}) const {
+  // The gradient of a product's weight (written by the product when it is the first to fill
+  // it), or null when GradOptions::frozen says it is not wanted (the product then skips
+  // computing it; its tensor stays zero).
+  WeightGrad GW(std::string_view a, std::string_view b = {}) const {
     if (opts.frozen) {
       char buf[kNameMax];
-      if ((*opts.frozen)(join(buf, a, b))) return nullptr;
+      if ((*opts.frozen)(join(buf, a, b))) return {};
     }
-    return G(a, b);
+    float* g = find(a, b);
+    return {g, take_untouched(A, g)};
   }
+  // The gradient an op adds to (zeroed first if nothing was added to it yet).
   float* G(std::string_view a, std::string_view b = {}) const {
+    float* g = find(a, b);
+    if (take_untouched(A, g)) zero_floats(g, grad_count(g), pool);
+    return g;
+  }
+  int64_t grad_count(float* g) const {
+    auto it = std::lower_bound(A.grad_slots.begin(), A.grad_slots.end(), g, slot_before);
+    return it->count;
+  }
+  float* find(std::string_view a, std::string_view b) const {
     char buf[kNameMax];
     const std::string_view key = join(buf, a, b);
     auto it = grads.find(key);
@@ -431,9 +467,10 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, Thre
   return total;
 }
 
-// `grads` zeroed, one tensor per parameter name (re-made when a name or shape differs, else
-// reused).
-void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads, ThreadPool* pool) {
+// `grads`: one tensor per parameter name (re-made, zero, when a name or shape differs; else
+// reused and left as they are, every one listed in A.untouched_grads until something fills it:
+// finish_gradients zeroes those left).
+void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
   if (A.names.empty() || A.names_layers != params.config.n_layer) {  // once: names() builds strings
     A.names = params.names();
     A.names_layers = params.config.n_layer;
@@ -443,22 +480,24 @@ void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads, Thr
     auto it = grads.find(n);
     reuse = reuse && it != grads.end() && it->second.shape == params.tensors.at(n).shape;
   }
+  A.grad_slots.clear();
   if (reuse) {
-    for (auto& [n, g] : grads) {  // the big ones (head, embedding) over the pool
-      float* d = g.data.data();
-      constexpr int64_t kMinPart = 1 << 16;
-      const int64_t count = int64_t(g.data.size());
-      if (pool && count >= 2 * kMinPart) {
-        pool->parallel_for(count, kMinPart,
-                           [&](int64_t i0, int64_t i1) { std::fill(d + i0, d + i1, 0.0f); });
-      } else {
-        std::fill(d, d + count, 0.0f);
-      }
-    }
+    for (auto& [n, g] : grads)
+      A.grad_slots.push_back({g.data.data(), int64_t(g.data.size()), true});
+    std::sort(
+        A.grad_slots.begin(), A.grad_slots.end(),
+        [](const Acts::GradSlot& x, const Acts::GradSlot& y) { return slot_before(x, y.data); });
   } else {
     grads.clear();
     for (const std::string& n : A.names) grads.emplace(n, FloatTensor(params.tensors.at(n).shape));
   }
+}
+
+// The gradients nothing filled in this call (frozen, unused): zero.
+void finish_gradients(Acts& A, ThreadPool* pool) {
+  for (Acts::GradSlot& s : A.grad_slots)
+    if (s.untouched) zero_floats(s.data, s.count, pool);
+  A.grad_slots.clear();
 }
 
 // From A.dxo (d loss / d xo, [R, C]) back through ln_out, the layers (recomputed one by one
@@ -622,7 +661,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
   }
 
   res.positions = B * (T - opts.loss_from);
-  prepare_gradients(params, A, res.grads, pool);
+  prepare_gradients(params, A, res.grads);
 
   // Backward through the segments in reverse, each recomputed from its input state; the
   // gradient w.r.t. the state between two segments is the later one's d_initial, then the
@@ -653,6 +692,7 @@ void loss_and_gradients(const TrainParams& params, const std::vector<std::vector
       res.state_grad_norms[size_t(k)] = std::sqrt(sq);
     }
   }
+  finish_gradients(A, pool);
 }
 
 const std::vector<float>& blocks_forward(const TrainParams& params, std::span<const float> emb,
@@ -688,11 +728,12 @@ void blocks_backward(const TrainParams& params, std::span<const float> dhidden,
   if (dhidden.size() != size_t(A.R * params.config.n_embd) || A.xo.empty())
     throw Error("blocks backward: d hidden must be [R, C] of the last blocks_forward");
   if (opts.wkv_checkpoint < 1) throw Error("gradient: wkv_checkpoint must be at least 1");
-  prepare_gradients(params, A, grads, pool);  // emb.weight and head.weight stay 0
+  prepare_gradients(params, A, grads);
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, grads, nullptr, nullptr};
   A.dxo.assign(dhidden.begin(), dhidden.end());
   backward_from_xo(bw, detail::current_weights(params, A), backend);
+  finish_gradients(A, pool);  // emb.weight and head.weight: zero
   demb = A.demb;
 }
 

@@ -45,21 +45,25 @@ namespace detail {
 
 // The backward products on the backend's gemm, accumulating; operands are read through their
 // transpose flags, so no transposed copy is made.
-void Products::atb_add(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
-                       float* g) const {
-  // g [p, q] += aᵀ·b with a [R, p], b [R, q]
+void Products::atb(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
+                   WeightGrad g) const {
+  // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]
+  if (R == 0) {  // an empty sum: nothing to add, zeros to write
+    if (g.overwrite) std::fill_n(g.data, p * q, 0.0f);
+    return;
+  }
   be.gemm({.M = p,
            .N = q,
            .K = R,
            .a = {a, p, true},
            .b = {b, q},
-           .c = g,
+           .c = g.data,
            .ldc = q,
-           .accumulate = true});
+           .accumulate = !g.overwrite});
 }
 
 void Products::linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
-                           int64_t out, float* dx, float* dw) const {
+                           int64_t out, float* dx, WeightGrad dw) const {
   // dx [R, in] += dy [R, out] · w [out, in]
   if (dx)
     be.gemm({.M = R,
@@ -70,11 +74,11 @@ void Products::linear_back(const float* x, const float* w, const float* dy, int6
              .c = dx,
              .ldc = in,
              .accumulate = true});
-  if (dw) atb_add(dy, x, R, out, in, dw);  // dw [out, in] += dyᵀ · x
+  if (dw.data) atb(dy, x, R, out, in, dw);  // dw [out, in] (+)= dyᵀ · x
 }
 
 void Products::lora_back(const float* x, const float* m, const float* dy, int64_t R, int64_t in,
-                         int64_t out, float* dx, float* dm) const {
+                         int64_t out, float* dx, WeightGrad dm) const {
   // dx [R, in] += dy [R, out] · mᵀ (m [in, out], read down its rows as matmul reads a weight)
   if (dx)
     be.gemm({.M = R,
@@ -85,7 +89,7 @@ void Products::lora_back(const float* x, const float* m, const float* dy, int64_
              .c = dx,
              .ldc = in,
              .accumulate = true});
-  if (dm) atb_add(x, dy, R, in, out, dm);  // dm [in, out] += xᵀ · dy
+  if (dm.data) atb(x, dy, R, in, out, dm);  // dm [in, out] (+)= xᵀ · dy
 }
 
 ModelWeights weights_of(const TrainParams& p) {

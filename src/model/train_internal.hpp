@@ -18,14 +18,22 @@ using Buf = std::vector<float>;
 // The backward's dense products on the backend (the forward's go through the graph's
 // Backend::matmul). nn.Linear weights are [out, in]; LoRA factors are [in, out]. They
 // ACCUMULATE into dx / dw.
+// A weight gradient a product fills: null = not wanted; `overwrite` when nothing was added to
+// it yet in this call (the product writes it rather than adding to it, so the gradient needs
+// no zeroing pass first).
+struct WeightGrad {
+  float* data = nullptr;
+  bool overwrite = false;
+};
+
 struct Products {
   const Backend& be;
-  // g [p, q] += aᵀ·b with a [R, p], b [R, q]
-  void atb_add(const float* a, const float* b, int64_t R, int64_t p, int64_t q, float* g) const;
+  // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]
+  void atb(const float* a, const float* b, int64_t R, int64_t p, int64_t q, WeightGrad g) const;
   void linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
-                   int64_t out, float* dx, float* dw) const;
+                   int64_t out, float* dx, WeightGrad dw) const;
   void lora_back(const float* x, const float* m, const float* dy, int64_t R, int64_t in,
-                 int64_t out, float* dx, float* dm) const;
+                 int64_t out, float* dx, WeightGrad dm) const;
 };
 
 using rwkv7::LayerActs;
@@ -73,6 +81,17 @@ struct Acts {
   // shift's gradient for the row before the part's first (row -1: none).
   std::vector<Buf> part_sums, part_edges;
   std::vector<int64_t> part_edge_rows;
+  // The parameter gradients, sorted by data, each flagged while nothing filled it in this call:
+  // they are not zeroed in advance; the first product to fill one writes it, the first op to
+  // add to one zeroes it first, and the rest are zeroed at the end (backward.cpp
+  // prepare_gradients / take_untouched / finish_gradients). A vector, kept from step to step:
+  // a warm step allocates nothing.
+  struct GradSlot {
+    float* data;
+    int64_t count;
+    bool untouched;
+  };
+  std::vector<GradSlot> grad_slots;
   std::vector<std::string> names;            // TrainParams::names(), made once
   std::unique_ptr<ModelWeights> weights;     // the graph's views of the parameters
   std::vector<const float*> weight_sources;  // the parameter buffers they view
