@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=$ROOT/build/rwkv7
+BIN=${BIN:-$ROOT/build/rwkv7}
 OUT=${1:-/tmp/rwkv7-mqar}
 T=${THREADS:-1}
 STEPS=${STEPS:-3200}

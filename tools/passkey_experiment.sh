@@ -9,13 +9,13 @@
 #   long        4,096-position samples from step 0 (1 row).
 # Every model is scored on a test set of another seed (lengths 1K..64K x depths 0..1), and
 # every stage's wall time is printed.
-#   [STEPS=2000] [THREADS=1] [RUNS="curriculum short long"] bash tools/passkey_experiment.sh [OUT_DIR]
+#   [BIN=build/rwkv7] [STEPS=2000] [THREADS=1] [RUNS="curriculum short long"] bash tools/passkey_experiment.sh [OUT_DIR]
 #   (OUT_DIR default /tmp/rwkv7-passkey). Prints "ACC <run> overall [(length, depth, acc)...]"
 #   and "TIME <run> <seconds>".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BIN=$ROOT/build/rwkv7
+BIN=${BIN:-$ROOT/build/rwkv7}
 BASE=$ROOT/models/rwkv7-shakespeare-L4-C128.pth
 FILLER=$ROOT/../shared/data/tinyshakespeare.txt
 [ -f "$FILLER" ] || { echo "passkey_experiment: $FILLER is missing (../shared)" >&2; exit 1; }
