@@ -27,12 +27,13 @@ constexpr size_t kNameMax = 160;
 // Acts::grad_slots' order (std::less: a total order over pointers to different tensors).
 bool slot_before(const Acts::GradSlot& s, float* data) { return std::less<float*>{}(s.data, data); }
 
-// Whether nothing filled the gradient at `data` yet in this call; it counts as filled from now.
-bool take_untouched(Acts& A, float* data) {
+// The slot of the gradient at `data` when nothing filled it yet in this call (it counts as
+// filled from now), else null.
+const Acts::GradSlot* take_untouched(Acts& A, float* data) {
   auto it = std::lower_bound(A.grad_slots.begin(), A.grad_slots.end(), data, slot_before);
-  if (it == A.grad_slots.end() || it->data != data || !it->untouched) return false;
+  if (it == A.grad_slots.end() || it->data != data || !it->untouched) return nullptr;
   it->untouched = false;
-  return true;
+  return &*it;
 }
 
 // data[0, count) = 0, the big ones (head, embedding) over the pool.
@@ -70,24 +71,20 @@ struct Backward {
   }
   // The gradient of a product's weight (written by the product when it is the first to fill
   // it), or null when GradOptions::frozen says it is not wanted (the product then skips
-  // computing it; its tensor stays zero).
+  // computing it; finish_gradients zeroes its tensor).
   WeightGrad GW(std::string_view a, std::string_view b = {}) const {
     if (opts.frozen) {
       char buf[kNameMax];
       if ((*opts.frozen)(join(buf, a, b))) return {};
     }
     float* g = find(a, b);
-    return {g, take_untouched(A, g)};
+    return {g, take_untouched(A, g) != nullptr};
   }
   // The gradient an op adds to (zeroed first if nothing was added to it yet).
   float* G(std::string_view a, std::string_view b = {}) const {
     float* g = find(a, b);
-    if (take_untouched(A, g)) zero_floats(g, grad_count(g), pool);
+    if (const Acts::GradSlot* slot = take_untouched(A, g)) zero_floats(g, slot->count, pool);
     return g;
-  }
-  int64_t grad_count(float* g) const {
-    auto it = std::lower_bound(A.grad_slots.begin(), A.grad_slots.end(), g, slot_before);
-    return it->count;
   }
   float* find(std::string_view a, std::string_view b) const {
     char buf[kNameMax];
@@ -468,7 +465,7 @@ double loss_and_dlogits(Acts& A, int64_t V, bool l2wrap, int64_t mean_over, Thre
 }
 
 // `grads`: one tensor per parameter name (re-made, zero, when a name or shape differs; else
-// reused and left as they are, every one listed in A.untouched_grads until something fills it:
+// reused and left as they are, each flagged in A.grad_slots until something fills it:
 // finish_gradients zeroes those left).
 void prepare_gradients(const TrainParams& params, Acts& A, Gradients& grads) {
   if (A.names.empty() || A.names_layers != params.config.n_layer) {  // once: names() builds strings

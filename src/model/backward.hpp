@@ -112,8 +112,9 @@ class TrainWorkspace {
 GradResult loss_and_gradients(const TrainParams& params,
                               const std::vector<std::vector<int32_t>>& rows, const Backend& backend,
                               ThreadPool* pool = nullptr, const GradOptions& opts = {});
-// The same, reusing `ws` and the gradient tensors already in `out` (zeroed; re-made when a
-// name or shape differs), so that a training loop allocates nothing per step.
+// The same, reusing `ws` and the gradient tensors already in `out` (overwritten, whatever
+// they held; re-made when a name or shape differs), so that a training loop allocates nothing
+// per step.
 void loss_and_gradients(const TrainParams& params, const std::vector<std::vector<int32_t>>& rows,
                         const Backend& backend, ThreadPool* pool, const GradOptions& opts,
                         TrainWorkspace& ws, GradResult& out);

@@ -43,12 +43,12 @@ TrainParams params_from_file(const TensorFile& file) {
 
 namespace detail {
 
-// The backward products on the backend's gemm, accumulating; operands are read through their
+// The backward products on the backend's gemm ((+)=, see Products); operands are read through their
 // transpose flags, so no transposed copy is made.
 void Products::atb(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
                    WeightGrad g) const {
   // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]
-  if (R == 0) {  // an empty sum: nothing to add, zeros to write
+  if (R == 0) {  // an empty sum (the backends write zeros too; said here, not relied on)
     if (g.overwrite) std::fill_n(g.data, p * q, 0.0f);
     return;
   }

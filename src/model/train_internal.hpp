@@ -15,9 +15,6 @@ namespace rwkv7::train::detail {
 
 using Buf = std::vector<float>;
 
-// The backward's dense products on the backend (the forward's go through the graph's
-// Backend::matmul). nn.Linear weights are [out, in]; LoRA factors are [in, out]. They
-// ACCUMULATE into dx / dw.
 // A weight gradient a product fills: null = not wanted; `overwrite` when nothing was added to
 // it yet in this call (the product writes it rather than adding to it, so the gradient needs
 // no zeroing pass first).
@@ -26,6 +23,9 @@ struct WeightGrad {
   bool overwrite = false;
 };
 
+// The backward's dense products on the backend (the forward's go through the graph's
+// Backend::matmul). nn.Linear weights are [out, in]; LoRA factors are [in, out]. They
+// ACCUMULATE into dx, and into dw unless WeightGrad::overwrite.
 struct Products {
   const Backend& be;
   // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]

@@ -200,7 +200,7 @@ void act_backward(const ActArgs<T>& a) {
     case Act::ReluSq:
       // max(0, x) (0 for a NaN x, as x > 0 ? x : 0) rather than a branch on x > 0: that
       // branch, taken for about half the inputs at random, mispredicted and kept the loop
-      // scalar (3% of a training step).
+      // scalar (4.5% of a bf16 training step in perf).
       for (int64_t i = 0; i < a.n; ++i) dx[i] += dy[i] * T(2) * std::max(T(0), x[i]);
       break;
   }

@@ -61,6 +61,7 @@ struct ShiftMixArgs {
   const T* prev0;  // [B, C] or null
   const T* mix;    // [C]
   T* y;            // [B*S, C]
+  // Backward: dx, dprev0, dmix and dy must not overlap (the loops read them as restrict).
   const T* dy = nullptr;
   T *dx = nullptr, *dmix = nullptr, *dprev0 = nullptr;
 };
