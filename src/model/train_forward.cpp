@@ -48,10 +48,7 @@ namespace detail {
 void Products::atb(const float* a, const float* b, int64_t R, int64_t p, int64_t q,
                    WeightGrad g) const {
   // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]
-  if (R == 0) {  // an empty sum (the backends write zeros too; said here, not relied on)
-    if (g.overwrite) std::fill_n(g.data, p * q, 0.0f);
-    return;
-  }
+  // (R = 0, an empty sum: the backends write zeros, or add nothing.)
   be.gemm({.M = p,
            .N = q,
            .K = R,

@@ -284,14 +284,17 @@ class CpuBackend final : public Backend {
     // head's dW: M = vocabulary) that block no longer stays in L2 between panels and each panel
     // reads it from memory again, so the rows go in blocks, each over every panel (the panels
     // are packed again per block: small next to a block's products).
-    if (M > 2 * cpu::kProductRowBlock) {
-      cpu::for_each_row_block(M, [&](int64_t m0, int64_t rows) {
-        GemmOperand block = x;
-        block.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
-        packed_product(block, rows, N, K, c + m0 * ldc, ldc, accumulate, pack);
-      });
-      return;
-    }
+    cpu::for_each_row_block(M, [&](int64_t m0, int64_t rows) {
+      GemmOperand block = x;
+      block.data = x.transposed ? x.data + m0 : x.data + m0 * x.ld;
+      packed_block(block, rows, N, K, c + m0 * ldc, ldc, accumulate, pack);
+    });
+  }
+
+  // packed_product over one block of C's rows.
+  void packed_block(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
+                    bool accumulate,
+                    FunctionRef<void(PartScratch&, const PanelBlock&, float*)> pack) const {
     const int64_t nr = int64_t(cpu::panel_width());
     const cpu::PanelTasks tasks(M, (N + nr - 1) / nr, pool_->size());
     pool_->parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
