@@ -114,7 +114,9 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
 TEST(GemmPacked, PanelProductEqualsScalarTwin) {
   std::mt19937 rng(7);
   const size_t nr = cpu::panel_width();
-  const size_t shapes[][3] = {{1, 1, 1}, {5, 3, 16}, {6, 64, 128}, {13, 17, 37}, {40, 64, 1}};
+  // T 7, 8, 14 and 32 end in a split tile (4 + 3, 4 + 4, 6 + 4 + 4, 5 × 6 + 4 + 4).
+  const size_t shapes[][3] = {{1, 1, 1},    {5, 3, 16},  {6, 64, 128},  {7, 64, 5}, {8, 20, 128},
+                              {13, 17, 37}, {14, 64, 9}, {32, 64, 128}, {40, 64, 1}};
   for (auto [T, nn_want, kc] : shapes) {
     const size_t nn = std::min(nn_want, nr);
     const auto w = testing::randn(nn * kc, rng);
@@ -130,7 +132,10 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
         cpu::gemm_panel_scalar(x.data(), ldx, x_transposed, T, panel.get(), nr, kc, want.data(),
                                ldy, nn, accumulate);
         const auto kernel = x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel;
-        kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate);
+        // The prefetch hint (here: the weights again, more lines than inputs or fewer) must
+        // change nothing.
+        const cpu::PrefetchRange prefetch{w.data(), accumulate ? w.size() * sizeof(float) : 64};
+        kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
         // fp32 sums of kc unit-variance products in another order: error ~ sqrt(kc) · 2^-24.
         const double tol = 1e-6 * std::sqrt(double(kc)) * 16 + 1e-5;
         for (size_t t = 0; t < T; ++t) {

@@ -194,7 +194,7 @@ class CpuBackend final : public Backend {
                          const GemmOperand& b, float* c, int64_t ldc, bool accumulate,
                          bool round_to_bf16) const {
     packed_product(x, M, N, K, c, ldc, accumulate,
-                   [&](PartScratch&, const PanelBlock& pb, float* panel) {
+                   [&](PartScratch&, const PanelBlock& pb, float* panel) -> cpu::PrefetchRange {
                      if (!b.transposed) {
                        cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0, size_t(b.ld),
                                                    size_t(pb.nn), size_t(pb.kn), panel);
@@ -205,6 +205,7 @@ class CpuBackend final : public Backend {
                      }
                      if (round_to_bf16)
                        cpu::round_to_bf16(panel, size_t(pb.kn) * cpu::panel_width());
+                     return {};  // pack_panel prefetched the next block itself
                    });
   }
 
@@ -248,27 +249,31 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     packed_product(
         GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
-        [&](PartScratch& ps, const PanelBlock& pb, float* panel) {
+        [&](PartScratch& ps, const PanelBlock& pb, float* panel) -> cpu::PrefetchRange {
           if (w.cpu_panels)
             return widen_panel_block(w, pb.n0, pb.k0, pb.kn,
                                      pb.k0 + pb.kn < w.cols || pb.next_panel_mine, panel);
+          // The packers below prefetch the next block themselves (interleaved with their loads).
           const int64_t offset = pb.n0 * w.cols + pb.k0;
           if (w.dtype == DType::BF16 || w.dtype == DType::F16) {
             const auto* rows = static_cast<const uint16_t*>(w.data) + offset;
             const auto pack = w.dtype == DType::BF16 ? cpu::pack_panel_bf16 : cpu::pack_panel_f16;
-            return pack(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
-                        next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+            pack(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                 next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+            return {};
           }
           if (w.dtype == DType::F32) {
             const float* rows = static_cast<const float*>(w.data) + offset;
-            return cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
-                                   next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+            cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
+                            next_block(rows, w.cols, w.rows, w.cols, pb), panel);
+            return {};
           }
           ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
           for (int64_t j = 0; j < pb.nn; ++j)
             widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
           cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn), nullptr,
                           panel);
+          return {};
         });
   }
 
@@ -277,9 +282,9 @@ class CpuBackend final : public Backend {
   // each then packs its own copy of the panel). For each block of kPanelDepth inputs, `pack`
   // fills the panel (fp32, from any source) and it is multiplied with every row of C while it
   // sits in L1. K > 0.
-  void packed_product(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
-                      bool accumulate,
-                      FunctionRef<void(PartScratch&, const PanelBlock&, float*)> pack) const {
+  void packed_product(
+      const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc, bool accumulate,
+      FunctionRef<cpu::PrefetchRange(PartScratch&, const PanelBlock&, float*)> pack) const {
     // Every panel streams all M rows of op(X) for each block of inputs: for many rows (the
     // head's dW: M = vocabulary) that block no longer stays in L2 between panels and each panel
     // reads it from memory again, so the rows go in blocks, each over every panel (the panels
@@ -292,9 +297,9 @@ class CpuBackend final : public Backend {
   }
 
   // packed_product over one block of C's rows.
-  void packed_block(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
-                    bool accumulate,
-                    FunctionRef<void(PartScratch&, const PanelBlock&, float*)> pack) const {
+  void packed_block(
+      const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc, bool accumulate,
+      FunctionRef<cpu::PrefetchRange(PartScratch&, const PanelBlock&, float*)> pack) const {
     const int64_t nr = int64_t(cpu::panel_width());
     const cpu::PanelTasks tasks(M, (N + nr - 1) / nr, pool_->size());
     pool_->parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
@@ -308,15 +313,16 @@ class CpuBackend final : public Backend {
         const bool next_panel_mine = tasks.row_parts == 1 && task + 1 < task1;
         for (int64_t k0 = 0; k0 < K; k0 += kPanelDepth) {
           const int64_t kn = std::min(kPanelDepth, K - k0);
-          pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
+          const cpu::PrefetchRange next =
+              pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
           float* y = c + m0 * ldc + n0;
           const bool acc = accumulate || k0 > 0;
           if (x.transposed)
             cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), panel,
-                               size_t(kn), y, size_t(ldc), size_t(nn), acc);
+                               size_t(kn), y, size_t(ldc), size_t(nn), acc, next);
           else
             cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), panel, size_t(kn),
-                            y, size_t(ldc), size_t(nn), acc);
+                            y, size_t(ldc), size_t(nn), acc, next);
         }
       }
     });
@@ -374,10 +380,11 @@ class CpuBackend final : public Backend {
     if (decode_.q8.size() < list.size()) decode_.q8.resize(list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       const MatmulArgs& a = *list[i];
-      if (a.w.cpu_int_panels) decode_.q8[i].quantize(a.x, a.count, a.w.cols);
+      if (a.w.cpu_int_panels) decode_.q8[i].resize(a.count, a.w.cols);
       unit_cost[i] = a.w.cols * a.count;
       cost_begin[i + 1] = cost_begin[i] + panels_of(a.w) * unit_cost[i];
     }
+    quantize_positions(list);
     const int64_t nr = int64_t(cpu::panel_width());
     pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
       each_unit_range(cost_begin, unit_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
@@ -391,23 +398,45 @@ class CpuBackend final : public Backend {
           const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
           for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
-            widen_panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, panel);
+            const cpu::PrefetchRange next =
+                widen_panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, panel);
             cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + n0,
-                            size_t(w.rows), size_t(nn), k0 > 0);
+                            size_t(w.rows), size_t(nn), k0 > 0, next);
           }
         }
       });
     });
   }
 
+  // The positions of every Q8_0 product of the list quantised (into decode_.q8, resized), in
+  // one parallel region over all their rows: done on the calling thread, a 32-sequence decode
+  // step's quantisation left the other threads waiting.
+  void quantize_positions(std::span<const MatmulArgs* const> list) const {
+    std::vector<int64_t>& row_begin = decode_.quant_rows;
+    row_begin.assign(list.size() + 1, 0);
+    for (size_t i = 0; i < list.size(); ++i)
+      row_begin[i + 1] = row_begin[i] + (list[i]->w.cpu_int_panels ? list[i]->count : 0);
+    if (row_begin.back() == 0) return;
+    pool_->parallel_for(row_begin.back(), 4, [&](int64_t b, int64_t e) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        const int64_t lo = std::max(b, row_begin[i]), hi = std::min(e, row_begin[i + 1]);
+        if (lo < hi)
+          decode_.q8[i].quantize_rows(list[i]->x, lo - row_begin[i], hi - row_begin[i],
+                                      list[i]->w.cols);
+      }
+    });
+  }
+
   // Block [k0, k0 + kn) of the bf16 panel whose first output is n0, widened into `panel`;
-  // with `more`, the block this thread widens next (the following one in memory: panels lie
-  // end to end) is prefetched meanwhile.
-  static void widen_panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn, bool more,
-                                float* panel) {
+  // with `more`, returns the block this thread widens next (the following one in memory: panels
+  // lie end to end) for the product to prefetch while it runs.
+  static cpu::PrefetchRange widen_panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn,
+                                              bool more, float* panel) {
     const int64_t nr = int64_t(cpu::panel_width());
     const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
-    cpu::widen_bf16(src, size_t(kn * nr), panel, more ? src + kn * nr : nullptr);
+    cpu::widen_bf16(src, size_t(kn * nr), panel, nullptr);
+    if (!more) return {};
+    return cpu::PrefetchRange{src + kn * nr, size_t(kn * nr) * sizeof(uint16_t)};
   }
 
   // The part's fp32 panel (kPanelDepth × panel_width()), allocated on first use.
@@ -561,12 +590,22 @@ class CpuBackend final : public Backend {
     std::vector<int8_t> q;
     std::vector<float> d;
     std::vector<int32_t> corr;
-    void quantize(const float* x, int64_t T, int64_t cols) {
+    void resize(int64_t T, int64_t cols) {
       const size_t nb = size_t(cols / kQuantBlock);
       q.resize(size_t(T * cols));
       d.resize(size_t(T) * nb);
       corr.resize(size_t(T) * nb);
-      cpu::quantize_q8_positions(x, size_t(T), size_t(cols), q.data(), d.data(), corr.data());
+    }
+    // Positions [t0, t1) of x [T, cols] (after resize(T, cols)).
+    void quantize_rows(const float* x, int64_t t0, int64_t t1, int64_t cols) {
+      const size_t nb = size_t(cols / kQuantBlock);
+      cpu::quantize_q8_positions(x + t0 * cols, size_t(t1 - t0), size_t(cols),
+                                 q.data() + size_t(t0 * cols), d.data() + size_t(t0) * nb,
+                                 corr.data() + size_t(t0) * nb);
+    }
+    void quantize(const float* x, int64_t T, int64_t cols) {
+      resize(T, cols);
+      quantize_rows(x, 0, T, cols);
     }
   };
   // Panels [u0, u1) of a.w's integer panels times a's positions (quantised in xq).
@@ -683,7 +722,8 @@ class CpuBackend final : public Backend {
     std::vector<QuantizedInput> inputs;
     std::vector<int64_t> cost_begin, row_cost;
     std::vector<const MatmulArgs*> panel_list;
-    std::vector<Q8Positions> q8;  // one per product of a list
+    std::vector<Q8Positions> q8;      // one per product of a list
+    std::vector<int64_t> quant_rows;  // where each product's positions start (quantize_positions)
     std::vector<int8_t> xq;
     std::vector<float> xd;
   };

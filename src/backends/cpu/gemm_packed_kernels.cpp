@@ -1,6 +1,8 @@
 // Highway multi-target packed-panel product kernel (see gemm_packed_kernels.hpp).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/gemm_packed_kernels.cpp"
+#include "backends/cpu/gemm_packed_kernels.hpp"
+
 #include "backends/cpu/transpose16_avx512.hpp"
 #include "core/dtype.hpp"
 #include "hwy/cache_control.h"
@@ -168,9 +170,15 @@ HWY_INLINE float XAt(const float* x, size_t ldx, size_t t, size_t i) {
   return kXT ? x[i * ldx + t] : x[t * ldx + i];
 }
 
+// Lines of the caller's next block still to prefetch, handed out to the tiles of one call.
+struct LineStream {
+  const char* next = nullptr;
+  size_t lines = 0;
+};
+
 template <int MR, bool kXT>
 HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
-                      size_t ldy, bool accumulate) {
+                      size_t ldy, bool accumulate, LineStream pf) {
   const hn::ScalableTag<float> d;
   const size_t L = hn::Lanes(d);
   const size_t nr = kVecs * L;
@@ -178,8 +186,17 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   V acc[MR][kVecs];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::Zero(d);
+  // One prefetch every `every` inputs; the few a short loop cannot place go after it.
+  const size_t every = pf.lines ? (kc / pf.lines > 0 ? kc / pf.lines : 1) : 0;
+  size_t countdown = every;
   const float* p = panel;
   for (size_t i = 0; i < kc; ++i, p += nr) {
+    if (pf.lines && --countdown == 0) {
+      hwy::Prefetch(pf.next);
+      pf.next += 64;
+      --pf.lines;
+      countdown = every;
+    }
     V b[kVecs];
     for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
     for (int r = 0; r < MR; ++r) {
@@ -187,6 +204,7 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
       for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
     }
   }
+  for (; pf.lines > 0; --pf.lines, pf.next += 64) hwy::Prefetch(pf.next);
   for (int r = 0; r < MR; ++r) {
     float* yr = y + r * ldy;
     for (int v = 0; v < kVecs; ++v) {
@@ -198,50 +216,76 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
 
 template <int MR, bool kXT>
 HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
-                         size_t ldy, size_t nn, bool accumulate) {
+                         size_t ldy, size_t nn, bool accumulate, LineStream pf) {
   const size_t nr = PanelWidth();
-  if (nn == nr) return Micro<MR, kXT>(x, ldx, panel, kc, y, ldy, accumulate);
+  if (nn == nr) return Micro<MR, kXT>(x, ldx, panel, kc, y, ldy, accumulate, pf);
   // Partial panel (the last one of a matrix): full tile into a buffer, then nn columns out.
   HWY_ALIGN float tile[kRows * 4 * HWY_MAX_BYTES / sizeof(float)] = {};
-  Micro<MR, kXT>(x, ldx, panel, kc, tile, nr, false);
+  Micro<MR, kXT>(x, ldx, panel, kc, tile, nr, false, pf);
   for (int r = 0; r < MR; ++r)
     for (size_t j = 0; j < nn; ++j)
       y[r * ldy + j] = (accumulate ? y[r * ldy + j] : 0.0f) + tile[r * nr + j];
 }
 
+// Tiles of kRows positions; a remainder of 1 or 2 joins the last full tile and the two split
+// evenly (7 = 4 + 3, 8 = 4 + 4): a 1- or 2-row tile has too few accumulators to keep the FMA
+// units busy (a 32-sequence decode batch ended in one). The prefetch lines are shared out
+// over the tiles in proportion to their rows.
 template <bool kXT>
 void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
-                size_t ldy, size_t nn, bool accumulate) {
+                size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   const size_t x_step = kXT ? 1 : ldx;  // from one position's X row to the next
+  const size_t lines = (prefetch.bytes + 63) / 64;
+  const char* next = static_cast<const char*>(prefetch.begin);
   size_t t = 0;
-  for (; t + kRows <= T; t += kRows)
-    MicroAny<kRows, kXT>(x + t * x_step, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate);
-  const float* xt = x + t * x_step;
-  float* yt = y + t * ldy;
-  switch (T - t) {
-    case 5:
-      return MicroAny<5, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
-    case 4:
-      return MicroAny<4, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
-    case 3:
-      return MicroAny<3, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
-    case 2:
-      return MicroAny<2, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
-    case 1:
-      return MicroAny<1, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate);
-    default:
-      return;
+  const auto tile = [&](size_t rows) {
+    const size_t first = lines * t / T, last = lines * (t + rows) / T;
+    const LineStream pf{next ? next + first * 64 : nullptr, next ? last - first : 0};
+    const float* xt = x + t * x_step;
+    float* yt = y + t * ldy;
+    switch (rows) {
+      case 6:
+        MicroAny<6, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+      case 5:
+        MicroAny<5, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+      case 4:
+        MicroAny<4, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+      case 3:
+        MicroAny<3, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+      case 2:
+        MicroAny<2, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+      default:
+        MicroAny<1, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        break;
+    }
+    t += rows;
+  };
+  static_assert(kRows == 6, "the tile switch above lists 1..6 rows");
+  const size_t rem = T % kRows;
+  const size_t full = T / kRows - (rem != 0 && rem <= 2 && T > kRows ? 1 : 0);
+  for (size_t i = 0; i < full; ++i) tile(kRows);
+  const size_t left = T - t;  // 0..5, or 7..8 split in two
+  if (left > kRows) {
+    tile(left - left / 2);
+    tile(left / 2);
+  } else if (left > 0) {
+    tile(left);
   }
 }
 
 void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
-               size_t ldy, size_t nn, bool accumulate) {
-  GemmPanelT<false>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+               size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  GemmPanelT<false>(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 void GemmPanelXT(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
-                 size_t ldy, size_t nn, bool accumulate) {
-  GemmPanelT<true>(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate);
+                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  GemmPanelT<true>(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
@@ -283,13 +327,13 @@ void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, 
 }
 
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
-                size_t ldy, size_t nn, bool accumulate) {
-  HWY_DYNAMIC_DISPATCH(GemmPanel)(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+                size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  HWY_DYNAMIC_DISPATCH(GemmPanel)(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
-                   size_t ldy, size_t nn, bool accumulate) {
-  HWY_DYNAMIC_DISPATCH(GemmPanelXT)(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate);
+                   size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  HWY_DYNAMIC_DISPATCH(GemmPanelXT)(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 void gemm_panel_scalar(const float* x, size_t ldx, bool x_transposed, size_t T, const float* panel,
