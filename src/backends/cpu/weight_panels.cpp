@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 #include "backends/backend.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
@@ -12,7 +14,6 @@
 #include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
-#include "hwy/aligned_allocator.h"
 
 namespace rwkv7 {
 namespace {
@@ -31,6 +32,22 @@ void advise_cold(const void* p, size_t n) {
 #endif
 }
 
+// `count` elements for weight panels, on 2 MB pages where the kernel gives them (transparent
+// huge pages in "madvise" mode, Debian's default): a decode step streams every panel once,
+// and with 4 KB pages each 4 KB of weights costs a TLB miss that the kernels' prefetches
+// cannot hide.
+template <class T>
+std::shared_ptr<T[]> allocate_panels(size_t count) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t bytes = (count * sizeof(T) + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(kHuge, bytes);
+  if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  (void)madvise(p, bytes, MADV_HUGEPAGE);  // a hint: refused or not, the memory is the same
+#endif
+  return std::shared_ptr<T[]>(static_cast<T*>(p), [](T* q) { std::free(q); });
+}
+
 // Q8_0 (VNNI) or Q4_0 (AVX2 without VNNI) integer panels, when the kernels in use have them.
 std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   const bool q4 = m.dtype == DType::Q4_0;
@@ -39,8 +56,8 @@ std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool
     return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols);
   const size_t width = q4 ? cpu::q4_panel_width() : cpu::kQ8PanelWidth;
-  std::shared_ptr<uint8_t[]> panels(hwy::AllocateAligned<uint8_t>(
-      q4 ? cpu::q4_panels_bytes(rows, cols) : cpu::q8_panels_bytes(rows, cols)));
+  const std::shared_ptr<uint8_t[]> panels = allocate_panels<uint8_t>(
+      q4 ? cpu::q4_panels_bytes(rows, cols) : cpu::q8_panels_bytes(rows, cols));
   const auto* w = static_cast<const uint8_t*>(m.data);
   const auto pack = q4 ? cpu::pack_q4_panels : cpu::pack_q8_panels;
   pool.parallel_for(int64_t((rows + width - 1) / width), 1, [&](int64_t p0, int64_t p1) {
@@ -59,8 +76,8 @@ std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool
     return prepare_int_panels(m, pool, data_is_mapped);
   if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
-  std::shared_ptr<uint16_t[]> panels(
-      hwy::AllocateAligned<uint16_t>(cpu::bf16_panels_size(rows, cols)));
+  const std::shared_ptr<uint16_t[]> panels =
+      allocate_panels<uint16_t>(cpu::bf16_panels_size(rows, cols));
   const auto* w = static_cast<const uint16_t*>(m.data);
   pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
     cpu::pack_bf16_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
