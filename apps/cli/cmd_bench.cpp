@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "rwkv7/context.hpp"
 #include "rwkv7/machine.hpp"
+#include "rwkv7/sampler.hpp"
 
 namespace rwkv7::cli {
 namespace {
@@ -132,6 +133,9 @@ void register_bench(CLI::App& app) {
         std::vector<std::vector<float>> logits;
         std::vector<int32_t> next;
         std::vector<SequenceRequest> batch;
+        std::vector<Sampler> samplers;
+        std::vector<Sampler*> sampler_list;
+        std::vector<std::span<const float>> rows;
         std::vector<double> tok_s;
       };
       std::vector<int64_t> sizes = {1};
@@ -153,16 +157,21 @@ void register_bench(CLI::App& app) {
                               Logits::Last, &d.logits[size_t(b)]};
         }
         m->forward(ctx, d.batch);  // warm: buffers sized
+        d.samplers.assign(size_t(B), Sampler(SamplerOptions{.temperature = 0.0f}));
+        for (int64_t b = 0; b < B; ++b) {
+          d.sampler_list.push_back(&d.samplers[size_t(b)]);
+          d.rows.emplace_back();
+        }
       }
       std::vector<std::vector<double>> ratios(sizes.size());
       for (int64_t r = 0; r < o->repeat; ++r) {
         for (Decoder& d : decoders) {
           const double t = seconds([&] {
             for (int64_t i = 0; i < o->gen; ++i) {
-              for (int64_t b = 0; b < d.B; ++b) {
-                const auto& l = d.logits[size_t(b)];
-                d.next[size_t(b)] = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
-              }
+              // Greedy, through the library's batched sampling as the server does it.
+              for (int64_t b = 0; b < d.B; ++b) d.rows[size_t(b)] = d.logits[size_t(b)];
+              const std::vector<int32_t> tokens = sample_many(ctx, d.sampler_list, d.rows);
+              std::copy(tokens.begin(), tokens.end(), d.next.begin());
               m->forward(ctx, d.batch);
             }
           });

@@ -8,6 +8,8 @@
 
 namespace rwkv7 {
 
+class Context;
+
 struct SamplerOptions {
   float temperature = 1.0f;        // 0 = greedy (arg-max)
   float top_p = 1.0f;              // 1 = off
@@ -37,5 +39,13 @@ class Sampler {
   std::vector<int32_t> seen_;
   void reserve(size_t vocab);
 };
+
+// One token per sequence: out[i] = samplers[i]->sample(logits[i]), the sequences spread over
+// the context's threads (a batch's sampling, done one after the other, kept the other threads
+// waiting: 32 sequences × a 65,536-token vocabulary). Each sampler draws from its own
+// generator, so the tokens do not depend on the thread count. Records nothing (accept() is
+// the caller's). Sizes must match; an error names the sequence.
+std::vector<int32_t> sample_many(Context& ctx, std::span<Sampler* const> samplers,
+                                 std::span<const std::span<const float>> logits);
 
 }  // namespace rwkv7

@@ -65,20 +65,28 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
   const double prompt_seconds = seconds_since(t0);
 
   const auto t1 = Clock::now();
+  std::vector<Sampler*> samplers;
+  std::vector<std::span<const float>> rows;
   for (int64_t step = 0;; ++step) {
     batch.clear();
+    // Every active sequence's next token, sampled over the context's threads.
+    samplers.clear(), rows.clear();
+    for (Running& s : seqs) {
+      s.feed = false;
+      if (s.active && int64_t(s.res->tokens.size()) >= s.req->options.max_tokens) s.active = false;
+      if (!s.active) continue;
+      samplers.push_back(s.req->sampler);
+      // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
+      rows.push_back(
+          std::span<const float>(s.logits).first(std::min(s.logits.size(), tok.vocab_size())));
+    }
+    const std::vector<int32_t> sampled = sample_many(ctx, samplers, rows);
+    size_t sampled_i = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
       Running& s = seqs[i];
-      s.feed = false;
       if (!s.active) continue;
       const GenerateOptions& o = s.req->options;
-      if (int64_t(s.res->tokens.size()) >= o.max_tokens) {
-        s.active = false;
-        continue;
-      }
-      // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
-      const int32_t next = s.req->sampler->sample(
-          std::span<const float>(s.logits).first(std::min(s.logits.size(), tok.vocab_size())));
+      const int32_t next = sampled[sampled_i++];
       TokenEvent ev{i, next, {}, log_probability(s.logits, next)};
       if (next == 0 && o.stop_at_end_of_text) {
         s.res->stop_reason = "end_of_text";

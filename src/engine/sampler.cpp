@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/context_impl.hpp"
 #include "rwkv7/error.hpp"
 
 namespace rwkv7 {
@@ -211,6 +212,27 @@ int32_t Sampler::sample(std::span<const float> logits) {
     if (w[i] > 0.0f) return id_at(i);
   }
   return static_cast<int32_t>(best);
+}
+
+std::vector<int32_t> sample_many(Context& ctx, std::span<Sampler* const> samplers,
+                                 std::span<const std::span<const float>> logits) {
+  if (samplers.size() != logits.size())
+    throw Error("sample_many: " + std::to_string(samplers.size()) + " samplers for " +
+                std::to_string(logits.size()) + " logit rows");
+  for (size_t i = 0; i < samplers.size(); ++i)
+    if (!samplers[i]) throw Error("sample_many: sequence " + std::to_string(i) + " has no sampler");
+  std::vector<int32_t> out(samplers.size());
+  ContextAccess::impl(ctx).pool.parallel_for(
+      int64_t(samplers.size()), 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          try {
+            out[size_t(i)] = samplers[size_t(i)]->sample(logits[size_t(i)]);
+          } catch (const std::exception& err) {
+            throw Error("sequence " + std::to_string(i) + ": " + err.what());
+          }
+        }
+      });
+  return out;
 }
 
 }  // namespace rwkv7

@@ -105,6 +105,10 @@ struct Scheduler::Impl {
   std::mutex join_mu;  // shutdown may come from two threads (a signal and a destructor)
 
   std::vector<std::unique_ptr<Seq>> running;  // the loop thread's own
+  // step()'s lists of the sequences it samples (kept: a step allocates nothing once warm).
+  std::vector<Seq*> sampling_;
+  std::vector<Sampler*> samplers_;
+  std::vector<std::span<const float>> logit_rows_;
 
   void loop();
   void admit(Seq& s);
@@ -189,18 +193,29 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // Generating sequences: one token each.
   int64_t decoding = 0;
   const size_t sampleable = std::min(size_t(model->config().vocab_size), tok->vocab_size());
+  std::vector<Seq*>& sampling = sampling_;
+  std::vector<Sampler*>& samplers = samplers_;
+  std::vector<std::span<const float>>& rows = logit_rows_;
+  sampling.clear(), samplers.clear(), rows.clear();
   for (auto& sp : running) {
     Seq& s = *sp;
     if (!s.decoding) continue;
-    const GenerateOptions& o = s.req.options;
-    if (s.generated >= o.max_tokens) {
+    if (s.generated >= s.req.options.max_tokens) {
       remember(s);
       finish(s, "max_tokens");
       done.push_back(&s);
       continue;
     }
+    sampling.push_back(&s);
+    samplers.push_back(&s.sampler);
     // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
-    const int32_t next = s.sampler.sample(std::span<const float>(s.logits).first(sampleable));
+    rows.push_back(std::span<const float>(s.logits).first(sampleable));
+  }
+  const std::vector<int32_t> tokens = sample_many(ctx, samplers, rows);
+  for (size_t i = 0; i < sampling.size(); ++i) {
+    Seq& s = *sampling[i];
+    const GenerateOptions& o = s.req.options;
+    const int32_t next = tokens[i];
     if (s.generated == 0) s.first_token = Clock::now();
     if (next == 0 && o.stop_at_end_of_text) {
       remember(s);

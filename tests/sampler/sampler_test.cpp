@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "rwkv7/context.hpp"
 #include "rwkv7/error.hpp"
 
 namespace {
@@ -327,6 +328,76 @@ TEST(SamplerFilter, MatchesBruteForceKeptSet) {
       }
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// sample_many on T threads equals each sampler's own sample() in turn, seeds and penalties
+// included; a bad row is named by its sequence and size mismatches are refused.
+TEST(SampleMany, EqualsOneSamplerAfterAnotherOnAnyThreadCount) {
+  constexpr size_t kSeqs = 9, kVocab = 2048, kSteps = 6;
+  std::vector<std::vector<float>> logits;
+  for (size_t i = 0; i < kSeqs; ++i) logits.push_back(random_logits(kVocab, unsigned(100 + i)));
+  auto options = [](size_t i) {
+    SamplerOptions o;
+    o.temperature = i % 3 == 0 ? 0.0f : 0.7f + 0.1f * float(i);
+    o.top_p = i % 2 ? 0.9f : 1.0f;
+    o.top_k = i % 4 == 1 ? 40 : 0;
+    o.presence_penalty = 0.3f;
+    o.frequency_penalty = 0.2f;
+    o.seed = 1000 + i;
+    return o;
+  };
+  std::vector<Sampler> alone;
+  for (size_t i = 0; i < kSeqs; ++i) alone.emplace_back(options(i));
+  std::vector<std::vector<int32_t>> want(kSeqs);
+  for (size_t step = 0; step < kSteps; ++step)
+    for (size_t i = 0; i < kSeqs; ++i) {
+      want[i].push_back(alone[i].sample(logits[i]));
+      alone[i].accept(want[i].back());
+    }
+  for (int threads : {1, 2, 3}) {
+    rwkv7::Context ctx(threads);
+    std::vector<Sampler> many;
+    for (size_t i = 0; i < kSeqs; ++i) many.emplace_back(options(i));
+    std::vector<Sampler*> list;
+    std::vector<std::span<const float>> rows;
+    for (size_t i = 0; i < kSeqs; ++i) {
+      list.push_back(&many[i]);
+      rows.emplace_back(logits[i]);
+    }
+    for (size_t step = 0; step < kSteps; ++step) {
+      const std::vector<int32_t> got = rwkv7::sample_many(ctx, list, rows);
+      ASSERT_EQ(got.size(), kSeqs);
+      for (size_t i = 0; i < kSeqs; ++i) {
+        ASSERT_EQ(got[i], want[i][step]) << "threads " << threads << " seq " << i;
+        many[i].accept(got[i]);
+      }
+    }
+  }
+}
+
+TEST(SampleMany, NamesTheSequenceWithBadLogitsAndRefusesMismatchedSizes) {
+  rwkv7::Context ctx(2);
+  Sampler a(SamplerOptions{.temperature = 0.0f}), b(SamplerOptions{.temperature = 0.0f});
+  std::vector<float> good = random_logits(64, 1), bad = random_logits(64, 2);
+  bad[17] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<Sampler*> list = {&a, &b};
+  std::vector<std::span<const float>> rows = {good, bad};
+  try {
+    rwkv7::sample_many(ctx, list, rows);
+    FAIL() << "NaN logits were sampled";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sequence 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("logits[17]"), std::string::npos) << e.what();
+  }
+  rows.pop_back();
+  EXPECT_THROW(rwkv7::sample_many(ctx, list, rows), Error);
+  std::vector<Sampler*> with_null = {&a, nullptr};
+  rows.push_back(good);
+  EXPECT_THROW(rwkv7::sample_many(ctx, with_null, rows), Error);
 }
 
 }  // namespace
