@@ -44,7 +44,7 @@ class Sampler {
 // the context's threads (a batch's sampling, done one after the other, kept the other threads
 // waiting: 32 sequences × a 65,536-token vocabulary). Each sampler draws from its own
 // generator, so the tokens do not depend on the thread count. Records nothing (accept() is
-// the caller's). Sizes must match; an error names the sequence.
+// the caller's). Sizes must match and every row needs its own sampler; an error names the row.
 std::vector<int32_t> sample_many(Context& ctx, std::span<Sampler* const> samplers,
                                  std::span<const std::span<const float>> logits);
 

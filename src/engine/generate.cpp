@@ -39,6 +39,10 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
     GenerationRequest& q = requests[i];
     if (!q.state) throw Error("generate: request " + std::to_string(i) + " has no state");
     if (!q.sampler) throw Error("generate: request " + std::to_string(i) + " has no sampler");
+    for (size_t j = 0; j < i; ++j)  // samplers change as they sample, on several threads
+      if (requests[j].sampler == q.sampler)
+        throw Error("generate: requests " + std::to_string(j) + " and " + std::to_string(i) +
+                    " share one sampler; each needs its own");
     model.check_state(*q.state);
     for (const std::string& s : q.options.stop)
       if (s.empty()) throw Error("generate: stop strings must not be empty");

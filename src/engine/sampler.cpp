@@ -220,15 +220,20 @@ std::vector<int32_t> sample_many(Context& ctx, std::span<Sampler* const> sampler
     throw Error("sample_many: " + std::to_string(samplers.size()) + " samplers for " +
                 std::to_string(logits.size()) + " logit rows");
   for (size_t i = 0; i < samplers.size(); ++i)
-    if (!samplers[i]) throw Error("sample_many: sequence " + std::to_string(i) + " has no sampler");
+    if (!samplers[i]) throw Error("sample_many: row " + std::to_string(i) + " has no sampler");
+  // A sampler changes as it samples (its generator): one used by two rows at once would race.
+  std::vector<Sampler*> sorted(samplers.begin(), samplers.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw Error("sample_many: one sampler is given for two rows; each sequence needs its own");
   std::vector<int32_t> out(samplers.size());
   ContextAccess::impl(ctx).pool.parallel_for(
       int64_t(samplers.size()), 1, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           try {
             out[size_t(i)] = samplers[size_t(i)]->sample(logits[size_t(i)]);
-          } catch (const std::exception& err) {
-            throw Error("sequence " + std::to_string(i) + ": " + err.what());
+          } catch (const Error& err) {
+            throw Error("sample_many: row " + std::to_string(i) + ": " + err.what());
           }
         }
       });

@@ -40,6 +40,11 @@ void run_forward(const ModelWeights& w, const Backend& be, int64_t chunk, Forwar
         throw Error("forward: sequences " + std::to_string(other) + " and " + std::to_string(b) +
                     " of the batch share one State (each sequence needs its own)");
       }
+      if (q.logits != Logits::None && batch[other].logits != Logits::None &&
+          batch[other].logits_out == q.logits_out) {  // written in parallel
+        throw Error("forward: sequences " + std::to_string(other) + " and " + std::to_string(b) +
+                    " of the batch share one logits output (each sequence needs its own)");
+      }
     }
     check_state(*q.state, c, w.fingerprint);
     for (size_t i = 0; i < q.tokens.size(); ++i) {

@@ -77,6 +77,7 @@ struct Seq {
   int64_t cached = 0, generated = 0;
   int32_t feed = 0;
   bool decoding = false;
+  bool finished = false;  // its Finished event is sent (a step's failure must not send another)
   std::string finish_after_feed;  // the reason, once the last token is in this step's batch
   Clock::time_point submitted, admitted, first_token;
 
@@ -105,7 +106,7 @@ struct Scheduler::Impl {
   std::mutex join_mu;  // shutdown may come from two threads (a signal and a destructor)
 
   std::vector<std::unique_ptr<Seq>> running;  // the loop thread's own
-  // step()'s lists of the sequences it samples (kept: a step allocates nothing once warm).
+  // step()'s lists of the sequences it samples (kept between steps).
   std::vector<Seq*> sampling_;
   std::vector<Sampler*> samplers_;
   std::vector<std::span<const float>> logit_rows_;
@@ -160,6 +161,8 @@ void Scheduler::Impl::remember(Seq& s) {
 }
 
 void Scheduler::Impl::finish(Seq& s, const std::string& reason, const std::string& error) {
+  if (s.finished) return;
+  s.finished = true;
   if (reason != "stop_string" && reason != "cancelled" && reason != "error" && s.text) {
     const std::string_view rest = s.text->finish();
     if (!rest.empty()) {

@@ -208,6 +208,26 @@ TEST(ModelBatch, TwoSequencesSharingOneStateAreRefused) {
   EXPECT_EQ(s.tokens_consumed, 0) << "the state changed before the error";
 }
 
+TEST(ModelBatch, TwoSequencesSharingOneLogitsOutputAreRefused) {
+  RWKV7_REQUIRE_SHARED(model_path, "golden/rand-L2-D128.pth");
+  auto m = Model::load(model_path);
+  State s1 = m->new_state(), s2 = m->new_state();
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  std::vector<float> shared, unused;
+  std::vector<SequenceRequest> batch = {{tokens, &s1, Logits::Last, &shared},
+                                        {tokens, &s2, Logits::All, &shared}};
+  try {
+    m->forward(batch);
+    FAIL() << "a shared logits output was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("share one logits output"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(s1.tokens_consumed, 0) << "a state changed before the error";
+  // Without logits wanted, one scratch output may serve several sequences (it is cleared).
+  batch = {{tokens, &s1, Logits::None, &unused}, {tokens, &s2, Logits::None, &unused}};
+  EXPECT_NO_THROW(m->forward(batch));
+}
+
 INSTANTIATE_TEST_SUITE_P(All, GoldenModel,
                          ::testing::Values(Case{"rand-L2-D128.golden.safetensors", "golden"},
                                            Case{"rand-L3-D256-bf16.golden.safetensors", "golden"},

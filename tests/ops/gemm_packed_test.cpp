@@ -114,7 +114,7 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
 TEST(GemmPacked, PanelProductEqualsScalarTwin) {
   std::mt19937 rng(7);
   const size_t nr = cpu::panel_width();
-  // T 7, 8, 14 and 32 end in a split tile (4 + 3, 4 + 4, 6 + 4 + 4, 5 × 6 + 4 + 4).
+  // T 7, 8, 14 and 32 end in a split tile (4 + 3, 4 + 4, 6 + 4 + 4, 4 × 6 + 4 + 4).
   const size_t shapes[][3] = {{1, 1, 1},    {5, 3, 16},  {6, 64, 128},  {7, 64, 5}, {8, 20, 128},
                               {13, 17, 37}, {14, 64, 9}, {32, 64, 128}, {40, 64, 1}};
   for (auto [T, nn_want, kc] : shapes) {

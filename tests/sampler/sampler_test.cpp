@@ -379,7 +379,7 @@ TEST(SampleMany, EqualsOneSamplerAfterAnotherOnAnyThreadCount) {
   }
 }
 
-TEST(SampleMany, NamesTheSequenceWithBadLogitsAndRefusesMismatchedSizes) {
+TEST(SampleMany, NamesTheRowWithBadLogitsAndRefusesMismatchedOrSharedSamplers) {
   rwkv7::Context ctx(2);
   Sampler a(SamplerOptions{.temperature = 0.0f}), b(SamplerOptions{.temperature = 0.0f});
   std::vector<float> good = random_logits(64, 1), bad = random_logits(64, 2);
@@ -390,7 +390,7 @@ TEST(SampleMany, NamesTheSequenceWithBadLogitsAndRefusesMismatchedSizes) {
     rwkv7::sample_many(ctx, list, rows);
     FAIL() << "NaN logits were sampled";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("sequence 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("row 1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("logits[17]"), std::string::npos) << e.what();
   }
   rows.pop_back();
@@ -398,6 +398,8 @@ TEST(SampleMany, NamesTheSequenceWithBadLogitsAndRefusesMismatchedSizes) {
   std::vector<Sampler*> with_null = {&a, nullptr};
   rows.push_back(good);
   EXPECT_THROW(rwkv7::sample_many(ctx, with_null, rows), Error);
+  std::vector<Sampler*> shared = {&a, &a};  // one sampler's generator for two rows: a race
+  EXPECT_THROW(rwkv7::sample_many(ctx, shared, rows), Error);
 }
 
 }  // namespace

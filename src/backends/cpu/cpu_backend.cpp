@@ -205,7 +205,8 @@ class CpuBackend final : public Backend {
                      }
                      if (round_to_bf16)
                        cpu::round_to_bf16(panel, size_t(pb.kn) * cpu::panel_width());
-                     return {};  // pack_panel prefetched the next block itself
+                     return {};  // pack_panel prefetches the next block itself; the
+                                 // input-major copy reads rows in order (hardware prefetch)
                    });
   }
 
@@ -434,7 +435,7 @@ class CpuBackend final : public Backend {
                                               bool more, float* panel) {
     const int64_t nr = int64_t(cpu::panel_width());
     const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
-    cpu::widen_bf16(src, size_t(kn * nr), panel, nullptr);
+    cpu::widen_bf16(src, size_t(kn * nr), panel);
     if (!more) return {};
     return cpu::PrefetchRange{src + kn * nr, size_t(kn * nr) * sizeof(uint16_t)};
   }

@@ -186,16 +186,15 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   V acc[MR][kVecs];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::Zero(d);
-  // One prefetch every `every` inputs; the few a short loop cannot place go after it.
-  const size_t every = pf.lines ? (kc / pf.lines > 0 ? kc / pf.lines : 1) : 0;
-  size_t countdown = every;
+  // pf.lines prefetches spread evenly over the kc inputs (more than one per input when there
+  // are more lines than inputs): after input i, (i + 1) · lines / kc have been issued.
+  const size_t lines = pf.lines;
+  size_t owed = 0;  // lines · (i + 1) mod kc, carried
   const float* p = panel;
   for (size_t i = 0; i < kc; ++i, p += nr) {
-    if (pf.lines && --countdown == 0) {
-      hwy::Prefetch(pf.next);
-      pf.next += 64;
-      --pf.lines;
-      countdown = every;
+    if (lines) {
+      owed += lines;
+      for (; owed >= kc; owed -= kc, pf.next += 64) hwy::Prefetch(pf.next);
     }
     V b[kVecs];
     for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
@@ -204,7 +203,6 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
       for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
     }
   }
-  for (; pf.lines > 0; --pf.lines, pf.next += 64) hwy::Prefetch(pf.next);
   for (int r = 0; r < MR; ++r) {
     float* yr = y + r * ldy;
     for (int v = 0; v < kVecs; ++v) {
