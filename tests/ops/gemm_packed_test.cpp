@@ -126,15 +126,19 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
       // X [T, kc] rows ldx apart, or Xᵀ [kc, T] rows ldx apart.
       const size_t ldx = x_transposed ? T + 2 : kc + 3, ldy = nn + 7;
       const auto x = testing::randn((x_transposed ? kc : T) * ldx, rng);
-      for (bool accumulate : {false, true}) {
+      for (int mode = 0; mode < 4; ++mode) {
+        const bool accumulate = mode & 1, prefetching = mode & 2;
         const auto y0 = testing::randn(T * ldy, rng);
         auto want = y0, got = y0;
         cpu::gemm_panel_scalar(x.data(), ldx, x_transposed, T, panel.get(), nr, kc, want.data(),
                                ldy, nn, accumulate);
         const auto kernel = x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel;
-        // The prefetch hint (here: the weights again, more lines than inputs or fewer) must
+        // With a prefetch hint the kernel takes its other form (split tiles, lines spread over
+        // the loops); the hint (here: the weights again, more lines than inputs or fewer) must
         // change nothing.
-        const cpu::PrefetchRange prefetch{w.data(), accumulate ? w.size() * sizeof(float) : 64};
+        const cpu::PrefetchRange prefetch =
+            prefetching ? cpu::PrefetchRange{w.data(), accumulate ? w.size() * sizeof(float) : 64}
+                        : cpu::PrefetchRange{};
         kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
         // fp32 sums of kc unit-variance products in another order: error ~ sqrt(kc) · 2^-24.
         const double tol = 1e-6 * std::sqrt(double(kc)) * 16 + 1e-5;
@@ -145,7 +149,8 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
               ASSERT_EQ(got[e], y0[e]) << "wrote outside the panel: t " << t << " j " << j;
             } else {
               ASSERT_NEAR(got[e], want[e], tol)
-                  << "T " << T << " nn " << nn << " kc " << kc << " xt " << x_transposed;
+                  << "T " << T << " nn " << nn << " kc " << kc << " xt " << x_transposed
+                  << " prefetching " << prefetching;
             }
           }
         }

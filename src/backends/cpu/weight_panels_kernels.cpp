@@ -14,12 +14,20 @@ HWY_BEFORE_NAMESPACE();
 namespace rwkv7::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-void WidenBf16(const uint16_t* src, size_t n, float* dst) {
+void WidenBf16(const uint16_t* src, size_t n, float* dst, const uint16_t* next) {
   const hn::ScalableTag<float> df;
   const hn::RebindToUnsigned<decltype(df)> du;
   const hn::Rebind<uint16_t, decltype(du)> d16;
   const size_t L = hn::Lanes(df);
+  constexpr size_t kLine = 32;  // bf16 values per 64-byte line
   size_t i = 0;
+  if (next)  // one prefetch per line widened
+    for (; i + kLine <= n; i += kLine) {
+      hwy::Prefetch(next + i);
+      for (size_t j = i; j < i + kLine; j += L)
+        hn::StoreU(hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, src + j)))),
+                   df, dst + j);
+    }
   for (; i + L <= n; i += L)
     hn::StoreU(hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, src + i)))), df,
                dst + i);
@@ -106,8 +114,8 @@ void pack_bf16_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, si
   }
 }
 
-void widen_bf16(const uint16_t* src, size_t n, float* dst) {
-  HWY_DYNAMIC_DISPATCH(WidenBf16)(src, n, dst);
+void widen_bf16(const uint16_t* src, size_t n, float* dst, const uint16_t* next) {
+  HWY_DYNAMIC_DISPATCH(WidenBf16)(src, n, dst, next);
 }
 
 void gemv_bf16_panels(const uint16_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,

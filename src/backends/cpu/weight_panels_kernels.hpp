@@ -17,10 +17,12 @@ size_t bf16_panels_size(size_t rows, size_t cols);
 void pack_bf16_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
                       uint16_t* out);
 
-// dst[i] = src[i] widened to fp32, for i < n (contiguous lines of a panel). Prefetches
-// nothing: the caller hands the next block to gemm_panel (PrefetchRange), which spreads the
-// prefetches over the product (issued here in one burst, they stalled on the miss buffers).
-void widen_bf16(const uint16_t* src, size_t n, float* dst);
+// dst[i] = src[i] widened to fp32, for i < n (contiguous lines of a panel). `next`, when not
+// null, is the block widened next (at least n values), prefetched here in one burst: right
+// for a product of many positions (prefill: ~8% faster than spreading the prefetches, AVX2),
+// but for a decode batch the burst stalls on the miss buffers and gemm_panel's PrefetchRange
+// spreads them instead.
+void widen_bf16(const uint16_t* src, size_t n, float* dst, const uint16_t* next = nullptr);
 
 // y[o] = Σ_i panels(o, i) · x[i] for the outputs of panels [p0, p1) below `rows`: one position
 // (decode), reading each panel once, front to back.
