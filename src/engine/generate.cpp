@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 
+#include "engine/context_impl.hpp"
 #include "engine/text_stream.hpp"
 #include "rwkv7/error.hpp"
 
@@ -71,27 +72,38 @@ std::vector<GenerateResult> generate_batch(const Model& model, Context& ctx, con
   const auto t1 = Clock::now();
   std::vector<Sampler*> samplers;
   std::vector<std::span<const float>> rows;
+  std::vector<float> logprobs;
+  std::vector<const std::vector<float>*> full_logits;  // log-probabilities over every id
   for (int64_t step = 0;; ++step) {
     batch.clear();
     // Every active sequence's next token, sampled over the context's threads.
-    samplers.clear(), rows.clear();
+    samplers.clear(), rows.clear(), full_logits.clear();
     for (Running& s : seqs) {
       s.feed = false;
       if (s.active && int64_t(s.res->tokens.size()) >= s.req->options.max_tokens) s.active = false;
       if (!s.active) continue;
       samplers.push_back(s.req->sampler);
+      full_logits.push_back(&s.logits);
       // Only ids the tokenizer can print (a model's vocabulary may be padded past it).
       rows.push_back(
           std::span<const float>(s.logits).first(std::min(s.logits.size(), tok.vocab_size())));
     }
     const std::vector<int32_t> sampled = sample_many(ctx, samplers, rows);
+    // Each token's log-probability (an exp over the vocabulary per row), also over the threads.
+    logprobs.resize(sampled.size());
+    ContextAccess::impl(ctx).pool.parallel_for(
+        int64_t(sampled.size()), 1, [&](int64_t b, int64_t e) {
+          for (size_t i = size_t(b); i < size_t(e); ++i)
+            logprobs[i] = log_probability(*full_logits[i], sampled[i]);
+        });
     size_t sampled_i = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
       Running& s = seqs[i];
       if (!s.active) continue;
       const GenerateOptions& o = s.req->options;
+      const float logprob = logprobs[sampled_i];
       const int32_t next = sampled[sampled_i++];
-      TokenEvent ev{i, next, {}, log_probability(s.logits, next)};
+      TokenEvent ev{i, next, {}, logprob};
       if (next == 0 && o.stop_at_end_of_text) {
         s.res->stop_reason = "end_of_text";
         s.active = false;
