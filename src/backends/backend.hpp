@@ -24,9 +24,10 @@ struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
-  // The same bf16 values in the cpu backend's panel layout, made once at load
-  // (prepare_cpu_panels); the cpu backend's products then read these instead of `data`.
-  const uint16_t* cpu_panels = nullptr;
+  // The same values in the cpu backend's panel layout, made once at load (prepare_cpu_panels),
+  // in `dtype`: bf16 / f16 bits (uint16_t) or fp32 (float). The cpu backend's products then
+  // read these instead of `data`.
+  const void* cpu_panels = nullptr;
   // Quantised values in the cpu backend's integer panels, made at load: Q8_0 on CPUs with
   // AVX-512 VNNI (q8_panels_kernels.hpp), Q4_0 on CPUs with AVX2 but no VNNI
   // (q4_panels_kernels.hpp); `dtype` says which. Every product of the cpu backend reads these.
@@ -126,11 +127,13 @@ std::unique_ptr<Backend> make_reference_backend(ProductPrecision precision = Pro
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool,
                                           ProductPrecision precision = ProductPrecision::F32);
 
-// Packs a bf16 weight into the cpu backend's panels (threads from the pool) and points
+// Packs a bf16 or f16 weight into the cpu backend's panels (threads from the pool) and points
 // m.cpu_panels at them, or a Q8_0 / Q4_0 weight into its integer panels (m.cpu_int_panels: Q8_0
-// on CPUs with AVX-512 VNNI, Q4_0 on CPUs with AVX2 but no VNNI); returns their owner. Other dtypes
-// and CPUs: nullptr, m unchanged. With `data_is_mapped` (a view of a checkpoint file), the pages of
-// m.data are then advised cold: the products no longer read them.
+// on CPUs with AVX-512 VNNI, Q4_0 on CPUs with AVX2 but no VNNI); returns their owner. An fp32
+// weight only with `data_is_mapped`: its panels are as large as the weight, so they replace file
+// pages, never a second copy in memory. Other dtypes and CPUs: nullptr, m unchanged. With
+// `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then advised cold: the
+// products no longer read them.
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,
                                                bool data_is_mapped = false);
 

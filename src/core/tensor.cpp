@@ -36,6 +36,11 @@ const TensorView& TensorFile::get(const std::string& name) const {
   return it->second;
 }
 
+bool TensorFile::in_mapping(const void* p, size_t n) const {
+  const auto begin = reinterpret_cast<uintptr_t>(mapping), at = reinterpret_cast<uintptr_t>(p);
+  return mapping && at >= begin && at - begin <= mapping_size && n <= mapping_size - (at - begin);
+}
+
 void TensorFile::add(const std::string& name, const TensorView& view) {
   if (!tensors.emplace(name, view).second) {
     throw Error(path + ": tensor '" + name + "' appears twice");

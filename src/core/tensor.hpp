@@ -41,11 +41,17 @@ class TensorFile {
   std::vector<std::string> order;                          // names in file order
   std::map<std::string, std::string> metadata;             // safetensors __metadata__, pth extras
   std::vector<std::shared_ptr<const void>> owners;         // keeps mappings/buffers alive
+  // The file mapping the views may point into (read_tensor_file; empty when none): a view
+  // inside it costs no memory of its own (its pages can be given back and read again).
+  const unsigned char* mapping = nullptr;
+  size_t mapping_size = 0;
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   // Throws an Error naming the file and the tensor when it is missing.
   const TensorView& get(const std::string& name) const;
   void add(const std::string& name, const TensorView& view);
+  // True when [p, p + n) lies inside `mapping` (not a buffer made while reading or merging).
+  bool in_mapping(const void* p, size_t n) const;
 };
 
 // Owned float buffer with a shape, used for outputs (logits, states, gradients).

@@ -320,10 +320,15 @@ void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
   auto prepare = [&](Matrix& m, bool mapped) {
     if (auto owner = prepare_cpu_panels(m, pool, mapped)) w.prepared.push_back(std::move(owner));
   };
-  prepare(w.head, true);
+  // A view of the file's mapping, or a buffer (converted at read, LoRA-merged): fp32 panels
+  // only replace the former (prepare_cpu_panels).
+  auto in_file = [&](const Matrix& m) {
+    return w.file.in_mapping(m.data, size_t(m.rows) * row_bytes(m.dtype, m.cols));
+  };
+  prepare(w.head, in_file(w.head));
   for (LayerWeights& L : w.layers) {
     for (Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value})
-      prepare(*m, true);
+      prepare(*m, in_file(*m));
     // LoRA factors in bf16 (OwnedMatrix::halves): so that a stage's products share a region.
     for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2})
       prepare(m->m, false);

@@ -51,7 +51,7 @@ struct ModelWeights {
   double flops = 0;          // FLOPs per position through the layers
   double head_flops = 0;     // FLOPs per row of logits
   bool trainable = false;    // WeightOptions::trainable
-  // Owners of backend layouts made at load (prepare_for_cpu: the matrices' bf16 panels).
+  // Owners of backend layouts made at load (prepare_for_cpu: the matrices' panels).
   std::vector<std::shared_ptr<const void>> prepared;
 };
 
@@ -68,8 +68,9 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts = {});
 // transposed LoRA factors) without allocating: after an optimizer step changed them.
 void refresh_weights(ModelWeights& w);
 
-// Packs the bf16 product matrices (head and every layer's) into the cpu backend's panels, on
-// the pool's threads (Matrix::cpu_panels); other dtypes are left as they are.
+// Packs the product matrices (head and every layer's) into the cpu backend's panels, on the
+// pool's threads (prepare_cpu_panels: bf16, f16, Q8_0 / Q4_0 where the CPU has their kernels,
+// fp32 when viewed in the file's mapping); other dtypes are left as they are.
 void prepare_for_cpu(ModelWeights& w, ThreadPool& pool);
 
 // The table's symbolic dimensions (io/rwkv7_parameters.hpp) for this config.

@@ -227,9 +227,9 @@ struct WkvCase {
   }
 };
 
-// A decode batch's stage: several products of 32 positions over bf16 panels in one parallel
-// region (LoRA-sized ones of one panel among them, plus an fp32 one that runs on its own)
-// give what the oracle gives for each product alone.
+// A decode batch's stage: several products of 32 positions over bf16, f16 and fp32 panels in
+// one parallel region (LoRA-sized ones of one panel among them, plus an fp32 one without
+// panels that runs on its own) give what the oracle gives for each product alone.
 TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
@@ -243,15 +243,19 @@ TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
     std::shared_ptr<const void> owner;
   };
   std::vector<Product> ps;
-  for (auto [rows, cols, dtype] : {std::tuple<int64_t, int64_t, DType>{256, 128, DType::BF16},
-                                   {32, 128, DType::BF16},
-                                   {129, 64, DType::BF16},
-                                   {40, 72, DType::F32}}) {
+  for (auto [rows, cols, dtype, mapped] :
+       {std::tuple<int64_t, int64_t, DType, bool>{256, 128, DType::BF16, false},
+        {32, 128, DType::BF16, false},
+        {129, 64, DType::BF16, false},
+        {70, 96, DType::F16, false},
+        {100, 64, DType::F32, true},
+        {40, 72, DType::F32, false}}) {
     Product& p = ps.emplace_back();
     p.raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), dtype);
     p.w = Matrix{dtype, rows, cols, p.raw.data()};
     p.plain = p.w;
-    p.owner = prepare_cpu_panels(p.w, pool);
+    p.owner = prepare_cpu_panels(p.w, pool, mapped);
+    ASSERT_EQ(p.w.cpu_panels != nullptr, dtype != DType::F32 || mapped);
     p.x = testing::randn(size_t(count * cols), rng);
     p.want.assign(size_t(count * rows), 0.0f);
     p.got.assign(size_t(count * rows), -1.0f);
@@ -292,36 +296,42 @@ TEST(BackendWkv7, ManySequencesInOneRegionEqualEachAlone) {
   }
 }
 
-// bf16 weights packed into panels at load (prepare_cpu_panels): every product size (one
-// position, a few, a decode batch, prefill) reads the panels and equals the oracle on the
-// row-major values; rows not a multiple of the panel width leave a padded last panel.
-TEST(BackendMatmul, Bf16PanelsEqualReference) {
+// bf16, f16 and fp32 weights packed into panels at load (prepare_cpu_panels; fp32 only for a
+// view of a file mapping): every product size (one position, a few, a decode batch, prefill)
+// reads the panels and equals the oracle on the row-major values; rows not a multiple of the
+// panel width leave a padded last panel.
+TEST(BackendMatmul, PanelsEqualReference) {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
   auto ref = make_reference_backend();
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{200, 96}, {64, 33}, {7, 768}}) {
-    std::mt19937 rng{unsigned(rows + cols)};
-    const auto raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), DType::BF16);
-    Matrix w{DType::BF16, rows, cols, raw.data()};
-    const Matrix plain = w;
-    auto owner = prepare_cpu_panels(w, pool);
-    ASSERT_TRUE(owner);
-    ASSERT_NE(w.cpu_panels, nullptr);
-    for (int64_t count : {1, 3, 8, 32, 100}) {
-      const auto x = testing::randn(size_t(count * cols), rng);
-      std::vector<float> want(size_t(count * rows)), got(want.size(), -1.0f);
-      ref->matmul({plain, x.data(), want.data(), count});
-      cpu->matmul({w, x.data(), got.data(), count});
-      const double tol = 1e-6 * std::sqrt(double(cols)) * 8 + 1e-6;
-      for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::fabs(double(want[i]))))
-            << rows << "x" << cols << " count " << count << " at " << i;
+  for (const DType dtype : {DType::BF16, DType::F16, DType::F32})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{200, 96}, {64, 33}, {7, 768}}) {
+      SCOPED_TRACE(dtype_name(dtype));
+      std::mt19937 rng{unsigned(rows + cols)};
+      const auto raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), dtype);
+      Matrix w{dtype, rows, cols, raw.data()};
+      const Matrix plain = w;
+      auto owner = prepare_cpu_panels(w, pool, /*data_is_mapped=*/true);
+      ASSERT_TRUE(owner);
+      ASSERT_NE(w.cpu_panels, nullptr);
+      // The panels replace the data: products poisoned through `data` would show.
+      const std::vector<uint32_t> poison(raw.size(), 0x7fc00000u);  // NaN in every format
+      w.data = poison.data();
+      for (int64_t count : {1, 3, 8, 32, 100}) {
+        const auto x = testing::randn(size_t(count * cols), rng);
+        std::vector<float> want(size_t(count * rows)), got(want.size(), -1.0f);
+        ref->matmul({plain, x.data(), want.data(), count});
+        cpu->matmul({w, x.data(), got.data(), count});
+        const double tol = 1e-6 * std::sqrt(double(cols)) * 8 + 1e-6;
+        for (size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::fabs(double(want[i]))))
+              << rows << "x" << cols << " count " << count << " at " << i;
+      }
     }
-  }
-  // Other dtypes are left as they are.
+  // fp32 panels would be a second copy of a buffer in memory: only made for a file's pages.
   std::vector<float> f(64 * 64, 1.0f);
   Matrix m{DType::F32, 64, 64, f.data()};
-  EXPECT_FALSE(prepare_cpu_panels(m, pool));
+  EXPECT_FALSE(prepare_cpu_panels(m, pool, /*data_is_mapped=*/false));
   EXPECT_EQ(m.cpu_panels, nullptr);
 }
 

@@ -53,7 +53,8 @@ class CpuBackend final : public Backend {
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
     // Q8_0 panels (VNNI): positions quantised once, every panel multiplied in integers.
     if (w.cpu_int_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
-    // Panels packed at load: widened line by line into the L1 panel, no transpose per call.
+    // Panels packed at load: widened line by line into the L1 panel (fp32: read in place), no
+    // transpose per call.
     if (w.cpu_panels) return matmul_gemm(a);
     if (is_quantized(w.dtype)) {
       // 2-7 positions: integer dots; decode batches: rows dequantised in order, positions
@@ -82,7 +83,8 @@ class CpuBackend final : public Backend {
   }
 
   // Decode-sized products (one position each) share one parallel region; so do the products
-  // of several positions over bf16 panels (a decode batch's stage); the others run one by one.
+  // of several positions over panels made at load (a decode batch's stage); the others run one by
+  // one.
   void matmul_many(std::span<const MatmulArgs> list) const override {
     for (const MatmulArgs& a : list) check_panel_layout(a.w);
     if (precision_ == ProductPrecision::BF16) {  // the fp32 weights' products are not fp32
@@ -176,6 +178,12 @@ class CpuBackend final : public Backend {
     int64_t n0, nn, k0, kn;
     bool next_panel_mine;  // this thread packs the next panel (n0 + NR) after this one
   };
+  // A packed block as the product reads it: the part's panel buffer the packer filled, or a
+  // block of fp32 panels made at load, read in place; and what to prefetch during the product.
+  struct PackedBlock {
+    const float* panel;
+    cpu::PrefetchRange next;
+  };
 
   // Where the block packed after `pb` starts, for B(k, n) = src-of-pb[n·ld + k] (a weight
   // [out, in]): further along these rows, else the next panel's first rows. Only a block at
@@ -194,7 +202,7 @@ class CpuBackend final : public Backend {
                          const GemmOperand& b, float* c, int64_t ldc, bool accumulate,
                          bool round_to_bf16) const {
     packed_product(x, M, N, K, c, ldc, accumulate,
-                   [&](PartScratch&, const PanelBlock& pb, float* panel) -> cpu::PrefetchRange {
+                   [&](PartScratch&, const PanelBlock& pb, float* panel) -> PackedBlock {
                      if (!b.transposed) {
                        cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0, size_t(b.ld),
                                                    size_t(pb.nn), size_t(pb.kn), panel);
@@ -205,8 +213,8 @@ class CpuBackend final : public Backend {
                      }
                      if (round_to_bf16)
                        cpu::round_to_bf16(panel, size_t(pb.kn) * cpu::panel_width());
-                     return {};  // pack_panel prefetches the next block itself; the
-                                 // input-major copy reads rows in order (hardware prefetch)
+                     return {panel, {}};  // pack_panel prefetches the next block itself; the
+                                          // input-major copy reads rows in order
                    });
   }
 
@@ -250,10 +258,10 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     packed_product(
         GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
-        [&](PartScratch& ps, const PanelBlock& pb, float* panel) -> cpu::PrefetchRange {
+        [&](PartScratch& ps, const PanelBlock& pb, float* panel) -> PackedBlock {
           if (w.cpu_panels)
-            return widen_panel_block(w, pb.n0, pb.k0, pb.kn,
-                                     pb.k0 + pb.kn < w.cols || pb.next_panel_mine, a.count, panel);
+            return panel_block(w, pb.n0, pb.k0, pb.kn, pb.k0 + pb.kn < w.cols || pb.next_panel_mine,
+                               a.count, panel);
           // The packers below prefetch the next block themselves (interleaved with their loads).
           const int64_t offset = pb.n0 * w.cols + pb.k0;
           if (w.dtype == DType::BF16 || w.dtype == DType::F16) {
@@ -261,20 +269,20 @@ class CpuBackend final : public Backend {
             const auto pack = w.dtype == DType::BF16 ? cpu::pack_panel_bf16 : cpu::pack_panel_f16;
             pack(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
                  next_block(rows, w.cols, w.rows, w.cols, pb), panel);
-            return {};
+            return {panel, {}};
           }
           if (w.dtype == DType::F32) {
             const float* rows = static_cast<const float*>(w.data) + offset;
             cpu::pack_panel(rows, size_t(w.cols), size_t(pb.nn), size_t(pb.kn),
                             next_block(rows, w.cols, w.rows, w.cols, pb), panel);
-            return {};
+            return {panel, {}};
           }
           ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
           for (int64_t j = 0; j < pb.nn; ++j)
             widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
           cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn), nullptr,
                           panel);
-          return {};
+          return {panel, {}};
         });
   }
 
@@ -285,7 +293,7 @@ class CpuBackend final : public Backend {
   // sits in L1. K > 0.
   void packed_product(
       const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc, bool accumulate,
-      FunctionRef<cpu::PrefetchRange(PartScratch&, const PanelBlock&, float*)> pack) const {
+      FunctionRef<PackedBlock(PartScratch&, const PanelBlock&, float*)> pack) const {
     // Every panel streams all M rows of op(X) for each block of inputs: for many rows (the
     // head's dW: M = vocabulary) that block no longer stays in L2 between panels and each panel
     // reads it from memory again, so the rows go in blocks, each over every panel (the panels
@@ -298,9 +306,9 @@ class CpuBackend final : public Backend {
   }
 
   // packed_product over one block of C's rows.
-  void packed_block(
-      const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc, bool accumulate,
-      FunctionRef<cpu::PrefetchRange(PartScratch&, const PanelBlock&, float*)> pack) const {
+  void packed_block(const GemmOperand& x, int64_t M, int64_t N, int64_t K, float* c, int64_t ldc,
+                    bool accumulate,
+                    FunctionRef<PackedBlock(PartScratch&, const PanelBlock&, float*)> pack) const {
     const int64_t nr = int64_t(cpu::panel_width());
     const cpu::PanelTasks tasks(M, (N + nr - 1) / nr, pool_->size());
     pool_->parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
@@ -314,16 +322,15 @@ class CpuBackend final : public Backend {
         const bool next_panel_mine = tasks.row_parts == 1 && task + 1 < task1;
         for (int64_t k0 = 0; k0 < K; k0 += kPanelDepth) {
           const int64_t kn = std::min(kPanelDepth, K - k0);
-          const cpu::PrefetchRange next =
-              pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
+          const PackedBlock b = pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
           float* y = c + m0 * ldc + n0;
           const bool acc = accumulate || k0 > 0;
           if (x.transposed)
-            cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), panel,
-                               size_t(kn), y, size_t(ldc), size_t(nn), acc, next);
+            cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), b.panel,
+                               size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
           else
-            cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), panel, size_t(kn),
-                            y, size_t(ldc), size_t(nn), acc, next);
+            cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), b.panel,
+                            size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
         }
       }
     });
@@ -371,7 +378,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Products of several positions over panels (bf16 or Q8_0) in one parallel region: the
+  // Products of several positions over panels (bf16, f16, fp32 or Q8_0) in one parallel region: the
   // panels of all products laid end to end, split between threads by their work (inputs ×
   // positions). Q8_0 products get their positions quantised first.
   void panel_products(std::span<const MatmulArgs* const> list) const {
@@ -399,10 +406,10 @@ class CpuBackend final : public Backend {
           const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
           for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
-            const cpu::PrefetchRange next =
-                widen_panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, a.count, panel);
-            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), panel, size_t(kn), a.y + n0,
-                            size_t(w.rows), size_t(nn), k0 > 0, next);
+            const PackedBlock b =
+                panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, a.count, panel);
+            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), b.panel, size_t(kn),
+                            a.y + n0, size_t(w.rows), size_t(nn), k0 > 0, b.next);
           }
         }
       });
@@ -428,20 +435,29 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Block [k0, k0 + kn) of the bf16 panel whose first output is n0, widened into `panel`, for
-  // a product of `positions` rows. With `more`, the block this thread widens next (the
-  // following one in memory: panels lie end to end) is prefetched: in one burst now for many
-  // positions (prefill), else returned for gemm_panel to spread over the product (a decode
-  // batch's product is too short to absorb the burst: measured 14% of a 32-sequence step).
-  static cpu::PrefetchRange widen_panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn,
-                                              bool more, int64_t positions, float* panel) {
+  // Block [k0, k0 + kn) of the panel made at load whose first output is n0, for a product of
+  // `positions` rows: fp32 read in place, bf16 / f16 widened into `panel`. With `more`, the
+  // block this thread reads next (the following one in memory: panels lie end to end) is
+  // prefetched: for many positions in one burst while widening (prefill; fp32 panels are left
+  // to the hardware prefetcher, which follows the contiguous stream), else returned for
+  // gemm_panel to spread over the product (a decode batch's product is too short to absorb the
+  // burst: measured 14% of a 32-sequence step).
+  static PackedBlock panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn, bool more,
+                                 int64_t positions, float* panel) {
     constexpr int64_t kBurstFromPositions = 64;
-    const int64_t nr = int64_t(cpu::panel_width());
-    const uint16_t* src = w.cpu_panels + size_t(n0 * w.cols + k0 * nr);
+    const size_t at = size_t(n0 * w.cols + k0 * int64_t(cpu::panel_width()));
+    const size_t values = size_t(kn) * cpu::panel_width();
     const bool burst = more && positions >= kBurstFromPositions;
-    cpu::widen_bf16(src, size_t(kn * nr), panel, burst ? src + kn * nr : nullptr);
-    if (!more || burst) return {};
-    return cpu::PrefetchRange{src + kn * nr, size_t(kn * nr) * sizeof(uint16_t)};
+    if (w.dtype == DType::F32) {
+      const float* src = static_cast<const float*>(w.cpu_panels) + at;
+      if (!more || burst) return {src, {}};
+      return {src, cpu::PrefetchRange{src + values, values * sizeof(float)}};
+    }
+    const uint16_t* src = static_cast<const uint16_t*>(w.cpu_panels) + at;
+    const auto widen = w.dtype == DType::F16 ? cpu::widen_f16 : cpu::widen_bf16;
+    widen(src, values, panel, burst ? src + values : nullptr);
+    if (!more || burst) return {panel, {}};
+    return {panel, cpu::PrefetchRange{src + values, values * sizeof(uint16_t)}};
   }
 
   // The part's fp32 panel (kPanelDepth × panel_width()), allocated on first use.
@@ -470,7 +486,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // Output panels of a matrix that has them (bf16: panel_width() outputs, Q8_0: 32).
+  // Output panels of a matrix that has them (bf16 / f16 / fp32: panel_width() outputs, Q8_0: 32).
   static int64_t panels_of(const Matrix& w) {
     const int64_t nr = w.cpu_int_panels ? int_panel_width(w) : int64_t(cpu::panel_width());
     return (w.rows + nr - 1) / nr;
@@ -527,7 +543,7 @@ class CpuBackend final : public Backend {
                         ? int64_t(w.dtype == DType::Q4_0
                                       ? cpu::q4_panels_bytes(cpu::q4_panel_width(), size_t(w.cols))
                                       : cpu::q8_panels_bytes(cpu::kQ8PanelWidth, size_t(w.cols)))
-                    : w.cpu_panels ? nr * w.cols * 2
+                    : w.cpu_panels ? nr * w.cols * int64_t(dtype_size(w.dtype))
                                    : int64_t(row_bytes(w.dtype, w.cols));
       cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
@@ -538,8 +554,8 @@ class CpuBackend final : public Backend {
         if (a.w.cpu_int_panels) {
           int_panel_product(a, decode_.q8[i], u0, u1);
         } else if (a.w.cpu_panels)
-          cpu::gemv_bf16_panels(a.w.cpu_panels, size_t(a.w.rows), size_t(a.w.cols), size_t(u0),
-                                size_t(u1), a.x, a.y);
+          cpu::gemv_panels(a.w.dtype, a.w.cpu_panels, size_t(a.w.rows), size_t(a.w.cols),
+                           size_t(u0), size_t(u1), a.x, a.y);
         else
           matvec_rows(a, inputs[i], u0, u1);
       });

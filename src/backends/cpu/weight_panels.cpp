@@ -1,4 +1,4 @@
-// Load-time preparation of bf16, Q8_0 and Q4_0 weights for the cpu backend (panels).
+// Load-time preparation of bf16, f16, fp32, Q8_0 and Q4_0 weights for the cpu backend (panels).
 // (weight_panels_kernels.hpp).
 #include <sys/mman.h>
 #include <unistd.h>
@@ -71,23 +71,34 @@ std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool
   return panels;
 }
 
+// bf16 / f16 bits (T = uint16_t) or fp32 values (T = float) of m packed into panels.
+template <class T>
+std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+  const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
+  const std::shared_ptr<T[]> panels = allocate_panels<T>(cpu::panels_size(rows, cols));
+  const auto* w = static_cast<const T*>(m.data);
+  pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
+    cpu::pack_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
+  });
+  if (data_is_mapped) advise_cold(m.data, rows * cols * sizeof(T));
+  m.cpu_panels = panels.get();
+  m.cpu_panel_outputs = uint32_t(nr);
+  return panels;
+}
+
 }  // namespace
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0)
     return prepare_int_panels(m, pool, data_is_mapped);
-  if (m.dtype != DType::BF16 || m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
-  const size_t rows = size_t(m.rows), cols = size_t(m.cols), nr = cpu::panel_width();
-  const std::shared_ptr<uint16_t[]> panels =
-      allocate_panels<uint16_t>(cpu::bf16_panels_size(rows, cols));
-  const auto* w = static_cast<const uint16_t*>(m.data);
-  pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
-    cpu::pack_bf16_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
-  });
-  if (data_is_mapped) advise_cold(m.data, rows * cols * 2);
-  m.cpu_panels = panels.get();
-  m.cpu_panel_outputs = uint32_t(nr);
-  return panels;
+  if (m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
+  if (m.dtype == DType::BF16 || m.dtype == DType::F16)
+    return prepare_float_panels<uint16_t>(m, pool, data_is_mapped);
+  // fp32 panels are as large as the weight: only in place of a file's pages (advised cold
+  // below), never as a second copy of a buffer (a LoRA-merged or converted matrix).
+  if (m.dtype == DType::F32 && data_is_mapped)
+    return prepare_float_panels<float>(m, pool, data_is_mapped);
+  return nullptr;
 }
 
 }  // namespace rwkv7
