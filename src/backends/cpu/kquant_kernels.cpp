@@ -285,61 +285,65 @@ void MatvecQ45KAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
   for (size_t r = 0; r < R; ++r) y[r] = Hsum256(acc[r]) - Hsum256(macc[r]);
 }
 
-// Bits shift..shift+1 of each byte of qh as bits 4-5.
-inline __m256i Q6Bits(__m256i qh, __m256i k03, int shift) {
-  return _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), k03),
-                           4);
-}
-
 // Q6_K with AVX2: per half, the four 32-value groups (ql low / ql+32 low / ql high / ql+32
-// high nibbles, with qh bits 0-1 / 2-3 / 4-5 / 6-7 as bits 4-5) through vpmaddubsw +
-// vpmaddwd, the offset 32 removed with 32·(-lane sum), lanes 0-3 and 4-7 (16 values each)
-// scaled by d·sc_s·x.d[block].
+// high nibbles, with qh bits 0-1 / 2-3 / 4-5 / 6-7 as bits 4-5) through vpmaddubsw into int16
+// pairs, less 32·(pair sum of x) (the offset 32, from vpmaddubsw of 32s with the activations,
+// made once per super-block for all R rows: |63·127·2| + 32·254 fits int16), then vpmaddwd
+// with the 16-value scales (sc_2q in the low 128 bits, sc_2q+1 in the high: one byte
+// shuffle per block) into exact int32 lanes; one fp32 multiply-add per block by d·x.d[q].
 template <size_t R>
 void MatvecQ6KAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
-  const __m256i k0F = _mm256_set1_epi8(0x0F), k03 = _mm256_set1_epi8(3);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i lo_rep = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
-  const __m256i hi_rep = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  const __m256i k0F = _mm256_set1_epi8(0x0F), k30 = _mm256_set1_epi8(0x30);
+  const __m256i k32 = _mm256_set1_epi8(32);
+  // Byte shuffles picking int16 scale 2q' (low 128 bits) and 2q'+1 (high) of [sc × 8 | same],
+  // q' = q mod 4.
+  const __m256i pick[4] = {
+      _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                       2, 3, 2, 3, 2, 3),
+      _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7,
+                       6, 7, 6, 7, 6, 7),
+      _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10,
+                       11, 10, 11, 10, 11, 10, 11, 10, 11),
+      _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14,
+                       15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15)};
   const uintptr_t ahead = PrefetchAhead(R * stride);
   __m256 acc[R];
   for (size_t r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (size_t sb = 0; sb < x.nb / 8; ++sb) {
     const int8_t* xq = x.q + 256 * sb;
     const __m256 xd = _mm256_loadu_ps(x.d + 8 * sb);
-    const __m256 xd_lo = _mm256_permutevar8x32_ps(xd, lo_rep),
-                 xd_hi = _mm256_permutevar8x32_ps(xd, hi_rep);
+    __m256i xv[8], off[8];  // the activations and 32·(pair sums) of the 8 blocks
+    for (int q = 0; q < 8; ++q) {
+      xv[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * q));
+      off[q] = _mm256_maddubs_epi16(k32, xv[q]);
+    }
     for (size_t r = 0; r < R; ++r) {
       const uint8_t* b = w + r * stride + sb * kQ6KBytes;
       PrefetchBlock<kQ6KBytes>(b, ahead);
-      const __m256 d = _mm256_set1_ps(F16At(b + 208));
-      alignas(32) float fs[16];  // d·sc_s·x.d[s / 2]
-      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
-      _mm256_store_ps(
-          fs, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)), _mm256_mul_ps(d, xd_lo)));
-      _mm256_store_ps(fs + 8,
-                      _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))),
-                                    _mm256_mul_ps(d, xd_hi)));
+      alignas(32) float dxd[8];  // d·x.d[q]
+      _mm256_store_ps(dxd, _mm256_mul_ps(_mm256_set1_ps(F16At(b + 208)), xd));
+      const __m256i sc16 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+      const __m256i sc_half[2] = {_mm256_permute4x64_epi64(sc16, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm256_permute4x64_epi64(sc16, _MM_SHUFFLE(3, 2, 3, 2))};
       for (int h = 0; h < 2; ++h) {
         const __m256i qla = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
         const __m256i qlb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-        const __m256i e[4] = {
-            _mm256_or_si256(_mm256_and_si256(qla, k0F), Q6Bits(qh, k03, 0)),
-            _mm256_or_si256(_mm256_and_si256(qlb, k0F), Q6Bits(qh, k03, 2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), k0F), Q6Bits(qh, k03, 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), k0F), Q6Bits(qh, k03, 6))};
+        const __m256i e[4] = {_mm256_or_si256(_mm256_and_si256(qla, k0F),
+                                              _mm256_and_si256(_mm256_slli_epi16(qh, 4), k30)),
+                              _mm256_or_si256(_mm256_and_si256(qlb, k0F),
+                                              _mm256_and_si256(_mm256_slli_epi16(qh, 2), k30)),
+                              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), k0F),
+                                              _mm256_and_si256(qh, k30)),
+                              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), k0F),
+                                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), k30))};
         for (int g = 0; g < 4; ++g) {
           const int q = 4 * h + g;  // 32-block within the super-block
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * q));
-          __m256i i32 = _mm256_madd_epi16(_mm256_maddubs_epi16(e[g], xv), ones);
-          const __m256i c =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.neg_s4 + 64 * sb + 8 * q));
-          i32 = _mm256_add_epi32(i32, _mm256_slli_epi32(c, 5));
-          const __m256 s =
-              _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(fs + 2 * q)),
-                                   _mm_broadcast_ss(fs + 2 * q + 1), 1);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), s, acc[r]);
+          const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(e[g], xv[q]), off[q]);
+          const __m256i sc = _mm256_shuffle_epi8(sc_half[h], pick[g]);
+          const __m256i i32 = _mm256_madd_epi16(p16, sc);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i32), _mm256_broadcast_ss(dxd + q), acc[r]);
         }
       }
     }
