@@ -45,30 +45,36 @@ TEST(WeightPanels, EveryWeightAtItsPlaceAndPaddingZero) {
   on_every_target([&] {
     std::mt19937 rng(11);
     const size_t nr = cpu::panel_width();
-    for (size_t rows : {size_t(1), nr - 1, nr, nr + 3, 3 * nr}) {
-      for (size_t cols : {size_t(1), size_t(7), size_t(64), size_t(130)}) {
-        const auto w = random_bits(DType::BF16, rows * cols, rng);
-        const auto wf = testing::randn(rows * cols, rng);
-        std::vector<uint16_t> panels(cpu::panels_size(rows, cols), 0xffff);
-        std::vector<float> fpanels(panels.size(), NAN);
-        ASSERT_EQ(panels.size(), panels_of(rows) * nr * cols);
-        // Two calls over disjoint panel ranges fill everything (threads split them so).
-        const size_t half = panels_of(rows) / 2;
-        cpu::pack_panels(w.data(), rows, cols, 0, half, panels.data());
-        cpu::pack_panels(w.data(), rows, cols, half, panels_of(rows), panels.data());
-        cpu::pack_panels(wf.data(), rows, cols, 0, half, fpanels.data());
-        cpu::pack_panels(wf.data(), rows, cols, half, panels_of(rows), fpanels.data());
-        for (size_t p = 0; p < panels_of(rows); ++p)
-          for (size_t i = 0; i < cols; ++i)
-            for (size_t j = 0; j < nr; ++j) {
-              const size_t o = p * nr + j, at = (p * cols + i) * nr + j;
-              ASSERT_EQ(panels[at], o < rows ? w[o * cols + i] : 0)
-                  << rows << "x" << cols << " p " << p << " i " << i << " j " << j;
-              ASSERT_EQ(fpanels[at], o < rows ? wf[o * cols + i] : 0.0f)
-                  << rows << "x" << cols << " p " << p << " i " << i << " j " << j;
-            }
+    for (const DType t : {DType::BF16, DType::F16})
+      for (size_t rows : {size_t(1), nr - 1, nr, nr + 3, 3 * nr}) {
+        for (size_t cols : {size_t(1), size_t(7), size_t(64), size_t(130), size_t(300)}) {
+          auto w = random_bits(t, rows * cols, rng);
+          // Bit patterns a float detour could change: infinities, -0, subnormals, (bf16) a NaN.
+          const uint16_t special[] = {uint16_t(t == DType::F16 ? 0x7c00 : 0x7f80), 0x8000, 0x0001,
+                                      0x83ff, uint16_t(t == DType::F16 ? 0xfc00 : 0x7fc1)};
+          for (size_t i = 0; i < 5 && i < w.size(); ++i) w[w.size() - 1 - i] = special[i];
+          const auto wf = testing::randn(rows * cols, rng);
+          std::vector<uint16_t> panels(cpu::panels_size(rows, cols), 0xffff);
+          std::vector<float> fpanels(panels.size(), NAN);
+          ASSERT_EQ(panels.size(), panels_of(rows) * nr * cols);
+          // Two calls over disjoint panel ranges fill everything (threads split them so).
+          const size_t half = panels_of(rows) / 2;
+          cpu::pack_panels(t, w.data(), rows, cols, 0, half, panels.data());
+          cpu::pack_panels(t, w.data(), rows, cols, half, panels_of(rows), panels.data());
+          cpu::pack_panels(wf.data(), rows, cols, 0, half, fpanels.data());
+          cpu::pack_panels(wf.data(), rows, cols, half, panels_of(rows), fpanels.data());
+          for (size_t p = 0; p < panels_of(rows); ++p)
+            for (size_t i = 0; i < cols; ++i)
+              for (size_t j = 0; j < nr; ++j) {
+                const size_t o = p * nr + j, at = (p * cols + i) * nr + j;
+                ASSERT_EQ(panels[at], o < rows ? w[o * cols + i] : 0)
+                    << dtype_name(t) << " " << rows << "x" << cols << " p " << p << " i " << i
+                    << " j " << j;
+                ASSERT_EQ(fpanels[at], o < rows ? wf[o * cols + i] : 0.0f)
+                    << rows << "x" << cols << " p " << p << " i " << i << " j " << j;
+              }
+        }
       }
-    }
   });
 }
 
@@ -107,7 +113,8 @@ TEST(WeightPanels, OnePositionProductMatchesDoubleReference) {
           const auto x = testing::randn(cols, rng);
           std::vector<uint16_t> panels(cpu::panels_size(rows, cols));
           std::vector<float> fpanels(panels.size());
-          cpu::pack_panels(bits.data(), rows, cols, 0, panels_of(rows), panels.data());
+          cpu::pack_panels(t == DType::F16 ? DType::F16 : DType::BF16, bits.data(), rows, cols, 0,
+                           panels_of(rows), panels.data());
           cpu::pack_panels(w.data(), rows, cols, 0, panels_of(rows), fpanels.data());
           std::vector<float> y(rows + 1, NAN);
           y[rows] = 42.0f;  // the padded last panel must not write past `rows`

@@ -78,7 +78,10 @@ std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bo
   const std::shared_ptr<T[]> panels = allocate_panels<T>(cpu::panels_size(rows, cols));
   const auto* w = static_cast<const T*>(m.data);
   pool.parallel_for(int64_t((rows + nr - 1) / nr), 1, [&](int64_t p0, int64_t p1) {
-    cpu::pack_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
+    if constexpr (sizeof(T) == 2)
+      cpu::pack_panels(m.dtype, w, rows, cols, size_t(p0), size_t(p1), panels.get());
+    else
+      cpu::pack_panels(w, rows, cols, size_t(p0), size_t(p1), panels.get());
   });
   if (data_is_mapped) advise_cold(m.data, rows * cols * sizeof(T));
   m.cpu_panels = panels.get();

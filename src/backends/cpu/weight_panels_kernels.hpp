@@ -16,8 +16,10 @@ namespace rwkv7::cpu {
 size_t panels_size(size_t rows, size_t cols);
 
 // out[p][i][j] = w[(p·NR + j) · cols + i], zero where p·NR + j ≥ rows; panels [p0, p1) only
-// (threads split the panels). uint16_t: bf16 or f16 bits, copied as they are.
-void pack_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1, uint16_t* out);
+// (threads split the panels). `t` BF16 or F16: the bits as they are (a signalling f16 NaN
+// comes out quiet).
+void pack_panels(DType t, const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                 uint16_t* out);
 void pack_panels(const float* w, size_t rows, size_t cols, size_t p0, size_t p1, float* out);
 
 // dst[i] = src[i] widened to fp32 (bf16 or f16 bits), for i < n (contiguous lines of a panel).
