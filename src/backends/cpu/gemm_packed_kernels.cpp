@@ -22,9 +22,11 @@ HWY_BEFORE_NAMESPACE();
 namespace rwkv7::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// 6 × 4 vectors = 24 accumulators of 32 registers on AVX-512; 6 × 2 of 16 elsewhere.
-constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 2;
-constexpr int kRows = 6;
+// Tiles of kRows positions × kVecs vectors: 6 × 4 = 24 accumulators of 32 registers on
+// AVX-512; 4 × 3 = 12 of 16 elsewhere (7 loads per 12 FMAs; the 6 × 2 tile it replaced needed
+// 8 and ran ~5-10% slower on AVX2: one thread, alternating runs of the kernel alone).
+constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 3;
+constexpr int kRows = HWY_MAX_BYTES >= 64 ? 6 : 4;
 
 size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }
 
@@ -255,9 +257,9 @@ void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, si
 }
 
 // With prefetching (decode batches): tiles of kRows positions; a remainder of 1 or 2 joins the last
-// full tile and the two split evenly (7 = 4 + 3, 8 = 4 + 4): a 1- or 2-row tile has too few
-// accumulators to keep the FMA units busy (a 32-sequence decode batch ended in one). The prefetch
-// lines are shared out over the tiles in proportion to their rows.
+// full tile and the two split evenly (AVX-512: 7 = 4 + 3, 8 = 4 + 4): a 1- or 2-row tile has too
+// few accumulators to keep the FMA units busy (a 32-sequence decode batch ended in one). The
+// prefetch lines are shared out over the tiles in proportion to their rows.
 template <bool kXT>
 void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
@@ -294,7 +296,7 @@ void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t
     }
     t += rows;
   };
-  static_assert(kRows == 6, "the tile switch above lists 1..6 rows");
+  static_assert(kRows <= 6, "the tile switch above lists 1..6 rows");
   const size_t rem = T % kRows;
   const size_t full = T / kRows - (rem != 0 && rem <= 2 && T > kRows ? 1 : 0);
   for (size_t i = 0; i < full; ++i) tile(kRows);

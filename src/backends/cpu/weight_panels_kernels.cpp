@@ -77,7 +77,7 @@ void WidenF16(const uint16_t* src, size_t n, float* dst, const uint16_t* next) {
 }
 
 // The panel width of gemm_packed_kernels.cpp: NR = kVecs vectors of floats.
-constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 2;
+constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 3;
 
 // One panel: per input, one broadcast and kVecs FMAs; two inputs at a time into two sets of
 // accumulators (enough independent chains to hide the FMA latency).
