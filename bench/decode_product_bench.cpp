@@ -52,7 +52,9 @@ void BM_DecodeProduct(benchmark::State& st) {
   hwy::SetSupportedTargetsForTest(target);
   ThreadPool pool(int(st.range(2)));
   Matrix m{t, rows, cols, w.data()};
-  const auto panels = use_panels ? prepare_cpu_panels(m, pool) : nullptr;
+  // fp32 panels are made only in place of a file mapping's pages: said so here (a model's
+  // weights are such views), so that the f32 rows measure them.
+  const auto panels = use_panels ? prepare_cpu_panels(m, pool, /*data_is_mapped=*/true) : nullptr;
   auto be = make_cpu_backend(&pool);
   const MatmulArgs args{m, x.data(), y.data(), T};
   be->matmul(args);  // warm-up

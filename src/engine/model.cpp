@@ -33,7 +33,7 @@ std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const L
   auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
-  if (opts.backend == BackendKind::Cpu) {  // bf16 products read panels packed once, here
+  if (opts.backend == BackendKind::Cpu) {  // products read panels packed once, here
     ThreadPool pool(opts.threads);
     prepare_for_cpu(impl->w, pool);
   }

@@ -14,11 +14,24 @@
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
+#include "hwy/targets.h"
 #include "ops/ops.hpp"
 #include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
+
+// Runs fn with each compiled target the CPU supports: the panel layouts (and the product
+// tiles reading them) differ per target, and a test machine has one best target.
+template <class Fn>
+void on_every_target(const Fn& fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
 
 // Stores `values` in dtype t; returns the raw buffer (as uint16 or float words).
 std::vector<uint32_t> store(const std::vector<float>& values, DType t) {
@@ -230,7 +243,7 @@ struct WkvCase {
 // A decode batch's stage: several products of 32 positions over bf16, f16 and fp32 panels in
 // one parallel region (LoRA-sized ones of one panel among them, plus an fp32 one without
 // panels that runs on its own) give what the oracle gives for each product alone.
-TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
+void panel_products_of_a_batch() {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
   auto ref = make_reference_backend();
@@ -272,6 +285,10 @@ TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
   }
 }
 
+TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
+  on_every_target(panel_products_of_a_batch);
+}
+
 // A decode batch's sequences in one parallel region (one unit per sequence and head) give what
 // the oracle gives for each sequence alone, with both the per-step and the sequence kernels.
 TEST(BackendWkv7, ManySequencesInOneRegionEqualEachAlone) {
@@ -300,7 +317,7 @@ TEST(BackendWkv7, ManySequencesInOneRegionEqualEachAlone) {
 // view of a file mapping): every product size (one position, a few, a decode batch, prefill)
 // reads the panels and equals the oracle on the row-major values; rows not a multiple of the
 // panel width leave a padded last panel.
-TEST(BackendMatmul, PanelsEqualReference) {
+void panels_equal_reference() {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
   auto ref = make_reference_backend();
@@ -317,7 +334,7 @@ TEST(BackendMatmul, PanelsEqualReference) {
       // The panels replace the data: products poisoned through `data` would show.
       const std::vector<uint32_t> poison(raw.size(), 0x7fc00000u);  // NaN in every format
       w.data = poison.data();
-      for (int64_t count : {1, 3, 8, 32, 100}) {
+      for (int64_t count : {1, 3, 5, 6, 8, 9, 10, 32, 100}) {
         const auto x = testing::randn(size_t(count * cols), rng);
         std::vector<float> want(size_t(count * rows)), got(want.size(), -1.0f);
         ref->matmul({plain, x.data(), want.data(), count});
@@ -334,6 +351,8 @@ TEST(BackendMatmul, PanelsEqualReference) {
   EXPECT_FALSE(prepare_cpu_panels(m, pool, /*data_is_mapped=*/false));
   EXPECT_EQ(m.cpu_panels, nullptr);
 }
+
+TEST(BackendMatmul, PanelsEqualReference) { on_every_target(panels_equal_reference); }
 
 TEST(BackendWkv7, CpuEqualsReferenceOverManySteps) {
   // T = 2 takes the per-step kernel, T = 37 the transposed-state sequence kernel; N = 4 and

@@ -112,51 +112,56 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
 }
 
 TEST(GemmPacked, PanelProductEqualsScalarTwin) {
-  std::mt19937 rng(7);
-  const size_t nr = cpu::panel_width();
-  // T 7, 8, 14 and 32 end in a split tile (4 + 3, 4 + 4, 6 + 4 + 4, 4 × 6 + 4 + 4).
-  const size_t shapes[][3] = {{1, 1, 1},    {5, 3, 16},  {6, 64, 128},  {7, 64, 5}, {8, 20, 128},
-                              {13, 17, 37}, {14, 64, 9}, {32, 64, 128}, {40, 64, 1}};
-  for (auto [T, nn_want, kc] : shapes) {
-    const size_t nn = std::min(nn_want, nr);
-    const auto w = testing::randn(nn * kc, rng);
-    auto panel = hwy::AllocateAligned<float>(kc * nr);
-    cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
-    for (bool x_transposed : {false, true}) {
-      // X [T, kc] rows ldx apart, or Xᵀ [kc, T] rows ldx apart.
-      const size_t ldx = x_transposed ? T + 2 : kc + 3, ldy = nn + 7;
-      const auto x = testing::randn((x_transposed ? kc : T) * ldx, rng);
-      for (int mode = 0; mode < 4; ++mode) {
-        const bool accumulate = mode & 1, prefetching = mode & 2;
-        const auto y0 = testing::randn(T * ldy, rng);
-        auto want = y0, got = y0;
-        cpu::gemm_panel_scalar(x.data(), ldx, x_transposed, T, panel.get(), nr, kc, want.data(),
-                               ldy, nn, accumulate);
-        const auto kernel = x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel;
-        // With a prefetch hint the kernel takes its other form (split tiles, lines spread over
-        // the loops); the hint (here: the weights again, more lines than inputs or fewer) must
-        // change nothing.
-        const cpu::PrefetchRange prefetch =
-            prefetching ? cpu::PrefetchRange{w.data(), accumulate ? w.size() * sizeof(float) : 64}
-                        : cpu::PrefetchRange{};
-        kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
-        // fp32 sums of kc unit-variance products in another order: error ~ sqrt(kc) · 2^-24.
-        const double tol = 1e-6 * std::sqrt(double(kc)) * 16 + 1e-5;
-        for (size_t t = 0; t < T; ++t) {
-          for (size_t j = 0; j < ldy; ++j) {
-            const size_t e = t * ldy + j;
-            if (j >= nn) {
-              ASSERT_EQ(got[e], y0[e]) << "wrote outside the panel: t " << t << " j " << j;
-            } else {
-              ASSERT_NEAR(got[e], want[e], tol)
-                  << "T " << T << " nn " << nn << " kc " << kc << " xt " << x_transposed
-                  << " prefetching " << prefetching;
+  on_every_target([] {
+    std::mt19937 rng(7);
+    const size_t nr = cpu::panel_width();
+    // With a prefetch hint a remainder of 1-2 rows joins the last full tile, split in two:
+    // AVX-512 (tiles of 6) T 7, 8, 14, 32 → 4 + 3, 4 + 4, 6 + 4 + 4, 4 × 6 + 4 + 4; AVX2 (tiles
+    // of 4) T 5, 6, 9, 10 → 3 + 2, 3 + 3, 4 + 3 + 2, 4 + 3 + 3.
+    const size_t shapes[][3] = {{1, 1, 1},    {5, 3, 16},    {6, 64, 128}, {7, 64, 5},
+                                {8, 20, 128}, {9, 24, 33},   {10, 64, 7},  {13, 17, 37},
+                                {14, 64, 9},  {32, 64, 128}, {40, 64, 1}};
+    for (auto [T, nn_want, kc] : shapes) {
+      const size_t nn = std::min(nn_want, nr);
+      const auto w = testing::randn(nn * kc, rng);
+      auto panel = hwy::AllocateAligned<float>(kc * nr);
+      cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
+      for (bool x_transposed : {false, true}) {
+        // X [T, kc] rows ldx apart, or Xᵀ [kc, T] rows ldx apart.
+        const size_t ldx = x_transposed ? T + 2 : kc + 3, ldy = nn + 7;
+        const auto x = testing::randn((x_transposed ? kc : T) * ldx, rng);
+        for (int mode = 0; mode < 4; ++mode) {
+          const bool accumulate = mode & 1, prefetching = mode & 2;
+          const auto y0 = testing::randn(T * ldy, rng);
+          auto want = y0, got = y0;
+          cpu::gemm_panel_scalar(x.data(), ldx, x_transposed, T, panel.get(), nr, kc, want.data(),
+                                 ldy, nn, accumulate);
+          const auto kernel = x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel;
+          // With a prefetch hint the kernel takes its other form (split tiles, lines spread over
+          // the loops); the hint (here: the weights again, more lines than inputs or fewer) must
+          // change nothing.
+          const cpu::PrefetchRange prefetch =
+              prefetching ? cpu::PrefetchRange{w.data(), accumulate ? w.size() * sizeof(float) : 64}
+                          : cpu::PrefetchRange{};
+          kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
+          // fp32 sums of kc unit-variance products in another order: error ~ sqrt(kc) · 2^-24.
+          const double tol = 1e-6 * std::sqrt(double(kc)) * 16 + 1e-5;
+          for (size_t t = 0; t < T; ++t) {
+            for (size_t j = 0; j < ldy; ++j) {
+              const size_t e = t * ldy + j;
+              if (j >= nn) {
+                ASSERT_EQ(got[e], y0[e]) << "wrote outside the panel: t " << t << " j " << j;
+              } else {
+                ASSERT_NEAR(got[e], want[e], tol)
+                    << "T " << T << " nn " << nn << " kc " << kc << " xt " << x_transposed
+                    << " prefetching " << prefetching;
+              }
             }
           }
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace

@@ -220,7 +220,7 @@ HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t 
   const size_t nr = PanelWidth();
   if (nn == nr) return Micro<MR, kXT>(x, ldx, panel, kc, y, ldy, accumulate, pf);
   // Partial panel (the last one of a matrix): full tile into a buffer, then nn columns out.
-  HWY_ALIGN float tile[kRows * 4 * HWY_MAX_BYTES / sizeof(float)] = {};
+  HWY_ALIGN float tile[MR * kVecs * HWY_MAX_BYTES / sizeof(float)] = {};
   Micro<MR, kXT>(x, ldx, panel, kc, tile, nr, false, pf);
   for (int r = 0; r < MR; ++r)
     for (size_t j = 0; j < nn; ++j)
@@ -257,9 +257,10 @@ void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, si
 }
 
 // With prefetching (decode batches): tiles of kRows positions; a remainder of 1 or 2 joins the last
-// full tile and the two split evenly (AVX-512: 7 = 4 + 3, 8 = 4 + 4): a 1- or 2-row tile has too
-// few accumulators to keep the FMA units busy (a 32-sequence decode batch ended in one). The
-// prefetch lines are shared out over the tiles in proportion to their rows.
+// full tile and the two split evenly (AVX-512, tiles of 6: 7 = 4 + 3, 8 = 4 + 4; AVX2, tiles of
+// 4: 5 = 3 + 2, 6 = 3 + 3): a 1- or 2-row tile of 6 has too few accumulators to keep the FMA
+// units busy (a 32-sequence decode batch ended in one). The prefetch lines are shared out over
+// the tiles in proportion to their rows.
 template <bool kXT>
 void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
@@ -300,7 +301,7 @@ void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t
   const size_t rem = T % kRows;
   const size_t full = T / kRows - (rem != 0 && rem <= 2 && T > kRows ? 1 : 0);
   for (size_t i = 0; i < full; ++i) tile(kRows);
-  const size_t left = T - t;  // 0..5, or 7..8 split in two
+  const size_t left = T - t;  // below kRows, or kRows + 1..2 split in two
   if (left > kRows) {
     tile(left - left / 2);
     tile(left / 2);
