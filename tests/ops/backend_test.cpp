@@ -104,7 +104,7 @@ TEST(BackendMatmul, QuantisedDecodeBatchesEqualReference) {
       {DType::Q4_0, 50, 96, 17},   {DType::Q8_0, 61, 256, 16},  {DType::Q8_0, 25, 64, 65},
       {DType::Q4_0, 301, 128, 47}, {DType::Q4_K, 130, 256, 8},  {DType::Q6_K, 97, 512, 3},
       {DType::Q5_K, 50, 768, 70},  {DType::Q4_K, 33, 256, 200}, {DType::Q5_0, 40, 96, 5},
-      {DType::Q5_1, 70, 160, 12},  {DType::Q6_K, 20, 256, 2}};
+      {DType::Q5_1, 70, 160, 12},  {DType::Q6_K, 20, 256, 2},   {DType::Q6_K, 70, 768, 9}};
   for (const Case& c : cases) {
     std::mt19937 rng{unsigned(c.rows * 31 + c.cols + c.count)};
     const auto values = testing::randn(size_t(c.rows * c.cols), rng, 0.5f);

@@ -256,6 +256,8 @@ class CpuBackend final : public Backend {
   // widened to fp32 while packed.
   void matmul_gemm(const MatmulArgs& a) const {
     const Matrix& w = a.w;
+    // A span serves the panel blocks of this call only (another matrix may take w's address).
+    for (PartScratch& ps : parts_) ps.span.weights = nullptr;
     packed_product(
         GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
         [&](PartScratch& ps, const PanelBlock& pb, float* panel) -> PackedBlock {
@@ -277,13 +279,39 @@ class CpuBackend final : public Backend {
                             next_block(rows, w.cols, w.rows, w.cols, pb), panel);
             return {panel, {}};
           }
-          ps.widened.resize(size_t(kPanelDepth * cpu::panel_width()));
-          for (int64_t j = 0; j < pb.nn; ++j)
-            widen_part(w, pb.n0 + j, pb.k0, pb.kn, &ps.widened[size_t(j * pb.kn)]);
-          cpu::pack_panel(ps.widened.data(), size_t(pb.kn), size_t(pb.nn), size_t(pb.kn), nullptr,
-                          panel);
+          const DequantizedSpan& span = dequantized_span(ps.span, w, pb);
+          cpu::pack_panel(span.values.data() + (pb.k0 - span.k0), size_t(span.width), size_t(pb.nn),
+                          size_t(pb.kn), nullptr, panel);
           return {panel, {}};
         });
+  }
+
+  // Rows [n0, n0 + nn) of a quantised weight dequantised over inputs [k0, k0 + width): whole
+  // blocks, so a block that a panel block cuts (a 256-value K-quant super-block holds two
+  // blocks of kPanelDepth inputs) is decoded once, not once per panel block.
+  struct DequantizedSpan {
+    const void* weights = nullptr;
+    int64_t n0 = -1, nn = 0, k0 = 0, width = 0;
+    std::vector<float> values;  // [nn][width]
+  };
+
+  // The span holding the panel block `pb` of w: `span` itself when it does (a thread packs
+  // its panel's blocks in input order), else made again from the start of the block holding
+  // pb's first input to the end of the block holding its last.
+  static const DequantizedSpan& dequantized_span(DequantizedSpan& span, const Matrix& w,
+                                                 const PanelBlock& pb) {
+    if (span.weights == w.data && span.n0 == pb.n0 && span.nn == pb.nn && span.k0 <= pb.k0 &&
+        pb.k0 + pb.kn <= span.k0 + span.width)
+      return span;
+    const int64_t block = quant_block_elems(w.dtype);
+    const int64_t k0 = pb.k0 / block * block;
+    const int64_t k1 = std::min(w.cols, (pb.k0 + pb.kn + block - 1) / block * block);
+    span.weights = w.data;
+    span.n0 = pb.n0, span.nn = pb.nn, span.k0 = k0, span.width = k1 - k0;
+    span.values.resize(size_t(pb.nn * span.width));
+    for (int64_t j = 0; j < pb.nn; ++j)
+      widen_part(w, pb.n0 + j, k0, span.width, &span.values[size_t(j * span.width)]);
+    return span;
   }
 
   // C [M, N] (+)= op(X) · B, the one product of prefill and training: threads take panels of
@@ -733,6 +761,7 @@ class CpuBackend final : public Backend {
   struct PartScratch {  // one per pool part: never shared by two threads at once
     hwy::AlignedFreeUniquePtr<float[]> panel;
     size_t panel_size = 0;
+    DequantizedSpan span;  // matmul_gemm's quantised weights
     std::vector<float> widened, row, wd;
     std::vector<unsigned char> blocks;
     std::vector<int8_t> wq;
