@@ -14,24 +14,12 @@
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
-#include "hwy/targets.h"
+#include "every_target.hpp"
 #include "ops/ops.hpp"
 #include "test_support.hpp"
 
 namespace rwkv7 {
 namespace {
-
-// Runs fn with each compiled target the CPU supports: the panel layouts (and the product
-// tiles reading them) differ per target, and a test machine has one best target.
-template <class Fn>
-void on_every_target(const Fn& fn) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    fn();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
 
 // Stores `values` in dtype t; returns the raw buffer (as uint16 or float words).
 std::vector<uint32_t> store(const std::vector<float>& values, DType t) {
@@ -286,7 +274,7 @@ void panel_products_of_a_batch() {
 }
 
 TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
-  on_every_target(panel_products_of_a_batch);
+  testing::on_every_target(panel_products_of_a_batch);
 }
 
 // A decode batch's sequences in one parallel region (one unit per sequence and head) give what
@@ -352,7 +340,7 @@ void panels_equal_reference() {
   EXPECT_EQ(m.cpu_panels, nullptr);
 }
 
-TEST(BackendMatmul, PanelsEqualReference) { on_every_target(panels_equal_reference); }
+TEST(BackendMatmul, PanelsEqualReference) { testing::on_every_target(panels_equal_reference); }
 
 TEST(BackendWkv7, CpuEqualsReferenceOverManySteps) {
   // T = 2 takes the per-step kernel, T = 37 the transposed-state sequence kernel; N = 4 and

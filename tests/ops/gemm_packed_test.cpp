@@ -11,6 +11,7 @@
 
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "core/dtype.hpp"
+#include "every_target.hpp"
 #include "hwy/aligned_allocator.h"
 #include "hwy/targets.h"
 #include "test_support.hpp"
@@ -18,24 +19,12 @@
 namespace rwkv7 {
 namespace {
 
-// Runs fn once per Highway target this machine has (the packing fast paths differ: 16 × 16
-// register transposes on AVX-512, 8 × 8 on AVX2, scalar elsewhere), then restores dispatch.
-template <class Fn>
-void on_every_target(const Fn& fn) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    fn();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
-
 // Output and input counts: the edges of both transposes and a whole panel.
 const size_t kOutputs[] = {1, 7, 8, 9, 15, 16, 33};
 const size_t kInputs[] = {1, 8, 16, 37, 128};
 
 TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
-  on_every_target([] {
+  testing::on_every_target([] {
     std::mt19937 rng(5);
     const size_t nr = cpu::panel_width();
     for (size_t nn : kOutputs) {
@@ -58,7 +47,7 @@ TEST(GemmPacked, PackPlacesEveryWeightAndZeroPadsTheEdge) {
 // bf16 and f16 rows are widened while packed: each panel value is exactly the fp32 the 16-bit
 // value stands for (f16 against the scalar conversion, subnormals and infinities included).
 TEST(GemmPacked, HalfPrecisionPacksWidenExactly) {
-  on_every_target([] {
+  testing::on_every_target([] {
     std::mt19937 rng(6);
     const size_t nr = cpu::panel_width();
     for (bool bf16 : {true, false}) {
@@ -112,7 +101,7 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
 }
 
 TEST(GemmPacked, PanelProductEqualsScalarTwin) {
-  on_every_target([] {
+  testing::on_every_target([] {
     std::mt19937 rng(7);
     const size_t nr = cpu::panel_width();
     // With a prefetch hint a remainder of 1-2 rows joins the last full tile, split in two:

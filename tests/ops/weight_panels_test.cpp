@@ -11,7 +11,7 @@
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/dtype.hpp"
-#include "hwy/targets.h"
+#include "every_target.hpp"
 #include "test_support.hpp"
 
 namespace rwkv7 {
@@ -28,21 +28,10 @@ float value_of(DType t, uint16_t bits) {
   return t == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
 }
 
-// Runs fn with each compiled target the CPU supports (AVX2 and AVX-512 panels differ in width).
-template <class Fn>
-void on_every_target(Fn&& fn) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    fn();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
-
 size_t panels_of(size_t rows) { return (rows + cpu::panel_width() - 1) / cpu::panel_width(); }
 
 TEST(WeightPanels, EveryWeightAtItsPlaceAndPaddingZero) {
-  on_every_target([&] {
+  testing::on_every_target([&] {
     std::mt19937 rng(11);
     const size_t nr = cpu::panel_width();
     for (const DType t : {DType::BF16, DType::F16})
@@ -79,7 +68,7 @@ TEST(WeightPanels, EveryWeightAtItsPlaceAndPaddingZero) {
 }
 
 TEST(WeightPanels, WideningIsExact) {
-  on_every_target([&] {
+  testing::on_every_target([&] {
     std::mt19937 rng(12);
     for (const DType t : {DType::BF16, DType::F16})
       for (size_t n : {size_t(1), size_t(15), size_t(16), size_t(17), size_t(1000)}) {
@@ -100,7 +89,7 @@ TEST(WeightPanels, WideningIsExact) {
 }
 
 TEST(WeightPanels, OnePositionProductMatchesDoubleReference) {
-  on_every_target([&] {
+  testing::on_every_target([&] {
     std::mt19937 rng(13);
     const size_t nr = cpu::panel_width();
     for (const DType t : {DType::BF16, DType::F16, DType::F32})

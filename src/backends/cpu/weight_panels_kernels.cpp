@@ -25,12 +25,7 @@ struct Bf16Bits {
     const hn::Rebind<uint16_t, decltype(du)> d16;
     return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, p))));
   }
-  static float One(uint16_t v) {
-    const uint32_t bits = uint32_t(v) << 16;
-    float f;
-    __builtin_memcpy(&f, &bits, 4);
-    return f;
-  }
+  static float One(uint16_t v) { return rwkv7::bf16_to_f32(v); }
 };
 struct F16Bits {
   template <class DF>
