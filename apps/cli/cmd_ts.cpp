@@ -91,6 +91,8 @@ void register_ts_train(CLI::App* ts_cmd) {
       ->capture_default_str();
   cmd->add_option("--val-every", t.val_every, "Validate every N steps; the best weights are kept")
       ->capture_default_str();
+  cmd->add_flag("--keep-final", t.keep_final,
+                "Keep the last step's weights, not the best validation MSE's (both models)");
   cmd->add_option("--seed", t.model.seed, "Seed of the init and the batches")
       ->capture_default_str();
   cmd->add_option("-t,--threads", t.threads, "Worker threads (0 = all cores)")->check(ThreadCount);

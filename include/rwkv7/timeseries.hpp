@@ -76,7 +76,10 @@ struct TrainOptions {
   int64_t dlinear_kernel = 25;  // DLinear's moving-average width (odd)
   int64_t dlinear_steps = 0;    // 0 = steps
   int64_t val_every = 50;       // keep the weights of the best validation MSE, checked this often
-  int threads = 0;              // 0 = all cores
+  // Keep the last step's weights instead (the validation MSE is still measured and reported):
+  // for a validation part too short or too unlike the test part to select by.
+  bool keep_final = false;
+  int threads = 0;  // 0 = all cores
 };
 
 struct StepInfo {

@@ -121,7 +121,8 @@ Metrics eval_dlinear(const TensorMap& p, int64_t kernel,
 namespace {
 
 // Trains `params` with AdamW on random batches of the training windows; keeps the parameters
-// of the best validation MSE. `grad_fn(x, y, B, grads)` returns the loss.
+// of the best validation MSE (or the last step's, o.keep_final). `grad_fn(x, y, B, grads)`
+// returns the loss.
 template <class Params, class GradFn, class ValFn>
 void fit(const std::string& what, Params& params, const TrainOptions& o, int64_t steps,
          const std::vector<std::vector<float>>& norm, std::span<const WindowAt> train_w, int64_t L,
@@ -153,7 +154,7 @@ void fit(const std::string& what, Params& params, const TrainOptions& o, int64_t
     StepInfo info{what, s + 1, steps, loss, lr, gnorm, 0, std::nullopt};
     if ((o.val_every > 0 && (s + 1) % o.val_every == 0) || s + 1 == steps) {
       info.val_mse = val_fn(params);
-      if (*info.val_mse < best_val) {
+      if (!o.keep_final && *info.val_mse < best_val) {
         best_val = *info.val_mse;
         best = params;
       }
@@ -161,7 +162,7 @@ void fit(const std::string& what, Params& params, const TrainOptions& o, int64_t
     info.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (on_step) on_step(info);
   }
-  params = std::move(best);
+  if (!o.keep_final) params = std::move(best);
 }
 
 // The RWKV-7 network as fit() sees it.

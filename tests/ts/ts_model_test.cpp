@@ -254,6 +254,32 @@ TEST(TsForecaster, TrainsSavesLoadsAndEvaluatesTheSame) {
   }
 }
 
+// The validation MSE of the model returned is the best one measured (untrained included), or with
+// keep_final the last step's, whichever is lower.
+TEST(TsForecaster, KeepsTheBestOrTheFinalWeights) {
+  const Series s = sine_series(160);
+  for (bool keep_final : {false, true}) {
+    TrainOptions t;
+    t.model = tiny_options();
+    t.steps = 24, t.batch = 8, t.val_every = 4, t.season = 8, t.dlinear_kernel = 3;
+    t.lr = 2e-2, t.lr_final = 2e-2;  // large enough for the validation MSE to move up and down
+    t.threads = 1;
+    t.keep_final = keep_final;
+    std::vector<double> rwkv_val;
+    const Forecaster f = Forecaster::train(s, t, [&](const StepInfo& i) {
+      if (i.model == "rwkv" && i.val_mse) rwkv_val.push_back(*i.val_mse);
+    });
+    ASSERT_EQ(rwkv_val.size(), 6u);
+    const double got = f.evaluate(s, /*validation=*/true).rwkv.mse;
+    const double best = *std::min_element(rwkv_val.begin(), rwkv_val.end());
+    SCOPED_TRACE(keep_final ? "keep_final" : "best");
+    if (keep_final)
+      EXPECT_NEAR(got, rwkv_val.back(), 1e-6 * rwkv_val.back());
+    else
+      EXPECT_LE(got, best * (1 + 1e-6));
+  }
+}
+
 TEST(TsCli, TrainEvalForecastOnACsv) {
   testing::TempDir dir;
   const std::string csv = dir.file("s.csv"), model = dir.file("m.safetensors");
