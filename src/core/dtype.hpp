@@ -52,6 +52,12 @@ inline uint16_t f32_to_bf16(float f) {
 }
 
 float f16_to_f32(uint16_t h);
+// The f16 stored (little-endian, any alignment) at p: a quantised block's scale.
+inline float f16_at(const void* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
 uint16_t f32_to_f16(float f);
 
 // Reads element i of a buffer of type t as a float (quantised types: i counts elements of

@@ -25,12 +25,6 @@ inline int nearest_int(float f) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
-inline float f16_at(const unsigned char* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-
 inline void put_f16(unsigned char* p, float f) {
   const uint16_t h = f32_to_f16(f);
   std::memcpy(p, &h, 2);

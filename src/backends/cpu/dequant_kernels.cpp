@@ -24,9 +24,7 @@ void DequantQ8(const uint8_t* p, float* out, size_t nb) {
   const D8 d8;
   const size_t L = hn::Lanes(df);
   for (size_t b = 0; b < nb; ++b, p += kQ8Bytes, out += kQuantBlock) {
-    uint16_t h;
-    __builtin_memcpy(&h, p, 2);
-    const auto d = hn::Set(df, f16_to_f32(h));
+    const auto d = hn::Set(df, f16_at(p));
     const auto* q = reinterpret_cast<const int8_t*>(p + 2);
     for (size_t j = 0; j < size_t(kQuantBlock); j += L)
       hn::StoreU(hn::Mul(d, hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + j)))), df,
@@ -41,9 +39,7 @@ void DequantQ4(const uint8_t* p, float* out, size_t nb) {
   const size_t L = hn::Lanes(df);
   const auto low_mask = hn::Set(di, 0x0f), eight = hn::Set(di, 8);
   for (size_t b = 0; b < nb; ++b, p += kQ4Bytes, out += kQuantBlock) {
-    uint16_t h;
-    __builtin_memcpy(&h, p, 2);
-    const auto d = hn::Set(df, f16_to_f32(h));
+    const auto d = hn::Set(df, f16_at(p));
     for (size_t j = 0; j < size_t(kQuantBlock / 2); j += L) {
       const auto bytes = hn::PromoteTo(di, hn::LoadU(du8, p + 2 + j));
       const auto lo = hn::Sub(hn::And(bytes, low_mask), eight);
@@ -52,12 +48,6 @@ void DequantQ4(const uint8_t* p, float* out, size_t nb) {
       hn::StoreU(hn::Mul(d, hn::ConvertTo(df, hi)), df, out + kQuantBlock / 2 + j);
     }
   }
-}
-
-inline float F16At(const uint8_t* p) {
-  uint16_t h;
-  __builtin_memcpy(&h, p, 2);
-  return f16_to_f32(h);
 }
 
 // Q4_K / Q5_K super-blocks (core/quant.hpp): sub-block j's value is d·sc_j·q - dmin·m_j. Every
@@ -72,7 +62,7 @@ void DequantQ45K(const uint8_t* p, float* out, size_t nsb) {
   const auto low = hn::Set(di, 0x0f), one = hn::Set(di, 1);
   constexpr size_t kBytes = kQ5 ? kQ5KBytes : kQ4KBytes;
   for (size_t sb = 0; sb < nsb; ++sb, p += kBytes, out += kSuperBlock) {
-    const float d = F16At(p), dmin = F16At(p + 2);
+    const float d = f16_at(p), dmin = f16_at(p + 2);
     const uint8_t* qs = p + (kQ5 ? 48 : 16);
     for (int c = 0; c < 4; ++c) {
       uint8_t s0, m0, s1, m1;
@@ -104,7 +94,7 @@ void DequantQ6K(const uint8_t* p, float* out, size_t nsb) {
   const size_t L = hn::Lanes(df);
   const auto low = hn::Set(di, 0x0f), three = hn::Set(di, 3), off = hn::Set(di, 32);
   for (size_t sb = 0; sb < nsb; ++sb, p += kQ6KBytes, out += kSuperBlock) {
-    const float d = F16At(p + 208);
+    const float d = f16_at(p + 208);
     const auto* sc = reinterpret_cast<const int8_t*>(p + 192);
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = p + 64 * h;

@@ -466,12 +466,6 @@ HWY_AFTER_NAMESPACE();
 namespace rwkv7::cpu {
 namespace {
 
-inline float f16_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-
 // Level e < 256 of a Q4_K / Q5_K super-block (layout in core/quant.hpp).
 inline int q45k_level(const uint8_t* blk, int e, bool five) {
   const int c = e / 64, l = e % 32;
