@@ -9,13 +9,11 @@
 // --benchmark_enable_random_interleaving=true).
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
 #include <vector>
 
-#include "backends/cpu_isa.hpp"
 #include "backends/machine_probe.hpp"
 #include "core/thread_pool.hpp"
 #include "model/backward.hpp"
@@ -48,9 +46,8 @@ GradSetup& setup_for(const std::vector<int64_t>& args) {
   static std::map<std::vector<int64_t>, std::unique_ptr<GradSetup>> made;
   std::unique_ptr<GradSetup>& s = made[args];
   if (s) return *s;
-  // RWKV7_ISA caps the kernels as it does for the rwkv7 binary (e.g. avx2 on an AVX-512
-  // machine: the fp32 fallback of bf16 products, the AVX2 product kernel).
-  if (const char* isa = std::getenv("RWKV7_ISA"); isa && *isa) cap_cpu_isa(isa);
+  // (RWKV7_ISA, read by bench_main.cpp, caps the kernels: e.g. avx2 gives the fp32 fallback
+  // of bf16 products and the AVX2 product kernel.)
   auto fresh = std::make_unique<GradSetup>();
   fresh->args = args;
   fresh->be =

@@ -40,6 +40,13 @@ constexpr size_t kQ4Bytes = 18;
 constexpr size_t kQ4KBytes = 144;
 constexpr size_t kQ5KBytes = 176;
 constexpr size_t kQ6KBytes = 210;
+// Byte offsets inside the K-quant super-blocks (ggml's block_q4_K / block_q5_K / block_q6_K):
+//   Q4_K: d (f16) @0, dmin (f16) @2, 12 bytes of 6-bit scales and mins @4, 128 qs @16
+//   Q5_K: as Q4_K up to @16, then 32 qh @16 and 128 qs @48
+//   Q6_K: 128 ql @0, 64 qh @128, 16 int8 scales @192, d (f16) @208
+constexpr size_t kK45DminAt = 2, kK45ScalesAt = 4;
+constexpr size_t kQ4KQsAt = 16, kQ5KQhAt = 16, kQ5KQsAt = 48;
+constexpr size_t kQ6KQhAt = 128, kQ6KScalesAt = 192, kQ6KDAt = 208;
 
 // IQ4_NL's 16 levels (ggml's kvalues_iq4nl).
 inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
@@ -61,6 +68,24 @@ inline void k4_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
     *sc = uint8_t((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
     *m = uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
   }
+}
+
+// Element e < 256 of a Q4_K / Q5_K super-block b as its level (0..15 / 0..31).
+inline int q45k_level(const uint8_t* b, int e, bool five) {
+  const int c = e / 64, l = e % 32;
+  const bool high = e % 64 >= 32;
+  const uint8_t byte = b[(five ? kQ5KQsAt : kQ4KQsAt) + 32 * c + l];
+  int q = high ? byte >> 4 : byte & 0x0F;
+  if (five) q |= ((b[kQ5KQhAt + l] >> (2 * c + int(high))) & 1) << 4;
+  return q;
+}
+
+// Element e < 256 of a Q6_K super-block b as its 6-bit level (0..63; the value is q - 32).
+inline int q6k_level(const uint8_t* b, int e) {
+  const int h = e / 128, quarter = e % 128 / 32, l = e % 32;
+  const uint8_t nib = b[64 * h + (quarter & 1) * 32 + l];
+  const int low = quarter < 2 ? nib & 0x0F : nib >> 4;
+  return low | (((b[kQ6KQhAt + 32 * h + l] >> (2 * quarter)) & 3) << 4);
 }
 
 // n (multiple of the block) floats → n/block blocks, as ggml's reference quantiser does it.

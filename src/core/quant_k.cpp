@@ -184,8 +184,8 @@ void quantize_block_q45k(const float* x, unsigned char* o, int bits) {
     }
   }
   put_f16(o, max_scale / 63.0f);
-  put_f16(o + 2, max_min / 63.0f);
-  const float d = f16_at(o), dmin = f16_at(o + 2);
+  put_f16(o + kK45DminAt, max_min / 63.0f);
+  const float d = f16_at(o), dmin = f16_at(o + kK45DminAt);
   for (int j = 0; j < 8; ++j) {
     uint8_t s, m;
     k4_scale_min(j, sc, &s, &m);
@@ -198,14 +198,14 @@ void quantize_block_q45k(const float* x, unsigned char* o, int bits) {
     }
   }
   if (bits == 4) {
-    unsigned char* q = o + 16;
+    unsigned char* q = o + kQ4KQsAt;
     for (int c = 0; c < 4; ++c)
       for (int l = 0; l < 32; ++l)
         q[32 * c + l] = uint8_t(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
     return;
   }
-  unsigned char* qh = o + 16;
-  unsigned char* ql = o + 48;
+  unsigned char* qh = o + kQ5KQhAt;
+  unsigned char* ql = o + kQ5KQsAt;
   std::memset(qh, 0, 32);
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) {
@@ -238,11 +238,11 @@ void quantize_block_q6k(const float* x, unsigned char* o) {
   }
   std::memset(o, 0, kQ6KBytes);
   if (max_abs_scale < kGroupMaxEps) return;  // all zero, d = 0
-  auto* sc = reinterpret_cast<int8_t*>(o + 192);
+  auto* sc = reinterpret_cast<int8_t*>(o + kQ6KScalesAt);
   const float iscale = -128.0f / max_scale;
-  put_f16(o + 208, 1 / iscale);
+  put_f16(o + kQ6KDAt, 1 / iscale);
   for (int ib = 0; ib < 16; ++ib) sc[ib] = int8_t(std::min(127, nearest_int(iscale * scales[ib])));
-  const float d = f16_at(o + 208);
+  const float d = f16_at(o + kQ6KDAt);
   for (int j = 0; j < 16; ++j) {
     const float dj = d * float(sc[j]);
     if (dj == 0) continue;
@@ -253,7 +253,7 @@ void quantize_block_q6k(const float* x, unsigned char* o) {
   }
   for (int h = 0; h < 2; ++h) {
     unsigned char* ql = o + 64 * h;
-    unsigned char* qh = o + 128 + 32 * h;
+    unsigned char* qh = o + kQ6KQhAt + 32 * h;
     const int8_t* Lh = L + 128 * h;
     for (int l = 0; l < 32; ++l) {
       ql[l] = uint8_t((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
@@ -264,35 +264,15 @@ void quantize_block_q6k(const float* x, unsigned char* o) {
   }
 }
 
-// Element e < 256 of a Q6_K super-block as its 6-bit level (0..63) and scale index.
-inline int q6k_level(const unsigned char* b, int e) {
-  const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
-  const unsigned char* ql = b + 64 * h;
-  const unsigned char* qh = b + 128 + 32 * h;
-  const int nib = quarter & 1 ? ql[l + 32] : ql[l];
-  const int low = quarter < 2 ? nib & 0xF : nib >> 4;
-  return low | (((qh[l] >> (2 * quarter)) & 3) << 4);
-}
-
-// Element e < 256 of a Q4_K / Q5_K super-block as its level (0..15 or 0..31).
-inline int q45k_level(const unsigned char* b, int e, bool five) {
-  const int c = e / 64, l = e % 32;
-  const bool high = e % 64 >= 32;
-  const unsigned char* qs = b + (five ? 48 : 16);
-  int q = high ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xF;
-  if (five && (b[16 + l] >> (2 * c + (high ? 1 : 0)) & 1)) q += 16;
-  return q;
-}
-
 // One super-block, looping the way the layout runs (fixed shifts per run, so that the
 // compiler vectorises the inner loops); the same values as q45k_level / q6k_level give.
 void dequantize_block_k(DType t, const unsigned char* b, float* y) {
   if (t == DType::Q6_K) {
-    const float d = f16_at(b + 208);
-    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = f16_at(b + kQ6KDAt);
+    const auto* sc = reinterpret_cast<const int8_t*>(b + kQ6KScalesAt);
     for (int h = 0; h < 2; ++h, y += 128) {
       const unsigned char* ql = b + 64 * h;
-      const unsigned char* qh = b + 128 + 32 * h;
+      const unsigned char* qh = b + kQ6KQhAt + 32 * h;
       const int8_t* s = sc + 8 * h;
       for (int l = 0; l < 32; ++l) {
         const int is = l / 16;
@@ -309,13 +289,13 @@ void dequantize_block_k(DType t, const unsigned char* b, float* y) {
     return;
   }
   const bool five = t == DType::Q5_K;
-  const float d = f16_at(b), dmin = f16_at(b + 2);
-  const unsigned char* qh = b + 16;
-  const unsigned char* qs = b + (five ? 48 : 16);
+  const float d = f16_at(b), dmin = f16_at(b + kK45DminAt);
+  const unsigned char* qh = b + kQ5KQhAt;
+  const unsigned char* qs = b + (five ? kQ5KQsAt : kQ4KQsAt);
   for (int c = 0; c < 4; ++c, y += 64) {
     uint8_t s0, m0, s1, m1;
-    k4_scale_min(2 * c, b + 4, &s0, &m0);
-    k4_scale_min(2 * c + 1, b + 4, &s1, &m1);
+    k4_scale_min(2 * c, b + kK45ScalesAt, &s0, &m0);
+    k4_scale_min(2 * c + 1, b + kK45ScalesAt, &s1, &m1);
     const float d1 = d * float(s0), n1 = dmin * float(m0);
     const float d2 = d * float(s1), n2 = dmin * float(m1);
     const unsigned char* q = qs + 32 * c;
@@ -354,13 +334,13 @@ float dequantize_element_k(DType t, const void* data, size_t i) {
   const int e = int(i % kSuperBlock);
   if (t == DType::Q6_K) {
     const int h = e / 128, r = e % 128;
-    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
-    const float dj = f16_at(b + 208) * float(sc[8 * h + 2 * (r / 32) + (r % 32) / 16]);
+    const auto* sc = reinterpret_cast<const int8_t*>(b + kQ6KScalesAt);
+    const float dj = f16_at(b + kQ6KDAt) * float(sc[8 * h + 2 * (r / 32) + (r % 32) / 16]);
     return dj * float(q6k_level(b, e) - 32);
   }
   uint8_t s, m;
-  k4_scale_min(e / 32, b + 4, &s, &m);
-  const float dj = f16_at(b) * float(s), mj = f16_at(b + 2) * float(m);
+  k4_scale_min(e / 32, b + kK45ScalesAt, &s, &m);
+  const float dj = f16_at(b) * float(s), mj = f16_at(b + kK45DminAt) * float(m);
   return dj * float(q45k_level(b, e, t == DType::Q5_K)) - mj;
 }
 

@@ -62,19 +62,19 @@ void DequantQ45K(const uint8_t* p, float* out, size_t nsb) {
   const auto low = hn::Set(di, 0x0f), one = hn::Set(di, 1);
   constexpr size_t kBytes = kQ5 ? kQ5KBytes : kQ4KBytes;
   for (size_t sb = 0; sb < nsb; ++sb, p += kBytes, out += kSuperBlock) {
-    const float d = f16_at(p), dmin = f16_at(p + 2);
-    const uint8_t* qs = p + (kQ5 ? 48 : 16);
+    const float d = f16_at(p), dmin = f16_at(p + kK45DminAt);
+    const uint8_t* qs = p + (kQ5 ? kQ5KQsAt : kQ4KQsAt);
     for (int c = 0; c < 4; ++c) {
       uint8_t s0, m0, s1, m1;
-      k4_scale_min(2 * c, p + 4, &s0, &m0);
-      k4_scale_min(2 * c + 1, p + 4, &s1, &m1);
+      k4_scale_min(2 * c, p + kK45ScalesAt, &s0, &m0);
+      k4_scale_min(2 * c + 1, p + kK45ScalesAt, &s1, &m1);
       const auto d1 = hn::Set(df, d * float(s0)), n1 = hn::Set(df, dmin * float(m0));
       const auto d2 = hn::Set(df, d * float(s1)), n2 = hn::Set(df, dmin * float(m1));
       for (size_t l = 0; l < 32; l += L) {
         const auto bytes = hn::PromoteTo(di, hn::LoadU(du8, qs + 32 * c + l));
         auto lo = hn::And(bytes, low), hi = hn::ShiftRight<4>(bytes);
         if constexpr (kQ5) {
-          const auto h = hn::PromoteTo(di, hn::LoadU(du8, p + 16 + l));
+          const auto h = hn::PromoteTo(di, hn::LoadU(du8, p + kQ5KQhAt + l));
           lo = hn::Or(lo, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c), one)));
           hi = hn::Or(hi, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c + 1), one)));
         }
@@ -94,11 +94,11 @@ void DequantQ6K(const uint8_t* p, float* out, size_t nsb) {
   const size_t L = hn::Lanes(df);
   const auto low = hn::Set(di, 0x0f), three = hn::Set(di, 3), off = hn::Set(di, 32);
   for (size_t sb = 0; sb < nsb; ++sb, p += kQ6KBytes, out += kSuperBlock) {
-    const float d = f16_at(p + 208);
-    const auto* sc = reinterpret_cast<const int8_t*>(p + 192);
+    const float d = f16_at(p + kQ6KDAt);
+    const auto* sc = reinterpret_cast<const int8_t*>(p + kQ6KScalesAt);
     for (int h = 0; h < 2; ++h) {
       const uint8_t* ql = p + 64 * h;
-      const uint8_t* qh = p + 128 + 32 * h;
+      const uint8_t* qh = p + kQ6KQhAt + 32 * h;
       const int8_t* s = sc + 8 * h;
       float* y = out + 128 * h;
       for (size_t l = 0; l < 32; l += L) {  // L divides 16: one scale group per step

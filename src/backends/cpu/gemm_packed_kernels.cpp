@@ -8,6 +8,8 @@
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+// (after highway.h: a per-target header)
+#include "backends/cpu/panel_vecs-inl.hpp"
 
 #ifndef RWKV7_GEMM_PACKED_HALF
 #define RWKV7_GEMM_PACKED_HALF
@@ -25,7 +27,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Tiles of kRows positions × kVecs vectors: 6 × 4 = 24 accumulators of 32 registers on
 // AVX-512; 4 × 3 = 12 of 16 elsewhere (7 loads per 12 FMAs; the 6 × 2 tile it replaced needed
 // 8 and ran ~5-10% slower on AVX2: one thread, alternating runs of the kernel alone).
-constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 3;
+constexpr int kVecs = kPanelVecs;  // panel_vecs-inl.hpp
 constexpr int kRows = HWY_MAX_BYTES >= 64 ? 6 : 4;
 
 size_t PanelWidth() { return kVecs * hn::Lanes(hn::ScalableTag<float>()); }

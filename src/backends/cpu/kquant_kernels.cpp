@@ -126,7 +126,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecQ45KVnni(const 
                                                                           size_t stride,
                                                                           const Q8Act& x,
                                                                           float* y) {
-  constexpr size_t BB = kQ5 ? kQ5KBytes : kQ4KBytes, QS = kQ5 ? 48 : 16;
+  constexpr size_t BB = kQ5 ? kQ5KBytes : kQ4KBytes, QS = kQ5 ? kQ5KQsAt : kQ4KQsAt;
   const __m512i k0F = _mm512_set1_epi8(0x0F), k01 = _mm512_set1_epi8(1);
   const __m512i nib_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
   const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
@@ -143,7 +143,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecQ45KVnni(const 
     for (size_t r = 0; r < R; ++r) {
       const uint8_t* b = w + r * stride + sb * BB;
       PrefetchBlock<BB>(b, ahead);
-      const __m128i smv = UnpackK4Scales(b + 4);
+      const __m128i smv = UnpackK4Scales(b + kK45ScalesAt);
       uint32_t dd;  // f16 d, dmin
       std::memcpy(&dd, b, 4);
       const __m512 dm = _mm512_permutexvar_ps(  // [d ×8 | dmin ×8]
@@ -154,7 +154,8 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecQ45KVnni(const 
       macc[r] = _mm512_add_ps(macc[r], sm16);  // the upper half is the min terms
       __m512i qhv = _mm512_setzero_si512();
       if constexpr (kQ5)
-        qhv = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+        qhv = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ5KQhAt)));
       for (int c = 0; c < 4; ++c) {
         const __m512i v = _mm512_broadcast_i64x4(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + QS + 32 * c)));
@@ -207,12 +208,12 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecQ6KVnni(const u
       const uint8_t* b = w + r * stride + sb * kQ6KBytes;
       PrefetchBlock<kQ6KBytes>(b, ahead);
       const __m512 sc16 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                                            reinterpret_cast<const __m128i*>(b + 192)))),
-                                        _mm512_mul_ps(_mm512_set1_ps(F16At(b + 208)), xd16));
+                                            reinterpret_cast<const __m128i*>(b + kQ6KScalesAt)))),
+                                        _mm512_mul_ps(_mm512_set1_ps(F16At(b + kQ6KDAt)), xd16));
       for (int h = 0; h < 2; ++h) {
         const __m512i ql = _mm512_loadu_si512(b + 64 * h);
         const __m512i qhv = _mm512_broadcast_i64x4(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ6KQhAt + 32 * h)));
         const __m512i wq[2] = {
             _mm512_or_si512(
                 _mm512_and_si512(ql, k0F),
@@ -241,7 +242,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void MatvecQ6KVnni(const u
 // scale d·sc_j·x.d[j]. The min term as in the VNNI kernel.
 template <size_t R, bool kQ5>
 void MatvecQ45KAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
-  constexpr size_t BB = kQ5 ? kQ5KBytes : kQ4KBytes, QS = kQ5 ? 48 : 16;
+  constexpr size_t BB = kQ5 ? kQ5KBytes : kQ4KBytes, QS = kQ5 ? kQ5KQsAt : kQ4KQsAt;
   const __m256i k0F = _mm256_set1_epi8(0x0F), k01 = _mm256_set1_epi8(1);
   const __m256i ones = _mm256_set1_epi16(1);
   const uintptr_t ahead = PrefetchAhead(R * stride);
@@ -253,14 +254,15 @@ void MatvecQ45KAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
     for (size_t r = 0; r < R; ++r) {
       const uint8_t* b = w + r * stride + sb * BB;
       PrefetchBlock<BB>(b, ahead);
-      const __m128i smv = UnpackK4Scales(b + 4);
+      const __m128i smv = UnpackK4Scales(b + kK45ScalesAt);
       alignas(32) float s8[8];
       _mm256_store_ps(s8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)),
                                         _mm256_mul_ps(_mm256_set1_ps(F16At(b)), xd)));
       const __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
-      macc[r] = _mm256_fmadd_ps(mnf, _mm256_mul_ps(_mm256_set1_ps(F16At(b + 2)), xs), macc[r]);
+      macc[r] =
+          _mm256_fmadd_ps(mnf, _mm256_mul_ps(_mm256_set1_ps(F16At(b + kK45DminAt)), xs), macc[r]);
       __m256i qh = _mm256_setzero_si256();
-      if constexpr (kQ5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      if constexpr (kQ5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ5KQhAt));
       for (int c = 0; c < 4; ++c) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + QS + 32 * c));
         __m256i lo = _mm256_and_si256(raw, k0F);
@@ -321,15 +323,16 @@ void MatvecQ6KAvx2(const uint8_t* w, size_t stride, const Q8Act& x, float* y) {
       const uint8_t* b = w + r * stride + sb * kQ6KBytes;
       PrefetchBlock<kQ6KBytes>(b, ahead);
       alignas(32) float dxd[8];  // d·x.d[q]
-      _mm256_store_ps(dxd, _mm256_mul_ps(_mm256_set1_ps(F16At(b + 208)), xd));
+      _mm256_store_ps(dxd, _mm256_mul_ps(_mm256_set1_ps(F16At(b + kQ6KDAt)), xd));
       const __m256i sc16 =
-          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kQ6KScalesAt)));
       const __m256i sc_half[2] = {_mm256_permute4x64_epi64(sc16, _MM_SHUFFLE(1, 0, 1, 0)),
                                   _mm256_permute4x64_epi64(sc16, _MM_SHUFFLE(3, 2, 3, 2))};
       for (int h = 0; h < 2; ++h) {
         const __m256i qla = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
         const __m256i qlb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+        const __m256i qh =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ6KQhAt + 32 * h));
         const __m256i e[4] = {_mm256_or_si256(_mm256_and_si256(qla, k0F),
                                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), k30)),
                               _mm256_or_si256(_mm256_and_si256(qlb, k0F),
@@ -464,27 +467,6 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace rwkv7::cpu {
-namespace {
-
-// Level e < 256 of a Q4_K / Q5_K super-block (layout in core/quant.hpp).
-inline int q45k_level(const uint8_t* blk, int e, bool five) {
-  const int c = e / 64, l = e % 32;
-  const bool high = e % 64 >= 32;
-  const uint8_t byte = blk[(five ? 48 : 16) + 32 * c + l];
-  int q = high ? byte >> 4 : byte & 0x0F;
-  if (five) q |= ((blk[16 + l] >> (2 * c + int(high))) & 1) << 4;
-  return q;
-}
-
-// Level e < 256 of a Q6_K super-block (0..63, value q - 32).
-inline int q6k_level(const uint8_t* blk, int e) {
-  const int h = e / 128, quarter = e % 128 / 32, l = e % 32;
-  const uint8_t nib = blk[64 * h + (quarter & 1) * 32 + l];
-  const int low = quarter < 2 ? nib & 0x0F : nib >> 4;
-  return low | (((blk[128 + 32 * h + l] >> (2 * quarter)) & 3) << 4);
-}
-
-}  // namespace
 
 HWY_EXPORT(MatvecKQuant);
 
@@ -499,8 +481,8 @@ void decode_block32(DType t, const uint8_t* row, size_t b, int16_t* w, float* ws
     const uint8_t* blk = row + (b / 8) * quant_block_bytes(t);
     const int j = int(b % 8);  // 32-block within the super-block
     if (t == DType::Q6_K) {
-      const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
-      *ws = f16_at(blk + 208);
+      const auto* sc = reinterpret_cast<const int8_t*>(blk + kQ6KScalesAt);
+      *ws = f16_at(blk + kQ6KDAt);
       for (int i = 0; i < 32; ++i) {
         const int e = 32 * j + i;
         w[i] = int16_t((q6k_level(blk, e) - 32) * sc[e / 16]);
@@ -508,9 +490,9 @@ void decode_block32(DType t, const uint8_t* row, size_t b, int16_t* w, float* ws
       return;
     }
     uint8_t s, m;
-    k4_scale_min(j, blk + 4, &s, &m);
+    k4_scale_min(j, blk + kK45ScalesAt, &s, &m);
     *ws = f16_at(blk) * float(s);
-    *wm = -(f16_at(blk + 2) * float(m));
+    *wm = -(f16_at(blk + kK45DminAt) * float(m));
     for (int i = 0; i < 32; ++i) w[i] = int16_t(q45k_level(blk, 32 * j + i, t == DType::Q5_K));
     return;
   }

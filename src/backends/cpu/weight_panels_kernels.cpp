@@ -12,6 +12,8 @@
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+// (after highway.h: a per-target header)
+#include "backends/cpu/panel_vecs-inl.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace rwkv7::cpu::HWY_NAMESPACE {
@@ -72,7 +74,7 @@ void WidenF16(const uint16_t* src, size_t n, float* dst, const uint16_t* next) {
 }
 
 // The panel width of gemm_packed_kernels.cpp: NR = kVecs vectors of floats.
-constexpr int kVecs = HWY_MAX_BYTES >= 64 ? 4 : 3;
+constexpr int kVecs = kPanelVecs;  // panel_vecs-inl.hpp
 
 // One panel: per input, one broadcast and kVecs FMAs; two inputs at a time into two sets of
 // accumulators (enough independent chains to hide the FMA latency).
