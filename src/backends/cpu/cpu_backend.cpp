@@ -13,6 +13,7 @@
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/product_tiling.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
+#include "backends/cpu/q4k_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
@@ -526,6 +527,7 @@ class CpuBackend final : public Backend {
     if (!w.cpu_panels && !w.cpu_int_panels) return;
     const size_t now = w.cpu_panels                 ? cpu::panel_width()
                        : w.dtype == DType::Q4_0     ? cpu::q4_panel_width()
+                       : w.dtype == DType::Q4_K     ? cpu::q4k_panel_width()
                        : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
                                                     : 0;
     if (now != w.cpu_panel_outputs)
@@ -537,9 +539,19 @@ class CpuBackend final : public Backend {
                   "): load the model again after changing the ISA");
   }
 
-  // Outputs per integer panel (Q4_0: 8, Q8_0: 32).
+  // Outputs per integer panel (Q4_0: 8 or 16, Q4_K: 8, Q8_0: 32).
   static int64_t int_panel_width(const Matrix& w) {
-    return int64_t(w.dtype == DType::Q4_0 ? cpu::q4_panel_width() : cpu::kQ8PanelWidth);
+    return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panel_width()
+                   : w.dtype == DType::Q4_K ? cpu::q4k_panel_width()
+                                            : cpu::kQ8PanelWidth);
+  }
+
+  // Bytes of one integer panel of w (the decode split's cost of a unit).
+  static int64_t int_panel_bytes(const Matrix& w) {
+    const size_t width = size_t(int_panel_width(w)), cols = size_t(w.cols);
+    return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panels_bytes(width, cols)
+                   : w.dtype == DType::Q4_K ? cpu::q4k_panels_bytes(width, cols)
+                                            : cpu::q8_panels_bytes(width, cols));
   }
 
   // One position through each matrix of the list (decode), all in one parallel region: the
@@ -567,12 +579,9 @@ class CpuBackend final : public Backend {
       // Work units: weight rows, or panels when the matrix has them (cost: bytes read).
       const bool panels = w.cpu_panels || w.cpu_int_panels;
       const int64_t units = panels ? panels_of(w) : w.rows;
-      row_cost[i] = w.cpu_int_panels
-                        ? int64_t(w.dtype == DType::Q4_0
-                                      ? cpu::q4_panels_bytes(cpu::q4_panel_width(), size_t(w.cols))
-                                      : cpu::q8_panels_bytes(cpu::kQ8PanelWidth, size_t(w.cols)))
-                    : w.cpu_panels ? nr * w.cols * int64_t(dtype_size(w.dtype))
-                                   : int64_t(row_bytes(w.dtype, w.cols));
+      row_cost[i] = w.cpu_int_panels ? int_panel_bytes(w)
+                    : w.cpu_panels   ? nr * w.cols * int64_t(dtype_size(w.dtype))
+                                     : int64_t(row_bytes(w.dtype, w.cols));
       cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
     // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
@@ -661,7 +670,9 @@ class CpuBackend final : public Backend {
   static void int_panel_product(const MatmulArgs& a, const Q8Positions& xq, int64_t u0,
                                 int64_t u1) {
     const Matrix& w = a.w;
-    const auto kernel = w.dtype == DType::Q4_0 ? cpu::gemm_q4_panels : cpu::gemm_q8_panels;
+    const auto kernel = w.dtype == DType::Q4_0   ? cpu::gemm_q4_panels
+                        : w.dtype == DType::Q4_K ? cpu::gemm_q4k_panels
+                                                 : cpu::gemm_q8_panels;
     kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),
            xq.d.data(), xq.corr.data(), size_t(a.count), a.y, size_t(w.rows));
   }

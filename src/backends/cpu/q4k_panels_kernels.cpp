@@ -1,0 +1,228 @@
+// AVX2 products over Q4_K panels (see q4k_panels_kernels.hpp).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "backends/cpu/q4k_panels_kernels.cpp"
+#include "backends/cpu/q4k_panels_kernels.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/dtype.hpp"
+#include "core/quant.hpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#ifndef RWKV7_Q4K_PANELS_LAYOUT
+#define RWKV7_Q4K_PANELS_LAYOUT
+namespace rwkv7::cpu {
+// Bytes of one 32-block of a panel of w outputs, and of one super-block (layout in the header).
+constexpr size_t q4k_block_bytes(size_t w) { return w * 18; }
+constexpr size_t q4k_super_bytes(size_t w) { return 4 * w + 8 * q4k_block_bytes(w); }
+}  // namespace rwkv7::cpu
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace rwkv7::cpu::HWY_NAMESPACE {
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+constexpr size_t kWidth = 8;
+size_t Q4KPanelWidth() { return kWidth; }
+
+// MR positions × the panel's 8 outputs (one ymm of lanes): per 32-block the 8 nibble vectors
+// are unpacked once and shared by the positions; per position 8 vpmaddubsw into int16 pairs,
+// one vpmaddwd by the scales, then acc += sums · d·x.d and macc += dmin·m · x.d·Σq.
+template <size_t MR>
+void Q4KPanelRows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d,
+                  const int32_t* corr, size_t cols, float* y, size_t ldy, size_t nn) {
+  constexpr size_t kBlock = q4k_block_bytes(kWidth), kSuper = q4k_super_bytes(kWidth);
+  const size_t nb = nsb * 8;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[MR], macc[MR];
+  for (size_t t = 0; t < MR; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
+  for (size_t s = 0; s < nsb; ++s) {
+    const uint8_t* sup = panel + s * kSuper;
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sup)));
+    const __m256 dminv =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sup + 2 * kWidth)));
+    for (size_t j = 0; j < 8; ++j) {
+      const uint8_t* blk = sup + 4 * kWidth + j * kBlock;
+      for (size_t line = 0; line < kBlock; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + 8 * kBlock + line, _MM_HINT_T0);
+      __m256i v[8];
+      for (size_t g = 0; g < 4; ++g) {
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g * 32));
+        v[g] = _mm256_and_si256(bytes, low4);
+        v[g + 4] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+      }
+      // int16 lanes 2o, 2o + 1 = sc_o (the pair sums of output o), and dmin_o·m_o in fp32.
+      const __m128i scm = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 16 * kWidth));
+      const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(scm, scm));
+      const __m256 mins =
+          _mm256_mul_ps(dminv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                   reinterpret_cast<const __m128i*>(blk + 16 * kWidth + kWidth)))));
+      const size_t b = s * 8 + j;
+      for (size_t t = 0; t < MR; ++t) {
+        const int8_t* xb = q + t * cols + b * 32;
+        __m256i pairs = _mm256_setzero_si256();
+        for (size_t g = 0; g < 8; ++g) {  // inputs 4g.. for g < 4, 16 + 4(g - 4).. after
+          int32_t four;
+          std::memcpy(&four, xb + (g < 4 ? 4 * g : 16 + 4 * (g - 4)), 4);
+          pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(v[g], _mm256_set1_epi32(four)));
+        }
+        const float xd = d[t * nb + b];
+        const float xsum = xd * float(-corr[t * nb + b] / 128);  // x.d · Σq
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, sc16)),
+                                 _mm256_mul_ps(dv, _mm256_set1_ps(xd)), acc[t]);
+        macc[t] = _mm256_fmadd_ps(mins, _mm256_set1_ps(xsum), macc[t]);
+      }
+    }
+  }
+  alignas(32) float tmp[kWidth];
+  for (size_t t = 0; t < MR; ++t) {
+    const __m256 r = _mm256_sub_ps(acc[t], macc[t]);
+    if (nn >= kWidth) {
+      _mm256_storeu_ps(y + t * ldy, r);
+    } else {
+      _mm256_store_ps(tmp, r);
+      std::memcpy(y + t * ldy, tmp, nn * sizeof(float));
+    }
+  }
+}
+
+void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   size_t ldy) {
+  const size_t nsb = cols / 256, nb = cols / 32;
+  constexpr size_t MR = 4;
+  for (size_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = panels + p * nsb * q4k_super_bytes(kWidth);
+    const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
+    size_t t = 0;
+    for (; t + MR <= T; t += MR)
+      Q4KPanelRows<MR>(panel, nsb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0,
+                       ldy, nn);
+    const int8_t* qt = q + t * cols;
+    const float* dt = d + t * nb;
+    const int32_t* ct = corr + t * nb;
+    float* yt = y + t * ldy + o0;
+    switch (T - t) {
+      case 3:
+        Q4KPanelRows<3>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
+        break;
+      case 2:
+        Q4KPanelRows<2>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
+        break;
+      case 1:
+        Q4KPanelRows<1>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
+        break;
+      default:
+        break;
+    }
+  }
+}
+#else
+size_t Q4KPanelWidth() { return 0; }
+
+void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   size_t ldy) {
+  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
+      (void)y, (void)ldy;  // never called: no panels are made for these targets
+}
+#endif
+
+}  // namespace rwkv7::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace rwkv7::cpu {
+
+HWY_EXPORT(Q4KPanelWidth);
+HWY_EXPORT(GemmQ4KPanels);
+
+size_t q4k_panel_width() { return HWY_DYNAMIC_DISPATCH(Q4KPanelWidth)(); }
+
+size_t q4k_panels_bytes(size_t rows, size_t cols) {
+  const size_t w = q4k_panel_width();
+  return w == 0 ? 0 : (rows + w - 1) / w * (cols / 256) * q4k_super_bytes(w);
+}
+
+void pack_q4k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                     uint8_t* out) {
+  const size_t nsb = cols / 256, rb = size_t(row_bytes(DType::Q4_K, int64_t(cols)));
+  const size_t width = q4k_panel_width(), block_bytes = q4k_block_bytes(width);
+  for (size_t p = p0; p < p1; ++p) {
+    for (size_t s = 0; s < nsb; ++s) {
+      uint8_t* sup = out + (p * nsb + s) * q4k_super_bytes(width);
+      for (size_t j = 0; j < width; ++j) {
+        const size_t o = p * width + j;
+        const uint8_t* src = o < rows ? w + o * rb + s * kQ4KBytes : nullptr;
+        // Padding outputs: levels 0 and scales 0 (weight 0).
+        if (src) {
+          std::memcpy(sup + 2 * j, src, 2);                           // d
+          std::memcpy(sup + 2 * width + 2 * j, src + kK45DminAt, 2);  // dmin
+        } else {
+          std::memset(sup + 2 * j, 0, 2);
+          std::memset(sup + 2 * width + 2 * j, 0, 2);
+        }
+        for (int b = 0; b < 8; ++b) {
+          uint8_t* blk = sup + 4 * width + size_t(b) * block_bytes;
+          uint8_t sc = 0, m = 0;
+          if (src) k4_scale_min(b, src + kK45ScalesAt, &sc, &m);
+          blk[16 * width + j] = sc;
+          blk[16 * width + width + j] = m;
+          for (size_t g = 0; g < 4; ++g)
+            for (size_t k = 0; k < 4; ++k) {
+              const int i = int(4 * g + k);  // inputs i and 16 + i of the block
+              const int lo = src ? q45k_level(src, 32 * b + i, false) : 0;
+              const int hi = src ? q45k_level(src, 32 * b + 16 + i, false) : 0;
+              blk[g * width * 4 + j * 4 + k] = uint8_t(lo | (hi << 4));
+            }
+        }
+      }
+    }
+  }
+}
+
+void gemm_q4k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     size_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmQ4KPanels)(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);
+}
+
+void gemm_q4k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
+                            double* y, size_t ldy) {
+  (void)corr;  // the activation sums are taken directly here
+  const size_t nsb = cols / 256, nb = cols / 32, width = q4k_panel_width();
+  const size_t block_bytes = q4k_block_bytes(width);
+  for (size_t p = p0; p < p1; ++p)
+    for (size_t j = 0; j < width && p * width + j < rows; ++j)
+      for (size_t t = 0; t < T; ++t) {
+        double sum = 0;
+        for (size_t s = 0; s < nsb; ++s) {
+          const uint8_t* sup = panels + (p * nsb + s) * q4k_super_bytes(width);
+          uint16_t h;
+          std::memcpy(&h, sup + 2 * j, 2);
+          const double dw = f16_to_f32(h);
+          std::memcpy(&h, sup + 2 * width + 2 * j, 2);
+          const double dmin = f16_to_f32(h);
+          for (size_t b = 0; b < 8; ++b) {
+            const uint8_t* blk = sup + 4 * width + b * block_bytes;
+            const int8_t* xb = q + t * cols + (s * 8 + b) * 32;
+            int64_t dot = 0, xsum = 0;
+            for (size_t i = 0; i < 32; ++i) {
+              const uint8_t byte = blk[(i % 16) / 4 * width * 4 + j * 4 + i % 4];
+              dot += int64_t(i < 16 ? byte & 15 : byte >> 4) * xb[i];
+              xsum += xb[i];
+            }
+            const double xd = d[t * nb + s * 8 + b];
+            sum += xd * (dw * blk[16 * width + j] * double(dot) -
+                         dmin * blk[16 * width + width + j] * double(xsum));
+          }
+        }
+        y[t * ldy + p * width + j] = sum;
+      }
+}
+
+}  // namespace rwkv7::cpu
+#endif

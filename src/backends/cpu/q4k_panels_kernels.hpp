@@ -1,0 +1,44 @@
+#pragma once
+// Q4_K weights repacked once, at load, into integer panels of W = 8 outputs for AVX2 (and
+// AVX-512 without VNNI), the layout of the Q4_0 panels (q4_panels_kernels.hpp) with the K-quant
+// scales beside it. Q4_K's levels are nibbles (0..15; the min is a separate term), so one
+// vpmaddubsw multiplies 8 outputs' nibbles by 4 broadcast activation bytes and a 32-block's
+// int16 pair sums cannot overflow (16 products ≤ 15·127); vpmaddwd by the outputs' 6-bit
+// sub-block scales (instead of ones) gives exact int32 sc·Σ q·x. Per panel and super-block of
+// 256 inputs (1,184 bytes for W = 8, 4.6 bits per weight against Q4_K's 4.5):
+//   [W × f16 d][W × f16 dmin], then per 32-block b < 8: 4 groups g of [W outputs][4 bytes]
+//   (output j's bytes 4g..4g+3: low nibbles = inputs 4g..4g+3 of the block, high nibbles =
+//   inputs 16 + 4g..), then [W × sc_b][W × m_b] (bytes).
+// Activations are quantised per position as for the other integer panels
+// (quantize_q8_positions); the block's activation sum comes from its corr (= -128·Σq).
+#include <cstddef>
+#include <cstdint>
+
+namespace rwkv7::cpu {
+
+// Outputs per panel for the kernels in use (0: none on this target: AVX-512 VNNI keeps its
+// row kernels, kquant_kernels.hpp). Pack after any change of ISA cap.
+size_t q4k_panel_width();
+inline bool q4k_panels_supported() { return q4k_panel_width() != 0; }
+
+// Bytes of the panels of a Q4_K weight [rows, cols] (cols a multiple of 256).
+size_t q4k_panels_bytes(size_t rows, size_t cols);
+
+// Panels [p0, p1) of a Q4_K weight [rows, cols] (rows of cols / 256 super-blocks as stored).
+void pack_q4k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                     uint8_t* out);
+
+// y[t · ldy + o] = Σ_b x.d[t, b] · (d_o·sc[o, b] · Σ_i level[o, b, i] · q[t, b, i]
+//                                  - dmin_o·m[o, b] · Σ_i q[t, b, i])
+// for the outputs of panels [p0, p1) below `rows`, t < T; q, d and corr as
+// quantize_q8_positions makes them.
+void gemm_q4k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     size_t ldy);
+
+// The scalar twin of gemm_q4k_panels (the test oracle), in double from the same panels.
+void gemm_q4k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
+                            double* y, size_t ldy);
+
+}  // namespace rwkv7::cpu
