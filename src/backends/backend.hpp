@@ -29,8 +29,8 @@ struct Matrix {
   // read these instead of `data`.
   const void* cpu_panels = nullptr;
   // Quantised values in the cpu backend's integer panels, made at load: Q8_0 on CPUs with
-  // AVX-512 VNNI (q8_panels_kernels.hpp), Q4_0 on CPUs with AVX2 (q4_panels_kernels.hpp), Q4_K
-  // on CPUs with AVX2 but no VNNI (q4k_panels_kernels.hpp); `dtype` says which. Every product of
+  // AVX-512 VNNI (q8_panels_kernels.hpp), Q4_0 and Q4_K on CPUs with AVX2
+  // (q4_panels_kernels.hpp, q4k_panels_kernels.hpp); `dtype` says which. Every product of
   // the cpu backend reads these.
   const uint8_t* cpu_int_panels = nullptr;
   // Outputs per panel of whichever panels above were made: they were laid out for the kernels
@@ -130,7 +130,7 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool,
 
 // Packs a bf16 or f16 weight into the cpu backend's panels (threads from the pool) and points
 // m.cpu_panels at them, or a Q8_0 / Q4_0 / Q4_K weight into its integer panels (m.cpu_int_panels:
-// Q8_0 on CPUs with AVX-512 VNNI, Q4_0 on CPUs with AVX2, Q4_K on CPUs with AVX2 but no VNNI);
+// Q8_0 on CPUs with AVX-512 VNNI, Q4_0 and Q4_K on CPUs with AVX2);
 // returns their owner. An fp32
 // weight only with `data_is_mapped`: its panels are as large as the weight, so they replace file
 // pages, never a second copy in memory. Other dtypes and CPUs: nullptr, m unchanged. With

@@ -1,9 +1,9 @@
-// Q4_K panels (AVX2 and AVX-512 without VNNI: 8 outputs): packing keeps every level, scale, min
-// and super-block coefficient (the scalar twin over the panels equals the product computed from
-// the row-major super-blocks), the kernel equals it for every tail of positions and a ragged last
-// panel on each Highway target that has it, and the cpu backend's products over the panels (one
-// position, a few, a batch, several in one region) equal the same product with Q8_0-quantised
-// positions, as the row kernels compute it.
+// Q4_K panels (AVX-512 VNNI: 16 outputs; AVX2 and AVX-512 without VNNI: 8): packing keeps every
+// level, scale, min and super-block coefficient (the scalar twin over the panels equals the product
+// computed from the row-major super-blocks), the kernel equals it for every tail of positions and a
+// ragged last panel on each Highway target that has it, and the cpu backend's products over the
+// panels (one position, a few, a batch, several in one region) equal the same product with
+// Q8_0-quantised positions, as the row kernels compute it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -176,6 +176,40 @@ TEST(Q4KPanels, CpuBackendProductsEqualTheRowKernelsMath) {
   }
   hwy::SetSupportedTargetsForTest(0);
   if (targets_run == 0) GTEST_SKIP() << "no Highway target here has the Q4_K panel kernel";
+}
+
+// Panels made for one ISA's kernels (16 outputs with VNNI, 8 on AVX2) are refused, not
+// misread, after the ISA changes.
+TEST(Q4KPanels, PanelsOfAnotherIsaAreAnErrorNotWrongProducts) {
+  std::vector<int64_t> with_panels;
+  std::vector<size_t> widths;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    if (cpu::q4k_panels_supported() &&
+        (widths.empty() || widths.back() != cpu::q4k_panel_width())) {
+      with_panels.push_back(target);
+      widths.push_back(cpu::q4k_panel_width());
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  if (with_panels.size() < 2) GTEST_SKIP() << "one panel layout on this machine";
+  ThreadPool pool(1);
+  auto cpu = make_cpu_backend(&pool);
+  std::mt19937 rng(53);
+  const int64_t rows = 20, cols = 256;
+  const auto raw = quantized(testing::randn(size_t(rows * cols), rng), rows, cols);
+  Matrix w{DType::Q4_K, rows, cols, raw.data()};
+  hwy::SetSupportedTargetsForTest(with_panels[0]);
+  auto owner = prepare_cpu_panels(w, pool);
+  ASSERT_NE(w.cpu_int_panels, nullptr);
+  const auto x = testing::randn(size_t(cols), rng);
+  std::vector<float> y(static_cast<size_t>(rows));
+  EXPECT_NO_THROW(cpu->matmul({w, x.data(), y.data(), 1}));
+  hwy::SetSupportedTargetsForTest(with_panels[1]);
+  EXPECT_THROW(cpu->matmul({w, x.data(), y.data(), 1}), Error);
+  const MatmulArgs list[] = {{w, x.data(), y.data(), 1}};
+  EXPECT_THROW(cpu->matmul_many(list), Error);
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 }  // namespace

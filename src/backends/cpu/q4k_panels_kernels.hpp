@@ -1,11 +1,12 @@
 #pragma once
-// Q4_K weights repacked once, at load, into integer panels of W = 8 outputs for AVX2 (and
-// AVX-512 without VNNI), the layout of the Q4_0 panels (q4_panels_kernels.hpp) with the K-quant
-// scales beside it. Q4_K's levels are nibbles (0..15; the min is a separate term), so one
-// vpmaddubsw multiplies 8 outputs' nibbles by 4 broadcast activation bytes and a 32-block's
-// int16 pair sums cannot overflow (16 products ≤ 15·127); vpmaddwd by the outputs' 6-bit
-// sub-block scales (instead of ones) gives exact int32 sc·Σ q·x. Per panel and super-block of
-// 256 inputs (1,184 bytes for W = 8, 4.6 bits per weight against Q4_K's 4.5):
+// Q4_K weights repacked once, at load, into integer panels of W outputs (W = 16 on AVX-512 VNNI,
+// 8 on AVX2 and AVX-512 without VNNI), the layout of the Q4_0 panels (q4_panels_kernels.hpp)
+// with the K-quant scales beside it. Q4_K's levels are nibbles (0..15; the min is a separate
+// term), so one vpdpbusd / vpmaddubsw multiplies W outputs' nibbles by 4 broadcast activation
+// bytes. With vpmaddubsw a 32-block's int16 pair sums cannot overflow (16 products ≤ 15·127)
+// and vpmaddwd by the outputs' 6-bit sub-block scales (instead of ones) gives exact int32
+// sc·Σ q·x; with vpdpbusd the int32 Σ q·x is scaled in fp32 by d·sc (exact: f16 × 6 bits). Per
+// panel and super-block of 256 inputs (W·148 bytes, 4.6 bits per weight against Q4_K's 4.5):
 //   [W × f16 d][W × f16 dmin], then per 32-block b < 8: 4 groups g of [W outputs][4 bytes]
 //   (output j's bytes 4g..4g+3: low nibbles = inputs 4g..4g+3 of the block, high nibbles =
 //   inputs 16 + 4g..), then [W × sc_b][W × m_b] (bytes).
@@ -16,8 +17,8 @@
 
 namespace rwkv7::cpu {
 
-// Outputs per panel for the kernels in use (0: none on this target: AVX-512 VNNI keeps its
-// row kernels, kquant_kernels.hpp). Pack after any change of ISA cap.
+// Outputs per panel for the kernels in use (0: none on this target, below AVX2: the portable row
+// kernels of kquant_kernels.hpp). Pack after any change of ISA cap.
 size_t q4k_panel_width();
 inline bool q4k_panels_supported() { return q4k_panel_width() != 0; }
 

@@ -51,8 +51,7 @@ std::shared_ptr<T[]> allocate_panels(size_t count) {
   return std::shared_ptr<T[]>(static_cast<T*>(p), [](T* q) { std::free(q); });
 }
 
-// Q8_0 (VNNI), Q4_0 (AVX2 or VNNI) or Q4_K (AVX2 without VNNI) integer panels, when the kernels
-// in use have them.
+// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI) integer panels, when the kernels in use have them.
 std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   const bool q4 = m.dtype == DType::Q4_0, q4k = m.dtype == DType::Q4_K;
   const int64_t block = q4k ? kSuperBlock : kQuantBlock;
