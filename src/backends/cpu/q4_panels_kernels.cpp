@@ -30,10 +30,12 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void Q4PanelRows(
   for (size_t t = 0; t < MR; ++t) acc[t] = _mm512_setzero_ps();
   for (size_t b = 0; b < nb; ++b) {
     const uint8_t* blk = panel + b * kBlockBytes;
-    // ~4.6 KB ahead: with 1.1 KB, 0.4B decode ran 10% (AVX2) to 27% (VNNI) slower (medians
-    // of 3 alternating rounds).
+    // Decode (MR = 1) ~4.6 KB ahead: with 1.1 KB, 0.4B decode ran 10% (AVX2) to 27% (VNNI)
+    // slower (medians of 3 alternating rounds); more positions re-read the panel from cache and
+    // keep 1.1 KB (4.6 KB cost 0.4B prefill ~6%).
     for (size_t line = 0; line < kBlockBytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 16 * kBlockBytes + line, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + (MR == 1 ? 16 : 4) * kBlockBytes + line,
+                   _MM_HINT_T0);
     __m512i v[8];
     for (size_t g = 0; g < 4; ++g) {
       const __m512i bytes = _mm512_loadu_si512(blk + g * 64);
@@ -72,10 +74,12 @@ void Q4PanelRows(const uint8_t* panel, size_t nb, const int8_t* q, const float* 
   for (size_t t = 0; t < MR; ++t) acc[t] = _mm256_setzero_ps();
   for (size_t b = 0; b < nb; ++b) {
     const uint8_t* blk = panel + b * kBlockBytes;
-    // ~4.6 KB ahead: with 1.1 KB, 0.4B decode ran 10% (AVX2) to 27% (VNNI) slower (medians
-    // of 3 alternating rounds).
+    // Decode (MR = 1) ~4.6 KB ahead: with 1.1 KB, 0.4B decode ran 10% (AVX2) to 27% (VNNI)
+    // slower (medians of 3 alternating rounds); more positions re-read the panel from cache and
+    // keep 1.1 KB (4.6 KB cost 0.4B prefill ~6%).
     for (size_t line = 0; line < kBlockBytes; line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 32 * kBlockBytes + line, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + (MR == 1 ? 32 : 8) * kBlockBytes + line,
+                   _MM_HINT_T0);
     __m256i v[8];
     for (size_t g = 0; g < 4; ++g) {
       const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g * 32));

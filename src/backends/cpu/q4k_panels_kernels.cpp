@@ -47,10 +47,12 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void Q4KPanelRows(
         _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sup + 2 * kWidth)));
     for (size_t j = 0; j < 8; ++j) {
       const uint8_t* blk = sup + 4 * kWidth + j * kBlock;
-      // ~4.6 KB ahead: a decode step does little work per block, and 4 blocks ahead left 0.4B
-      // decode ~20% behind the row kernels (16: level with them).
+      // Decode (MR = 1) ~4.6 KB ahead: a decode step does little work per block, and 4 blocks
+      // ahead left 0.4B decode ~20% behind the row kernels (16: level with them); more
+      // positions re-read the panel from cache.
       for (size_t line = 0; line < kBlock; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk) + 16 * kBlock + line, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + (MR == 1 ? 16 : 4) * kBlock + line,
+                     _MM_HINT_T0);
       __m512i v[8];
       for (size_t g = 0; g < 4; ++g) {
         const __m512i bytes = _mm512_loadu_si512(blk + g * 64);
@@ -106,9 +108,11 @@ void Q4KPanelRows(const uint8_t* panel, size_t nsb, const int8_t* q, const float
         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sup + 2 * kWidth)));
     for (size_t j = 0; j < 8; ++j) {
       const uint8_t* blk = sup + 4 * kWidth + j * kBlock;
-      // ~4.6 KB ahead (8 blocks ahead: 0.4B decode 3-18% slower, 3 alternating rounds).
+      // Decode (MR = 1) ~4.6 KB ahead (8 blocks ahead: 0.4B decode 3-18% slower, 3 alternating
+      // rounds); more positions re-read the panel from cache.
       for (size_t line = 0; line < kBlock; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk) + 32 * kBlock + line, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + (MR == 1 ? 32 : 8) * kBlock + line,
+                     _MM_HINT_T0);
       __m256i v[8];
       for (size_t g = 0; g < 4; ++g) {
         const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g * 32));
