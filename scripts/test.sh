@@ -2,6 +2,7 @@
 # Builds (via setup.sh) and runs every test. Tests read ../shared (golden files, models) and
 # skip with a message when it is absent; with CI=true a missing ../shared is a failure.
 #
+# On a machine with AVX-512, the unit tests again with the kernels capped at AVX2.
 # Then the server's end-to-end tests with real clients (tests/server: OpenAI SDK, Chromium),
 # and two hostile-input stages (issue 14):
 #   1. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/,
@@ -17,6 +18,13 @@ stage() { echo "test.sh: $1 ($(date +%T))" >&2; }
 stage "build and unit tests"
 bash scripts/setup.sh
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+# Most users' CPUs have AVX2 but not AVX-512: on a machine with AVX-512 the unit tests run again
+# with every kernel capped at AVX2 (RWKV7_ISA, tests/isa_cap.cpp), without the slow ones (~70 s).
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null && grep -qw avx2 /proc/cpuinfo; then
+  stage "unit tests with the kernels capped at AVX2 (RWKV7_ISA=avx2, without -L slow)"
+  RWKV7_ISA=avx2 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 -LE slow
+fi
 
 # The server with real clients (issue 9): the official OpenAI SDK and a headless Chromium
 # driven by playwright-core (tests/server, npm ci from its lock file). Chromium comes from
