@@ -3,12 +3,10 @@
 // so one machine measures every path.
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-
 #include "backends/cpu_isa.hpp"
 
 int main(int argc, char** argv) {
-  if (const char* isa = std::getenv("RWKV7_ISA"); isa && *isa) rwkv7::cap_cpu_isa(isa);
+  rwkv7::cap_cpu_isa_from_env();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

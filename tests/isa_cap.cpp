@@ -3,18 +3,16 @@
 // AVX2 path too: `RWKV7_ISA=avx2 ctest --test-dir build`. Applied before main, once per process
 // (ctest runs each test in its own).
 #include <cstdio>
-#include <cstdlib>
+#include <cstdlib>  // std::exit
 #include <exception>
 
 #include "backends/cpu_isa.hpp"
 
 namespace {
 
-const bool kIsaCapped = [] {
-  const char* isa = std::getenv("RWKV7_ISA");
-  if (isa == nullptr || *isa == '\0') return false;
+const bool kIsaRead = [] {
   try {
-    rwkv7::cap_cpu_isa(isa);
+    rwkv7::cap_cpu_isa_from_env();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "RWKV7_ISA: %s\n", e.what());
     std::exit(2);

@@ -22,6 +22,10 @@ std::string current_cpu_isa();
 // or not available on this CPU / in this build.
 void cap_cpu_isa(std::string_view name);
 
+// cap_cpu_isa(RWKV7_ISA) when that environment variable is set and not empty (the benchmark and
+// test programs; the rwkv7 binary reads it through the public set_cpu_isa).
+void cap_cpu_isa_from_env();
+
 // Whether the kernels in use (under the cap) are Highway's `target` (a HWY_* bit) or better:
 // for kernels outside Highway's targets (AVX512_BF16 dot products), which follow the cap too.
 // Side-effect free (asks the dispatch, not the CPU): safe while other threads run kernels.

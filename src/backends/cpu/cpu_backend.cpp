@@ -515,9 +515,10 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // Output panels of a matrix that has them (bf16 / f16 / fp32: panel_width() outputs, Q8_0: 32).
+  // Output panels of a matrix that has them (of w.cpu_panel_outputs outputs each, which
+  // check_panel_layout has compared with the kernels').
   static int64_t panels_of(const Matrix& w) {
-    const int64_t nr = w.cpu_int_panels ? int_panel_width(w) : int64_t(cpu::panel_width());
+    const int64_t nr = int64_t(w.cpu_panel_outputs);
     return (w.rows + nr - 1) / nr;
   }
 
@@ -525,11 +526,7 @@ class CpuBackend final : public Backend {
   // read them with another layout.
   static void check_panel_layout(const Matrix& w) {
     if (!w.cpu_panels && !w.cpu_int_panels) return;
-    const size_t now = w.cpu_panels                 ? cpu::panel_width()
-                       : w.dtype == DType::Q4_0     ? cpu::q4_panel_width()
-                       : w.dtype == DType::Q4_K     ? cpu::q4k_panel_width()
-                       : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
-                                                    : 0;
+    const size_t now = w.cpu_panels ? cpu::panel_width() : size_t(int_panel_width(w.dtype));
     if (now != w.cpu_panel_outputs)
       throw Error("cpu backend: a " + dtype_name(w.dtype) +
                   " weight was packed for the kernels of "
@@ -539,16 +536,19 @@ class CpuBackend final : public Backend {
                   "): load the model again after changing the ISA");
   }
 
-  // Outputs per integer panel (Q4_0: 8 or 16, Q4_K: 8, Q8_0: 32).
-  static int64_t int_panel_width(const Matrix& w) {
-    return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panel_width()
-                   : w.dtype == DType::Q4_K ? cpu::q4k_panel_width()
-                                            : cpu::kQ8PanelWidth);
+  // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q8_0:
+  // 32 with VNNI; 0: none).
+  static int64_t int_panel_width(DType t) {
+    return int64_t(t == DType::Q4_0             ? cpu::q4_panel_width()
+                   : t == DType::Q4_K           ? cpu::q4k_panel_width()
+                   : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
+                                                : 0);
   }
 
-  // Bytes of one integer panel of w (the decode split's cost of a unit).
+  // Bytes of one integer panel of w (the decode split's cost of a unit); after
+  // check_panel_layout, so the width it was packed with is the kernels'.
   static int64_t int_panel_bytes(const Matrix& w) {
-    const size_t width = size_t(int_panel_width(w)), cols = size_t(w.cols);
+    const size_t width = w.cpu_panel_outputs, cols = size_t(w.cols);
     return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panels_bytes(width, cols)
                    : w.dtype == DType::Q4_K ? cpu::q4k_panels_bytes(width, cols)
                                             : cpu::q8_panels_bytes(width, cols));

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "hwy/targets.h"
@@ -99,6 +100,10 @@ void cap_cpu_isa(std::string_view name) {
                 ")");
   }
   apply_cap((usable & -usable) - 1);  // every better target: the lower bits
+}
+
+void cap_cpu_isa_from_env() {
+  if (const char* isa = std::getenv("RWKV7_ISA"); isa != nullptr && *isa != '\0') cap_cpu_isa(isa);
 }
 
 bool cpu_target_at_least(int64_t target) {
