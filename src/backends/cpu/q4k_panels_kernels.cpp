@@ -239,11 +239,15 @@ void pack_q4k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size
           if (src) k4_scale_min(b, src + kK45ScalesAt, &sc, &m);
           blk[16 * width + j] = sc;
           blk[16 * width + width + j] = m;
+          // Block b's levels are the low (b even) or high (b odd) nibbles of the 32 qs bytes of
+          // run b / 2 (core/quant.hpp); the panel byte of input i < 16 holds inputs i, 16 + i.
+          const uint8_t* qs = src ? src + kQ4KQsAt + 32 * (b / 2) : nullptr;
+          const int shift = 4 * (b % 2);
           for (size_t g = 0; g < 4; ++g)
             for (size_t k = 0; k < 4; ++k) {
-              const int i = int(4 * g + k);  // inputs i and 16 + i of the block
-              const int lo = src ? q45k_level(src, 32 * b + i, false) : 0;
-              const int hi = src ? q45k_level(src, 32 * b + 16 + i, false) : 0;
+              const size_t i = 4 * g + k;
+              const int lo = qs ? (qs[i] >> shift) & 15 : 0;
+              const int hi = qs ? (qs[16 + i] >> shift) & 15 : 0;
               blk[g * width * 4 + j * 4 + k] = uint8_t(lo | (hi << 4));
             }
         }
