@@ -14,6 +14,7 @@
 #include "backends/cpu/product_tiling.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q4k_panels_kernels.hpp"
+#include "backends/cpu/q6k_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
@@ -536,11 +537,12 @@ class CpuBackend final : public Backend {
                   "): load the model again after changing the ISA");
   }
 
-  // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q8_0:
-  // 32 with VNNI; 0: none).
+  // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q6_K: 8
+  // without VNNI, Q8_0: 32 with VNNI; 0: none).
   static int64_t int_panel_width(DType t) {
     return int64_t(t == DType::Q4_0             ? cpu::q4_panel_width()
                    : t == DType::Q4_K           ? cpu::q4k_panel_width()
+                   : t == DType::Q6_K           ? cpu::q6k_panel_width()
                    : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
                                                 : 0);
   }
@@ -551,6 +553,7 @@ class CpuBackend final : public Backend {
     const size_t width = w.cpu_panel_outputs, cols = size_t(w.cols);
     return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panels_bytes(width, cols)
                    : w.dtype == DType::Q4_K ? cpu::q4k_panels_bytes(width, cols)
+                   : w.dtype == DType::Q6_K ? cpu::q6k_panels_bytes(width, cols)
                                             : cpu::q8_panels_bytes(width, cols));
   }
 
@@ -672,6 +675,7 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     const auto kernel = w.dtype == DType::Q4_0   ? cpu::gemm_q4_panels
                         : w.dtype == DType::Q4_K ? cpu::gemm_q4k_panels
+                        : w.dtype == DType::Q6_K ? cpu::gemm_q6k_panels
                                                  : cpu::gemm_q8_panels;
     kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),
            xq.d.data(), xq.corr.data(), size_t(a.count), a.y, size_t(w.rows));

@@ -1,5 +1,5 @@
-// Load-time preparation of bf16, f16, fp32, Q8_0 and Q4_0 weights for the cpu backend (panels).
-// (weight_panels_kernels.hpp).
+// Load-time preparation of bf16, f16, fp32, Q8_0, Q4_0, Q4_K and Q6_K weights for the cpu backend
+// (panels). (weight_panels_kernels.hpp).
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,6 +11,7 @@
 #include "backends/cpu/gemm_packed_kernels.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q4k_panels_kernels.hpp"
+#include "backends/cpu/q6k_panels_kernels.hpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "backends/cpu/weight_panels_kernels.hpp"
 #include "core/quant.hpp"
@@ -51,25 +52,33 @@ std::shared_ptr<T[]> allocate_panels(size_t count) {
   return std::shared_ptr<T[]>(static_cast<T*>(p), [](T* q) { std::free(q); });
 }
 
-// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI) integer panels, when the kernels in use have them.
+// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI), Q6_K (AVX2) integer panels, when the kernels in
+// use have them.
 std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   const bool q4 = m.dtype == DType::Q4_0, q4k = m.dtype == DType::Q4_K;
-  const int64_t block = q4k ? kSuperBlock : kQuantBlock;
+  const bool q6k = m.dtype == DType::Q6_K;
+  const int64_t block = q4k || q6k ? kSuperBlock : kQuantBlock;
   const bool supported = q4    ? cpu::q4_panels_supported()
                          : q4k ? cpu::q4k_panels_supported()
+                         : q6k ? cpu::q6k_panels_supported()
                                : cpu::q8_panels_supported();
   if (m.rows <= 0 || m.cols <= 0 || m.cols % block != 0 || m.cpu_int_panels || !supported)
     return nullptr;
   const size_t rows = size_t(m.rows), cols = size_t(m.cols);
   const size_t width = q4    ? cpu::q4_panel_width()
                        : q4k ? cpu::q4k_panel_width()
+                       : q6k ? cpu::q6k_panel_width()
                              : cpu::kQ8PanelWidth;
   const std::shared_ptr<uint8_t[]> panels =
       allocate_panels<uint8_t>(q4    ? cpu::q4_panels_bytes(rows, cols)
                                : q4k ? cpu::q4k_panels_bytes(rows, cols)
+                               : q6k ? cpu::q6k_panels_bytes(rows, cols)
                                      : cpu::q8_panels_bytes(rows, cols));
   const auto* w = static_cast<const uint8_t*>(m.data);
-  const auto pack = q4 ? cpu::pack_q4_panels : q4k ? cpu::pack_q4k_panels : cpu::pack_q8_panels;
+  const auto pack = q4    ? cpu::pack_q4_panels
+                    : q4k ? cpu::pack_q4k_panels
+                    : q6k ? cpu::pack_q6k_panels
+                          : cpu::pack_q8_panels;
   pool.parallel_for(int64_t((rows + width - 1) / width), 1, [&](int64_t p0, int64_t p1) {
     pack(w, rows, cols, size_t(p0), size_t(p1), panels.get());
   });
@@ -100,7 +109,8 @@ std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bo
 }  // namespace
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
-  if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0 || m.dtype == DType::Q4_K)
+  if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0 || m.dtype == DType::Q4_K ||
+      m.dtype == DType::Q6_K)
     return prepare_int_panels(m, pool, data_is_mapped);
   if (m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   if (m.dtype == DType::BF16 || m.dtype == DType::F16)
