@@ -1,4 +1,5 @@
-// Q4_K panels (AVX-512 VNNI: 16 outputs; AVX2 and AVX-512 without VNNI: 8): packing keeps every
+// Q4_K panels (AVX-512 VNNI: 16 outputs; AVX2 and AVX-512 without VNNI: 8) and Q5_K panels
+// (AVX2 and AVX-512 without VNNI: 8, with the fifth bits' plane): packing keeps every
 // level, scale, min and super-block coefficient (the scalar twin over the panels equals the product
 // computed from core's dequantised rows), the kernel equals it for every tail of positions and a
 // ragged last panel on each Highway target that has it, and the cpu backend's products over the
@@ -22,20 +23,40 @@
 namespace rwkv7 {
 namespace {
 
-std::vector<unsigned char> quantized(const std::vector<float>& v, int64_t rows, int64_t cols) {
-  const size_t rb = row_bytes(DType::Q4_K, cols);
+// The kernels of one type.
+struct K45 {
+  DType type;
+  size_t (*width)();
+  size_t (*bytes)(size_t, size_t);
+  void (*pack)(const uint8_t*, size_t, size_t, size_t, size_t, uint8_t*);
+  void (*gemm)(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+               const int32_t*, size_t, float*, size_t);
+  void (*scalar)(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+                 const int32_t*, size_t, double*, size_t);
+};
+const K45 kTypes[] = {{DType::Q4_K, cpu::q4k_panel_width, cpu::q4k_panels_bytes,
+                       cpu::pack_q4k_panels, cpu::gemm_q4k_panels, cpu::gemm_q4k_panels_scalar},
+                      {DType::Q5_K, cpu::q5k_panel_width, cpu::q5k_panels_bytes,
+                       cpu::pack_q5k_panels, cpu::gemm_q5k_panels, cpu::gemm_q5k_panels_scalar}};
+
+std::vector<unsigned char> quantized(DType type, const std::vector<float>& v, int64_t rows,
+                                     int64_t cols) {
+  const size_t rb = row_bytes(type, cols);
   std::vector<unsigned char> raw(rb * size_t(rows));
   for (int64_t o = 0; o < rows; ++o)
-    quantize_row(DType::Q4_K, &v[size_t(o * cols)], raw.data() + size_t(o) * rb, cols);
+    quantize_row(type, &v[size_t(o * cols)], raw.data() + size_t(o) * rb, cols);
   return raw;
+}
+std::vector<unsigned char> quantized(const std::vector<float>& v, int64_t rows, int64_t cols) {
+  return quantized(DType::Q4_K, v, rows, cols);
 }
 
 // y[t][o] = Σ_b x.d[b]·Σ_i w[i]·q_x[i] in double, w the row dequantised by core
 // (dequantize_row: its own decoding loops, not the levels the packing reads) and the Q8_0
 // positions.
-std::vector<double> from_blocks(const std::vector<unsigned char>& raw, int64_t rows, int64_t cols,
-                                const std::vector<float>& x, int64_t T) {
-  const size_t rb = row_bytes(DType::Q4_K, cols), nb = size_t(cols / 32);
+std::vector<double> from_blocks(DType type, const std::vector<unsigned char>& raw, int64_t rows,
+                                int64_t cols, const std::vector<float>& x, int64_t T) {
+  const size_t rb = row_bytes(type, cols), nb = size_t(cols / 32);
   std::vector<int8_t> qx(static_cast<size_t>(cols));
   std::vector<float> dx(nb), w(static_cast<size_t>(cols));
   std::vector<unsigned char> xb(row_bytes(DType::Q8_0, cols));
@@ -44,7 +65,7 @@ std::vector<double> from_blocks(const std::vector<unsigned char>& raw, int64_t r
     quantize_row_q8_0(&x[size_t(t * cols)], xb.data(), cols);
     unpack_row_i8(DType::Q8_0, xb.data(), qx.data(), dx.data(), cols);
     for (int64_t o = 0; o < rows; ++o) {
-      dequantize_row(DType::Q4_K, raw.data() + size_t(o) * rb, w.data(), cols);
+      dequantize_row(type, raw.data() + size_t(o) * rb, w.data(), cols);
       double s = 0;
       for (size_t b = 0; b < nb; ++b) {
         double dot = 0;
@@ -58,18 +79,19 @@ std::vector<double> from_blocks(const std::vector<unsigned char>& raw, int64_t r
 }
 
 // Σ_b |x.d|·(|d·sc|·Σ|level·q_x| + |dmin·m|·Σ|q_x|): the scale of the fp32 rounding.
-double magnitude(const std::vector<unsigned char>& raw, int64_t cols, const std::vector<int8_t>& q,
-                 const std::vector<float>& d, int64_t o, int64_t t) {
-  const size_t rb = row_bytes(DType::Q4_K, cols), nb = size_t(cols / 32);
+double magnitude(DType type, const std::vector<unsigned char>& raw, int64_t cols,
+                 const std::vector<int8_t>& q, const std::vector<float>& d, int64_t o, int64_t t) {
+  const bool five = type == DType::Q5_K;
+  const size_t rb = row_bytes(type, cols), nb = size_t(cols / 32);
   double s = 0;
   for (size_t b = 0; b < nb; ++b) {
-    const uint8_t* sup = raw.data() + size_t(o) * rb + (b / 8) * kQ4KBytes;
+    const uint8_t* sup = raw.data() + size_t(o) * rb + (b / 8) * (five ? kQ5KBytes : kQ4KBytes);
     uint8_t sc, m;
     k4_scale_min(int(b % 8), sup + kK45ScalesAt, &sc, &m);
     double dot = 0, xs = 0;
     for (size_t i = 0; i < 32; ++i) {
       const double qx = std::fabs(double(q[size_t(t * cols) + b * 32 + i]));
-      dot += q45k_level(sup, int(32 * (b % 8) + i), false) * qx;
+      dot += q45k_level(sup, int(32 * (b % 8) + i), five) * qx;
       xs += qx;
     }
     s += std::fabs(double(d[size_t(t) * nb + b])) *
@@ -80,96 +102,103 @@ double magnitude(const std::vector<unsigned char>& raw, int64_t cols, const std:
 }
 
 TEST(Q4KPanels, KernelEqualsScalarTwinAndTheRowMajorBlocksOnEveryTarget) {
-  int targets_run = 0;
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    if (!cpu::q4k_panels_supported()) continue;
-    ++targets_run;
-    std::mt19937 rng(51);
-    for (int64_t rows : {1, 7, 8, 9, 17, 45}) {
-      for (int64_t cols : {256, 768}) {
-        auto v = testing::randn(size_t(rows * cols), rng);
-        v[0] = 40.0f;  // a sub-block with the extreme levels 0 and 15
-        for (int64_t i = 32; i < 64; ++i) v[size_t(i)] += 3.0f;  // a large min
-        const auto raw = quantized(v, rows, cols);
-        const size_t w = cpu::q4k_panel_width(), np = (size_t(rows) + w - 1) / w;
-        std::vector<uint8_t> panels(cpu::q4k_panels_bytes(size_t(rows), size_t(cols)));
-        cpu::pack_q4k_panels(raw.data(), size_t(rows), size_t(cols), 0, np, panels.data());
-        for (int64_t T : {1, 2, 3, 4, 5, 11}) {
-          auto x = testing::randn(size_t(T * cols), rng);
-          for (int64_t i = 0; i < 32; ++i) x[size_t(i)] = i % 2 ? -3.0f : 3.0f;  // ±127
-          const size_t nb = size_t(cols / 32);
-          std::vector<int8_t> q(size_t(T * cols));
-          std::vector<float> d(size_t(T) * nb);
-          std::vector<int32_t> corr(size_t(T) * nb);
-          cpu::quantize_q8_positions(x.data(), size_t(T), size_t(cols), q.data(), d.data(),
-                                     corr.data());
-          std::vector<float> y(size_t(T * rows) + 1, NAN);
-          y.back() = 42.0f;  // nothing written past the outputs
-          std::vector<double> twin(size_t(T * rows));
-          cpu::gemm_q4k_panels(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
-                               corr.data(), size_t(T), y.data(), size_t(rows));
-          cpu::gemm_q4k_panels_scalar(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(),
-                                      d.data(), corr.data(), size_t(T), twin.data(), size_t(rows));
-          const auto want = from_blocks(raw, rows, cols, x, T);
-          EXPECT_EQ(y.back(), 42.0f);
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t o = 0; o < rows; ++o) {
-              const size_t i = size_t(t * rows + o);
-              const double mag = magnitude(raw, cols, q, d, o, t);
-              // The dequantised weights are d·sc·q - dmin·m rounded to fp32.
-              ASSERT_NEAR(twin[i], want[i], 1e-6 * (1 + mag)) << "packing, at " << i;
-              // Exact int32 block sums; fp32 scaling and accumulation of cols / 32 terms.
-              ASSERT_NEAR(y[i], want[i], 1e-5 * (1 + mag))
-                  << hwy::TargetName(target) << " " << rows << "x" << cols << " T " << T << " at "
-                  << i;
-            }
+  for (const K45& k : kTypes) {
+    int targets_run = 0;
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      if (k.width() == 0) continue;
+      ++targets_run;
+      std::mt19937 rng(51);
+      for (int64_t rows : {1, 7, 8, 9, 17, 45}) {
+        for (int64_t cols : {256, 768}) {
+          auto v = testing::randn(size_t(rows * cols), rng);
+          v[0] = 40.0f;  // a sub-block with the extreme levels 0 and 15 (Q5_K: 31)
+          for (int64_t i = 32; i < 64; ++i) v[size_t(i)] += 3.0f;  // a large min
+          const auto raw = quantized(k.type, v, rows, cols);
+          const size_t w = k.width(), np = (size_t(rows) + w - 1) / w;
+          std::vector<uint8_t> panels(k.bytes(size_t(rows), size_t(cols)));
+          k.pack(raw.data(), size_t(rows), size_t(cols), 0, np, panels.data());
+          for (int64_t T : {1, 2, 3, 4, 5, 11}) {
+            auto x = testing::randn(size_t(T * cols), rng);
+            for (int64_t i = 0; i < 32; ++i) x[size_t(i)] = i % 2 ? -3.0f : 3.0f;  // ±127
+            const size_t nb = size_t(cols / 32);
+            std::vector<int8_t> q(size_t(T * cols));
+            std::vector<float> d(size_t(T) * nb);
+            std::vector<int32_t> corr(size_t(T) * nb);
+            cpu::quantize_q8_positions(x.data(), size_t(T), size_t(cols), q.data(), d.data(),
+                                       corr.data());
+            std::vector<float> y(size_t(T * rows) + 1, NAN);
+            y.back() = 42.0f;  // nothing written past the outputs
+            std::vector<double> twin(size_t(T * rows));
+            k.gemm(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
+                   corr.data(), size_t(T), y.data(), size_t(rows));
+            k.scalar(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
+                     corr.data(), size_t(T), twin.data(), size_t(rows));
+            const auto want = from_blocks(k.type, raw, rows, cols, x, T);
+            EXPECT_EQ(y.back(), 42.0f);
+            for (int64_t t = 0; t < T; ++t)
+              for (int64_t o = 0; o < rows; ++o) {
+                const size_t i = size_t(t * rows + o);
+                const double mag = magnitude(k.type, raw, cols, q, d, o, t);
+                // The dequantised weights are d·sc·q - dmin·m rounded to fp32.
+                ASSERT_NEAR(twin[i], want[i], 1e-6 * (1 + mag)) << "packing, at " << i;
+                // Exact int32 block sums; fp32 scaling and accumulation of cols / 32 terms.
+                ASSERT_NEAR(y[i], want[i], 1e-5 * (1 + mag))
+                    << dtype_name(k.type) << " " << hwy::TargetName(target) << " " << rows << "x"
+                    << cols << " T " << T << " at " << i;
+              }
+          }
         }
       }
     }
-  }
-  hwy::SetSupportedTargetsForTest(0);
+    hwy::SetSupportedTargetsForTest(0);
 #if defined(__x86_64__)
-  if (hwy::SupportedTargets() & HWY_AVX2) EXPECT_GT(targets_run, 0) << "AVX2 ran no panel kernel";
+    if (hwy::SupportedTargets() & HWY_AVX2) {
+      EXPECT_GT(targets_run, 0) << dtype_name(k.type) << ": AVX2 ran no panel kernel";
+    }
 #endif
-  if (targets_run == 0) GTEST_SKIP() << "no Highway target here has the Q4_K panel kernel";
+  }
 }
 
 // The backend over the panels against the K-quant row kernels' scalar twin (same quantised
 // positions, same per-block math), for every product shape.
 TEST(Q4KPanels, CpuBackendProductsEqualTheRowKernelsMath) {
   int targets_run = 0;
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    if (!cpu::q4k_panels_supported()) continue;
-    ++targets_run;
-    ThreadPool pool(2);
-    auto cpu = make_cpu_backend(&pool);
-    std::mt19937 rng(52);
-    const int64_t rows = 130, cols = 512, rows2 = 13;
-    const auto raw = quantized(testing::randn(size_t(rows * cols), rng, 0.5f), rows, cols);
-    const auto raw2 = quantized(testing::randn(size_t(rows2 * cols), rng, 0.5f), rows2, cols);
-    Matrix w{DType::Q4_K, rows, cols, raw.data()}, w2{DType::Q4_K, rows2, cols, raw2.data()};
-    auto owner = prepare_cpu_panels(w, pool), owner2 = prepare_cpu_panels(w2, pool);
-    ASSERT_NE(w.cpu_int_panels, nullptr) << hwy::TargetName(target);
-    for (int64_t count : {1, 3, 8, 32}) {
-      const auto x = testing::randn(size_t(count * cols), rng);
-      const auto want = from_blocks(raw, rows, cols, x, count);
-      const auto want2 = from_blocks(raw2, rows2, cols, x, count);
-      std::vector<float> y(want.size(), NAN), y_many(want.size(), NAN), y2(want2.size(), NAN);
-      cpu->matmul({w, x.data(), y.data(), count});
-      const MatmulArgs list[] = {{w, x.data(), y_many.data(), count},
-                                 {w2, x.data(), y2.data(), count}};
-      cpu->matmul_many(list);
-      for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_NEAR(y[i], want[i], 1e-4 * (1 + std::fabs(want[i])))
-            << hwy::TargetName(target) << " count " << count << " " << i;
-        ASSERT_EQ(y_many[i], y[i]) << "count " << count << " " << i;
+  for (const K45& k : kTypes)
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      if (k.width() == 0) continue;
+      ++targets_run;
+      ThreadPool pool(2);
+      auto cpu = make_cpu_backend(&pool);
+      std::mt19937 rng(52);
+      const int64_t rows = 130, cols = 512, rows2 = 13;
+      const auto raw =
+          quantized(k.type, testing::randn(size_t(rows * cols), rng, 0.5f), rows, cols);
+      const auto raw2 =
+          quantized(k.type, testing::randn(size_t(rows2 * cols), rng, 0.5f), rows2, cols);
+      Matrix w{k.type, rows, cols, raw.data()}, w2{k.type, rows2, cols, raw2.data()};
+      auto owner = prepare_cpu_panels(w, pool), owner2 = prepare_cpu_panels(w2, pool);
+      ASSERT_NE(w.cpu_int_panels, nullptr) << dtype_name(k.type) << hwy::TargetName(target);
+      for (int64_t count : {1, 3, 8, 32}) {
+        const auto x = testing::randn(size_t(count * cols), rng);
+        const auto want = from_blocks(k.type, raw, rows, cols, x, count);
+        const auto want2 = from_blocks(k.type, raw2, rows2, cols, x, count);
+        std::vector<float> y(want.size(), NAN), y_many(want.size(), NAN), y2(want2.size(), NAN);
+        cpu->matmul({w, x.data(), y.data(), count});
+        const MatmulArgs list[] = {{w, x.data(), y_many.data(), count},
+                                   {w2, x.data(), y2.data(), count}};
+        cpu->matmul_many(list);
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_NEAR(y[i], want[i], 1e-4 * (1 + std::fabs(want[i])))
+              << dtype_name(k.type) << " " << hwy::TargetName(target) << " count " << count << " "
+              << i;
+          ASSERT_EQ(y_many[i], y[i]) << "count " << count << " " << i;
+        }
+        for (size_t i = 0; i < want2.size(); ++i)
+          ASSERT_NEAR(y2[i], want2[i], 1e-4 * (1 + std::fabs(want2[i]))) << "count " << count;
       }
-      for (size_t i = 0; i < want2.size(); ++i)
-        ASSERT_NEAR(y2[i], want2[i], 1e-4 * (1 + std::fabs(want2[i]))) << "count " << count;
     }
-  }
   hwy::SetSupportedTargetsForTest(0);
   if (targets_run == 0) GTEST_SKIP() << "no Highway target here has the Q4_K panel kernel";
 }

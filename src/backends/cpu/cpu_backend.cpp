@@ -537,11 +537,12 @@ class CpuBackend final : public Backend {
                   "): load the model again after changing the ISA");
   }
 
-  // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q6_K: 8
-  // without VNNI, Q8_0: 32 with VNNI; 0: none).
+  // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q5_K and
+  // Q6_K: 8 without VNNI, Q8_0: 32 with VNNI; 0: none).
   static int64_t int_panel_width(DType t) {
     return int64_t(t == DType::Q4_0             ? cpu::q4_panel_width()
                    : t == DType::Q4_K           ? cpu::q4k_panel_width()
+                   : t == DType::Q5_K           ? cpu::q5k_panel_width()
                    : t == DType::Q6_K           ? cpu::q6k_panel_width()
                    : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
                                                 : 0);
@@ -553,6 +554,7 @@ class CpuBackend final : public Backend {
     const size_t width = w.cpu_panel_outputs, cols = size_t(w.cols);
     return int64_t(w.dtype == DType::Q4_0   ? cpu::q4_panels_bytes(width, cols)
                    : w.dtype == DType::Q4_K ? cpu::q4k_panels_bytes(width, cols)
+                   : w.dtype == DType::Q5_K ? cpu::q5k_panels_bytes(width, cols)
                    : w.dtype == DType::Q6_K ? cpu::q6k_panels_bytes(width, cols)
                                             : cpu::q8_panels_bytes(width, cols));
   }
@@ -675,6 +677,7 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     const auto kernel = w.dtype == DType::Q4_0   ? cpu::gemm_q4_panels
                         : w.dtype == DType::Q4_K ? cpu::gemm_q4k_panels
+                        : w.dtype == DType::Q5_K ? cpu::gemm_q5k_panels
                         : w.dtype == DType::Q6_K ? cpu::gemm_q6k_panels
                                                  : cpu::gemm_q8_panels;
     kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),

@@ -12,6 +12,12 @@
 //   inputs 16 + 4g..), then [W × sc_b][W × m_b] (bytes).
 // Activations are quantised per position as for the other integer panels
 // (quantize_q8_positions); the block's activation sum comes from its corr (= -128·Σq).
+//
+// Q5_K panels (AVX2 and AVX-512 without VNNI, 8 outputs; with VNNI the vpdpbusd row kernels
+// serve): the same, each 32-block followed by a plane of the levels' fifth bits, [W outputs]
+// [4 bytes] (byte k of output j: bit g = input 4g + k, bit 4 + g = input 16 + 4g + k), W·180
+// bytes per super-block (5.6 bits per weight against Q5_K's 5.5). Levels reach 31, so a block's
+// 8 pair sums would overflow int16: each 16 inputs get their own vpmaddwd.
 #include <cstddef>
 #include <cstdint>
 
@@ -39,6 +45,19 @@ void gemm_q4k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0,
 
 // The scalar twin of gemm_q4k_panels (the test oracle), in double from the same panels.
 void gemm_q4k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
+                            double* y, size_t ldy);
+
+// The Q5_K counterparts (same contracts; 0 outputs per panel where the row kernels serve).
+size_t q5k_panel_width();
+inline bool q5k_panels_supported() { return q5k_panel_width() != 0; }
+size_t q5k_panels_bytes(size_t rows, size_t cols);
+void pack_q5k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                     uint8_t* out);
+void gemm_q5k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     size_t ldy);
+void gemm_q5k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
                             const int8_t* q, const float* d, const int32_t* corr, size_t T,
                             double* y, size_t ldy);
 

@@ -1,4 +1,4 @@
-// Load-time preparation of bf16, f16, fp32, Q8_0, Q4_0, Q4_K and Q6_K weights for the cpu backend
+// Load-time preparation of bf16, f16, fp32, Q8_0, Q4_0 and K-quant weights for the cpu backend
 // (panels). (weight_panels_kernels.hpp).
 #include <sys/mman.h>
 #include <unistd.h>
@@ -52,14 +52,15 @@ std::shared_ptr<T[]> allocate_panels(size_t count) {
   return std::shared_ptr<T[]>(static_cast<T*>(p), [](T* q) { std::free(q); });
 }
 
-// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI), Q6_K (AVX2) integer panels, when the kernels in
+// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI), Q5_K or Q6_K (AVX2) integer panels, when the kernels in
 // use have them.
 std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   const bool q4 = m.dtype == DType::Q4_0, q4k = m.dtype == DType::Q4_K;
-  const bool q6k = m.dtype == DType::Q6_K;
-  const int64_t block = q4k || q6k ? kSuperBlock : kQuantBlock;
+  const bool q5k = m.dtype == DType::Q5_K, q6k = m.dtype == DType::Q6_K;
+  const int64_t block = q4k || q5k || q6k ? kSuperBlock : kQuantBlock;
   const bool supported = q4    ? cpu::q4_panels_supported()
                          : q4k ? cpu::q4k_panels_supported()
+                         : q5k ? cpu::q5k_panels_supported()
                          : q6k ? cpu::q6k_panels_supported()
                                : cpu::q8_panels_supported();
   if (m.rows <= 0 || m.cols <= 0 || m.cols % block != 0 || m.cpu_int_panels || !supported)
@@ -67,16 +68,19 @@ std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool
   const size_t rows = size_t(m.rows), cols = size_t(m.cols);
   const size_t width = q4    ? cpu::q4_panel_width()
                        : q4k ? cpu::q4k_panel_width()
+                       : q5k ? cpu::q5k_panel_width()
                        : q6k ? cpu::q6k_panel_width()
                              : cpu::kQ8PanelWidth;
   const std::shared_ptr<uint8_t[]> panels =
       allocate_panels<uint8_t>(q4    ? cpu::q4_panels_bytes(rows, cols)
                                : q4k ? cpu::q4k_panels_bytes(rows, cols)
+                               : q5k ? cpu::q5k_panels_bytes(rows, cols)
                                : q6k ? cpu::q6k_panels_bytes(rows, cols)
                                      : cpu::q8_panels_bytes(rows, cols));
   const auto* w = static_cast<const uint8_t*>(m.data);
   const auto pack = q4    ? cpu::pack_q4_panels
                     : q4k ? cpu::pack_q4k_panels
+                    : q5k ? cpu::pack_q5k_panels
                     : q6k ? cpu::pack_q6k_panels
                           : cpu::pack_q8_panels;
   pool.parallel_for(int64_t((rows + width - 1) / width), 1, [&](int64_t p0, int64_t p1) {
@@ -110,7 +114,7 @@ std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bo
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0 || m.dtype == DType::Q4_K ||
-      m.dtype == DType::Q6_K)
+      m.dtype == DType::Q5_K || m.dtype == DType::Q6_K)
     return prepare_int_panels(m, pool, data_is_mapped);
   if (m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   if (m.dtype == DType::BF16 || m.dtype == DType::F16)
