@@ -56,7 +56,9 @@ TEST_P(OfficialFile, TableGivesItsNamesOrderAndShapes) {
   EXPECT_EQ(std::set<std::string>(names.begin(), names.end()),
             std::set<std::string>(f.order.begin(), f.order.end()));
   // The trainer's state_dict order is the table's (the golden files' writer used another).
-  if (std::string(GetParam()).starts_with("models/")) EXPECT_EQ(names, f.order);
+  if (std::string(GetParam()).starts_with("models/")) {
+    EXPECT_EQ(names, f.order);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, OfficialFile,
@@ -71,10 +73,18 @@ TEST(ParamTable, EveryIdOnceAndConsistentKinds) {
     EXPECT_TRUE(names.insert(s.name).second) << s.name;
     EXPECT_EQ(&param_spec(s.id), &s);
     // Matrices and LoRA factors are 2-D; vectors are [C] or [1, 1, C].
-    if (s.kind == ParamKind::Matrix || s.kind == ParamKind::Lora) EXPECT_EQ(s.rank, 2) << s.name;
-    if (s.kind == ParamKind::Vector) EXPECT_EQ(s.dims[size_t(s.rank - 1)], Dim::C) << s.name;
-    if (s.gguf_form == GgufForm::LerpFused) EXPECT_EQ(s.lerp_index, lerps++) << s.name;
-    if (s.gguf_form == GgufForm::TransposedLora) EXPECT_EQ(s.kind, ParamKind::Lora) << s.name;
+    if (s.kind == ParamKind::Matrix || s.kind == ParamKind::Lora) {
+      EXPECT_EQ(s.rank, 2) << s.name;
+    }
+    if (s.kind == ParamKind::Vector) {
+      EXPECT_EQ(s.dims[size_t(s.rank - 1)], Dim::C) << s.name;
+    }
+    if (s.gguf_form == GgufForm::LerpFused) {
+      EXPECT_EQ(s.lerp_index, lerps++) << s.name;
+    }
+    if (s.gguf_form == GgufForm::TransposedLora) {
+      EXPECT_EQ(s.kind, ParamKind::Lora) << s.name;
+    }
   }
   EXPECT_EQ(lerps, 6);
 }

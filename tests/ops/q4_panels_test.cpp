@@ -100,7 +100,9 @@ TEST(Q4Panels, KernelEqualsScalarTwinAndTheRowMajorBlocksOnEveryTarget) {
   }
   hwy::SetSupportedTargetsForTest(0);
 #if defined(__x86_64__)
-  if (hwy::SupportedTargets() & HWY_AVX2) EXPECT_GT(targets_run, 0) << "AVX2 ran no panel kernel";
+  if (hwy::SupportedTargets() & HWY_AVX2) {
+    EXPECT_GT(targets_run, 0) << "AVX2 ran no panel kernel";
+  }
 #endif
   if (targets_run == 0) GTEST_SKIP() << "no Highway target here has the Q4_0 panel kernel";
 }

@@ -87,7 +87,9 @@ TEST(ConvertGolden, GgufToGgufAndQuantisedTypes) {
       if (t.name == "output.weight")
         want = std::string(mix.type).find("_k") != std::string::npos ? "q8_0" : mix.emb;
       if (t.name.find("channel_mix_value.weight") != std::string::npos) want = mix.ffn_value;
-      if (want != "f32" || t.ne.size() == 1) EXPECT_EQ(dtype_name(t.dtype), want) << t.name;
+      if (want != "f32" || t.ne.size() == 1) {
+        EXPECT_EQ(dtype_name(t.dtype), want) << t.name;
+      }
     }
     auto m = Model::load(out);
     EXPECT_EQ(m->weight_dtype(), mix.emb);
@@ -145,10 +147,11 @@ TEST(ConvertGolden, KQuantMixOnSuperBlockWidths) {
     const std::string out = dir.file(dtype_name(c.type) + ".gguf");
     auto m = logits_of(c.type, true, out);
     for (const GgufTensor& t : read_gguf_raw(MappedFile::open(out)).tensors) {
-      if (t.name == "output.weight")
+      if (t.name == "output.weight") {
         EXPECT_EQ(t.dtype, DType::Q6_K);
-      else if (t.ne.size() == 2 && t.ne[0] % 256 == 0 && t.ne[1] % 256 == 0)
+      } else if (t.ne.size() == 2 && t.ne[0] % 256 == 0 && t.ne[1] % 256 == 0) {
         EXPECT_EQ(t.dtype, c.type) << t.name;  // the big matrices (LoRA factors are narrower)
+      }
     }
     const auto seq = all_logits(*m, tokens);
     std::vector<float> step;
@@ -274,7 +277,9 @@ TEST(ConvertPerplexity, TinyModelQ8AndQ4) {
     std::printf("[ perplexity ] tiny-rwkv7-834K %-6s: %.4f (%+.2f%% vs f32), %zu tokens\n",
                 fmt.name, ppl, 100 * (ppl / base - 1), tokens.size() - 1);
     EXPECT_TRUE(std::isfinite(ppl));
-    if (fmt.type != DType::F32) EXPECT_LT(std::fabs(ppl / base - 1), fmt.bound) << fmt.name;
+    if (fmt.type != DType::F32) {
+      EXPECT_LT(std::fabs(ppl / base - 1), fmt.bound) << fmt.name;
+    }
   }
   // The f32 GGUF is the .pth model exactly.
   EXPECT_NEAR(

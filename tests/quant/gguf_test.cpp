@@ -15,6 +15,15 @@
 namespace rwkv7 {
 namespace {
 
+// A numeric value of the given type (integers in i, floating point in f).
+GgufValue typed(GgufType type, int64_t i, double f = 0) {
+  GgufValue v;
+  v.type = type;
+  v.i = i;
+  v.f = f;
+  return v;
+}
+
 using testing::read_bytes;
 using testing::TempDir;
 using testing::write_bytes;
@@ -29,22 +38,22 @@ Sample make_sample(uint32_t alignment = 0) {
   GgufFile& g = s.g;
   g.kv.emplace_back("general.architecture", GgufValue::str("test"));
   if (alignment) g.kv.emplace_back("general.alignment", GgufValue::u32(alignment));
-  g.kv.emplace_back("a.u8", GgufValue{GgufType::U8, 200});
-  g.kv.emplace_back("a.i8", GgufValue{GgufType::I8, -100});
-  g.kv.emplace_back("a.u16", GgufValue{GgufType::U16, 60000});
-  g.kv.emplace_back("a.i16", GgufValue{GgufType::I16, -30000});
+  g.kv.emplace_back("a.u8", typed(GgufType::U8, 200));
+  g.kv.emplace_back("a.i8", typed(GgufType::I8, -100));
+  g.kv.emplace_back("a.u16", typed(GgufType::U16, 60000));
+  g.kv.emplace_back("a.i16", typed(GgufType::I16, -30000));
   g.kv.emplace_back("a.u32", GgufValue::u32(4000000000u));
-  g.kv.emplace_back("a.i32", GgufValue{GgufType::I32, -2000000000});
+  g.kv.emplace_back("a.i32", typed(GgufType::I32, -2000000000));
   g.kv.emplace_back("a.f32", GgufValue::f32(0.1f));
-  g.kv.emplace_back("a.bool", GgufValue{GgufType::BOOL, 1});
-  g.kv.emplace_back("a.u64", GgufValue{GgufType::U64, int64_t(0xfedcba9876543210ull)});
-  g.kv.emplace_back("a.i64", GgufValue{GgufType::I64, -5});
-  g.kv.emplace_back("a.f64", GgufValue{GgufType::F64, 0, 1e300});
+  g.kv.emplace_back("a.bool", typed(GgufType::BOOL, 1));
+  g.kv.emplace_back("a.u64", typed(GgufType::U64, int64_t(0xfedcba9876543210ull)));
+  g.kv.emplace_back("a.i64", typed(GgufType::I64, -5));
+  g.kv.emplace_back("a.f64", typed(GgufType::F64, 0, 1e300));
   g.kv.emplace_back("a.str", GgufValue::str(std::string("h\0llo", 5)));
   g.kv.emplace_back("a.strs",
                     GgufValue::array(GgufType::STRING, {GgufValue::str("x"), GgufValue::str("")}));
-  g.kv.emplace_back("a.ints", GgufValue::array(GgufType::I32, {GgufValue{GgufType::I32, 7},
-                                                               GgufValue{GgufType::I32, -7}}));
+  g.kv.emplace_back("a.ints", GgufValue::array(GgufType::I32, {typed(GgufType::I32, 7),
+                                                               typed(GgufType::I32, -7)}));
   g.kv.emplace_back("a.empty", GgufValue::array(GgufType::F32, {}));
   std::mt19937 rng(3);
   std::normal_distribution<float> dist;

@@ -309,7 +309,9 @@ TEST(TrainerData, ReplayStreamsGoBackOnlyToRememberedPoints) {
       const auto row = rs.row(r);
       ASSERT_EQ(row.size(), 11u);
       if (plan[size_t(r)] < 0) {
-        if (step > 0) EXPECT_EQ(row[0], last_end[size_t(r)]) << "continues where it ended";
+        if (step > 0) {
+          EXPECT_EQ(row[0], last_end[size_t(r)]) << "continues where it ended";
+        }
       } else {
         ++replays;
         EXPECT_EQ(row[0], rs.remembered(plan[size_t(r)]));
