@@ -43,6 +43,7 @@ void run_part(FunctionRef<void(int, int64_t, int64_t)> fn, int64_t n, int parts,
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  chunk_ranges_ = std::make_unique<std::atomic<uint64_t>[]>(size_t(threads) * kRangeStride);
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -114,6 +115,60 @@ void ThreadPool::parallel_parts(int64_t n, int64_t grain,
     has_error_.store(false);
   }
   if (err) std::rethrow_exception(err);  // a worker's error surfaces in the caller
+}
+
+namespace {
+
+// One thread's range of chunks [front, back) in one word, so that the owner (front) and a
+// thief (back) can never both take the last chunk.
+uint64_t pack_range(uint32_t front, uint32_t back) { return uint64_t(front) << 32 | back; }
+uint32_t range_front(uint64_t v) { return uint32_t(v >> 32); }
+uint32_t range_back(uint64_t v) { return uint32_t(v); }
+uint32_t chunks_left(const std::atomic<uint64_t>& range) {
+  const uint64_t v = range.load(std::memory_order_relaxed);
+  return range_back(v) > range_front(v) ? range_back(v) - range_front(v) : 0;
+}
+// The chunk at the front (owner) or the back (thief) of the range, or -1 when it is empty.
+int64_t take_chunk(std::atomic<uint64_t>& range, bool front) {
+  uint64_t v = range.load(std::memory_order_relaxed);
+  while (range_front(v) < range_back(v)) {
+    const uint64_t taken = front ? pack_range(range_front(v) + 1, range_back(v))
+                                 : pack_range(range_front(v), range_back(v) - 1);
+    if (range.compare_exchange_weak(v, taken, std::memory_order_relaxed))
+      return front ? range_front(v) : range_back(v) - 1;
+  }
+  return -1;
+}
+
+}  // namespace
+
+void ThreadPool::parallel_balanced(int64_t n, int64_t chunk,
+                                   FunctionRef<void(int, int64_t, int64_t)> fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(chunk, 1);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const int parts = int(std::min<int64_t>(size(), chunks));
+  if (parts <= 1 || chunks > int64_t(UINT32_MAX)) return parallel_parts(n, chunk, fn);
+  const auto range = [this](int part) -> std::atomic<uint64_t>& {
+    return chunk_ranges_[size_t(part) * kRangeStride];
+  };
+  for (int p = 0; p < parts; ++p)
+    range(p).store(pack_range(uint32_t(chunks * p / parts), uint32_t(chunks * (p + 1) / parts)),
+                   std::memory_order_relaxed);
+  const auto run_chunk = [&](int part, int64_t c) {
+    fn(part, c * chunk, std::min(n, (c + 1) * chunk));
+  };
+  parallel_parts(parts, 1, [&](int part, int64_t, int64_t) {
+    for (int64_t c; (c = take_chunk(range(part), true)) >= 0;) run_chunk(part, c);
+    for (;;) {  // then from the back of the range with the most left
+      int victim = -1;
+      uint32_t most = 0;
+      for (int p = 0; p < parts; ++p)
+        if (const uint32_t left = chunks_left(range(p)); left > most) most = left, victim = p;
+      if (victim < 0) return;
+      if (const int64_t c = take_chunk(range(victim), false); c >= 0) run_chunk(part, c);
+    }
+  });
 }
 
 void ThreadPool::worker_loop(int index) {

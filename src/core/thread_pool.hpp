@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -41,6 +42,13 @@ class ThreadPool {
   // The same, also telling fn which part (0 .. size()-1) it runs: per-thread scratch buffers
   // indexed by part are never used by two threads at once.
   void parallel_parts(int64_t n, int64_t grain, FunctionRef<void(int, int64_t, int64_t)> fn);
+  // The same split into one contiguous range per thread, handed out in chunks of `chunk`:
+  // each thread walks its own range front to back, and a thread that runs out takes chunks
+  // from the back of the range with the most left. For even work on uneven threads (a shared
+  // machine, a vCPU descheduled for a while), where the static split makes everyone wait for
+  // the slowest. fn may be called several times per part, on ascending ranges of its own
+  // first, then on stolen ones.
+  void parallel_balanced(int64_t n, int64_t chunk, FunctionRef<void(int, int64_t, int64_t)> fn);
 
  private:
   void worker_loop(int index);
@@ -65,6 +73,9 @@ class ThreadPool {
   std::mutex mutex_;                     // for the condition variables, and guards worker_error_
   std::condition_variable wake_cv_, done_cv_;
   std::exception_ptr worker_error_;
+  // parallel_balanced: each part's chunk range, one per cache line.
+  static constexpr size_t kRangeStride = 64 / sizeof(std::atomic<uint64_t>);
+  std::unique_ptr<std::atomic<uint64_t>[]> chunk_ranges_;
 };
 
 }  // namespace rwkv7

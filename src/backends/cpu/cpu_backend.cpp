@@ -561,8 +561,9 @@ class CpuBackend final : public Backend {
 
   // One position through each matrix of the list (decode), all in one parallel region: the
   // rows (or panels) of all matrices are laid end to end and split between threads by the
-  // bytes they read; each thread takes contiguous ranges (a shared work counter was slower:
-  // every chunk restarts the kernels' prefetch). Quantised weights get x quantised once.
+  // bytes they read; each thread walks its own contiguous range (a shared work counter that
+  // interleaved the threads was slower: every chunk restarts the kernels' prefetch) and takes
+  // over the tail of a slower thread's. Quantised weights get x quantised once.
   void matvec_many(std::span<const MatmulArgs> list) const {
     std::vector<QuantizedInput>& inputs = decode_.inputs;
     std::vector<int64_t>&cost_begin = decode_.cost_begin, &row_cost = decode_.row_cost;
@@ -589,8 +590,13 @@ class CpuBackend final : public Backend {
                                      : int64_t(row_bytes(w.dtype, w.cols));
       cost_begin[i + 1] = cost_begin[i] + units * row_cost[i];
     }
-    // Unit u of matrix i belongs to the thread whose byte range holds the unit's first byte.
-    pool_->parallel_for(cost_begin.back(), 64 << 10, [&](int64_t b, int64_t e) {
+    // Unit u of matrix i belongs to the chunk whose byte range holds the unit's first byte.
+    // Chunks of 1/8 of a thread's share (at least 64 KiB, the grain of the static split before): a
+    // thread that falls behind (a shared machine's vCPU descheduled a while) has its range's tail
+    // taken by the others.
+    const int64_t chunk =
+        std::max<int64_t>(int64_t(64) << 10, cost_begin.back() / (8 * pool_->size()));
+    const auto body = [&](int, int64_t b, int64_t e) {
       each_unit_range(cost_begin, row_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = list[i];
         if (a.w.cpu_int_panels) {
@@ -601,7 +607,8 @@ class CpuBackend final : public Backend {
         else
           matvec_rows(a, inputs[i], u0, u1);
       });
-    });
+    };
+    pool_->parallel_balanced(cost_begin.back(), chunk, body);
   }
 
   // Q8_0/Q4_0 weights for 2-7 positions: x is quantised to Q8_0 once per call (as ggml does),
