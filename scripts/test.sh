@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="${RWKV7_JOBS:-$(nproc)}"
+has_avx512=false
+grep -qw avx512f /proc/cpuinfo 2>/dev/null && has_avx512=true
 stage() { echo "test.sh: $1 ($(date +%T))" >&2; }
 
 stage "build and unit tests"
@@ -21,7 +23,7 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
 
 # Most users' CPUs have AVX2 but not AVX-512: on a machine with AVX-512 the unit tests run again
 # with every kernel capped at AVX2 (RWKV7_ISA, tests/isa_cap.cpp), without the slow ones (~70 s).
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null && grep -qw avx2 /proc/cpuinfo; then
+if $has_avx512 && grep -qw avx2 /proc/cpuinfo; then
   stage "unit tests with the kernels capped at AVX2 (RWKV7_ISA=avx2, without -L slow)"
   RWKV7_ISA=avx2 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600 -LE slow
 fi
@@ -47,7 +49,7 @@ fi
 stage "unit tests under ASan + UBSan (build-asan, without -L slow)"
 # Without AVX-512 on this machine its kernels cannot run here, so they are not compiled either.
 no_avx512=ON
-grep -qw avx512f /proc/cpuinfo 2>/dev/null && no_avx512=OFF
+! $has_avx512 || no_avx512=OFF
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-g1 -O1" \
   -DRWKV7_SANITIZE=ON -DRWKV7_NO_AVX512_TARGETS=$no_avx512 ${RWKV7_CMAKE_ARGS:-} >/dev/null
 ninja -C build-asan -j"$jobs" rwkv7_tests rwkv7 >&2

@@ -73,7 +73,7 @@ class ThreadPool {
   std::mutex mutex_;                     // for the condition variables, and guards worker_error_
   std::condition_variable wake_cv_, done_cv_;
   std::exception_ptr worker_error_;
-  // parallel_balanced: each part's chunk range, one per cache line.
+  // parallel_balanced: each part's chunk range, 64 bytes apart (no two on one cache line).
   static constexpr size_t kRangeStride = 64 / sizeof(std::atomic<uint64_t>);
   std::unique_ptr<std::atomic<uint64_t>[]> chunk_ranges_;
 };

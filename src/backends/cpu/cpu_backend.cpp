@@ -596,7 +596,7 @@ class CpuBackend final : public Backend {
     // taken by the others.
     const int64_t chunk =
         std::max<int64_t>(int64_t(64) << 10, cost_begin.back() / (8 * pool_->size()));
-    const auto body = [&](int, int64_t b, int64_t e) {
+    pool_->parallel_balanced(cost_begin.back(), chunk, [&](int, int64_t b, int64_t e) {
       each_unit_range(cost_begin, row_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = list[i];
         if (a.w.cpu_int_panels) {
@@ -607,8 +607,7 @@ class CpuBackend final : public Backend {
         else
           matvec_rows(a, inputs[i], u0, u1);
       });
-    };
-    pool_->parallel_balanced(cost_begin.back(), chunk, body);
+    });
   }
 
   // Q8_0/Q4_0 weights for 2-7 positions: x is quantised to Q8_0 once per call (as ggml does),
