@@ -53,7 +53,7 @@ class CpuBackend final : public Backend {
                        GemmOperand{static_cast<const float*>(w.data), w.cols, true}, a.y, w.rows,
                        false);
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
-    // Q8_0 panels (VNNI): positions quantised once, every panel multiplied in integers.
+    // Integer panels: positions quantised once, every panel multiplied in integers.
     if (w.cpu_int_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
     // Panels packed at load: widened line by line into the L1 panel (fp32: read in place), no
     // transpose per call.
@@ -538,14 +538,13 @@ class CpuBackend final : public Backend {
   }
 
   // Outputs per integer panel of the kernels in use now (Q4_0: 8 or 16, Q4_K: 8 or 16, Q5_K and
-  // Q6_K: 8 without VNNI, Q8_0: 32 with VNNI; 0: none).
+  // Q6_K: 8 without VNNI, Q8_0: 8 or 32; 0: none).
   static int64_t int_panel_width(DType t) {
-    return int64_t(t == DType::Q4_0             ? cpu::q4_panel_width()
-                   : t == DType::Q4_K           ? cpu::q4k_panel_width()
-                   : t == DType::Q5_K           ? cpu::q5k_panel_width()
-                   : t == DType::Q6_K           ? cpu::q6k_panel_width()
-                   : cpu::q8_panels_supported() ? cpu::kQ8PanelWidth
-                                                : 0);
+    return int64_t(t == DType::Q4_0   ? cpu::q4_panel_width()
+                   : t == DType::Q4_K ? cpu::q4k_panel_width()
+                   : t == DType::Q5_K ? cpu::q5k_panel_width()
+                   : t == DType::Q6_K ? cpu::q6k_panel_width()
+                                      : cpu::q8_panel_width());
   }
 
   // Bytes of one integer panel of w (the decode split's cost of a unit); after

@@ -1,13 +1,13 @@
-// VNNI product over Q8_0 panels (see q8_panels_kernels.hpp).
+// AVX2 / AVX-512 VNNI products over Q8_0 panels (see q8_panels_kernels.hpp).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backends/cpu/q8_panels_kernels.cpp"
 #include "backends/cpu/q8_panels_kernels.hpp"
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "backends/cpu/quant_kernels.hpp"
+#include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
@@ -15,9 +15,10 @@
 HWY_BEFORE_NAMESPACE();
 namespace rwkv7::cpu::HWY_NAMESPACE {
 
-bool Supported() { return HWY_TARGET == HWY_AVX3_DL; }
-
 #if HWY_TARGET == HWY_AVX3_DL
+constexpr size_t kWidth = 32;
+constexpr size_t kBlockBytes = 8 * kWidth * 4 + kWidth * 4;  // bytes + fp32 scales of one block
+
 // MR positions × 32 outputs of one panel: per block, the int32 accumulators start at the
 // positions' offsets, take 8 groups of 4 inputs by vpdpbusd (weights unsigned, the broadcast
 // activation bytes signed), then are scaled by weight × activation scale into fp32.
@@ -28,7 +29,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PanelRows(
   __m512 acc[MR][2];
   for (size_t t = 0; t < MR; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
   for (size_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = panel + b * kQ8PanelBlockBytes;
+    const uint8_t* blk = panel + b * kBlockBytes;
     __m512i ai[MR][2];
     for (size_t t = 0; t < MR; ++t) ai[t][0] = ai[t][1] = _mm512_set1_epi32(corr[t * nb + b]);
     for (size_t g = 0; g < 8; ++g) {
@@ -59,17 +60,68 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PanelRows(
     _mm512_mask_storeu_ps(y + t * ldy + 16, m1, acc[t][1]);
   }
 }
+#elif HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+constexpr size_t kWidth = 8;
+constexpr size_t kBlockBytes = kWidth * 34;  // 8 groups of [8 outputs][4 bytes], 8 f16 scales
+
+// MR positions × 8 outputs of one panel: per group of 4 inputs, vpmaddubsw multiplies |q_w|
+// (unsigned, ≤ 128) by the broadcast activation bytes carrying q_w's sign (ggml's sign trick;
+// a pair sum ≤ 2·128·127 < 2^15), vpmaddwd turns the pairs into int32 lane sums: exact. The
+// weights' |q| is taken once for all MR positions.
+template <size_t MR>
+void PanelRows(const uint8_t* panel, size_t nb, const int8_t* q, const float* d,
+               const int32_t* corr, size_t cols, float* y, size_t ldy, size_t nn) {
+  (void)corr;  // signed weights: no offset
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MR];
+  for (size_t t = 0; t < MR; ++t) acc[t] = _mm256_setzero_ps();
+  for (size_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = panel + b * kBlockBytes;
+    // Decode (MR = 1) reads each panel once: ~4.3 KB ahead, as for the Q4_0 panels; more
+    // positions re-read the block from cache.
+    for (size_t line = 0; line < kBlockBytes; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + (MR == 1 ? 16 : 4) * kBlockBytes + line,
+                   _MM_HINT_T0);
+    __m256i sums[MR];
+    for (size_t t = 0; t < MR; ++t) sums[t] = _mm256_setzero_si256();
+    for (size_t g = 0; g < 8; ++g) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + g * 32));
+      const __m256i aw = _mm256_abs_epi8(w);
+      for (size_t t = 0; t < MR; ++t) {
+        int32_t four;
+        std::memcpy(&four, q + t * cols + b * 32 + g * 4, 4);
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(four), w);
+        sums[t] = _mm256_add_epi32(sums[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 256)));
+    for (size_t t = 0; t < MR; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]),
+                               _mm256_mul_ps(dw, _mm256_set1_ps(d[t * nb + b])), acc[t]);
+  }
+  if (nn >= kWidth) {
+    for (size_t t = 0; t < MR; ++t) _mm256_storeu_ps(y + t * ldy, acc[t]);
+    return;
+  }
+  alignas(32) float tmp[kWidth];
+  for (size_t t = 0; t < MR; ++t) {
+    _mm256_store_ps(tmp, acc[t]);
+    std::memcpy(y + t * ldy, tmp, nn * sizeof(float));
+  }
+}
 #endif
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+size_t Q8PanelWidth() { return kWidth; }
 
 void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
                   size_t ldy) {
-#if HWY_TARGET == HWY_AVX3_DL
   const size_t nb = cols / 32;
-  constexpr size_t MR = 6;
+  constexpr size_t MR = kWidth == 32 ? 6 : 4;  // accumulators: 2·MR zmm, or 2·MR ymm of 16
   for (size_t p = p0; p < p1; ++p) {
-    const uint8_t* panel = panels + p * nb * kQ8PanelBlockBytes;
-    const size_t o0 = p * kQ8PanelWidth, nn = std::min(kQ8PanelWidth, rows - o0);
+    const uint8_t* panel = panels + p * nb * kBlockBytes;
+    const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
     size_t t = 0;
     for (; t + MR <= T; t += MR)
       PanelRows<MR>(panel, nb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0, ldy,
@@ -80,10 +132,10 @@ void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, si
     float* yt = y + t * ldy + o0;
     switch (T - t) {
       case 5:
-        PanelRows<5>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
+        if constexpr (MR > 5) PanelRows<5>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
         break;
       case 4:
-        PanelRows<4>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
+        if constexpr (MR > 4) PanelRows<4>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
         break;
       case 3:
         PanelRows<3>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
@@ -98,11 +150,17 @@ void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, si
         break;
     }
   }
-#else
-  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
-      (void)y, (void)ldy;  // never called: no panels are made without VNNI
-#endif
 }
+#else
+size_t Q8PanelWidth() { return 0; }
+
+void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
+                  const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                  size_t ldy) {
+  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
+      (void)y, (void)ldy;  // never called: no panels are made for these targets
+}
+#endif
 
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -110,35 +168,51 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace rwkv7::cpu {
 
-HWY_EXPORT(Supported);
+HWY_EXPORT(Q8PanelWidth);
 HWY_EXPORT(GemmQ8Panels);
 
-bool q8_panels_supported() { return HWY_DYNAMIC_DISPATCH(Supported)(); }
+size_t q8_panel_width() { return HWY_DYNAMIC_DISPATCH(Q8PanelWidth)(); }
+
+namespace {
+// The VNNI layout: bytes q + 128, fp32 scales; the AVX2 one: bytes q, f16 scales as stored.
+bool vnni_layout(size_t width) { return width == 32; }
+size_t block_bytes(size_t width) { return width * (32 + (vnni_layout(width) ? 4 : 2)); }
+}  // namespace
 
 size_t q8_panels_bytes(size_t rows, size_t cols) {
-  return (rows + kQ8PanelWidth - 1) / kQ8PanelWidth * (cols / 32) * kQ8PanelBlockBytes;
+  const size_t w = q8_panel_width();
+  return w == 0 ? 0 : (rows + w - 1) / w * (cols / 32) * block_bytes(w);
 }
 
 void pack_q8_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
                     uint8_t* out) {
   const size_t nb = cols / 32, rb = size_t(row_bytes(DType::Q8_0, int64_t(cols)));
-  std::vector<int8_t> q(cols);
-  std::vector<float> d(nb);
+  const size_t width = q8_panel_width(), bb = block_bytes(width);
+  const bool vnni = vnni_layout(width);
   for (size_t p = p0; p < p1; ++p) {
-    uint8_t* panel = out + p * nb * kQ8PanelBlockBytes;
-    for (size_t j = 0; j < kQ8PanelWidth; ++j) {
-      const size_t o = p * kQ8PanelWidth + j;
-      if (o < rows) {
-        unpack_row_i8(DType::Q8_0, w + o * rb, q.data(), d.data(), int64_t(cols));
-      } else {  // padding: zero weights, zero scale
-        std::fill(q.begin(), q.end(), int8_t(0));
-        std::fill(d.begin(), d.end(), 0.0f);
-      }
-      for (size_t b = 0; b < nb; ++b) {
-        uint8_t* blk = panel + b * kQ8PanelBlockBytes;
+    uint8_t* panel = out + p * nb * bb;
+    for (size_t b = 0; b < nb; ++b) {
+      uint8_t* blk = panel + b * bb;
+      for (size_t j = 0; j < width; ++j) {
+        const size_t o = p * width + j;
+        uint8_t* scale = blk + width * 32 + j * (vnni ? 4 : 2);
+        if (o >= rows) {  // padding: zero weights, zero scale
+          for (size_t g = 0; g < 8; ++g)
+            std::memset(blk + g * width * 4 + j * 4, vnni ? 0x80 : 0, 4);
+          std::memset(scale, 0, vnni ? 4 : 2);
+          continue;
+        }
+        const uint8_t* src = w + o * rb + b * 34;  // f16 scale, 32 int8
         for (size_t i = 0; i < 32; ++i)
-          blk[(i / 4) * 128 + j * 4 + i % 4] = uint8_t(int(q[b * 32 + i]) + 128);
-        std::memcpy(blk + 1024 + j * 4, &d[b], 4);
+          blk[(i / 4) * width * 4 + j * 4 + i % 4] = vnni ? uint8_t(src[2 + i] ^ 0x80) : src[2 + i];
+        if (vnni) {
+          uint16_t h;
+          std::memcpy(&h, src, 2);
+          const float f = f16_to_f32(h);
+          std::memcpy(scale, &f, 4);
+        } else {
+          std::memcpy(scale, src, 2);
+        }
       }
     }
   }
@@ -171,21 +245,30 @@ void gemm_q8_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, 
 void gemm_q8_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
                            double* y, size_t ldy) {
-  const size_t nb = cols / 32;
+  const size_t nb = cols / 32, width = q8_panel_width(), bb = block_bytes(width);
+  const bool vnni = vnni_layout(width);
   for (size_t p = p0; p < p1; ++p)
-    for (size_t j = 0; j < kQ8PanelWidth && p * kQ8PanelWidth + j < rows; ++j)
+    for (size_t j = 0; j < width && p * width + j < rows; ++j)
       for (size_t t = 0; t < T; ++t) {
         double sum = 0;
         for (size_t b = 0; b < nb; ++b) {
-          const uint8_t* blk = panels + (p * nb + b) * kQ8PanelBlockBytes;
-          int64_t dot = corr[t * nb + b];
-          for (size_t i = 0; i < 32; ++i)
-            dot += int64_t(blk[(i / 4) * 128 + j * 4 + i % 4]) * q[t * cols + b * 32 + i];
+          const uint8_t* blk = panels + (p * nb + b) * bb;
+          int64_t dot = vnni ? corr[t * nb + b] : 0;  // the unsigned bytes' offset
+          for (size_t i = 0; i < 32; ++i) {
+            const uint8_t byte = blk[(i / 4) * width * 4 + j * 4 + i % 4];
+            dot += (vnni ? int64_t(byte) : int64_t(int8_t(byte))) * q[t * cols + b * 32 + i];
+          }
           float dw;
-          std::memcpy(&dw, blk + 1024 + j * 4, 4);
+          if (vnni) {
+            std::memcpy(&dw, blk + width * 32 + j * 4, 4);
+          } else {
+            uint16_t h;
+            std::memcpy(&h, blk + width * 32 + j * 2, 2);
+            dw = f16_to_f32(h);
+          }
           sum += double(dw) * double(d[t * nb + b]) * double(dot);
         }
-        y[t * ldy + p * kQ8PanelWidth + j] = sum;
+        y[t * ldy + p * width + j] = sum;
       }
 }
 

@@ -1,20 +1,25 @@
 #pragma once
-// Q8_0 weights packed once, at load, for products of several positions on CPUs with VNNI:
-// panels of 32 outputs; per block of 32 inputs, 8 groups of [32 outputs][4 inputs] bytes
-// (q + 128, so that vpdpbusd multiplies them unsigned by the signed activation bytes) and the
-// 32 block scales in fp32. Activations are quantised to Q8_0 per position, as the one-position
-// product already does, so a position's result does not depend on its batch: the block sums are
-// exact integers, only the fp32 accumulation of scaled block sums differs in order.
+// Q8_0 weights packed once, at load, so that one load of weight bytes serves several outputs
+// (decode) and several positions (prefill). Two layouts, after the kernels in use:
+// - AVX-512 VNNI: panels of 32 outputs; per block of 32 inputs, 8 groups of [32 outputs][4
+//   inputs] bytes (q + 128, so that vpdpbusd multiplies them unsigned by the signed activation
+//   bytes), then the 32 block scales in fp32.
+// - AVX2 (and AVX-512 without VNNI): panels of 8 outputs; per block, 8 groups of [8 outputs][4
+//   inputs] bytes (q as stored, signed: vpmaddubsw takes |q| and the activations carry q's
+//   sign), then the 8 scales in f16 as stored: 8 · 34 bytes, as many as the rows had.
+// Activations are quantised to Q8_0 per position, as the one-position row product does, so a
+// position's result does not depend on its batch: the block sums are exact integers, only the
+// fp32 accumulation of scaled block sums differs in order.
 #include <cstddef>
 #include <cstdint>
 
 namespace rwkv7::cpu {
 
-constexpr size_t kQ8PanelWidth = 32;                        // outputs per panel
-constexpr size_t kQ8PanelBlockBytes = 8 * 32 * 4 + 32 * 4;  // bytes + scales of one block
+// Outputs per panel of the kernels in use (32 with VNNI, 8 with AVX2; 0: no panel product on
+// this target). Panels are made and read with the same value: pack after any change of ISA cap.
+size_t q8_panel_width();
 
-// Whether this CPU runs the panel product (AVX-512 VNNI); without it no panels are made.
-bool q8_panels_supported();
+inline bool q8_panels_supported() { return q8_panel_width() != 0; }
 
 size_t q8_panels_bytes(size_t rows, size_t cols);
 

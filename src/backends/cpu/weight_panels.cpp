@@ -52,7 +52,7 @@ std::shared_ptr<T[]> allocate_panels(size_t count) {
   return std::shared_ptr<T[]>(static_cast<T*>(p), [](T* q) { std::free(q); });
 }
 
-// Q8_0 (VNNI), Q4_0 or Q4_K (AVX2 or VNNI), Q5_K or Q6_K (AVX2) integer panels, when the kernels in
+// Q8_0, Q4_0 or Q4_K (AVX2 or VNNI), Q5_K or Q6_K (AVX2) integer panels, when the kernels in
 // use have them.
 std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
   const bool q4 = m.dtype == DType::Q4_0, q4k = m.dtype == DType::Q4_K;
@@ -70,7 +70,7 @@ std::shared_ptr<const void> prepare_int_panels(Matrix& m, ThreadPool& pool, bool
                        : q4k ? cpu::q4k_panel_width()
                        : q5k ? cpu::q5k_panel_width()
                        : q6k ? cpu::q6k_panel_width()
-                             : cpu::kQ8PanelWidth;
+                             : cpu::q8_panel_width();
   const std::shared_ptr<uint8_t[]> panels =
       allocate_panels<uint8_t>(q4    ? cpu::q4_panels_bytes(rows, cols)
                                : q4k ? cpu::q4k_panels_bytes(rows, cols)
