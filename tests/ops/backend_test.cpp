@@ -228,15 +228,15 @@ struct WkvCase {
   }
 };
 
-// A decode batch's stage: several products of 32 positions over bf16, f16 and fp32 panels in
-// one parallel region (LoRA-sized ones of one panel among them, plus an fp32 one without
-// panels that runs on its own) give what the oracle gives for each product alone.
-void panel_products_of_a_batch() {
+// A decode batch's stage: several products of `count` positions over bf16, f16 and fp32 panels
+// in one parallel region (LoRA-sized ones of one panel among them, plus an fp32 one without
+// panels that runs on its own; one of several blocks of inputs) give what the oracle gives for each
+// product alone. From 64 positions on (a prefill chunk) the products read X packed in tiles.
+void panel_products_of_a_batch(int64_t count) {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
   auto ref = make_reference_backend();
-  std::mt19937 rng{77};
-  const int64_t count = 32;
+  std::mt19937 rng{unsigned(77 + count)};
   struct Product {
     std::vector<uint32_t> raw;
     Matrix w, plain;
@@ -250,6 +250,7 @@ void panel_products_of_a_batch() {
         {129, 64, DType::BF16, false},
         {70, 96, DType::F16, false},
         {100, 64, DType::F32, true},
+        {48, 300, DType::F16, false},  // inputs in three blocks of the packed depth
         {40, 72, DType::F32, false}}) {
     Product& p = ps.emplace_back();
     p.raw = store(testing::randn(size_t(rows * cols), rng, 0.5f), dtype);
@@ -274,7 +275,9 @@ void panel_products_of_a_batch() {
 }
 
 TEST(BackendMatmulMany, PanelProductsOfABatchInOneRegionEqualTheOracle) {
-  testing::on_every_target(panel_products_of_a_batch);
+  testing::on_every_target([] {
+    for (int64_t count : {32, 70}) panel_products_of_a_batch(count);
+  });
 }
 
 // A decode batch's sequences in one parallel region (one unit per sequence and head) give what

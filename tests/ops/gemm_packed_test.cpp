@@ -1,5 +1,6 @@
 // The packed product kernels: panel packing (register transpose + edges, and the row copy of
-// an input-major source) and the broadcast micro-kernel, with X as rows or transposed, against
+// an input-major source), X packed in the kernel's tiles (every value in its place), and the
+// broadcast micro-kernel, with X as rows, transposed or in tiles (packed from either), against
 // the scalar twin on random shapes, both for a fresh and an accumulated output, with row
 // strides wider than the rows.
 #include <gtest/gtest.h>
@@ -100,6 +101,34 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
   }
 }
 
+TEST(GemmPacked, XTilesHoldEveryValueInItsPlace) {
+  testing::on_every_target([] {
+    std::mt19937 rng(6);
+    const size_t mr_full = cpu::gemm_tile_rows();
+    for (size_t T : {1, 3, 4, 5, 6, 7, 9, 13, 64}) {
+      for (size_t kc : {1, 7, 8, 16, 37, 128}) {
+        for (bool transposed : {false, true}) {
+          const size_t ldx = transposed ? T + 1 : kc + 5;
+          const auto x = testing::randn((transposed ? kc : T) * ldx, rng);
+          std::vector<float> out(T * kc + 1, NAN);
+          out.back() = 42.0f;
+          cpu::pack_x_tiles(x.data(), ldx, transposed, T, kc, out.data());
+          ASSERT_EQ(out.back(), 42.0f) << "wrote past the tiles";
+          for (size_t t0 = 0; t0 < T; t0 += mr_full) {
+            const size_t mr = std::min(mr_full, T - t0);
+            for (size_t i = 0; i < kc; ++i)
+              for (size_t r = 0; r < mr; ++r)
+                ASSERT_EQ(out[t0 * kc + i * mr + r],
+                          transposed ? x[i * ldx + t0 + r] : x[(t0 + r) * ldx + i])
+                    << "T " << T << " kc " << kc << " transposed " << transposed << " t " << t0 + r
+                    << " i " << i;
+          }
+        }
+      }
+    }
+  });
+}
+
 TEST(GemmPacked, PanelProductEqualsScalarTwin) {
   testing::on_every_target([] {
     std::mt19937 rng(7);
@@ -115,7 +144,8 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
       const auto w = testing::randn(nn * kc, rng);
       auto panel = hwy::AllocateAligned<float>(kc * nr);
       cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
-      for (bool x_transposed : {false, true}) {
+      for (int layout = 0; layout < 4; ++layout) {  // rows, transposed, tiles of either
+        const bool x_transposed = layout % 2 == 1, tiles = layout >= 2;
         // X [T, kc] rows ldx apart, or Xᵀ [kc, T] rows ldx apart.
         const size_t ldx = x_transposed ? T + 2 : kc + 3, ldy = nn + 7;
         const auto x = testing::randn((x_transposed ? kc : T) * ldx, rng);
@@ -125,14 +155,20 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
           auto want = y0, got = y0;
           cpu::gemm_panel_scalar(x.data(), ldx, x_transposed, T, panel.get(), nr, kc, want.data(),
                                  ldy, nn, accumulate);
-          const auto kernel = x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel;
+          std::vector<float> xp(T * kc);
+          if (tiles) cpu::pack_x_tiles(x.data(), ldx, x_transposed, T, kc, xp.data());
           // With a prefetch hint the kernel takes its other form (split tiles, lines spread over
           // the loops); the hint (here: the weights again, more lines than inputs or fewer) must
           // change nothing.
           const cpu::PrefetchRange prefetch =
               prefetching ? cpu::PrefetchRange{w.data(), accumulate ? w.size() * sizeof(float) : 64}
                           : cpu::PrefetchRange{};
-          kernel(x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
+          if (tiles)
+            cpu::gemm_panel_tiles(xp.data(), T, panel.get(), kc, got.data(), ldy, nn, accumulate,
+                                  prefetch);
+          else
+            (x_transposed ? cpu::gemm_panel_xt : cpu::gemm_panel)(
+                x.data(), ldx, T, panel.get(), kc, got.data(), ldy, nn, accumulate, prefetch);
           // fp32 sums of kc unit-variance products in another order: error ~ sqrt(kc) · 2^-24.
           const double tol = 1e-6 * std::sqrt(double(kc)) * 16 + 1e-5;
           for (size_t t = 0; t < T; ++t) {
@@ -142,7 +178,7 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
                 ASSERT_EQ(got[e], y0[e]) << "wrote outside the panel: t " << t << " j " << j;
               } else {
                 ASSERT_NEAR(got[e], want[e], tol)
-                    << "T " << T << " nn " << nn << " kc " << kc << " xt " << x_transposed
+                    << "T " << T << " nn " << nn << " kc " << kc << " layout " << layout
                     << " prefetching " << prefetching;
               }
             }

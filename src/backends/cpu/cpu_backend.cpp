@@ -341,6 +341,11 @@ class CpuBackend final : public Backend {
                     FunctionRef<PackedBlock(PartScratch&, const PanelBlock&, float*)> pack) const {
     const int64_t nr = int64_t(cpu::panel_width());
     const cpu::PanelTasks tasks(M, (N + nr - 1) / nr, pool_->size());
+    float* xp = nullptr;
+    if (M >= kTileMinRows) {
+      xp = x_tiles_buffer(size_t(M * K));
+      pack_x_tiles(x, M, K, tasks.row_parts, tasks.rows_per_part, xp);
+    }
     pool_->parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
       PartScratch& ps = parts_[size_t(part)];
       float* panel = panel_buffer(ps);
@@ -355,13 +360,48 @@ class CpuBackend final : public Backend {
           const PackedBlock b = pack(ps, PanelBlock{n0, nn, k0, kn, next_panel_mine}, panel);
           float* y = c + m0 * ldc + n0;
           const bool acc = accumulate || k0 > 0;
-          if (x.transposed)
+          if (xp)
+            cpu::gemm_panel_tiles(xp + k0 * M + m0 * kn, size_t(rows), b.panel, size_t(kn), y,
+                                  size_t(ldc), size_t(nn), acc, b.next);
+          else if (x.transposed)
             cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), b.panel,
                                size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
           else
             cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), b.panel,
                             size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
         }
+      }
+    });
+  }
+
+  // Products of at least this many positions read X packed in the kernel's tiles
+  // (cpu::pack_x_tiles): a block of kPanelDepth inputs of X then outgrows L1 (64 rows × 128
+  // inputs × 4 bytes = 32 KB), and read in place its rows are kernel-many streams.
+  static constexpr int64_t kTileMinRows = 64;
+
+  // Room for `floats` values of X in tiles (decode_.x_tiles).
+  float* x_tiles_buffer(size_t floats) const {
+    if (decode_.x_tiles_size < floats) {
+      decode_.x_tiles = hwy::AllocateAligned<float>(floats);
+      decode_.x_tiles_size = floats;
+    }
+    return decode_.x_tiles.get();
+  }
+
+  // op(X) [M, K] into xp in tiles, in row_parts ranges of rows_per_part rows (the last may be
+  // short), each tiled from its first row: rows [m0, m0 + rows) of inputs [k0, k0 + kn) at
+  // xp + k0 · M + m0 · kn.
+  void pack_x_tiles(const GemmOperand& x, int64_t M, int64_t K, int64_t row_parts,
+                    int64_t rows_per_part, float* xp) const {
+    const int64_t blocks = (K + kPanelDepth - 1) / kPanelDepth;
+    pool_->parallel_for(blocks * row_parts, 1, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t k0 = u / row_parts * kPanelDepth, kn = std::min(kPanelDepth, K - k0);
+        const int64_t m0 = u % row_parts * rows_per_part, rows = std::min(rows_per_part, M - m0);
+        if (rows <= 0) continue;
+        const float* src = x.transposed ? x.data + k0 * x.ld + m0 : x.data + m0 * x.ld + k0;
+        cpu::pack_x_tiles(src, size_t(x.ld), x.transposed, size_t(rows), size_t(kn),
+                          xp + k0 * M + m0 * kn);
       }
     });
   }
@@ -423,6 +463,19 @@ class CpuBackend final : public Backend {
       cost_begin[i + 1] = cost_begin[i] + panels_of(a.w) * unit_cost[i];
     }
     quantize_positions(list);
+    // fp32 panel products of many positions read X in tiles, packed per product.
+    std::vector<int64_t>& tiles_at = decode_.tiles_at;
+    tiles_at.assign(list.size() + 1, 0);
+    for (size_t i = 0; i < list.size(); ++i) {
+      const MatmulArgs& a = *list[i];
+      const bool tiles = a.w.cpu_panels && a.count >= kTileMinRows;
+      tiles_at[i + 1] = tiles_at[i] + (tiles ? a.count * a.w.cols : 0);
+    }
+    float* xp = tiles_at.back() > 0 ? x_tiles_buffer(size_t(tiles_at.back())) : nullptr;
+    for (size_t i = 0; i < list.size(); ++i)
+      if (tiles_at[i + 1] > tiles_at[i])
+        pack_x_tiles(GemmOperand{list[i]->x, list[i]->w.cols, false}, list[i]->count,
+                     list[i]->w.cols, 1, list[i]->count, xp + tiles_at[i]);
     const int64_t nr = int64_t(cpu::panel_width());
     pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
       each_unit_range(cost_begin, unit_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
@@ -438,8 +491,13 @@ class CpuBackend final : public Backend {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
             const PackedBlock b =
                 panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, a.count, panel);
-            cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), b.panel, size_t(kn),
-                            a.y + n0, size_t(w.rows), size_t(nn), k0 > 0, b.next);
+            if (tiles_at[i + 1] > tiles_at[i])
+              cpu::gemm_panel_tiles(xp + tiles_at[i] + k0 * a.count, size_t(a.count), b.panel,
+                                    size_t(kn), a.y + n0, size_t(w.rows), size_t(nn), k0 > 0,
+                                    b.next);
+            else
+              cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), b.panel, size_t(kn),
+                              a.y + n0, size_t(w.rows), size_t(nn), k0 > 0, b.next);
           }
         }
       });
@@ -792,6 +850,9 @@ class CpuBackend final : public Backend {
   struct DecodeScratch {  // used by the calling thread before and between parallel regions
     hwy::AlignedFreeUniquePtr<float[]> xp;  // packed positions of matmul_small
     size_t xp_size = 0;
+    hwy::AlignedFreeUniquePtr<float[]> x_tiles;  // op(X) of packed_block in the kernel's tiles
+    size_t x_tiles_size = 0;
+    std::vector<int64_t> tiles_at;  // panel_products: each product's X in x_tiles
     std::vector<QuantizedInput> inputs;
     std::vector<int64_t> cost_begin, row_cost;
     std::vector<const MatmulArgs*> panel_list;

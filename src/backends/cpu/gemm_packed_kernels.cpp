@@ -3,6 +3,8 @@
 #define HWY_TARGET_INCLUDE "backends/cpu/gemm_packed_kernels.cpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
 
+#include <algorithm>
+
 #include "backends/cpu/transpose16_avx512.hpp"
 #include "core/dtype.hpp"
 #include "hwy/cache_control.h"
@@ -168,10 +170,21 @@ void PackPanelInputMajor(const float* src, size_t lds, size_t nn, size_t kc, flo
   }
 }
 
-// X(t, i) for the micro-kernel's rows: x[t * ldx + i], or x[i * ldx + t] when kXT (x holds Xᵀ).
-template <bool kXT>
+// How the micro-kernel reads X: rows (x[t * ldx + i]), transposed (x[i * ldx + t]: x holds
+// Xᵀ), or one tile of pack_x_tiles (x[i * MR + t]).
+enum class XLayout { kRows, kTransposed, kTiles };
+
+template <XLayout kX, int MR>
 HWY_INLINE float XAt(const float* x, size_t ldx, size_t t, size_t i) {
-  return kXT ? x[i * ldx + t] : x[t * ldx + i];
+  return kX == XLayout::kTransposed ? x[i * ldx + t]
+         : kX == XLayout::kTiles    ? x[i * MR + t]
+                                    : x[t * ldx + i];
+}
+
+// From the X of one tile to the next, kRows positions on.
+template <XLayout kX>
+HWY_INLINE size_t TileStep(size_t ldx, size_t kc) {
+  return kX == XLayout::kTransposed ? kRows : kX == XLayout::kTiles ? kRows * kc : kRows * ldx;
 }
 
 // Lines of the caller's next block still to prefetch, handed out to the tiles of one call.
@@ -180,7 +193,7 @@ struct LineStream {
   size_t lines = 0;
 };
 
-template <int MR, bool kXT>
+template <int MR, XLayout kX>
 HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
                       size_t ldy, bool accumulate, LineStream pf) {
   const hn::ScalableTag<float> d;
@@ -203,7 +216,7 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
     V b[kVecs];
     for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
     for (int r = 0; r < MR; ++r) {
-      const V a = hn::Set(d, XAt<kXT>(x, ldx, size_t(r), i));
+      const V a = hn::Set(d, XAt<kX, MR>(x, ldx, size_t(r), i));
       for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
     }
   }
@@ -216,14 +229,14 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   }
 }
 
-template <int MR, bool kXT>
+template <int MR, XLayout kX>
 HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
                          size_t ldy, size_t nn, bool accumulate, LineStream pf) {
   const size_t nr = PanelWidth();
-  if (nn == nr) return Micro<MR, kXT>(x, ldx, panel, kc, y, ldy, accumulate, pf);
+  if (nn == nr) return Micro<MR, kX>(x, ldx, panel, kc, y, ldy, accumulate, pf);
   // Partial panel (the last one of a matrix): full tile into a buffer, then nn columns out.
   HWY_ALIGN float tile[MR * kVecs * HWY_MAX_BYTES / sizeof(float)] = {};
-  Micro<MR, kXT>(x, ldx, panel, kc, tile, nr, false, pf);
+  Micro<MR, kX>(x, ldx, panel, kc, tile, nr, false, pf);
   for (int r = 0; r < MR; ++r)
     for (size_t j = 0; j < nn; ++j)
       y[r * ldy + j] = (accumulate ? y[r * ldy + j] : 0.0f) + tile[r * nr + j];
@@ -232,27 +245,26 @@ HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t 
 // Without prefetching: tiles of kRows positions, then one of the rest. Kept apart from the
 // prefetching form below: there the line count is not a constant, and its check in the inner
 // loop (plus the tile bookkeeping) cost 5-8% of an AVX2 prefill.
-template <bool kXT>
+template <XLayout kX>
 void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                     size_t ldy, size_t nn, bool accumulate) {
   const LineStream none{};
-  const size_t x_step = kXT ? 1 : ldx;  // from one position's X row to the next
+  const size_t x_step = TileStep<kX>(ldx, kc);
   size_t t = 0;
-  for (; t + kRows <= T; t += kRows)
-    MicroAny<kRows, kXT>(x + t * x_step, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate, none);
-  const float* xt = x + t * x_step;
+  for (; t + kRows <= T; t += kRows, x += x_step)
+    MicroAny<kRows, kX>(x, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate, none);
   float* yt = y + t * ldy;
   switch (T - t) {
     case 5:
-      return MicroAny<5, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<5, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 4:
-      return MicroAny<4, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<4, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 3:
-      return MicroAny<3, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<3, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 2:
-      return MicroAny<2, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<2, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 1:
-      return MicroAny<1, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<1, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     default:
       return;
   }
@@ -262,13 +274,14 @@ void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, si
 // full tile and the two split evenly (AVX-512, tiles of 6: 7 = 4 + 3, 8 = 4 + 4; AVX2, tiles of
 // 4: 5 = 3 + 2, 6 = 3 + 3): a 1- or 2-row tile of 6 has too few accumulators to keep the FMA
 // units busy (a 32-sequence decode batch ended in one). The prefetch lines are shared out over
-// the tiles in proportion to their rows.
-template <bool kXT>
+// the tiles in proportion to their rows. Packed tiles (kTiles) keep pack_x_tiles' split: no join.
+template <XLayout kX>
 void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   if (!prefetch.begin || prefetch.bytes == 0)
-    return GemmPanelPlain<kXT>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
-  const size_t x_step = kXT ? 1 : ldx;  // from one position's X row to the next
+    return GemmPanelPlain<kX>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+  // From X's first position to position t (a tile's first, for kTiles).
+  const size_t x_step = kX == XLayout::kTransposed ? 1 : kX == XLayout::kTiles ? kc : ldx;
   const size_t lines = (prefetch.bytes + 63) / 64;
   const char* next = static_cast<const char*>(prefetch.begin);
   size_t t = 0;
@@ -279,29 +292,30 @@ void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t
     float* yt = y + t * ldy;
     switch (rows) {
       case 6:
-        MicroAny<6, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<6, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 5:
-        MicroAny<5, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<5, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 4:
-        MicroAny<4, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<4, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 3:
-        MicroAny<3, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<3, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 2:
-        MicroAny<2, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<2, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       default:
-        MicroAny<1, kXT>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<1, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
     }
     t += rows;
   };
   static_assert(kRows <= 6, "the tile switch above lists 1..6 rows");
   const size_t rem = T % kRows;
-  const size_t full = T / kRows - (rem != 0 && rem <= 2 && T > kRows ? 1 : 0);
+  const bool join = kX != XLayout::kTiles && rem != 0 && rem <= 2 && T > kRows;
+  const size_t full = T / kRows - (join ? 1 : 0);
   for (size_t i = 0; i < full; ++i) tile(kRows);
   const size_t left = T - t;  // below kRows, or kRows + 1..2 split in two
   if (left > kRows) {
@@ -314,12 +328,46 @@ void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t
 
 void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
-  GemmPanelT<false>(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+  GemmPanelT<XLayout::kRows>(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 void GemmPanelXT(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
                  size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
-  GemmPanelT<true>(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+  GemmPanelT<XLayout::kTransposed>(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+}
+
+void GemmPanelTiles(const float* xp, size_t T, const float* panel, size_t kc, float* y, size_t ldy,
+                    size_t nn, bool accumulate, PrefetchRange prefetch) {
+  GemmPanelT<XLayout::kTiles>(xp, 0, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+}
+
+size_t TileRows() { return kRows; }
+
+// Rows of 4-position tiles (AVX2) go through StoreInterleaved4, a vector of inputs of each of
+// the 4 rows at a time; other tiles (AVX-512's 6, the last tile) value by value. Each value of X
+// is copied once per product; the kernel reads it once per panel of outputs.
+void PackXTiles(const float* x, size_t ldx, bool transposed, size_t T, size_t kc, float* out) {
+  const hn::ScalableTag<float> d;
+  const size_t L = hn::Lanes(d);
+  for (size_t t = 0; t < T; t += kRows) {
+    const size_t mr = std::min<size_t>(kRows, T - t);
+    float* o = out + t * kc;
+    if (transposed) {
+      for (size_t i = 0; i < kc; ++i)
+        for (size_t r = 0; r < mr; ++r) o[i * mr + r] = x[i * ldx + t + r];
+      continue;
+    }
+    const float* row = x + t * ldx;
+    size_t i = 0;
+    if (mr == 4) {
+      for (; i + L <= kc; i += L)
+        hn::StoreInterleaved4(hn::LoadU(d, row + i), hn::LoadU(d, row + ldx + i),
+                              hn::LoadU(d, row + 2 * ldx + i), hn::LoadU(d, row + 3 * ldx + i), d,
+                              o + i * 4);
+    }
+    for (; i < kc; ++i)
+      for (size_t r = 0; r < mr; ++r) o[i * mr + r] = row[r * ldx + i];
+  }
 }
 
 }  // namespace rwkv7::cpu::HWY_NAMESPACE
@@ -336,6 +384,9 @@ HWY_EXPORT(PackPanelF16);
 HWY_EXPORT(PackPanelInputMajor);
 HWY_EXPORT(GemmPanel);
 HWY_EXPORT(GemmPanelXT);
+HWY_EXPORT(GemmPanelTiles);
+HWY_EXPORT(TileRows);
+HWY_EXPORT(PackXTiles);
 
 size_t panel_width() { return HWY_DYNAMIC_DISPATCH(PanelWidth)(); }
 
@@ -368,6 +419,17 @@ void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t
 void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
                    size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   HWY_DYNAMIC_DISPATCH(GemmPanelXT)(xt, ldxt, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+}
+
+size_t gemm_tile_rows() { return HWY_DYNAMIC_DISPATCH(TileRows)(); }
+
+void pack_x_tiles(const float* x, size_t ldx, bool transposed, size_t T, size_t kc, float* out) {
+  HWY_DYNAMIC_DISPATCH(PackXTiles)(x, ldx, transposed, T, kc, out);
+}
+
+void gemm_panel_tiles(const float* xp, size_t T, const float* panel, size_t kc, float* y,
+                      size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  HWY_DYNAMIC_DISPATCH(GemmPanelTiles)(xp, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
 
 void gemm_panel_scalar(const float* x, size_t ldx, bool x_transposed, size_t T, const float* panel,
