@@ -22,7 +22,11 @@ bool wkv7_head_seq(float* S, const float* r, const float* decay, const float* k,
 void wkv7_head_step(float* S, const float* r, const float* decay, const float* k, const float* v,
                     const float* a, const float* b, size_t N, float* y);
 
-// Runs `iters` rounds of independent FMAs; returns the FLOPs done (for the machine's limit).
+// Runs `iters` rounds of 12 independent FMA chains a_j <- a_j * kFmaPeakScale + kFmaPeakShift,
+// a_j starting at fma_peak_start(j); returns the FLOPs done (for the machine's limit) and adds
+// the chains' final values to *sink (so a test can check that every chain ran).
+inline constexpr float kFmaPeakScale = 0.999f, kFmaPeakShift = 1e-4f;
+constexpr float fma_peak_start(int chain) { return 1.0f + 0.125f * float(chain); }
 double fma_peak(int64_t iters, float* sink);
 
 }  // namespace rwkv7::cpu
