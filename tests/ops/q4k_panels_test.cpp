@@ -30,9 +30,9 @@ struct K45 {
   size_t (*bytes)(size_t, size_t);
   void (*pack)(const uint8_t*, size_t, size_t, size_t, size_t, uint8_t*);
   void (*gemm)(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
-               const int32_t*, size_t, float*, size_t);
+               const float*, size_t, float*, size_t);
   void (*scalar)(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
-                 const int32_t*, size_t, double*, size_t);
+                 const float*, size_t, double*, size_t);
 };
 const K45 kTypes[] = {{DType::Q4_K, cpu::q4k_panel_width, cpu::q4k_panels_bytes,
                        cpu::pack_q4k_panels, cpu::gemm_q4k_panels, cpu::gemm_q4k_panels_scalar},
@@ -127,13 +127,15 @@ TEST(Q4KPanels, KernelEqualsScalarTwinAndTheRowMajorBlocksOnEveryTarget) {
             std::vector<int32_t> corr(size_t(T) * nb);
             cpu::quantize_q8_positions(x.data(), size_t(T), size_t(cols), q.data(), d.data(),
                                        corr.data());
+            std::vector<float> dsum(size_t(T) * nb);
+            cpu::q8_block_dsums(d.data(), corr.data(), dsum.size(), dsum.data());
             std::vector<float> y(size_t(T * rows) + 1, NAN);
             y.back() = 42.0f;  // nothing written past the outputs
             std::vector<double> twin(size_t(T * rows));
             k.gemm(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
-                   corr.data(), size_t(T), y.data(), size_t(rows));
+                   dsum.data(), size_t(T), y.data(), size_t(rows));
             k.scalar(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
-                     corr.data(), size_t(T), twin.data(), size_t(rows));
+                     dsum.data(), size_t(T), twin.data(), size_t(rows));
             const auto want = from_blocks(k.type, raw, rows, cols, x, T);
             EXPECT_EQ(y.back(), 42.0f);
             for (int64_t t = 0; t < T; ++t)

@@ -716,18 +716,20 @@ class CpuBackend final : public Backend {
     std::vector<int8_t> q;
     std::vector<float> d;
     std::vector<int32_t> corr;
+    std::vector<float> dsum;  // x.d · Σq per block, for the K-quant panels' min term
     void resize(int64_t T, int64_t cols) {
       const size_t nb = size_t(cols / kQuantBlock);
       q.resize(size_t(T * cols));
       d.resize(size_t(T) * nb);
       corr.resize(size_t(T) * nb);
+      dsum.resize(size_t(T) * nb);
     }
     // Positions [t0, t1) of x [T, cols] (after resize(T, cols)).
     void quantize_rows(const float* x, int64_t t0, int64_t t1, int64_t cols) {
-      const size_t nb = size_t(cols / kQuantBlock);
+      const size_t nb = size_t(cols / kQuantBlock), b0 = size_t(t0) * nb;
       cpu::quantize_q8_positions(x + t0 * cols, size_t(t1 - t0), size_t(cols),
-                                 q.data() + size_t(t0 * cols), d.data() + size_t(t0) * nb,
-                                 corr.data() + size_t(t0) * nb);
+                                 q.data() + size_t(t0 * cols), d.data() + b0, corr.data() + b0);
+      cpu::q8_block_dsums(d.data() + b0, corr.data() + b0, size_t(t1 - t0) * nb, dsum.data() + b0);
     }
     void quantize(const float* x, int64_t T, int64_t cols) {
       resize(T, cols);
@@ -738,9 +740,13 @@ class CpuBackend final : public Backend {
   static void int_panel_product(const MatmulArgs& a, const Q8Positions& xq, int64_t u0,
                                 int64_t u1) {
     const Matrix& w = a.w;
+    if (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) {
+      const auto kernel = w.dtype == DType::Q4_K ? cpu::gemm_q4k_panels : cpu::gemm_q5k_panels;
+      kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),
+             xq.d.data(), xq.dsum.data(), size_t(a.count), a.y, size_t(w.rows));
+      return;
+    }
     const auto kernel = w.dtype == DType::Q4_0   ? cpu::gemm_q4_panels
-                        : w.dtype == DType::Q4_K ? cpu::gemm_q4k_panels
-                        : w.dtype == DType::Q5_K ? cpu::gemm_q5k_panels
                         : w.dtype == DType::Q6_K ? cpu::gemm_q6k_panels
                                                  : cpu::gemm_q8_panels;
     kernel(w.cpu_int_panels, size_t(w.rows), size_t(w.cols), size_t(u0), size_t(u1), xq.q.data(),

@@ -37,7 +37,7 @@ size_t Q5KPanelWidth() { return 0; }  // the vpdpbusd row kernels serve Q5_K her
 
 template <size_t MR>
 __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void Q4KPanelRows(
-    const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const int32_t* corr,
+    const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const float* dsum,
     size_t cols, float* y, size_t ldy, size_t nn) {
   constexpr size_t kBlock = q4k_block_bytes(kWidth), kSuper = q4k_super_bytes(kWidth);
   const size_t nb = nsb * 8;
@@ -79,7 +79,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void Q4KPanelRows(
           sums = _mm512_dpbusd_epi32(sums, v[g], _mm512_set1_epi32(four));
         }
         const float xd = d[t * nb + b];
-        const float xsum = xd * float(-corr[t * nb + b] / 128);  // x.d · Σq
+        const float xsum = dsum[t * nb + b];  // x.d · Σq
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums),
                                  _mm512_mul_ps(scales, _mm512_set1_ps(xd)), acc[t]);
         macc[t] = _mm512_fmadd_ps(mins, _mm512_set1_ps(xsum), macc[t]);
@@ -92,10 +92,10 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void Q4KPanelRows(
 }
 constexpr bool kQ5KPanels = false;
 template <bool kFive, size_t MR>
-void Rows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const int32_t* corr,
+void Rows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const float* dsum,
           size_t cols, float* y, size_t ldy, size_t nn) {
   static_assert(!kFive, "no Q5_K panels with VNNI");
-  Q4KPanelRows<MR>(panel, nsb, q, d, corr, cols, y, ldy, nn);
+  Q4KPanelRows<MR>(panel, nsb, q, d, dsum, cols, y, ldy, nn);
 }
 #elif HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
 constexpr size_t kWidth = 8;
@@ -109,13 +109,13 @@ size_t Q5KPanelWidth() { return kWidth; }
 // macc += dmin·m · x.d·Σq.
 template <bool kFive, size_t MR>
 void Q45KPanelRows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d,
-                   const int32_t* corr, size_t cols, float* y, size_t ldy, size_t nn) {
+                   const float* dsum, size_t cols, float* y, size_t ldy, size_t nn) {
   constexpr size_t kBlock = q4k_block_bytes(kWidth, kFive);
   constexpr size_t kSuper = q4k_super_bytes(kWidth, kFive);
   const size_t nb = nsb * 8;
   const __m256i low4 = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
-  __m256 acc[MR], macc[MR];
-  for (size_t t = 0; t < MR; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
+  __m256 acc[MR];
+  for (size_t t = 0; t < MR; ++t) acc[t] = _mm256_setzero_ps();
   for (size_t s = 0; s < nsb; ++s) {
     const uint8_t* sup = panel + s * kSuper;
     const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sup)));
@@ -164,16 +164,16 @@ void Q45KPanelRows(const uint8_t* panel, size_t nsb, const int8_t* q, const floa
         __m256i sums = _mm256_madd_epi16(pairs[0], sc16);
         if constexpr (kFive) sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs[1], sc16));
         const float xd = d[t * nb + b];
-        const float xsum = xd * float(-corr[t * nb + b] / 128);  // x.d · Σq
+        const float xsum = dsum[t * nb + b];  // x.d · Σq
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dv, _mm256_set1_ps(xd)),
                                  acc[t]);
-        macc[t] = _mm256_fmadd_ps(mins, _mm256_set1_ps(xsum), macc[t]);
+        acc[t] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(xsum), acc[t]);
       }
     }
   }
   alignas(32) float tmp[kWidth];
   for (size_t t = 0; t < MR; ++t) {
-    const __m256 r = _mm256_sub_ps(acc[t], macc[t]);
+    const __m256 r = acc[t];
     if (nn >= kWidth) {
       _mm256_storeu_ps(y + t * ldy, r);
     } else {
@@ -185,9 +185,9 @@ void Q45KPanelRows(const uint8_t* panel, size_t nsb, const int8_t* q, const floa
 
 constexpr bool kQ5KPanels = true;
 template <bool kFive, size_t MR>
-void Rows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const int32_t* corr,
+void Rows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, const float* dsum,
           size_t cols, float* y, size_t ldy, size_t nn) {
-  Q45KPanelRows<kFive, MR>(panel, nsb, q, d, corr, cols, y, ldy, nn);
+  Q45KPanelRows<kFive, MR>(panel, nsb, q, d, dsum, cols, y, ldy, nn);
 }
 #endif
 
@@ -196,7 +196,7 @@ void Rows(const uint8_t* panel, size_t nsb, const int8_t* q, const float* d, con
 // VNNI kernel, Q4_K only, on AVX3_DL).
 template <bool kFive>
 void GemmQ45KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                    const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                    const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                     size_t ldy) {
   const size_t nsb = cols / 256, nb = cols / 32;
   constexpr size_t MR = 4;
@@ -205,11 +205,11 @@ void GemmQ45KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, 
     const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
     size_t t = 0;
     for (; t + MR <= T; t += MR)
-      Rows<kFive, MR>(panel, nsb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0,
+      Rows<kFive, MR>(panel, nsb, q + t * cols, d + t * nb, dsum + t * nb, cols, y + t * ldy + o0,
                       ldy, nn);
     const int8_t* qt = q + t * cols;
     const float* dt = d + t * nb;
-    const int32_t* ct = corr + t * nb;
+    const float* ct = dsum + t * nb;
     float* yt = y + t * ldy + o0;
     switch (T - t) {
       case 3:
@@ -228,17 +228,17 @@ void GemmQ45KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, 
 }
 
 void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                    size_t ldy) {
-  GemmQ45KPanels<false>(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);
+  GemmQ45KPanels<false>(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);
 }
 void GemmQ5KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                    size_t ldy) {
   if constexpr (kQ5KPanels)  // never called otherwise: no Q5_K panels are made
-    GemmQ45KPanels<true>(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);
+    GemmQ45KPanels<true>(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);
   else
-    (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
+    (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)dsum, (void)T,
         (void)y, (void)ldy;
 }
 #else
@@ -246,15 +246,15 @@ size_t Q4KPanelWidth() { return 0; }
 size_t Q5KPanelWidth() { return 0; }
 
 void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                    size_t ldy) {
-  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
+  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)dsum, (void)T,
       (void)y, (void)ldy;  // never called: no panels are made for these targets
 }
 void GemmQ5KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                    size_t ldy) {
-  GemmQ4KPanels(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);  // never called either
+  GemmQ4KPanels(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);  // never called either
 }
 #endif
 
@@ -353,21 +353,21 @@ void pack_q5k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size
 }
 
 void gemm_q5k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                      size_t ldy) {
-  HWY_DYNAMIC_DISPATCH(GemmQ5KPanels)(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);
+  HWY_DYNAMIC_DISPATCH(GemmQ5KPanels)(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);
 }
 
 void gemm_q4k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                      size_t ldy) {
-  HWY_DYNAMIC_DISPATCH(GemmQ4KPanels)(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy);
+  HWY_DYNAMIC_DISPATCH(GemmQ4KPanels)(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);
 }
 
 static void gemm_q45k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0,
-                                    size_t p1, const int8_t* q, const float* d, const int32_t* corr,
+                                    size_t p1, const int8_t* q, const float* d, const float* dsum,
                                     size_t T, double* y, size_t ldy, bool five) {
-  (void)corr;  // the activation sums are taken directly here
+  (void)dsum;  // the activation sums are taken directly here
   const size_t nsb = cols / 256, nb = cols / 32;
   const size_t width = five ? q5k_panel_width() : q4k_panel_width();
   const size_t block_bytes = q4k_block_bytes(width, five),
@@ -406,15 +406,15 @@ static void gemm_q45k_panels_scalar(const uint8_t* panels, size_t rows, size_t c
 }
 
 void gemm_q4k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
-                            double* y, size_t ldy) {
-  gemm_q45k_panels_scalar(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy, false);
+                            const int8_t* q, const float* d, const float* dsum, size_t T, double* y,
+                            size_t ldy) {
+  gemm_q45k_panels_scalar(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy, false);
 }
 
 void gemm_q5k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
-                            double* y, size_t ldy) {
-  gemm_q45k_panels_scalar(panels, rows, cols, p0, p1, q, d, corr, T, y, ldy, true);
+                            const int8_t* q, const float* d, const float* dsum, size_t T, double* y,
+                            size_t ldy) {
+  gemm_q45k_panels_scalar(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy, true);
 }
 
 }  // namespace rwkv7::cpu

@@ -11,7 +11,8 @@
 //   (output j's bytes 4g..4g+3: low nibbles = inputs 4g..4g+3 of the block, high nibbles =
 //   inputs 16 + 4g..), then [W × sc_b][W × m_b] (bytes).
 // Activations are quantised per position as for the other integer panels
-// (quantize_q8_positions); the block's activation sum comes from its corr (= -128·Σq).
+// (quantize_q8_positions); the min term takes each block's x.d·Σq precomputed once per product
+// (q8_block_dsums), not per panel.
 //
 // Q5_K panels (AVX2 and AVX-512 without VNNI, 8 outputs; with VNNI the vpdpbusd row kernels
 // serve): the same, each 32-block followed by a plane of the levels' fifth bits, [W outputs]
@@ -28,6 +29,11 @@ namespace rwkv7::cpu {
 size_t q4k_panel_width();
 inline bool q4k_panels_supported() { return q4k_panel_width() != 0; }
 
+// dsum[i] = d[i] · Σq of block i, from quantize_q8_positions' d and corr (= -128·Σq, exact).
+inline void q8_block_dsums(const float* d, const int32_t* corr, size_t n, float* dsum) {
+  for (size_t i = 0; i < n; ++i) dsum[i] = d[i] * float(-corr[i] / 128);
+}
+
 // Bytes of the panels of a Q4_K weight [rows, cols] (cols a multiple of 256).
 size_t q4k_panels_bytes(size_t rows, size_t cols);
 
@@ -37,16 +43,16 @@ void pack_q4k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size
 
 // y[t · ldy + o] = Σ_b x.d[t, b] · (d_o·sc[o, b] · Σ_i level[o, b, i] · q[t, b, i]
 //                                  - dmin_o·m[o, b] · Σ_i q[t, b, i])
-// for the outputs of panels [p0, p1) below `rows`, t < T; q, d and corr as
-// quantize_q8_positions makes them.
+// for the outputs of panels [p0, p1) below `rows`, t < T; q and d as quantize_q8_positions makes
+// them, dsum[t, b] = x.d[t, b] · Σ_i q[t, b, i] (q8_block_dsums; the scalar twin ignores it).
 void gemm_q4k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                      size_t ldy);
 
 // The scalar twin of gemm_q4k_panels (the test oracle), in double from the same panels.
 void gemm_q4k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
-                            double* y, size_t ldy);
+                            const int8_t* q, const float* d, const float* dsum, size_t T, double* y,
+                            size_t ldy);
 
 // The Q5_K counterparts (same contracts; 0 outputs per panel where the row kernels serve).
 size_t q5k_panel_width();
@@ -55,10 +61,10 @@ size_t q5k_panels_bytes(size_t rows, size_t cols);
 void pack_q5k_panels(const uint8_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
                      uint8_t* out);
 void gemm_q5k_panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                     const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
+                     const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                      size_t ldy);
 void gemm_q5k_panels_scalar(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                            const int8_t* q, const float* d, const int32_t* corr, size_t T,
-                            double* y, size_t ldy);
+                            const int8_t* q, const float* d, const float* dsum, size_t T, double* y,
+                            size_t ldy);
 
 }  // namespace rwkv7::cpu
