@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/position_tiles.hpp"
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -122,27 +123,10 @@ void GemmQ4Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, si
   for (size_t p = p0; p < p1; ++p) {
     const uint8_t* panel = panels + p * nb * kWidth * 18;
     const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
-    size_t t = 0;
-    for (; t + MR <= T; t += MR)
-      Q4PanelRows<MR>(panel, nb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0,
-                      ldy, nn);
-    const int8_t* qt = q + t * cols;
-    const float* dt = d + t * nb;
-    const int32_t* ct = corr + t * nb;
-    float* yt = y + t * ldy + o0;
-    switch (T - t) {
-      case 3:
-        Q4PanelRows<3>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 2:
-        Q4PanelRows<2>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 1:
-        Q4PanelRows<1>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      default:
-        break;
-    }
+    for_position_tiles<MR>(T, [&]<size_t R>(size_t t) {
+      Q4PanelRows<R>(panel, nb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0,
+                     ldy, nn);
+    });
   }
 }
 #else

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/position_tiles.hpp"
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -203,27 +204,10 @@ void GemmQ45KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, 
   for (size_t p = p0; p < p1; ++p) {
     const uint8_t* panel = panels + p * nsb * q4k_super_bytes(kWidth, kFive);
     const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
-    size_t t = 0;
-    for (; t + MR <= T; t += MR)
-      Rows<kFive, MR>(panel, nsb, q + t * cols, d + t * nb, dsum + t * nb, cols, y + t * ldy + o0,
-                      ldy, nn);
-    const int8_t* qt = q + t * cols;
-    const float* dt = d + t * nb;
-    const float* ct = dsum + t * nb;
-    float* yt = y + t * ldy + o0;
-    switch (T - t) {
-      case 3:
-        Rows<kFive, 3>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 2:
-        Rows<kFive, 2>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 1:
-        Rows<kFive, 1>(panel, nsb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      default:
-        break;
-    }
+    for_position_tiles<MR>(T, [&]<size_t R>(size_t t) {
+      Rows<kFive, R>(panel, nsb, q + t * cols, d + t * nb, dsum + t * nb, cols, y + t * ldy + o0,
+                     ldy, nn);
+    });
   }
 }
 

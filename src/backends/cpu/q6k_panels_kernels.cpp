@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/position_tiles.hpp"
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -131,27 +132,10 @@ void GemmQ6KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, s
   for (size_t p = p0; p < p1; ++p) {
     const uint8_t* panel = panels + p * nsb * q6k_super_bytes(kWidth);
     const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
-    size_t t = 0;
-    for (; t + MR <= T; t += MR)
-      Q6KPanelRows<MR>(panel, nsb, q + t * cols, d + t * nb, off.data() + t * ns, cols,
-                       y + t * ldy + o0, ldy, nn);
-    const int8_t* qt = q + t * cols;
-    const float* dt = d + t * nb;
-    const int32_t* ot = off.data() + t * ns;
-    float* yt = y + t * ldy + o0;
-    switch (T - t) {
-      case 3:
-        Q6KPanelRows<3>(panel, nsb, qt, dt, ot, cols, yt, ldy, nn);
-        break;
-      case 2:
-        Q6KPanelRows<2>(panel, nsb, qt, dt, ot, cols, yt, ldy, nn);
-        break;
-      case 1:
-        Q6KPanelRows<1>(panel, nsb, qt, dt, ot, cols, yt, ldy, nn);
-        break;
-      default:
-        break;
-    }
+    for_position_tiles<MR>(T, [&]<size_t R>(size_t t) {
+      Q6KPanelRows<R>(panel, nsb, q + t * cols, d + t * nb, off.data() + t * ns, cols,
+                      y + t * ldy + o0, ldy, nn);
+    });
   }
 }
 #else

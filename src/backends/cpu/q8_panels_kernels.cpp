@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/position_tiles.hpp"
 #include "backends/cpu/quant_kernels.hpp"
 #include "core/dtype.hpp"
 #include "core/quant.hpp"
@@ -122,33 +123,10 @@ void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, si
   for (size_t p = p0; p < p1; ++p) {
     const uint8_t* panel = panels + p * nb * kBlockBytes;
     const size_t o0 = p * kWidth, nn = std::min(kWidth, rows - o0);
-    size_t t = 0;
-    for (; t + MR <= T; t += MR)
-      PanelRows<MR>(panel, nb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0, ldy,
-                    nn);
-    const int8_t* qt = q + t * cols;
-    const float* dt = d + t * nb;
-    const int32_t* ct = corr + t * nb;
-    float* yt = y + t * ldy + o0;
-    switch (T - t) {
-      case 5:
-        if constexpr (MR > 5) PanelRows<5>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 4:
-        if constexpr (MR > 4) PanelRows<4>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 3:
-        PanelRows<3>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 2:
-        PanelRows<2>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      case 1:
-        PanelRows<1>(panel, nb, qt, dt, ct, cols, yt, ldy, nn);
-        break;
-      default:
-        break;
-    }
+    for_position_tiles<MR>(T, [&]<size_t R>(size_t t) {
+      PanelRows<R>(panel, nb, q + t * cols, d + t * nb, corr + t * nb, cols, y + t * ldy + o0, ldy,
+                   nn);
+    });
   }
 }
 #else
