@@ -54,14 +54,18 @@ def main() -> int:
         for name in ("v0", "v1", "v2"):
             weights.pop(f"blocks.0.att.{name}", None)
         stripped = base + ".pth.tmp"
-        torch.save(weights, stripped)
-        del weights
         tmp = base + ".tmp"
-        subprocess.run([sys.executable, os.path.join(py, "convert_pytorch_to_ggml.py"), stripped,
-                        tmp, "FP32" if fmt == "f32" else "FP16"], check=True,
-                       stdout=subprocess.DEVNULL)
-        os.remove(stripped)
-        os.replace(tmp, base)
+        try:  # the temporary files go whether the converter succeeds or not
+            torch.save(weights, stripped)
+            del weights
+            subprocess.run([sys.executable, os.path.join(py, "convert_pytorch_to_ggml.py"),
+                            stripped, tmp, "FP32" if fmt == "f32" else "FP16"], check=True,
+                           stdout=subprocess.DEVNULL)
+            os.replace(tmp, base)
+        finally:
+            for leftover in (stripped, tmp):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
     model = base
     if fmt not in ("f32", "f16"):
         name = fmt.upper()
@@ -70,8 +74,12 @@ def main() -> int:
             return 2
         model = os.path.join(args.work, f"{stem}-rwkvcpp-{fmt}.bin")
         if not os.path.exists(model):
-            lib.rwkv_quantize_model_file(base, model + ".tmp", name)
-            os.replace(model + ".tmp", model)
+            try:
+                lib.rwkv_quantize_model_file(base, model + ".tmp", name)
+                os.replace(model + ".tmp", model)
+            finally:
+                if os.path.exists(model + ".tmp"):
+                    os.remove(model + ".tmp")
 
     ctx = lib.rwkv_init_from_file(model, args.threads, 0)
     vocab = lib.rwkv_get_n_vocab(ctx)
