@@ -219,26 +219,23 @@ void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, s
 void GemmQ5KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
                    const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
                    size_t ldy) {
-  if constexpr (kQ5KPanels)  // never called otherwise: no Q5_K panels are made
+  if constexpr (kQ5KPanels)
     GemmQ45KPanels<true>(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);
-  else
-    (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)dsum, (void)T,
-        (void)y, (void)ldy;
+  else  // no Q5_K panels are made with VNNI (the row kernels serve): reaching here is a bug
+    HWY_ABORT("Q5_K panel product on a target without Q5_K panels");
 }
 #else
 size_t Q4KPanelWidth() { return 0; }
 size_t Q5KPanelWidth() { return 0; }
 
-void GemmQ4KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
-                   size_t ldy) {
-  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)dsum, (void)T,
-      (void)y, (void)ldy;  // never called: no panels are made for these targets
+// No panels are made for these targets (their widths are 0): reaching these is a bug.
+void GemmQ4KPanels(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+                   const float*, size_t, float*, size_t) {
+  HWY_ABORT("Q4_K panel product on a target without Q4_K panels");
 }
-void GemmQ5KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, const float* dsum, size_t T, float* y,
-                   size_t ldy) {
-  GemmQ4KPanels(panels, rows, cols, p0, p1, q, d, dsum, T, y, ldy);  // never called either
+void GemmQ5KPanels(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+                   const float*, size_t, float*, size_t) {
+  HWY_ABORT("Q5_K panel product on a target without Q5_K panels");
 }
 #endif
 

@@ -141,10 +141,10 @@ void GemmQ6KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, s
 #else
 size_t Q6KPanelWidth() { return 0; }
 
-void GemmQ6KPanels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                   const int8_t* q, const float* d, size_t T, float* y, size_t ldy) {
-  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)T, (void)y,
-      (void)ldy;  // never called: no panels are made for these targets
+void GemmQ6KPanels(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+                   size_t, float*, size_t) {
+  // No panels are made for these targets (their width is 0): reaching here is a bug.
+  HWY_ABORT("Q6_K panel product on a target without Q6_K panels");
 }
 #endif
 

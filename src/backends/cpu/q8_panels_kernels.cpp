@@ -132,11 +132,10 @@ void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, si
 #else
 size_t Q8PanelWidth() { return 0; }
 
-void GemmQ8Panels(const uint8_t* panels, size_t rows, size_t cols, size_t p0, size_t p1,
-                  const int8_t* q, const float* d, const int32_t* corr, size_t T, float* y,
-                  size_t ldy) {
-  (void)panels, (void)rows, (void)cols, (void)p0, (void)p1, (void)q, (void)d, (void)corr, (void)T,
-      (void)y, (void)ldy;  // never called: no panels are made for these targets
+void GemmQ8Panels(const uint8_t*, size_t, size_t, size_t, size_t, const int8_t*, const float*,
+                  const int32_t*, size_t, float*, size_t) {
+  // No panels are made for these targets (their width is 0): reaching here is a bug.
+  HWY_ABORT("Q8_0 panel product on a target without Q8_0 panels");
 }
 #endif
 
