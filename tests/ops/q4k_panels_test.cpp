@@ -16,7 +16,9 @@
 #include "backends/cpu/q8_panels_kernels.hpp"
 #include "core/quant.hpp"
 #include "core/thread_pool.hpp"
+#include "every_target.hpp"
 #include "hwy/targets.h"
+#include "ops/int_panels_support.hpp"
 #include "rwkv7/error.hpp"
 #include "test_support.hpp"
 
@@ -41,41 +43,7 @@ const K45 kTypes[] = {{DType::Q4_K, cpu::q4k_panel_width, cpu::q4k_panels_bytes,
 
 std::vector<unsigned char> quantized(DType type, const std::vector<float>& v, int64_t rows,
                                      int64_t cols) {
-  const size_t rb = row_bytes(type, cols);
-  std::vector<unsigned char> raw(rb * size_t(rows));
-  for (int64_t o = 0; o < rows; ++o)
-    quantize_row(type, &v[size_t(o * cols)], raw.data() + size_t(o) * rb, cols);
-  return raw;
-}
-std::vector<unsigned char> quantized(const std::vector<float>& v, int64_t rows, int64_t cols) {
-  return quantized(DType::Q4_K, v, rows, cols);
-}
-
-// y[t][o] = Σ_b x.d[b]·Σ_i w[i]·q_x[i] in double, w the row dequantised by core
-// (dequantize_row: its own decoding loops, not the levels the packing reads) and the Q8_0
-// positions.
-std::vector<double> from_blocks(DType type, const std::vector<unsigned char>& raw, int64_t rows,
-                                int64_t cols, const std::vector<float>& x, int64_t T) {
-  const size_t rb = row_bytes(type, cols), nb = size_t(cols / 32);
-  std::vector<int8_t> qx(static_cast<size_t>(cols));
-  std::vector<float> dx(nb), w(static_cast<size_t>(cols));
-  std::vector<unsigned char> xb(row_bytes(DType::Q8_0, cols));
-  std::vector<double> y(size_t(T * rows));
-  for (int64_t t = 0; t < T; ++t) {
-    quantize_row_q8_0(&x[size_t(t * cols)], xb.data(), cols);
-    unpack_row_i8(DType::Q8_0, xb.data(), qx.data(), dx.data(), cols);
-    for (int64_t o = 0; o < rows; ++o) {
-      dequantize_row(type, raw.data() + size_t(o) * rb, w.data(), cols);
-      double s = 0;
-      for (size_t b = 0; b < nb; ++b) {
-        double dot = 0;
-        for (size_t i = 0; i < 32; ++i) dot += double(w[b * 32 + i]) * qx[b * 32 + i];
-        s += double(dx[b]) * dot;
-      }
-      y[size_t(t * rows + o)] = s;
-    }
-  }
-  return y;
+  return testing::quantized_rows(type, v, rows, cols);
 }
 
 // Σ_b |x.d|·(|d·sc|·Σ|level·q_x| + |dmin·m|·Σ|q_x|): the scale of the fp32 rounding.
@@ -136,7 +104,7 @@ TEST(Q4KPanels, KernelEqualsScalarTwinAndTheRowMajorBlocksOnEveryTarget) {
                    dsum.data(), size_t(T), y.data(), size_t(rows));
             k.scalar(panels.data(), size_t(rows), size_t(cols), 0, np, q.data(), d.data(),
                      dsum.data(), size_t(T), twin.data(), size_t(rows));
-            const auto want = from_blocks(k.type, raw, rows, cols, x, T);
+            const auto want = testing::product_from_blocks(k.type, raw, rows, cols, x, T);
             EXPECT_EQ(y.back(), 42.0f);
             for (int64_t t = 0; t < T; ++t)
               for (int64_t o = 0; o < rows; ++o) {
@@ -162,81 +130,25 @@ TEST(Q4KPanels, KernelEqualsScalarTwinAndTheRowMajorBlocksOnEveryTarget) {
   }
 }
 
-// The backend over the panels against the K-quant row kernels' scalar twin (same quantised
-// positions, same per-block math), for every product shape.
+// The backend over the panels against the dequantised rows times the quantised positions (the
+// K-quant row kernels' math), for every product shape.
 TEST(Q4KPanels, CpuBackendProductsEqualTheRowKernelsMath) {
   int targets_run = 0;
   for (const K45& k : kTypes)
-    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-      hwy::SetSupportedTargetsForTest(target);
-      if (k.width() == 0) continue;
+    testing::on_every_target([&] {
+      if (k.width() == 0) return;
       ++targets_run;
-      ThreadPool pool(2);
-      auto cpu = make_cpu_backend(&pool);
-      std::mt19937 rng(52);
-      const int64_t rows = 130, cols = 512, rows2 = 13;
-      const auto raw =
-          quantized(k.type, testing::randn(size_t(rows * cols), rng, 0.5f), rows, cols);
-      const auto raw2 =
-          quantized(k.type, testing::randn(size_t(rows2 * cols), rng, 0.5f), rows2, cols);
-      Matrix w{k.type, rows, cols, raw.data()}, w2{k.type, rows2, cols, raw2.data()};
-      auto owner = prepare_cpu_panels(w, pool), owner2 = prepare_cpu_panels(w2, pool);
-      ASSERT_NE(w.cpu_int_panels, nullptr) << dtype_name(k.type) << hwy::TargetName(target);
-      for (int64_t count : {1, 3, 8, 32}) {
-        const auto x = testing::randn(size_t(count * cols), rng);
-        const auto want = from_blocks(k.type, raw, rows, cols, x, count);
-        const auto want2 = from_blocks(k.type, raw2, rows2, cols, x, count);
-        std::vector<float> y(want.size(), NAN), y_many(want.size(), NAN), y2(want2.size(), NAN);
-        cpu->matmul({w, x.data(), y.data(), count});
-        const MatmulArgs list[] = {{w, x.data(), y_many.data(), count},
-                                   {w2, x.data(), y2.data(), count}};
-        cpu->matmul_many(list);
-        for (size_t i = 0; i < want.size(); ++i) {
-          ASSERT_NEAR(y[i], want[i], 1e-4 * (1 + std::fabs(want[i])))
-              << dtype_name(k.type) << " " << hwy::TargetName(target) << " count " << count << " "
-              << i;
-          ASSERT_EQ(y_many[i], y[i]) << "count " << count << " " << i;
-        }
-        for (size_t i = 0; i < want2.size(); ++i)
-          ASSERT_NEAR(y2[i], want2[i], 1e-4 * (1 + std::fabs(want2[i]))) << "count " << count;
-      }
-    }
-  hwy::SetSupportedTargetsForTest(0);
+      testing::expect_backend_products_from_blocks(k.type, 130, 13, 512, 1e-4, 52);
+    });
   if (targets_run == 0) GTEST_SKIP() << "no Highway target here has the Q4_K panel kernel";
 }
 
-// Panels made for one ISA's kernels (16 outputs with VNNI, 8 on AVX2) are refused, not
-// misread, after the ISA changes.
+// Panels made for one ISA's kernels (16 outputs with VNNI, 8 on AVX2, none below) are refused,
+// not misread, after the ISA changes.
 TEST(Q4KPanels, PanelsOfAnotherIsaAreAnErrorNotWrongProducts) {
-  std::vector<int64_t> with_panels;
-  std::vector<size_t> widths;
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    if (cpu::q4k_panels_supported() &&
-        (widths.empty() || widths.back() != cpu::q4k_panel_width())) {
-      with_panels.push_back(target);
-      widths.push_back(cpu::q4k_panel_width());
-    }
-  }
-  hwy::SetSupportedTargetsForTest(0);
-  if (with_panels.size() < 2) GTEST_SKIP() << "one panel layout on this machine";
-  ThreadPool pool(1);
-  auto cpu = make_cpu_backend(&pool);
-  std::mt19937 rng(53);
-  const int64_t rows = 20, cols = 256;
-  const auto raw = quantized(testing::randn(size_t(rows * cols), rng), rows, cols);
-  Matrix w{DType::Q4_K, rows, cols, raw.data()};
-  hwy::SetSupportedTargetsForTest(with_panels[0]);
-  auto owner = prepare_cpu_panels(w, pool);
-  ASSERT_NE(w.cpu_int_panels, nullptr);
-  const auto x = testing::randn(size_t(cols), rng);
-  std::vector<float> y(static_cast<size_t>(rows));
-  EXPECT_NO_THROW(cpu->matmul({w, x.data(), y.data(), 1}));
-  hwy::SetSupportedTargetsForTest(with_panels[1]);
-  EXPECT_THROW(cpu->matmul({w, x.data(), y.data(), 1}), Error);
-  const MatmulArgs list[] = {{w, x.data(), y.data(), 1}};
-  EXPECT_THROW(cpu->matmul_many(list), Error);
-  hwy::SetSupportedTargetsForTest(0);
+  const auto two = testing::targets_of_two_panel_layouts(cpu::q4k_panel_width);
+  if (two.size() < 2) GTEST_SKIP() << "one panel layout on this machine";
+  testing::expect_panels_of_another_isa_refused(DType::Q4_K, two[0], two[1], 20, 256, 53);
 }
 
 }  // namespace
