@@ -35,6 +35,23 @@ void embedding_backward(const EmbeddingArgs<T>& a) {
 
 // ---------------------------------------------------------------- LayerNorm / GroupNorm
 
+// Σ_i term(i) for i < n in double, over 8 independent partial sums: one chain of dependent
+// adds through a row of 768 values was most of the norms' time (~2-3% of a prefill).
+namespace {
+template <class F>
+double lane_sum(int64_t n, const F& term) {
+  constexpr int kLanes = 8;
+  double part[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += term(i + l);
+  double s = 0;
+  for (int l = 0; l < kLanes; ++l) s += part[l];
+  for (; i < n; ++i) s += term(i);
+  return s;
+}
+}  // namespace
+
 template <class T>
 void norm_forward(const NormArgs<T>& a) {
   const int64_t g = a.n / a.groups;
@@ -42,11 +59,13 @@ void norm_forward(const NormArgs<T>& a) {
     for (int64_t h = 0; h < a.groups; ++h) {
       const int64_t o = r * a.n + h * g;
       const T* x = a.x + o;
-      double mean = 0, var = 0;
-      for (int64_t i = 0; i < g; ++i) mean += x[i];
-      mean /= double(g);
-      for (int64_t i = 0; i < g; ++i) var += (x[i] - mean) * (x[i] - mean);
-      var /= double(g);
+      const double mean = lane_sum(g, [x](int64_t i) { return double(x[i]); }) / double(g);
+      const double var = lane_sum(g,
+                                  [x, mean](int64_t i) {
+                                    const double d = x[i] - mean;
+                                    return d * d;
+                                  }) /
+                         double(g);
       const T inv = T(1.0 / std::sqrt(var + double(a.eps))), m = T(mean);
       if (a.stats) {  // null when nothing will run backward (inference)
         a.stats[(r * a.groups + h) * 2] = m;
