@@ -49,6 +49,12 @@ void register_serve(CLI::App& app) {
                   "streams smooth while long prompts arrive, larger reads prompts faster")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--stream-slowdown", q.stream_slowdown,
+                  "While prompts are read, a step may take at most this many times as long as "
+                  "the generating streams' tokens alone (their inter-token time), as predicted "
+                  "from measured steps; prompts still get max(16, streams) positions per step")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 1000.0));
   cmd->add_option("--prefill-step-tokens", q.prefill_step_tokens,
                   "Positions per step while no sequence is generating (prompts only)")
       ->capture_default_str()

@@ -88,8 +88,12 @@ struct SchedulerOptions {
   int max_queued = 64;                // waiting beyond the running ones; more are refused
   int64_t step_tokens = 256;          // positions per step (decode tokens + prompt chunks)
   int64_t prefill_step_tokens = 512;  // per step while no sequence is generating
-  int64_t snapshot_every = 512;       // prompt positions between cache snapshots (0: ends only)
-  int64_t max_context = 1 << 20;      // prompt + max_tokens at most
+  // Prompt chunks may make a step at most this many times as long as the generating
+  // sequences' rows alone (predicted from measured steps): the streams' inter-token time
+  // while prompts are read. At least max(16, generating) prompt positions whatever it is.
+  double stream_slowdown = 1.75;
+  int64_t snapshot_every = 512;   // prompt positions between cache snapshots (0: ends only)
+  int64_t max_context = 1 << 20;  // prompt + max_tokens at most
   bool use_cache = true;
   PrefixCacheOptions cache;
 };

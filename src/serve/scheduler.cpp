@@ -18,6 +18,7 @@
 #include "rwkv7/error.hpp"
 #include "rwkv7/serve.hpp"
 #include "serve/cache_key_file.hpp"
+#include "serve/step_cost.hpp"
 
 namespace rwkv7 {
 namespace {
@@ -106,6 +107,7 @@ struct Scheduler::Impl {
   std::mutex join_mu;  // shutdown may come from two threads (a signal and a destructor)
 
   std::vector<std::unique_ptr<Seq>> running;  // the loop thread's own
+  StepCostModel cost;                         // the loop thread's own
   // step()'s lists of the sequences it samples (kept between steps).
   std::vector<Seq*> sampling_;
   std::vector<Sampler*> samplers_;
@@ -244,15 +246,18 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // Prompts, shortest remaining first, so a short request is not stuck behind a long one;
   // but the oldest prompt always gets half, so a long one is never starved. One chunk
   // per sequence, ending at or before its next snapshot point.
-  // While streams generate, prompts get what is left of --step-tokens, but never more
-  // positions than there are streams (so a step at most doubles in rows and the streams'
-  // inter-token time at most about doubles) and never fewer than 16 (so prompts move on).
-  // With no stream to keep smooth, --prefill-step-tokens.
+  // While streams generate, prompts get what is left of --step-tokens, but only as many
+  // positions as keep the step within --stream-slowdown x the time of the streams' rows alone,
+  // as predicted from the steps measured so far (a step's fixed cost, one pass over the
+  // weights, lets a few streams carry many prompt positions). Always at least as many as
+  // there are streams (a step at most doubles in rows, whatever the costs) and 16 (so prompts
+  // move on). With no stream to keep smooth, --prefill-step-tokens.
   const int64_t floor = std::min<int64_t>(16, opts.step_tokens);
-  int64_t budget =
-      decoding > 0
-          ? std::max(floor, std::min(opts.step_tokens - decoding, std::max(decoding, floor)))
-          : std::max(opts.step_tokens, opts.prefill_step_tokens);
+  int64_t share = std::max(decoding, floor);
+  if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
+    share = std::max(share, *n);
+  int64_t budget = decoding > 0 ? std::max(floor, std::min(opts.step_tokens - decoding, share))
+                                : std::max(opts.step_tokens, opts.prefill_step_tokens);
   std::vector<Seq*> reading;
   for (auto& sp : running) {
     sp->chunk = 0;
@@ -295,6 +300,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     const double busy = seconds(t0, Clock::now());
     int64_t positions = 0;
     for (const SequenceRequest& q : batch) positions += int64_t(q.tokens.size());
+    if (failure.empty()) cost.observe(decoding, positions - decoding, busy);
     {
       std::lock_guard lock(mu);
       ++st.steps;
@@ -401,6 +407,9 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, std::shared_ptr<const T
   if (opts.max_running < 1) throw Error("scheduler: max_running must be at least 1");
   if (opts.max_queued < 0) throw Error("scheduler: max_queued must not be negative");
   if (opts.step_tokens < 1) throw Error("scheduler: step_tokens must be at least 1");
+  if (!(opts.stream_slowdown >= 1) || !std::isfinite(opts.stream_slowdown))
+    throw Error("scheduler: stream_slowdown must be a finite number >= 1, not " +
+                std::to_string(opts.stream_slowdown));
   if (opts.snapshot_every < 0) throw Error("scheduler: snapshot_every must not be negative");
   Context probe(opts.threads);  // checks the thread count here, in the caller's thread
   impl_->model = std::move(model);

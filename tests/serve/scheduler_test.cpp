@@ -220,6 +220,27 @@ TEST(Scheduler, RefusesRequestsThatCanNeverRun) {
   EXPECT_THROW(s.submit(empty_stop), Error);
 }
 
+TEST(Scheduler, RefusesAStreamSlowdownBelowOneOrNotANumber) {
+  Fixture f;
+  for (const double bad : {0.5, 0.0, -2.0, double(std::nan("")), double(INFINITY)}) {
+    SchedulerOptions o;
+    o.threads = 1;
+    o.stream_slowdown = bad;
+    try {
+      Scheduler s(f.model, f.tok, o);
+      ADD_FAILURE() << "accepted stream_slowdown " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("stream_slowdown"), std::string::npos) << e.what();
+    }
+  }
+  SchedulerOptions one;
+  one.threads = 1;
+  one.stream_slowdown = 1;  // the floor rule alone
+  Scheduler s(f.model, f.tok, one);
+  auto a = s.submit(greedy_request(*f.tok, "x", 2));
+  EXPECT_EQ(drain(*a.stream, std::chrono::seconds(10)).finished.finish_reason, "max_tokens");
+}
+
 TEST(Scheduler, ShutdownFinishesRunningStreamsOrCancelsThem) {
   Fixture f;
   SchedulerOptions o;

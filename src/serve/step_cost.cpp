@@ -1,0 +1,59 @@
+#include "serve/step_cost.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace rwkv7 {
+
+void StepCostModel::observe(int64_t decoding, int64_t prompt, double seconds) {
+  if (!(seconds > 0) || !std::isfinite(seconds) || decoding < 0 || prompt < 0) return;
+  const double d = double(decoding), p = double(prompt);
+  if (prompt == 0) {
+    if (decoding == 0) return;
+    ++seen0_;
+    n0_ = n0_ * forget_ + 1;
+    d_ = d_ * forget_ + d;
+    dd_ = dd_ * forget_ + d * d;
+    t_ = t_ * forget_ + seconds;
+    dt_ = dt_ * forget_ + d * seconds;
+    return;
+  }
+  if (decoding == 0) return;  // prefill-only steps: no stream to keep smooth, nothing to learn
+  const std::optional<double> base = decode_only(decoding);
+  if (!base) return;
+  ++seen1_;
+  pe_ = pe_ * forget_ + p * (seconds - *base);
+  pp_ = pp_ * forget_ + p * p;
+}
+
+std::optional<double> StepCostModel::decode_only(int64_t decoding) const {
+  if (seen0_ < kMinSteps) return std::nullopt;
+  const double mean_d = d_ / n0_, mean_t = t_ / n0_;
+  const double var_d = dd_ / n0_ - mean_d * mean_d;
+  // With (nearly) one d seen, the mean is the prediction there and the slope is unknown:
+  // use it only near that d.
+  if (var_d < 0.25) {
+    if (std::abs(double(decoding) - mean_d) > 0.5) return std::nullopt;
+    return mean_t;
+  }
+  const double slope = (dt_ / n0_ - mean_d * mean_t) / var_d;
+  const double t = mean_t + std::max(slope, 0.0) * (double(decoding) - mean_d);
+  if (!(t > 0)) return std::nullopt;
+  return t;
+}
+
+std::optional<double> StepCostModel::per_prompt() const {
+  if (seen1_ < kMinSteps || !(pp_ > 0)) return std::nullopt;
+  const double b = pe_ / pp_;
+  if (!(b > 0)) return std::nullopt;
+  return b;
+}
+
+std::optional<int64_t> StepCostModel::prompt_positions(int64_t decoding, double slowdown) const {
+  const std::optional<double> base = decode_only(decoding), b = per_prompt();
+  if (!base || !b || !(slowdown >= 1)) return std::nullopt;
+  const double n = std::floor((slowdown - 1) * *base / *b);
+  return int64_t(std::min(n, double(int64_t(1) << 40)));
+}
+
+}  // namespace rwkv7

@@ -1,0 +1,45 @@
+#pragma once
+// What a batched step costs, learnt from the steps the scheduler runs, so that the prompt share
+// of a step can be sized to keep the generating streams' inter-token time within a factor of
+// what a step of their tokens alone takes:
+//   step seconds ≈ decode_only(d) + per_prompt · p,   decode_only(d) = fixed + per_decode · d
+// (d generating rows, p prompt positions). `fixed` is mostly one pass over the weights, paid
+// by every step whatever its rows: on a 2-core AVX2 machine, 0.1B bf16, ~10 ms against ~1.2 ms
+// per prompt row, so a few decoding streams can carry many more prompt positions than their
+// own count at the same relative slowdown.
+// decode_only is fitted on the steps without prompt rows (a line in d; with one d seen, its
+// value there), per_prompt on the others' excess over decode_only (a line through the origin
+// in p). Both fits forget old steps geometrically, so they follow the machine's load.
+#include <cstdint>
+#include <optional>
+
+namespace rwkv7 {
+
+class StepCostModel {
+ public:
+  // Each step weighs 1; older ones decay by `forget` per new one of their kind.
+  explicit StepCostModel(double forget = 0.98) : forget_(forget) {}
+
+  void observe(int64_t decoding, int64_t prompt, double seconds);
+
+  // Predicted seconds of a step of `decoding` generating rows alone; nullopt before enough
+  // such steps were seen.
+  std::optional<double> decode_only(int64_t decoding) const;
+  // Seconds one prompt position adds to a step; nullopt before enough mixed steps were seen.
+  std::optional<double> per_prompt() const;
+
+  // The most prompt positions a step with `decoding` rows may add so that its predicted time
+  // is at most `slowdown` x decode_only(decoding); nullopt while either fit is missing.
+  std::optional<int64_t> prompt_positions(int64_t decoding, double slowdown) const;
+
+ private:
+  static constexpr int64_t kMinSteps = 8;  // steps of a kind before its fit is used
+  double forget_;
+  int64_t seen0_ = 0, seen1_ = 0;
+  // Decode-only steps: weighted sums of 1, d, d², t, d·t.
+  double n0_ = 0, d_ = 0, dd_ = 0, t_ = 0, dt_ = 0;
+  // Mixed steps, once decode_only exists: weighted Σ p·excess, Σ p².
+  double pe_ = 0, pp_ = 0;
+};
+
+}  // namespace rwkv7

@@ -1,0 +1,103 @@
+#include "serve/step_cost.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace rwkv7 {
+namespace {
+
+// A machine whose steps cost exactly fixed + per_decode·d + per_prompt·p.
+struct LinearCosts {
+  double fixed = 0.010, per_decode = 0.0019, per_prompt = 0.0012;
+  double operator()(int64_t d, int64_t p) const {
+    return fixed + per_decode * double(d) + per_prompt * double(p);
+  }
+};
+
+TEST(StepCostModel, NothingIsPredictedBeforeEnoughStepsOfEachKind) {
+  StepCostModel m;
+  const LinearCosts cost;
+  EXPECT_FALSE(m.prompt_positions(16, 2.0));
+  for (int i = 0; i < 7; ++i) m.observe(16, 0, cost(16, 0));
+  EXPECT_FALSE(m.decode_only(16));  // 7 < 8 decode-only steps
+  m.observe(16, 0, cost(16, 0));
+  ASSERT_TRUE(m.decode_only(16));
+  EXPECT_FALSE(m.per_prompt());
+  EXPECT_FALSE(m.prompt_positions(16, 2.0));
+  for (int i = 0; i < 8; ++i) m.observe(16, 16, cost(16, 16));
+  EXPECT_TRUE(m.prompt_positions(16, 2.0));
+}
+
+TEST(StepCostModel, OneStreamCountIsPredictedThereOnly) {
+  StepCostModel m;
+  const LinearCosts cost;
+  for (int i = 0; i < 20; ++i) m.observe(16, 0, cost(16, 0));
+  ASSERT_TRUE(m.decode_only(16));
+  EXPECT_NEAR(*m.decode_only(16), cost(16, 0), 1e-12);
+  // The slope in d is unknown from one d: no guess elsewhere.
+  EXPECT_FALSE(m.decode_only(4));
+  EXPECT_FALSE(m.decode_only(17));
+}
+
+TEST(StepCostModel, RecoversALinearMachineAndSizesThePromptShare) {
+  StepCostModel m;
+  const LinearCosts cost;
+  for (int i = 0; i < 40; ++i) m.observe(1 + i % 32, 0, cost(1 + i % 32, 0));
+  for (int i = 0; i < 40; ++i) m.observe(1 + i % 20, 8 + i % 50, cost(1 + i % 20, 8 + i % 50));
+  ASSERT_TRUE(m.decode_only(4));
+  EXPECT_NEAR(*m.decode_only(4), cost(4, 0), 1e-9);
+  EXPECT_NEAR(*m.decode_only(48), cost(48, 0), 1e-9);  // extrapolated along the line
+  ASSERT_TRUE(m.per_prompt());
+  EXPECT_NEAR(*m.per_prompt(), cost.per_prompt, 1e-9);
+  // slowdown 2: p·per_prompt <= decode_only(d). d = 4: (0.010 + 0.0076) / 0.0012 = 14.67.
+  EXPECT_EQ(*m.prompt_positions(4, 2.0), 14);
+  // d = 16: (0.010 + 0.0304) / 0.0012 = 33.67; slowdown 1.75: 0.75 x that = 25.25.
+  EXPECT_EQ(*m.prompt_positions(16, 2.0), 33);
+  EXPECT_EQ(*m.prompt_positions(16, 1.75), 25);
+  EXPECT_EQ(*m.prompt_positions(16, 1.0), 0);
+  // The predicted step at that share is within the slowdown, one more position is not.
+  const int64_t p = *m.prompt_positions(16, 1.75);
+  EXPECT_LE(cost(16, p), 1.75 * cost(16, 0));
+  EXPECT_GT(cost(16, p + 1), 1.75 * cost(16, 0));
+}
+
+TEST(StepCostModel, FollowsTheMachineWhenItSlowsDown) {
+  StepCostModel m;
+  LinearCosts cost;
+  for (int i = 0; i < 200; ++i) {
+    m.observe(1 + i % 8, 0, cost(1 + i % 8, 0));
+    m.observe(1 + i % 8, 16 + i % 7, cost(1 + i % 8, 16 + i % 7));
+  }
+  EXPECT_NEAR(*m.per_prompt(), 0.0012, 1e-9);
+  cost.fixed *= 2, cost.per_decode *= 2, cost.per_prompt *= 2;  // another process took a core
+  for (int i = 0; i < 400; ++i) {
+    m.observe(1 + i % 8, 0, cost(1 + i % 8, 0));
+    m.observe(1 + i % 8, 16 + i % 7, cost(1 + i % 8, 16 + i % 7));
+  }
+  EXPECT_NEAR(*m.decode_only(4), cost(4, 0), 1e-3 * cost(4, 0));
+  EXPECT_NEAR(*m.per_prompt(), cost.per_prompt, 1e-3 * cost.per_prompt);
+}
+
+TEST(StepCostModel, IgnoresStepsThatSayNothingAndRefusesNonsense) {
+  StepCostModel m;
+  const LinearCosts cost;
+  for (int i = 0; i < 20; ++i) {
+    m.observe(0, 256, 0.3);         // prefill only: no stream
+    m.observe(4, 0, -1.0);          // a clock that went back
+    m.observe(4, 0, std::nan(""));  //
+    m.observe(-1, 0, 0.01);         //
+    m.observe(4, 16, cost(4, 16));  // mixed, before any decode-only step
+  }
+  EXPECT_FALSE(m.decode_only(4));
+  EXPECT_FALSE(m.per_prompt());
+  // Prompt rows that cost nothing (or less than nothing) measured: no share from the model.
+  for (int i = 0; i < 20; ++i) m.observe(4, 0, cost(4, 0));
+  for (int i = 0; i < 20; ++i) m.observe(4, 16, cost(4, 0) * 0.9);
+  EXPECT_FALSE(m.per_prompt());
+  EXPECT_FALSE(m.prompt_positions(4, 2.0));
+  EXPECT_FALSE(m.prompt_positions(4, 0.5));
+}
+
+}  // namespace
+}  // namespace rwkv7
