@@ -55,6 +55,11 @@ void register_serve(CLI::App& app) {
                   "from measured steps; prompts still get max(16, streams) positions per step")
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1000.0));
+  cmd->add_option("--stream-step-ms", q.stream_step_ms,
+                  "... or until a step takes about this long (ms; 0: off), whichever allows "
+                  "more prompt: the inter-token time streams may slow to at light load")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
   cmd->add_option("--prefill-step-tokens", q.prefill_step_tokens,
                   "Positions per step while no sequence is generating (prompts only)")
       ->capture_default_str()

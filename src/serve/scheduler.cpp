@@ -108,6 +108,7 @@ struct Scheduler::Impl {
 
   std::vector<std::unique_ptr<Seq>> running;  // the loop thread's own
   StepCostModel cost;                         // the loop thread's own
+  StepTimeController step_time{0, 16, 16};    // set from opts at start; the loop thread's own
   // step()'s lists of the sequences it samples (kept between steps).
   std::vector<Seq*> sampling_;
   std::vector<Sampler*> samplers_;
@@ -249,13 +250,15 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // While streams generate, prompts get what is left of --step-tokens, but only as many
   // positions as keep the step within --stream-slowdown x the time of the streams' rows alone,
   // as predicted from the steps measured so far (a step's fixed cost, one pass over the
-  // weights, lets a few streams carry many prompt positions). Always at least as many as
-  // there are streams (a step at most doubles in rows, whatever the costs) and 16 (so prompts
-  // move on). With no stream to keep smooth, --prefill-step-tokens.
+  // weights, lets a few streams carry many prompt positions), or as keep it near
+  // --stream-step-ms, whichever allows more. Always at least as many as there are streams (a
+  // step at most doubles in rows, whatever the costs) and 16 (so prompts move on). With no
+  // stream to keep smooth, --prefill-step-tokens.
   const int64_t floor = std::min<int64_t>(16, opts.step_tokens);
   int64_t share = std::max(decoding, floor);
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
+  if (opts.stream_step_ms > 0) share = std::max(share, step_time.share());
   int64_t budget = decoding > 0 ? std::max(floor, std::min(opts.step_tokens - decoding, share))
                                 : std::max(opts.step_tokens, opts.prefill_step_tokens);
   std::vector<Seq*> reading;
@@ -281,6 +284,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     for (Seq* sq : by_length) give(*sq, budget);
     give(oldest, budget);
   }
+  const bool prompts_limited = !reading.empty() && budget == 0;
   for (Seq* sq : reading) {
     Seq& s = *sq;
     if (s.chunk == 0) continue;
@@ -300,7 +304,10 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     const double busy = seconds(t0, Clock::now());
     int64_t positions = 0;
     for (const SequenceRequest& q : batch) positions += int64_t(q.tokens.size());
-    if (failure.empty()) cost.observe(decoding, positions - decoding, busy);
+    if (failure.empty()) {
+      cost.observe(decoding, positions - decoding, busy);
+      if (decoding > 0 && prompts_limited) step_time.observe(positions - decoding, busy);
+    }
     {
       std::lock_guard lock(mu);
       ++st.steps;
@@ -410,11 +417,16 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, std::shared_ptr<const T
   if (!(opts.stream_slowdown >= 1) || !std::isfinite(opts.stream_slowdown))
     throw Error("scheduler: stream_slowdown must be a finite number >= 1, not " +
                 std::to_string(opts.stream_slowdown));
+  if (!(opts.stream_step_ms >= 0) || !std::isfinite(opts.stream_step_ms))
+    throw Error("scheduler: stream_step_ms must be a finite number >= 0, not " +
+                std::to_string(opts.stream_step_ms));
   if (opts.snapshot_every < 0) throw Error("scheduler: snapshot_every must not be negative");
   Context probe(opts.threads);  // checks the thread count here, in the caller's thread
   impl_->model = std::move(model);
   impl_->tok = std::move(tok);
   impl_->opts = opts;
+  impl_->step_time = StepTimeController(opts.stream_step_ms / 1000,
+                                        std::min<int64_t>(16, opts.step_tokens), opts.step_tokens);
   if (opts.use_cache && (opts.cache.memory_bytes > 0 || !opts.cache.disk_dir.empty()))
     impl_->cache = std::make_unique<PrefixCache>(impl_->model, opts.cache);
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->loop(); });

@@ -42,4 +42,21 @@ class StepCostModel {
   double pe_ = 0, pp_ = 0;
 };
 
+// The prompt share that keeps a step with generating rows near an absolute duration
+// (--stream-step-ms: at light load a stream may slow to that inter-token time while prompts
+// are read, however fast its steps alone are). A feedback loop on measured steps, no model:
+// after a step whose prompt positions were the whole budget (more prompt was waiting), the
+// share becomes those positions x sqrt(target / measured seconds), at most doubled or halved,
+// within [lo, hi].
+class StepTimeController {
+ public:
+  StepTimeController(double target_seconds, int64_t lo, int64_t hi);
+  int64_t share() const { return share_; }
+  void observe(int64_t prompt_positions, double seconds);
+
+ private:
+  double target_;
+  int64_t lo_, hi_, share_;
+};
+
 }  // namespace rwkv7

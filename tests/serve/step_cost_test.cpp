@@ -101,3 +101,40 @@ TEST(StepCostModel, IgnoresStepsThatSayNothingAndRefusesNonsense) {
 
 }  // namespace
 }  // namespace rwkv7
+
+namespace rwkv7 {
+namespace {
+
+TEST(StepTimeController, SettlesWhereAStepTakesTheTarget) {
+  const LinearCosts cost;  // 4 streams alone: 17.6 ms; 50 ms at p = (0.050 - 0.0176) / 0.0012 = 27
+  StepTimeController c(0.050, 16, 256);
+  EXPECT_EQ(c.share(), 16);
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(4, c.share()));
+  EXPECT_NEAR(double(c.share()), 27.0, 1.0);
+  // More streams: their rows alone take 0.010 + 0.0019 * 16 = 40.4 ms; 50 ms at p = 8, below lo.
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(16, c.share()));
+  EXPECT_EQ(c.share(), 16);
+}
+
+TEST(StepTimeController, MovesAtMostTwofoldPerStepAndStaysInItsBounds) {
+  StepTimeController c(0.050, 16, 100);
+  c.observe(16, 0.001);  // 50x too fast: doubled, not x7
+  EXPECT_EQ(c.share(), 32);
+  c.observe(90, 0.001);
+  EXPECT_EQ(c.share(), 100);  // hi
+  c.observe(100, 10.0);       // far too slow: halved
+  EXPECT_EQ(c.share(), 50);
+  c.observe(20, 10.0);
+  EXPECT_EQ(c.share(), 16);  // lo
+  // Steps that say nothing leave it.
+  c.observe(0, 0.01);
+  c.observe(40, 0.0);
+  c.observe(40, std::nan(""));
+  EXPECT_EQ(c.share(), 16);
+  StepTimeController off(0, 16, 100);
+  off.observe(16, 0.001);
+  EXPECT_EQ(off.share(), 16);
+}
+
+}  // namespace
+}  // namespace rwkv7
