@@ -56,8 +56,9 @@ void register_serve(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1.0, 1000.0));
   cmd->add_option("--stream-step-ms", q.stream_step_ms,
-                  "... or until a step takes about this long (ms; 0: off), whichever allows "
-                  "more prompt: the inter-token time streams may slow to at light load")
+                  "While prompts are read, a step may also last about this long (ms; 0: off), "
+                  "whichever of this and --stream-slowdown allows more prompt positions: the "
+                  "inter-token time streams may slow to at light load")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
   cmd->add_option("--prefill-step-tokens", q.prefill_step_tokens,
