@@ -7,6 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "core/lane_sum.hpp"
+
 namespace rwkv7::train {
 namespace {
 
@@ -34,23 +36,6 @@ void embedding_backward(const EmbeddingArgs<T>& a) {
 }
 
 // ---------------------------------------------------------------- LayerNorm / GroupNorm
-
-// Σ_i term(i) for i < n in double, over 8 independent partial sums: one chain of dependent
-// adds through a row of 768 values was most of the norms' time (~2-3% of a prefill).
-namespace {
-template <class F>
-double lane_sum(int64_t n, const F& term) {
-  constexpr int kLanes = 8;
-  double part[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += term(i + l);
-  double s = 0;
-  for (int l = 0; l < kLanes; ++l) s += part[l];
-  for (; i < n; ++i) s += term(i);
-  return s;
-}
-}  // namespace
 
 template <class T>
 void norm_forward(const NormArgs<T>& a) {

@@ -25,6 +25,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Prompt positions a step gives at least while streams generate, so prompts move on.
+int64_t prompt_floor(const SchedulerOptions& o) { return std::min<int64_t>(16, o.step_tokens); }
+
 double seconds(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
@@ -254,7 +257,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // --stream-step-ms, whichever allows more. Always at least as many as there are streams (a
   // step at most doubles in rows, whatever the costs) and 16 (so prompts move on). With no
   // stream to keep smooth, --prefill-step-tokens.
-  const int64_t floor = std::min<int64_t>(16, opts.step_tokens);
+  const int64_t floor = prompt_floor(opts);
   int64_t share = std::max(decoding, floor);
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
@@ -425,8 +428,8 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, std::shared_ptr<const T
   impl_->model = std::move(model);
   impl_->tok = std::move(tok);
   impl_->opts = opts;
-  impl_->step_time = StepTimeController(opts.stream_step_ms / 1000,
-                                        std::min<int64_t>(16, opts.step_tokens), opts.step_tokens);
+  impl_->step_time =
+      StepTimeController(opts.stream_step_ms / 1000, prompt_floor(opts), opts.step_tokens);
   if (opts.use_cache && (opts.cache.memory_bytes > 0 || !opts.cache.disk_dir.empty()))
     impl_->cache = std::make_unique<PrefixCache>(impl_->model, opts.cache);
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->loop(); });

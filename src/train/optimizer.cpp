@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/function_ref.hpp"
+#include "core/lane_sum.hpp"
 #include "core/thread_pool.hpp"
 #include "rwkv7/error.hpp"
 
@@ -79,18 +80,8 @@ void adamw_range(float* __restrict p, const float* __restrict g, float* __restri
   }
 }
 
-// Σ x² in double, in kLanes independent sums (the compiler vectorises these; one running sum
-// would be a serial chain).
 double sum_of_squares(const float* __restrict x, int64_t n) {
-  constexpr int64_t kLanes = 8;
-  double lane[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) lane[j] += double(x[i + j]) * double(x[i + j]);
-  double sq = 0;
-  for (; i < n; ++i) sq += double(x[i]) * double(x[i]);
-  for (double s : lane) sq += s;
-  return sq;
+  return lane_sum(n, [x](int64_t i) { return double(x[i]) * double(x[i]); });
 }
 
 }  // namespace
