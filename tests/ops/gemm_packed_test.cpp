@@ -189,5 +189,44 @@ TEST(GemmPacked, PanelProductEqualsScalarTwin) {
   });
 }
 
+// bf16 panels as made at load, multiplied in place (decode batches): the same sums as the fp32
+// panel they widen to, in the same order, so equal to the last bit; for every tile split, a
+// partial last panel, fresh and accumulated outputs, with and without the prefetch hint.
+TEST(GemmPacked, Bf16PanelProductEqualsItsWidenedPanelExactly) {
+  testing::on_every_target([] {
+    if (!cpu::bf16_panel_product_available()) return;
+    std::mt19937 rng(11);
+    const size_t nr = cpu::panel_width();
+    const size_t shapes[][3] = {{2, 64, 128},  {5, 3, 16},   {7, 64, 5},    {8, 20, 128},
+                                {10, 64, 7},   {13, 17, 37}, {32, 64, 128}, {33, 9, 128},
+                                {63, 64, 128}, {1, 64, 64}};
+    for (auto [T, nn_want, kc] : shapes) {
+      const size_t nn = std::min(nn_want, nr);
+      auto w = testing::randn(nn * kc, rng);
+      for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+      auto panel = hwy::AllocateAligned<float>(kc * nr);
+      cpu::pack_panel(w.data(), kc, nn, kc, nullptr, panel.get());
+      std::vector<uint16_t> half(kc * nr);
+      for (size_t i = 0; i < half.size(); ++i) half[i] = f32_to_bf16(panel[i]);
+      const size_t ldx = kc + 3, ldy = nn + 7;
+      const auto x = testing::randn(T * ldx, rng);
+      for (int mode = 0; mode < 4; ++mode) {
+        const bool accumulate = mode & 1, prefetching = mode & 2;
+        const auto y0 = testing::randn(T * ldy, rng);
+        auto want = y0, got = y0;
+        const cpu::PrefetchRange prefetch =
+            prefetching ? cpu::PrefetchRange{half.data(), half.size() * 2} : cpu::PrefetchRange{};
+        cpu::gemm_panel(x.data(), ldx, T, panel.get(), kc, want.data(), ldy, nn, accumulate,
+                        prefetch);
+        cpu::gemm_panel_bf16(x.data(), ldx, T, half.data(), kc, got.data(), ldy, nn, accumulate,
+                             prefetch);
+        for (size_t e = 0; e < got.size(); ++e)
+          ASSERT_EQ(got[e], want[e]) << "T " << T << " nn " << nn << " kc " << kc << " mode "
+                                     << mode << " t " << e / ldy << " j " << e % ldy;
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace rwkv7

@@ -185,7 +185,15 @@ class CpuBackend final : public Backend {
   struct PackedBlock {
     const float* panel;
     cpu::PrefetchRange next;
+    const uint16_t* bf16 = nullptr;  // instead of panel: a bf16 panel made at load, read in place
   };
+
+  // y (+)= the rows of X (x[t · ldx + i]) times block b, whichever form it has.
+  static void rows_times_block(const PackedBlock& b, const float* x, size_t ldx, size_t T,
+                               size_t kn, float* y, size_t ldy, size_t nn, bool accumulate) {
+    if (b.bf16) return cpu::gemm_panel_bf16(x, ldx, T, b.bf16, kn, y, ldy, nn, accumulate, b.next);
+    cpu::gemm_panel(x, ldx, T, b.panel, kn, y, ldy, nn, accumulate, b.next);
+  }
 
   // Where the block packed after `pb` starts, for B(k, n) = src-of-pb[n·ld + k] (a weight
   // [out, in]): further along these rows, else the next panel's first rows. Only a block at
@@ -367,8 +375,8 @@ class CpuBackend final : public Backend {
             cpu::gemm_panel_xt(x.data + k0 * x.ld + m0, size_t(x.ld), size_t(rows), b.panel,
                                size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
           else
-            cpu::gemm_panel(x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), b.panel,
-                            size_t(kn), y, size_t(ldc), size_t(nn), acc, b.next);
+            rows_times_block(b, x.data + m0 * x.ld + k0, size_t(x.ld), size_t(rows), size_t(kn), y,
+                             size_t(ldc), size_t(nn), acc);
         }
       }
     });
@@ -378,6 +386,12 @@ class CpuBackend final : public Backend {
   // (cpu::pack_x_tiles): a block of kPanelDepth inputs of X then outgrows L1 (64 rows × 128
   // inputs × 4 bytes = 32 KB), and read in place its rows are kernel-many streams.
   static constexpr int64_t kTileMinRows = 64;
+
+  // bf16 panels made at load multiply products of fewer positions in place (decode batches:
+  // widening a block into an fp32 copy cost about as much as multiplying it by 32 positions),
+  // more from the widened copy. Below kTileMinRows, so such products read X by rows.
+  static constexpr int64_t kBf16InPlaceBelow = 64;
+  static_assert(kBf16InPlaceBelow <= kTileMinRows);
 
   // Room for `floats` values of X in tiles (decode_.x_tiles).
   float* x_tiles_buffer(size_t floats) const {
@@ -477,7 +491,10 @@ class CpuBackend final : public Backend {
         pack_x_tiles(GemmOperand{list[i]->x, list[i]->w.cols, false}, list[i]->count,
                      list[i]->w.cols, 1, list[i]->count, xp + tiles_at[i]);
     const int64_t nr = int64_t(cpu::panel_width());
-    pool_->parallel_parts(cost_begin.back(), 1 << 14, [&](int part, int64_t b, int64_t e) {
+    // Chunks of 1/8 of a thread's share, as matvec_many's: on a shared machine a descheduled
+    // vCPU's tail goes to the other threads instead of every thread waiting for it.
+    const int64_t chunk = std::max<int64_t>(1 << 14, cost_begin.back() / (8 * pool_->size()));
+    pool_->parallel_balanced(cost_begin.back(), chunk, [&](int part, int64_t b, int64_t e) {
       each_unit_range(cost_begin, unit_cost, b, e, [&](size_t i, int64_t u0, int64_t u1) {
         const MatmulArgs& a = *list[i];
         const Matrix& w = a.w;
@@ -496,8 +513,8 @@ class CpuBackend final : public Backend {
                                     size_t(kn), a.y + n0, size_t(w.rows), size_t(nn), k0 > 0,
                                     b.next);
             else
-              cpu::gemm_panel(a.x + k0, size_t(w.cols), size_t(a.count), b.panel, size_t(kn),
-                              a.y + n0, size_t(w.rows), size_t(nn), k0 > 0, b.next);
+              rows_times_block(b, a.x + k0, size_t(w.cols), size_t(a.count), size_t(kn), a.y + n0,
+                               size_t(w.rows), size_t(nn), k0 > 0);
           }
         }
       });
@@ -542,6 +559,12 @@ class CpuBackend final : public Backend {
       return {src, cpu::PrefetchRange{src + values, values * sizeof(float)}};
     }
     const uint16_t* src = static_cast<const uint16_t*>(w.cpu_panels) + at;
+    if (w.dtype == DType::BF16 && positions < kBf16InPlaceBelow &&
+        cpu::bf16_panel_product_available())
+      return {
+          nullptr,
+          more ? cpu::PrefetchRange{src + values, values * sizeof(uint16_t)} : cpu::PrefetchRange{},
+          src};
     const auto widen = w.dtype == DType::F16 ? cpu::widen_f16 : cpu::widen_bf16;
     widen(src, values, panel, burst ? src + values : nullptr);
     if (!more || burst) return {panel, {}};

@@ -193,9 +193,73 @@ struct LineStream {
   size_t lines = 0;
 };
 
-template <int MR, XLayout kX>
-HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
-                      size_t ldy, bool accumulate, LineStream pf) {
+// A panel line as kVecs vectors of floats. fp32 panels: as stored. bf16 panels (weights
+// packed at load, multiplied without a widened copy): each pair of vectors is one vector of
+// bf16 values read as 32-bit lanes, split into the even outputs (low halves shifted up) and
+// the odd ones (high halves masked): two integer operations per pair, no shuffle; with an odd
+// kVecs (AVX2's 3) the last vector is widened in order. The accumulators of a pair then hold
+// the outputs even / odd; OutputOrder puts them back in order once per tile.
+template <class P>
+struct Line;
+template <>
+struct Line<float> {
+  static constexpr bool kSplit = false;
+  template <class D>
+  static HWY_INLINE void Load(D d, const float* p, hn::Vec<D>* b) {
+    const size_t L = hn::Lanes(d);
+    for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
+  }
+};
+#if HWY_TARGET <= HWY_AVX2
+template <>
+struct Line<uint16_t> {
+  static constexpr bool kSplit = true;
+  template <class D>
+  static HWY_INLINE void Load(D d, const uint16_t* p, hn::Vec<D>* b) {
+    const hn::RebindToUnsigned<D> du;
+    const hn::Repartition<uint16_t, decltype(du)> dw;  // a whole vector of bf16
+    const size_t L = hn::Lanes(d);
+    const auto high = hn::Set(du, 0xFFFF0000u);
+    for (int q = 0; q + 1 < kVecs; q += 2) {
+      const auto u = hn::BitCast(du, hn::LoadU(dw, p + q * L));
+      b[q] = hn::BitCast(d, hn::ShiftLeft<16>(u));
+      b[q + 1] = hn::BitCast(d, hn::And(u, high));
+    }
+    if constexpr (kVecs % 2 == 1) {
+      const hn::Rebind<uint16_t, decltype(du)> dh;  // lanes-many bf16
+      b[kVecs - 1] =
+          hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(dh, p + (kVecs - 1) * L))));
+    }
+  }
+};
+
+// Accumulators of outputs [0, 2, 4, ...] and [1, 3, 5, ...] of 2 · lanes outputs → the outputs
+// in order: interleaved within 128-bit blocks, then the blocks put in place.
+template <class D>
+HWY_INLINE void OutputOrder(D d, hn::Vec<D>& even, hn::Vec<D>& odd) {
+  using V = hn::Vec<D>;
+  const V lo = hn::InterleaveLower(d, even, odd), hi = hn::InterleaveUpper(d, even, odd);
+#if HWY_TARGET <= HWY_AVX3
+  // lo = [0-3 | 8-11 | 16-19 | 24-27], hi = [4-7 | 12-15 | 20-23 | 28-31] (blocks of 4)
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  even = V{_mm512_permutex2var_ps(lo.raw, first, hi.raw)};
+  odd = V{_mm512_permutex2var_ps(lo.raw, second, hi.raw)};
+#else
+  // lo = [0-3 | 8-11], hi = [4-7 | 12-15]
+  even = hn::ConcatLowerLower(d, hi, lo);
+  odd = hn::ConcatUpperUpper(d, hi, lo);
+#endif
+}
+#else  // no bf16 panel products on these targets (bf16_panel_product_available)
+template <class D>
+void OutputOrder(D, hn::Vec<D>&, hn::Vec<D>&) {}
+#endif
+
+template <int MR, XLayout kX, class P>
+HWY_INLINE void Micro(const float* x, size_t ldx, const P* panel, size_t kc, float* y, size_t ldy,
+                      bool accumulate, LineStream pf) {
   const hn::ScalableTag<float> d;
   const size_t L = hn::Lanes(d);
   const size_t nr = kVecs * L;
@@ -207,20 +271,22 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   // are more lines than inputs): after input i, (i + 1) · lines / kc have been issued.
   const size_t lines = pf.lines;
   size_t owed = 0;  // lines · (i + 1) mod kc, carried
-  const float* p = panel;
+  const P* p = panel;
   for (size_t i = 0; i < kc; ++i, p += nr) {
     if (lines) {
       owed += lines;
       for (; owed >= kc; owed -= kc, pf.next += 64) hwy::Prefetch(pf.next);
     }
     V b[kVecs];
-    for (int v = 0; v < kVecs; ++v) b[v] = hn::Load(d, p + v * L);
+    Line<P>::Load(d, p, b);
     for (int r = 0; r < MR; ++r) {
       const V a = hn::Set(d, XAt<kX, MR>(x, ldx, size_t(r), i));
       for (int v = 0; v < kVecs; ++v) acc[r][v] = hn::MulAdd(a, b[v], acc[r][v]);
     }
   }
   for (int r = 0; r < MR; ++r) {
+    if constexpr (Line<P>::kSplit)
+      for (int q = 0; q + 1 < kVecs; q += 2) OutputOrder(d, acc[r][q], acc[r][q + 1]);
     float* yr = y + r * ldy;
     for (int v = 0; v < kVecs; ++v) {
       const V out = accumulate ? hn::Add(hn::LoadU(d, yr + v * L), acc[r][v]) : acc[r][v];
@@ -229,8 +295,8 @@ HWY_INLINE void Micro(const float* x, size_t ldx, const float* panel, size_t kc,
   }
 }
 
-template <int MR, XLayout kX>
-HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t kc, float* y,
+template <int MR, XLayout kX, class P>
+HWY_INLINE void MicroAny(const float* x, size_t ldx, const P* panel, size_t kc, float* y,
                          size_t ldy, size_t nn, bool accumulate, LineStream pf) {
   const size_t nr = PanelWidth();
   if (nn == nr) return Micro<MR, kX>(x, ldx, panel, kc, y, ldy, accumulate, pf);
@@ -245,26 +311,26 @@ HWY_INLINE void MicroAny(const float* x, size_t ldx, const float* panel, size_t 
 // Without prefetching: tiles of kRows positions, then one of the rest. Kept apart from the
 // prefetching form below: there the line count is not a constant, and its check in the inner
 // loop (plus the tile bookkeeping) cost 5-8% of an AVX2 prefill.
-template <XLayout kX>
-void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+template <XLayout kX, class P>
+void GemmPanelPlain(const float* x, size_t ldx, size_t T, const P* panel, size_t kc, float* y,
                     size_t ldy, size_t nn, bool accumulate) {
   const LineStream none{};
   const size_t x_step = TileStep<kX>(ldx, kc);
   size_t t = 0;
   for (; t + kRows <= T; t += kRows, x += x_step)
-    MicroAny<kRows, kX>(x, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate, none);
+    MicroAny<kRows, kX, P>(x, ldx, panel, kc, y + t * ldy, ldy, nn, accumulate, none);
   float* yt = y + t * ldy;
   switch (T - t) {
     case 5:
-      return MicroAny<5, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<5, kX, P>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 4:
-      return MicroAny<4, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<4, kX, P>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 3:
-      return MicroAny<3, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<3, kX, P>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 2:
-      return MicroAny<2, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<2, kX, P>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     case 1:
-      return MicroAny<1, kX>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
+      return MicroAny<1, kX, P>(x, ldx, panel, kc, yt, ldy, nn, accumulate, none);
     default:
       return;
   }
@@ -275,11 +341,11 @@ void GemmPanelPlain(const float* x, size_t ldx, size_t T, const float* panel, si
 // 4: 5 = 3 + 2, 6 = 3 + 3): a 1- or 2-row tile of 6 has too few accumulators to keep the FMA
 // units busy (a 32-sequence decode batch ended in one). The prefetch lines are shared out over
 // the tiles in proportion to their rows. Packed tiles (kTiles) keep pack_x_tiles' split: no join.
-template <XLayout kX>
-void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
+template <XLayout kX, class P = float>
+void GemmPanelT(const float* x, size_t ldx, size_t T, const P* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   if (!prefetch.begin || prefetch.bytes == 0)
-    return GemmPanelPlain<kX>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
+    return GemmPanelPlain<kX, P>(x, ldx, T, panel, kc, y, ldy, nn, accumulate);
   // From X's first position to position t (a tile's first, for kTiles).
   const size_t x_step = kX == XLayout::kTransposed ? 1 : kX == XLayout::kTiles ? kc : ldx;
   const size_t lines = (prefetch.bytes + 63) / 64;
@@ -292,22 +358,22 @@ void GemmPanelT(const float* x, size_t ldx, size_t T, const float* panel, size_t
     float* yt = y + t * ldy;
     switch (rows) {
       case 6:
-        MicroAny<6, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<6, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 5:
-        MicroAny<5, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<5, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 4:
-        MicroAny<4, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<4, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 3:
-        MicroAny<3, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<3, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       case 2:
-        MicroAny<2, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<2, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
       default:
-        MicroAny<1, kX>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
+        MicroAny<1, kX, P>(xt, ldx, panel, kc, yt, ldy, nn, accumulate, pf);
         break;
     }
     t += rows;
@@ -330,6 +396,21 @@ void GemmPanel(const float* x, size_t ldx, size_t T, const float* panel, size_t 
                size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   GemmPanelT<XLayout::kRows>(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
+
+// bf16 panels as made at load, read without a widened copy (AVX2 and AVX-512; elsewhere the
+// caller widens: bf16_panel_product_available()).
+void GemmPanelBf16(const float* x, size_t ldx, size_t T, const uint16_t* panel, size_t kc, float* y,
+                   size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+#if HWY_TARGET <= HWY_AVX2
+  GemmPanelT<XLayout::kRows, uint16_t>(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+#else
+  (void)x, (void)ldx, (void)T, (void)panel, (void)kc, (void)y, (void)ldy, (void)nn;
+  (void)accumulate, (void)prefetch;
+  HWY_ABORT("gemm_panel_bf16 on a target without it");
+#endif
+}
+
+bool Bf16PanelProductAvailable() { return HWY_TARGET <= HWY_AVX2; }
 
 void GemmPanelXT(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
                  size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
@@ -384,6 +465,8 @@ HWY_EXPORT(PackPanelF16);
 HWY_EXPORT(PackPanelInputMajor);
 HWY_EXPORT(GemmPanel);
 HWY_EXPORT(GemmPanelXT);
+HWY_EXPORT(GemmPanelBf16);
+HWY_EXPORT(Bf16PanelProductAvailable);
 HWY_EXPORT(GemmPanelTiles);
 HWY_EXPORT(TileRows);
 HWY_EXPORT(PackXTiles);
@@ -415,6 +498,13 @@ void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
   HWY_DYNAMIC_DISPATCH(GemmPanel)(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
 }
+
+void gemm_panel_bf16(const float* x, size_t ldx, size_t T, const uint16_t* panel, size_t kc,
+                     float* y, size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {
+  HWY_DYNAMIC_DISPATCH(GemmPanelBf16)(x, ldx, T, panel, kc, y, ldy, nn, accumulate, prefetch);
+}
+
+bool bf16_panel_product_available() { return HWY_DYNAMIC_DISPATCH(Bf16PanelProductAvailable)(); }
 
 void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
                    size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch) {

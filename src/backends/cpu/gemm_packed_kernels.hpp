@@ -52,6 +52,14 @@ struct PrefetchRange {
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,
                 size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch = {});
 
+// gemm_panel over a bf16 panel as pack_panels(DType::BF16, …) made it at load (the same layout
+// in 16-bit values), read as it is: no widened fp32 copy per block, which for a decode batch's
+// few positions cost as much as the products (panel: 2-byte aligned is enough). Only where
+// bf16_panel_product_available() (AVX2 and AVX-512 kernels).
+bool bf16_panel_product_available();
+void gemm_panel_bf16(const float* x, size_t ldx, size_t T, const uint16_t* panel, size_t kc,
+                     float* y, size_t ldy, size_t nn, bool accumulate, PrefetchRange prefetch = {});
+
 // The same with X given transposed: X(t, i) = xt[i * ldxt + t] (xt [kc, ≥ T], e.g. dY [rows,
 // out] read down its columns for dW = dYᵀ·X), so no transposed copy is made.
 void gemm_panel_xt(const float* xt, size_t ldxt, size_t T, const float* panel, size_t kc, float* y,
