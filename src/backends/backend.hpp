@@ -131,12 +131,13 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool,
 // Packs a bf16 or f16 weight into the cpu backend's panels (threads from the pool) and points
 // m.cpu_panels at them, or a Q8_0 / Q4_0 / Q4_K weight into its integer panels (m.cpu_int_panels:
 // Q8_0 on CPUs with AVX-512 VNNI, Q4_0 and Q4_K on CPUs with AVX2);
-// returns their owner. An fp32
-// weight only with `data_is_mapped`: its panels are as large as the weight, so they replace file
-// pages, never a second copy in memory. Other dtypes and CPUs: nullptr, m unchanged. With
-// `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then advised cold: the
-// products no longer read them.
+// returns their owner. An fp32 weight only with `data_is_mapped` (its panels are as large as the
+// weight, so they replace file pages) or with `fp32_copy_ok` (a small matrix, e.g. a LoRA factor,
+// whose panels the caller accepts as a second copy in memory). Other dtypes and CPUs: nullptr,
+// m unchanged. With `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then
+// advised cold: the products no longer read them.
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,
-                                               bool data_is_mapped = false);
+                                               bool data_is_mapped = false,
+                                               bool fp32_copy_ok = false);
 
 }  // namespace rwkv7

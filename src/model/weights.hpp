@@ -70,7 +70,8 @@ void refresh_weights(ModelWeights& w);
 
 // Packs the product matrices (head and every layer's) into the cpu backend's panels, on the
 // pool's threads (prepare_cpu_panels: bf16, f16, Q8_0 / Q4_0 where the CPU has their kernels,
-// fp32 when viewed in the file's mapping); other dtypes are left as they are.
+// fp32 when viewed in the file's mapping, and fp32 LoRA factors as a small second copy); other
+// dtypes are left as they are.
 void prepare_for_cpu(ModelWeights& w, ThreadPool& pool);
 
 // The table's symbolic dimensions (io/rwkv7_parameters.hpp) for this config.

@@ -341,6 +341,11 @@ void panels_equal_reference() {
   Matrix m{DType::F32, 64, 64, f.data()};
   EXPECT_FALSE(prepare_cpu_panels(m, pool, /*data_is_mapped=*/false));
   EXPECT_EQ(m.cpu_panels, nullptr);
+  // Unless the caller accepts the copy (a small LoRA factor); the values stay where they were.
+  const auto copy = prepare_cpu_panels(m, pool, /*data_is_mapped=*/false, /*fp32_copy_ok=*/true);
+  EXPECT_TRUE(copy);
+  EXPECT_NE(m.cpu_panels, nullptr);
+  EXPECT_EQ(m.data, f.data());
 }
 
 TEST(BackendMatmul, PanelsEqualReference) { testing::on_every_target(panels_equal_reference); }

@@ -112,16 +112,17 @@ std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bo
 
 }  // namespace
 
-std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped,
+                                               bool fp32_copy_ok) {
   if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0 || m.dtype == DType::Q4_K ||
       m.dtype == DType::Q5_K || m.dtype == DType::Q6_K)
     return prepare_int_panels(m, pool, data_is_mapped);
   if (m.rows <= 0 || m.cols <= 0 || m.cpu_panels) return nullptr;
   if (m.dtype == DType::BF16 || m.dtype == DType::F16)
     return prepare_float_panels<uint16_t>(m, pool, data_is_mapped);
-  // fp32 panels are as large as the weight: only in place of a file's pages (advised cold
-  // below), never as a second copy of a buffer (a LoRA-merged or converted matrix).
-  if (m.dtype == DType::F32 && data_is_mapped)
+  // fp32 panels are as large as the weight: in place of a file's pages (advised cold below),
+  // or as a second copy only where the caller says it is small enough.
+  if (m.dtype == DType::F32 && (data_is_mapped || fp32_copy_ok))
     return prepare_float_panels<float>(m, pool, data_is_mapped);
   return nullptr;
 }
