@@ -16,7 +16,9 @@ usage: bash bench/serve/run_all.sh MODEL [VOCAB] [options]     (MODEL "-" serves
   --threads N             server threads (2)
   --max-seqs N            batch size of the "batched" servers (64); the baseline always runs --max-seqs 1 --no-cache
   --server-args "ARGS"    extra arguments for every server (e.g. "--cache-mb 256 --step-tokens 128")
-  --decode-duration S     each decode run (20)
+  --decode-duration S     each decode run (12)
+  --decode-rounds N       decode runs of 1 stream and of --decode-streams, alternated N times; the ratio is the
+                          median of the rounds' ratios (3: the machine's speed drifts over minutes)
   --decode-streams N      the many-stream decode run (32)
   --decode-max-tokens N   (128)
   --chat-turns N          (50)
@@ -39,7 +41,7 @@ EOF
 }
 
 MODEL="" VOCAB="" OUT="" BIN=./build/rwkv7 THREADS=2 MAXSEQS=64 SERVER_ARGS="" SEED=1
-DEC_DUR=20 DEC_STREAMS=32 DEC_MT=128 CHAT_TURNS=50 LP_TOKENS=4096 LP_STREAMS=16
+DEC_DUR=12 DEC_ROUNDS=3 DEC_STREAMS=32 DEC_MT=128 CHAT_TURNS=50 LP_TOKENS=4096 LP_STREAMS=16
 MIX_RATE="" MIX_FACTOR=1.5 MIX_DUR=60 MIX_DRAIN=30 MIX_MT=16-64
 MIX_MIX=0.4,0.4,0.2 MIX_SYS=500 MIX_TURN=60 MIX_SHORT=20-80 MIX_LONG=1000-2000
 SOAK=0 SOAK_DUR=600 SOAK_STREAMS=64 KEEP=0
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     --server-args) SERVER_ARGS=$2; shift ;;
     --decode-duration) DEC_DUR=$2; shift ;;
     --decode-streams) DEC_STREAMS=$2; shift ;;
+    --decode-rounds) DEC_ROUNDS=$2; shift ;;
     --decode-max-tokens) DEC_MT=$2; shift ;;
     --chat-turns) CHAT_TURNS=$2; shift ;;
     --long-prompt-tokens) LP_TOKENS=$2; shift ;;
@@ -175,8 +178,13 @@ else
   run calibrate --scenario calibrate
   TPC=$(jget "$WORK/calibrate.json" tokens_per_char)
   C=(--tokens-per-char "$TPC")
-  run decode-1 --scenario decode "${C[@]}" --streams 1 --duration "$DEC_DUR" --max-tokens "$DEC_MT"
-  run decode-many --scenario decode "${C[@]}" --streams "$DEC_STREAMS" --duration "$DEC_DUR" --max-tokens "$DEC_MT"
+  # Alternated, round after round, each round with its own prompts (--seed): a ratio compares runs
+  # seconds apart, and no round reads another's cached prompts.
+  for ((round = 1; round <= DEC_ROUNDS; round++)); do
+    D=(--scenario decode "${C[@]}" --duration "$DEC_DUR" --max-tokens "$DEC_MT")
+    run "decode-1.r$round" "${D[@]}" --streams 1 --seed $((SEED + 1000 * round))
+    run "decode-many.r$round" "${D[@]}" --streams "$DEC_STREAMS" --seed $((SEED + 1000 * round))
+  done
   stop_server
 
   start_server batched-chat "${BATCHED[@]}"
@@ -193,12 +201,12 @@ else
   # Arrival rate: --mixed-rate, or FACTOR x the estimated capacity of the baseline (one request at a
   # time, no cache), from the prefill speed of chat-nocache (sum of prompt tokens / sum of TTFT) and the
   # decode speed of decode-1, and the mean work of an arrival of the mix (see README).
-  node - "$WORK/decode-1.json" "$WORK/chat-nocache.json" "$MIX_FACTOR" "$MIX_MT" "$MIX_MIX" "$MIX_SYS" "$MIX_TURN" \
+  node - "$WORK/decode-1.r1.json" "$WORK/chat-nocache.json" "$MIX_FACTOR" "$MIX_MT" "$MIX_MIX" "$MIX_SYS" "$MIX_TURN" \
     "$MIX_SHORT" "$MIX_LONG" "$MIX_RATE" >"$WORK/mixed-rate.json" <<'NODE'
 const fs = require('fs');
 const [d1f, cnf, factor, mt, mix, sys, turn, short, long, given] = process.argv.slice(2);
 const rg = s => { const [a, b] = s.split('-').map(Number); return (a + (b ?? a)) / 2; };
-const d1 = JSON.parse(fs.readFileSync(d1f)).result;
+const d1 = JSON.parse(fs.readFileSync(d1f)).result;  // the first round's single stream
 const cn = JSON.parse(fs.readFileSync(cnf)).result;
 const decode = d1.decode_steady?.tokens_per_s ?? d1.generated_tokens_per_s;
 const ok = cn.per_turn.filter(t => t.ok && t.ttft_ms > 0);
@@ -266,12 +274,23 @@ if (soak === '1') {
     peak_rss_mb: runs.soak.output.server.peak_rss_mb, requests_per_s: s.requests_per_s, ttft_ms: s.ttft_ms, latency_ms: s.latency_ms };
 } else {
   const tps = x => x ? (x.decode_steady?.tokens_per_s ?? x.generated_tokens_per_s) : null;
-  const d1 = r('decode-1'), dn = r('decode-many');
+  const median = a => { const v = a.filter(x => x != null).sort((x, y) => x - y); const n = v.length;
+    return n ? (n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2) : null; };
+  const rounds = [];
+  for (let i = 1; runs[`decode-1.r${i}`]; i++) {
+    const d1 = r(`decode-1.r${i}`), dn = r(`decode-many.r${i}`);
+    rounds.push({ round: i, streams_1_tokens_per_s: tps(d1), streams_many_tokens_per_s: tps(dn), ratio: q(tps(dn), tps(d1)),
+      errors: (d1?.errors ?? 0) + (dn?.errors ?? 0), rejected_429: dn?.rejected_429 ?? 0,
+      itl_ms_1: d1?.itl_ms, itl_ms_many: dn?.itl_ms, ttft_ms_many: dn?.ttft_ms });
+  }
   S.decode = {
-    max_tokens: runs['decode-1']?.output?.config?.max_tokens?.[0],
-    streams_1: d1 && { tokens_per_s: tps(d1), itl_ms: d1.itl_ms, ttft_ms: d1.ttft_ms, errors: d1.errors },
-    streams_many: dn && { streams: runs['decode-many'].output.config.streams, tokens_per_s: tps(dn), itl_ms: dn.itl_ms, ttft_ms: dn.ttft_ms, errors: dn.errors, rejected_429: dn.rejected_429 },
-    aggregate_tokens_per_s_ratio_many_over_1: q(tps(dn), tps(d1)),
+    max_tokens: runs['decode-1.r1']?.output?.config?.max_tokens?.[0],
+    streams_many: runs['decode-many.r1']?.output?.config?.streams,
+    rounds,
+    streams_1_tokens_per_s_median: median(rounds.map(x => x.streams_1_tokens_per_s)),
+    streams_many_tokens_per_s_median: median(rounds.map(x => x.streams_many_tokens_per_s)),
+    aggregate_tokens_per_s_ratio_many_over_1: median(rounds.map(x => x.ratio)),
+    ratio_rule: 'median over the rounds of (many streams / 1 stream), the two runs of a round back to back',
   };
   const chat = x => x && { turns_completed: x.turns_completed, errors: x.errors, ttft_turn2_ms: x.ttft_turn2_ms, ttft_last_ms: x.ttft_last_ms,
     ttft_ratio_last_over_turn2: x.ttft_ratio_last_over_turn2, prompt_tokens_total: x.prompt_tokens_total,
