@@ -330,8 +330,8 @@ void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
   for (LayerWeights& L : w.layers) {
     for (Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value})
       prepare(*m, in_file(*m));
-    // LoRA factors, bf16 (OwnedMatrix::halves) or fp32 (a second copy: [C, D] at most
-    // 4096 x 512 floats each; 10.6 MB in all for the 0.1B shape): a stage's products then share
+    // LoRA factors, bf16 (OwnedMatrix::halves) or fp32 (a second copy, as large as the factor:
+    // [C, D], 10.6 MB in all for the 0.1B shape): a stage's products then share
     // one parallel region and no factor is packed again per call (2.3% of a 32-sequence bf16
     // decode step where the up factors were fp32).
     for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2})

@@ -268,12 +268,13 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     // A span serves the panel blocks of this call only (another matrix may take w's address).
     for (PartScratch& ps : parts_) ps.span.weights = nullptr;
+    const PanelRead read = panel_read(w, a.count);
     packed_product(
         GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols, a.y, w.rows, false,
         [&](PartScratch& ps, const PanelBlock& pb, float* panel) -> PackedBlock {
           if (w.cpu_panels)
             return panel_block(w, pb.n0, pb.k0, pb.kn, pb.k0 + pb.kn < w.cols || pb.next_panel_mine,
-                               a.count, panel);
+                               read, panel);
           // The packers below prefetch the next block themselves (interleaved with their loads).
           const int64_t offset = pb.n0 * w.cols + pb.k0;
           if (w.dtype == DType::BF16 || w.dtype == DType::F16) {
@@ -502,12 +503,13 @@ class CpuBackend final : public Backend {
           return int_panel_product(a, decode_.q8[i], u0, u1);
         }
         float* panel = panel_buffer(parts_[size_t(part)]);
+        const PanelRead read = panel_read(w, a.count);
         for (int64_t p = u0; p < u1; ++p) {
           const int64_t n0 = p * nr, nn = std::min(nr, w.rows - n0);
           for (int64_t k0 = 0; k0 < w.cols; k0 += kPanelDepth) {
             const int64_t kn = std::min(kPanelDepth, w.cols - k0);
             const PackedBlock b =
-                panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, a.count, panel);
+                panel_block(w, n0, k0, kn, k0 + kn < w.cols || p + 1 < u1, read, panel);
             if (tiles_at[i + 1] > tiles_at[i])
               cpu::gemm_panel_tiles(xp + tiles_at[i] + k0 * a.count, size_t(a.count), b.panel,
                                     size_t(kn), a.y + n0, size_t(w.rows), size_t(nn), k0 > 0,
@@ -540,27 +542,38 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Block [k0, k0 + kn) of the panel made at load whose first output is n0, for a product of
-  // `positions` rows: fp32 read in place, bf16 / f16 widened into `panel`. With `more`, the
+  // How a product of `positions` rows reads w's panels: decided once per product (the bf16
+  // kernels' availability is a dispatched call), not per block.
+  struct PanelRead {
+    bool burst;          // prefetch the next block in one burst while widening
+    bool bf16_in_place;  // bf16 blocks multiplied as they are (gemm_panel_bf16)
+  };
+  static PanelRead panel_read(const Matrix& w, int64_t positions) {
+    constexpr int64_t kBurstFromPositions = 64;
+    return {positions >= kBurstFromPositions, w.dtype == DType::BF16 &&
+                                                  positions < kBf16InPlaceBelow &&
+                                                  cpu::bf16_panel_product_available()};
+  }
+
+  // Block [k0, k0 + kn) of the panel made at load whose first output is n0, for a product
+  // read as `read` says: fp32 read in place, bf16 / f16 widened into `panel`. With `more`, the
   // block this thread reads next (the following one in memory: panels lie end to end) is
   // prefetched: for many positions in one burst while widening (prefill; fp32 panels are left
   // to the hardware prefetcher, which follows the contiguous stream), else returned for
   // gemm_panel to spread over the product (a decode batch's product is too short to absorb the
   // burst: measured 14% of a 32-sequence step).
   static PackedBlock panel_block(const Matrix& w, int64_t n0, int64_t k0, int64_t kn, bool more,
-                                 int64_t positions, float* panel) {
-    constexpr int64_t kBurstFromPositions = 64;
+                                 PanelRead read, float* panel) {
     const size_t at = size_t(n0 * w.cols + k0 * int64_t(cpu::panel_width()));
     const size_t values = size_t(kn) * cpu::panel_width();
-    const bool burst = more && positions >= kBurstFromPositions;
+    const bool burst = more && read.burst;
     if (w.dtype == DType::F32) {
       const float* src = static_cast<const float*>(w.cpu_panels) + at;
       if (!more || burst) return {src, {}};
       return {src, cpu::PrefetchRange{src + values, values * sizeof(float)}};
     }
     const uint16_t* src = static_cast<const uint16_t*>(w.cpu_panels) + at;
-    if (w.dtype == DType::BF16 && positions < kBf16InPlaceBelow &&
-        cpu::bf16_panel_product_available())
+    if (read.bf16_in_place)
       return {
           nullptr,
           more ? cpu::PrefetchRange{src + values, values * sizeof(uint16_t)} : cpu::PrefetchRange{},
