@@ -10,31 +10,36 @@
 namespace rwkv7::cpu {
 namespace {
 
-// Inputs per pair panel: 128 pair lines × 64 outputs × 4 bytes = 32 KB of L1, as the fp32
-// panel of 128 inputs.
-constexpr int64_t kDepth = 256;
+// Inputs per block: up to kWholeDepth a product takes all its inputs in one block (a pair
+// panel of 512 pair lines × 64 outputs × 4 bytes = 128 KB, read from L2), so the output is
+// written once instead of read and written again per block (the head's logits: 134 MB a
+// pass); deeper products (the head's dX, K = 65,536) go in blocks of kDepth.
+constexpr int64_t kDepth = 256, kWholeDepth = 1024;
+
+int64_t block_depth(int64_t K) { return K <= kWholeDepth ? K : kDepth; }
 
 // Where B's block of outputs from n0 and inputs from k0 starts.
 const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
   return b.transposed ? b.data + n0 * b.ld + k0 : b.data + k0 * b.ld + n0;
 }
 
-// Blocks of kDepth inputs in turn, each over every panel: op(X)'s block is packed (M × 256 in
-// bf16: 256 KB for 512 rows, in L2) and read by every panel before the next block, instead of
+// Blocks of inputs in turn, each over every panel: op(X)'s block is packed (M × depth in
+// bf16: 256 KB for 512 rows × 256, in L2) and read by every panel before the next block, instead of
 // the whole of op(X) per panel (the head's dX, K = 65,536: 64 MB of bf16 through memory for
 // each panel).
 void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x, int64_t M,
                    int64_t N, int64_t K, const GemmOperand& b, float* c, int64_t ldc,
                    bool accumulate) {
-  const int64_t ldxb = kDepth;  // a block's rows, padded to an even count when kn is odd
+  const int64_t depth = block_depth(K);
+  const int64_t ldxb = (depth + 1) / 2 * 2;  // a block's rows, padded to an even count
   if (s.xb.size() < size_t(M * ldxb)) s.xb.resize(size_t(M * ldxb));
   uint16_t* xb = s.xb.data();
   const int64_t nr = int64_t(kBf16PanelWidth);
   const int64_t threads = pool.size();
   const PanelTasks tasks(M, (N + nr - 1) / nr, threads);
   if (s.panels.size() < size_t(threads)) s.panels.resize(size_t(threads));
-  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-    const int64_t kn = std::min(kDepth, K - k0);
+  for (int64_t k0 = 0; k0 < K; k0 += depth) {
+    const int64_t kn = std::min(depth, K - k0);
     pool.parallel_for(M, 16, [&](int64_t m0, int64_t m1) {
       const float* src = x.transposed ? x.data + k0 * x.ld + m0 : x.data + m0 * x.ld + k0;
       pack_x_bf16(src, size_t(x.ld), x.transposed, size_t(m1 - m0), size_t(kn), xb + m0 * ldxb,
@@ -42,7 +47,7 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
     });
     pool.parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
       auto& owned = s.panels[size_t(part)];
-      if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kDepth * nr));
+      if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kWholeDepth * nr));
       uint16_t* panel = owned.get();
       for (int64_t task = task0; task < task1; ++task) {
         const int64_t p = tasks.panel(task), m0 = tasks.first_row(task);

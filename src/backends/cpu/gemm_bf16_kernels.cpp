@@ -102,8 +102,15 @@ RWKV7_BF16_TARGET void gemm_panel_avx512bf16(const uint16_t* xb, size_t ldxb, si
                                              size_t nn, bool accumulate) {
   const size_t pairs = (kn + 1) / 2;
   size_t t = 0;
-  for (; t + kRows <= T; t += kRows)
+  for (; t + kRows <= T; t += kRows) {
+    // The next tile's outputs, fetched while this one computes: rows ldy apart (the head's:
+    // 256 KB) defeat the hardware prefetchers, and each tile would otherwise wait on 24 misses.
+    if (t + 2 * kRows <= T)
+      for (int r = 0; r < kRows; ++r)
+        for (size_t j = 0; j < nn; j += 16)
+          _mm_prefetch(reinterpret_cast<const char*>(y + (t + kRows + r) * ldy + j), _MM_HINT_T0);
     micro_any<kRows>(xb + t * ldxb, ldxb, panel, pairs, y + t * ldy, ldy, nn, accumulate);
+  }
   const uint16_t* xt = xb + t * ldxb;
   float* yt = y + t * ldy;
   switch (T - t) {
@@ -137,9 +144,12 @@ RWKV7_BF16_TARGET void pack_x_avx512bf16(const float* x, size_t ldx, bool transp
     return;
   }
   // X stored [K, M]: 16 pairs of inputs × 16 rows at a time, interleaved then transposed.
+  // Along the rows inside a group of 32 inputs, so that each input's row is read as one
+  // stream (down the columns first, every line of the head's dlogits [T, 65,536] was a miss in
+  // a different page).
   const size_t m_fast = rows / 16 * 16, p_fast = pairs / 16 * 16;
-  for (size_t m0 = 0; m0 < m_fast; m0 += 16)
-    for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
+  for (size_t p0 = 0; p0 < p_fast; p0 += 16)
+    for (size_t m0 = 0; m0 < m_fast; m0 += 16) {
       __m512i v[16];
       for (int q = 0; q < 16; ++q) {
         const float* first = x + (2 * (p0 + q)) * ldx + m0;
