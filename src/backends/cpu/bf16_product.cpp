@@ -10,13 +10,18 @@
 namespace rwkv7::cpu {
 namespace {
 
-// Inputs per block: up to kWholeDepth a product takes all its inputs in one block (a pair
-// panel of 512 pair lines × 64 outputs × 4 bytes = 128 KB, read from L2), so the output is
-// written once instead of read and written again per block (the head's logits: 134 MB a
-// pass); deeper products (the head's dX, K = 65,536) go in blocks of kDepth.
-constexpr int64_t kDepth = 256, kWholeDepth = 1024;
+// Inputs per block: up to 1024 inputs go in one or two equal blocks of at most kMaxDepth (a
+// pair panel of 256 pair lines × 64 outputs × 4 bytes = 64 KB, read from L2; op(X)'s block,
+// 512 rows × 512 in bf16 = 512 KB, stays in L2 beside it), so the output is read and written
+// again at most once (the head's logits: 134 MB a pass, K = 768: three passes in blocks of 256);
+// deeper products (the head's dX, K = 65,536) go in blocks of kDepth.
+constexpr int64_t kDepth = 256, kMaxDepth = 512;
 
-int64_t block_depth(int64_t K) { return K <= kWholeDepth ? K : kDepth; }
+int64_t block_depth(int64_t K) {
+  if (K > 2 * kMaxDepth) return kDepth;
+  const int64_t blocks = (K + kMaxDepth - 1) / kMaxDepth;
+  return ((K + blocks - 1) / blocks + 1) / 2 * 2;  // even: a block's inputs are whole pairs
+}
 
 // Where B's block of outputs from n0 and inputs from k0 starts.
 const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
@@ -47,7 +52,7 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
     });
     pool.parallel_parts(tasks.count, 1, [&](int part, int64_t task0, int64_t task1) {
       auto& owned = s.panels[size_t(part)];
-      if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kWholeDepth * nr));
+      if (!owned) owned = hwy::AllocateAligned<uint16_t>(size_t(kMaxDepth * nr));
       uint16_t* panel = owned.get();
       for (int64_t task = task0; task < task1; ++task) {
         const int64_t p = tasks.panel(task), m0 = tasks.first_row(task);
