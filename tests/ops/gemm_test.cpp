@@ -48,8 +48,8 @@ std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
   const int64_t ns[] = {1, 3, 15, 16, 17, 33, 63, 64, 65, 130, 257};
   const int64_t ks[] = {1, 2, 7, 64, 127, 128, 129, 255, 256, 257, 300, 513};
   // (2100 rows: the products' blocks of rows, above 2048; 8300 inputs: blocks of inputs,
-  // above 8192; 1023 and 1025 inputs: the bf16 product's one whole block and, just past it,
-  // blocks of 256 with a last one of a single input.)
+  // above 8192; 1023 and 1025 inputs: the bf16 product's two blocks of at most 512, the
+  // second odd, and, just past 1024, blocks of 256 with a last one of a single input.)
   std::vector<Shape> out = {{1, 1, 1},      {301, 257, 300}, {97, 64, 129}, {2100, 65, 513},
                             {13, 70, 8300}, {7, 65, 1023},   {19, 64, 1025}};
   for (int i = 0; i < count; ++i)

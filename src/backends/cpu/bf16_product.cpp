@@ -20,23 +20,24 @@ constexpr int64_t kDepth = 256, kMaxDepth = 512;
 int64_t block_depth(int64_t K) {
   if (K > 2 * kMaxDepth) return kDepth;
   const int64_t blocks = (K + kMaxDepth - 1) / kMaxDepth;
-  return ((K + blocks - 1) / blocks + 1) / 2 * 2;  // even: a block's inputs are whole pairs
+  return ((K + blocks - 1) / blocks + 1) / 2 * 2;
 }
+// (Every depth is even: a block's inputs are whole pairs, and op(X)'s packed rows of `depth`
+// values hold a block with its zero padding when it is the last and odd.)
 
 // Where B's block of outputs from n0 and inputs from k0 starts.
 const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
   return b.transposed ? b.data + n0 * b.ld + k0 : b.data + k0 * b.ld + n0;
 }
 
-// Blocks of inputs in turn, each over every panel: op(X)'s block is packed (M × depth in
-// bf16: 256 KB for 512 rows × 256, in L2) and read by every panel before the next block, instead of
+// Blocks of inputs in turn, each over every panel: op(X)'s block is packed (M × depth in bf16:
+// 256 KB for 512 rows × 256, in L2) and read by every panel before the next block, instead of
 // the whole of op(X) per panel (the head's dX, K = 65,536: 64 MB of bf16 through memory for
 // each panel).
 void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x, int64_t M,
                    int64_t N, int64_t K, const GemmOperand& b, float* c, int64_t ldc,
                    bool accumulate) {
-  const int64_t depth = block_depth(K);
-  const int64_t ldxb = (depth + 1) / 2 * 2;  // a block's rows, padded to an even count
+  const int64_t depth = block_depth(K), ldxb = depth;
   if (s.xb.size() < size_t(M * ldxb)) s.xb.resize(size_t(M * ldxb));
   uint16_t* xb = s.xb.data();
   const int64_t nr = int64_t(kBf16PanelWidth);
