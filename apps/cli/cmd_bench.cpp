@@ -42,6 +42,7 @@ void register_bench(CLI::App& app) {
                                  "Prefill and decode tokens/s, peak memory, fraction of "
                                  "the bandwidth (decode) and FLOP (prefill) limits");
   o->model.add(cmd, false);
+  o->model.add_precision(cmd);
   cmd->add_option("--prompt", o->prompt, "Prefill length (one forward call)")
       ->capture_default_str()
       ->check(Positive);
@@ -105,6 +106,7 @@ void register_bench(CLI::App& app) {
     nlohmann::json j = {{"model", m->path()},
                         {"shape", m->config().shape_string()},
                         {"dtype", m->weight_dtype()},
+                        {"products", m->product_precision()},
                         {"threads", o->model.threads},
                         {"isa", cpu_isa()},
                         {"prompt", o->prompt},
@@ -193,8 +195,9 @@ void register_bench(CLI::App& app) {
       std::printf("%s\n", j.dump().c_str());
       return;
     }
-    std::printf("model    %s (%s, %s)\n", m->path().c_str(), m->config().shape_string().c_str(),
-                m->weight_dtype().c_str());
+    std::printf("model    %s (%s, %s, %s products)\n", m->path().c_str(),
+                m->config().shape_string().c_str(), m->weight_dtype().c_str(),
+                m->product_precision().c_str());
     std::printf("machine  %.1f GB/s read, %.0f GFLOP/s fp32 FMA (kernels: %s)\n", lim.read_gb_s,
                 lim.fma_gflop_s, cpu_isa().c_str());
     std::printf(

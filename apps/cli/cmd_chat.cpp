@@ -32,6 +32,7 @@ void register_chat(CLI::App& app) {
                                  "Interactive multi-turn chat; one user message per line "
                                  "on stdin (empty line or EOF ends)");
   o->model.add(cmd);
+  o->model.add_precision(cmd);
   cmd->add_option("--session", o->session,
                   "State file: resumed if it exists, saved after every turn");
   cmd->add_option("--session-compress", o->session_compression.method,

@@ -75,6 +75,7 @@ void register_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "eval", "Mean cross-entropy and perplexity of a text file, or LAMBADA accuracy");
   o->model.add(cmd);
+  o->model.add_precision(cmd);
   auto* t = cmd->add_option("--text-file", o->text_file,
                             "Score predicting tokens 1..n-1 of this file from those before");
   auto* l = cmd->add_option("--lambada", o->lambada, "LAMBADA jsonl (lambada_test.jsonl)");

@@ -21,6 +21,7 @@ void register_forward(CLI::App& app) {
       "Run tokens through the model; write `logits` [T, V] and the final state "
       "(`state.att_shift`, `state.ffn_shift`, `state.wkv`) to a safetensors file");
   o->model.add(cmd, false);
+  o->model.add_precision(cmd);
   cmd->add_option("--tokens", o->tokens, "Comma-separated token ids, e.g. 1,2,3")->required();
   cmd->add_option("--mode", o->mode, "rnn: one token at a time; seq: whole chunks at once")
       ->check(CLI::IsMember({"rnn", "seq"}))

@@ -26,6 +26,7 @@ void register_generate(CLI::App& app) {
                                  "Continue a prompt; text streams to stdout, prompt "
                                  "and generation speed go to stderr");
   o->model.add(cmd, true, false);
+  o->model.add_precision(cmd);
   auto* p = cmd->add_option("-p,--prompt", o->prompt, "Prompt text (default: a new line)");
   auto* f = cmd->add_option("-f,--prompt-file", o->prompt_file, "Read the prompt from a file");
   p->excludes(f);

@@ -29,6 +29,7 @@ void register_serve(CLI::App& app) {
       "OpenAI-compatible HTTP server (chat page at /) with continuous batching and a "
       "prefix state cache; SIGTERM finishes running requests and exits");
   o->model.add(cmd, true, false);
+  o->model.add_precision(cmd);
   auto& s = o->server;
   auto& q = s.scheduler;
   cmd->add_option("--host", s.host, "Address to listen on")->capture_default_str();
@@ -154,9 +155,10 @@ void register_serve(CLI::App& app) {
                    file.c_str(), (long long)st.tokens_consumed);
       s.states.emplace(name, StartState::make(name, std::move(st)));
     }
-    std::fprintf(stderr, "rwkv7 serve: %s (%s, %s), %d threads, %d slots, cache %s\n",
+    std::fprintf(stderr, "rwkv7 serve: %s (%s, %s, %s products), %d threads, %d slots, cache %s\n",
                  s.model_id.c_str(), model->config().shape_string().c_str(),
-                 model->weight_dtype().c_str(), o->model.threads, s.scheduler.max_running,
+                 model->weight_dtype().c_str(), model->product_precision().c_str(),
+                 o->model.threads, s.scheduler.max_running,
                  o->no_cache ? "off" : (std::to_string(int64_t(o->cache_mb)) + " MB").c_str());
     const int code = server::run_server(model, tok, s);
     if (code != 0) throw Error("serve: exited with code " + std::to_string(code));

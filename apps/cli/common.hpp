@@ -25,10 +25,13 @@ struct ModelFlags {
   std::string vocab;
   int threads = 0;
   std::string backend = "cpu";
-  std::string lora;  // adapter file merged in at load
+  std::string lora;                // adapter file merged in at load
+  std::string precision = "fp32";  // LoadOptions::precision (add_precision)
 
   // model_required = false: without -m the model shipped with rwkv7 is used (see below).
   void add(CLI::App* cmd, bool with_vocab = true, bool model_required = true);
+  // --precision fp32|bf16 of the inference commands (products of the large matrices).
+  void add_precision(CLI::App* cmd);
   // chunk: positions per pass in sequence mode (LoadOptions::chunk).
   std::shared_ptr<const Model> load(int64_t chunk = LoadOptions{}.chunk) const;
   // World vocabulary when --vocab is given; raw bytes for V = 256 models; else an Error.

@@ -205,7 +205,8 @@ void Server::routes() {
                 {"meta",
                  {{"shape", model_->config().shape_string()},
                   {"parameters", model_->parameter_count()},
-                  {"dtype", model_->weight_dtype()}}}};
+                  {"dtype", model_->weight_dtype()},
+                  {"products", model_->product_precision()}}}};
   };
   http_.Get("/v1/models", [model_json](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}),

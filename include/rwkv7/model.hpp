@@ -46,6 +46,13 @@ struct LoadOptions {
   int64_t chunk = 256;  // positions per pass over the layers: bounds memory for long inputs
   // LoRA adapter file (rwkv7/lora.hpp) merged into the weights at load (fp32); "" = none.
   std::string lora;
+  // Matrix products of the cpu backend: "fp32" (the weights' values times fp32 activations), or
+  // "bf16": on CPUs with AVX512_BF16, the head and the layers' large matrices (bf16 or fp32
+  // weights) are rounded to bf16 at load and every product over them rounds its activations to
+  // bf16 and sums in fp32 (VDPBF16PS: twice the FMA rate; results still independent of the
+  // batch and the chunking). Elsewhere "bf16" runs the fp32 products
+  // (Model::product_precision() says which ran). Norms, WKV, LoRA factors, logits stay fp32.
+  std::string precision = "fp32";
 };
 
 // Which positions of a sequence need logits.
@@ -69,6 +76,9 @@ class Model {
   const std::string& path() const;
   int threads() const;  // LoadOptions::threads: for the model's own Context (0 = all cores)
   std::string weight_dtype() const;  // dtype of the big matrices, e.g. "bf16"
+  // "bf16" when the large matrices' products run in bf16 (LoadOptions::precision on a CPU
+  // with AVX512_BF16), else "fp32".
+  std::string product_precision() const;
   int64_t parameter_count() const;
   // Identifies these weights (shape + a hash of samples of every tensor): states remember it.
   const std::string& fingerprint() const;

@@ -36,6 +36,13 @@ struct Matrix {
   // Outputs per panel of whichever panels above were made: they were laid out for the kernels
   // in use at load, and are refused (an error, not wrong products) if the ISA changed since.
   uint32_t cpu_panel_outputs = 0;
+  // Or, for bf16 products (LoadOptions::precision "bf16" on CPUs with AVX512_BF16), the weight
+  // rounded to bf16 in pair panels (cpu/pair_panels.hpp): every product of the cpu backend then
+  // rounds its activations to bf16 and reads these.
+  const uint16_t* cpu_pair_panels = nullptr;
+  // With pair panels: x is multiplied as two bf16 terms, hi = bf16(x) and lo = bf16(x - hi)
+  // (16 significant bits; for the small LoRA factors, whose results are sensitive to x).
+  bool cpu_pairs_split_x = false;
 };
 
 // y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
@@ -135,9 +142,11 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool* pool,
 // weight, so they replace file pages) or with `fp32_copy_ok` (a small matrix, e.g. a LoRA factor,
 // whose panels the caller accepts as a second copy in memory). Other dtypes and CPUs: nullptr,
 // m unchanged. With `data_is_mapped` (a view of a checkpoint file), the pages of m.data are then
-// advised cold: the products no longer read them.
+// advised cold: the products no longer read them. With `bf16_pairs`, a bf16 or fp32 weight is
+// packed into pair panels instead (m.cpu_pair_panels) where bf16_dot_available(); other dtypes
+// as above.
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool,
                                                bool data_is_mapped = false,
-                                               bool fp32_copy_ok = false);
+                                               bool fp32_copy_ok = false, bool bf16_pairs = false);
 
 }  // namespace rwkv7

@@ -30,12 +30,17 @@ std::shared_ptr<const Model> ModelFactory::from_tensors(TensorFile file, const L
   if (opts.chunk < 1)
     throw Error("chunk must be at least 1 (got " + std::to_string(opts.chunk) + ")");
   checked_threads(opts.threads);  // the model's own Context is made on first use
+  if (opts.precision != "fp32" && opts.precision != "bf16")
+    throw Error("precision must be fp32 or bf16 (got \"" + opts.precision + "\")");
   auto impl = std::make_unique<Model::Impl>();
   impl->path = file.path;
   impl->w = build_weights(std::move(file));
   if (opts.backend == BackendKind::Cpu) {  // products read panels packed once, here
     ThreadPool pool(opts.threads);
-    prepare_for_cpu(impl->w, pool);
+    prepare_for_cpu(impl->w, pool, opts.precision == "bf16");
+    impl->bf16_products = impl->w.head.cpu_pair_panels != nullptr;
+    for (const LayerWeights& L : impl->w.layers)
+      impl->bf16_products = impl->bf16_products || L.ffn_key.cpu_pair_panels != nullptr;
   }
   impl->chunk = opts.chunk;
   impl->backend = opts.backend;
@@ -47,6 +52,7 @@ const ModelConfig& Model::config() const { return impl_->w.config; }
 const std::string& Model::path() const { return impl_->path; }
 int Model::threads() const { return impl_->threads; }
 std::string Model::weight_dtype() const { return dtype_name(impl_->w.matrix_dtype); }
+std::string Model::product_precision() const { return impl_->bf16_products ? "bf16" : "fp32"; }
 int64_t Model::parameter_count() const { return impl_->w.parameter_count; }
 const std::string& Model::fingerprint() const { return impl_->w.fingerprint; }
 int64_t Model::decode_bytes_per_token() const { return impl_->w.decode_bytes; }

@@ -16,7 +16,8 @@ struct Model::Impl {
   std::string path;
   int64_t chunk = 256;
   BackendKind backend = BackendKind::Cpu;
-  int threads = 0;  // of the model's own Context
+  int threads = 0;             // of the model's own Context
+  bool bf16_products = false;  // the large matrices have pair panels (LoadOptions::precision)
   std::mutex own_mutex;
   std::unique_ptr<Context> own_context;  // made on first use
 };

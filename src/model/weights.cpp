@@ -316,9 +316,9 @@ ModelWeights build_weights(TensorFile file, const WeightOptions& opts) {
   return w;
 }
 
-void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
-  auto prepare = [&](Matrix& m, bool mapped, bool fp32_copy_ok = false) {
-    if (auto owner = prepare_cpu_panels(m, pool, mapped, fp32_copy_ok))
+void prepare_for_cpu(ModelWeights& w, ThreadPool& pool, bool bf16_products) {
+  auto prepare = [&](Matrix& m, bool mapped, bool fp32_copy_ok = false, bool pairs = false) {
+    if (auto owner = prepare_cpu_panels(m, pool, mapped, fp32_copy_ok, pairs))
       w.prepared.push_back(std::move(owner));
   };
   // A view of the file's mapping, or a buffer (converted at read, LoRA-merged): fp32 panels
@@ -326,16 +326,23 @@ void prepare_for_cpu(ModelWeights& w, ThreadPool& pool) {
   auto in_file = [&](const Matrix& m) {
     return w.file.in_mapping(m.data, size_t(m.rows) * row_bytes(m.dtype, m.cols));
   };
-  prepare(w.head, in_file(w.head));
+  prepare(w.head, in_file(w.head), false, bf16_products);
   for (LayerWeights& L : w.layers) {
     for (Matrix* m : {&L.receptance, &L.key, &L.value, &L.output, &L.ffn_key, &L.ffn_value})
-      prepare(*m, in_file(*m));
+      prepare(*m, in_file(*m), false, bf16_products);
     // LoRA factors, bf16 (OwnedMatrix::halves) or fp32 (a second copy, as large as the factor:
     // [C, D], 10.6 MB in all for the 0.1B shape): a stage's products then share
     // one parallel region and no factor is packed again per call (2.3% of a 32-sequence bf16
-    // decode step where the up factors were fp32).
-    for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2})
-      prepare(m->m, false, /*fp32_copy_ok=*/true);
+    // decode step where the up factors were fp32). With bf16 products they get pair panels
+    // too, multiplied with x split in two bf16 terms (x ≈ hi + lo: 16 significant bits, as
+    // accurate as the fp32 path for these small products, at its speed): rounding x to 8 bits
+    // moved a random model's logits by 28% of their spread (the gate's factors most), and
+    // the fp32 kernels' sums differ between one position and several, which a bf16 rounding
+    // downstream turned into a batch-dependent jump of 2^-9 now and then.
+    for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2}) {
+      prepare(m->m, false, /*fp32_copy_ok=*/true, bf16_products);
+      m->m.cpu_pairs_split_x = m->m.cpu_pair_panels != nullptr;
+    }
   }
 }
 

@@ -71,8 +71,10 @@ void refresh_weights(ModelWeights& w);
 // Packs the product matrices (head and every layer's) into the cpu backend's panels, on the
 // pool's threads (prepare_cpu_panels: bf16, f16, Q8_0 / Q4_0 where the CPU has their kernels,
 // fp32 when viewed in the file's mapping, and fp32 LoRA factors as a small second copy); other
-// dtypes are left as they are.
-void prepare_for_cpu(ModelWeights& w, ThreadPool& pool);
+// dtypes are left as they are. With `bf16_products`, the head and every layer matrix (the
+// LoRA factors too), when bf16 or fp32, go into pair panels instead where the CPU has
+// AVX512_BF16 (their products then round activations to bf16: LoadOptions::precision).
+void prepare_for_cpu(ModelWeights& w, ThreadPool& pool, bool bf16_products = false);
 
 // The table's symbolic dimensions (io/rwkv7_parameters.hpp) for this config.
 ParamDims param_dims(const ModelConfig& c);

@@ -10,6 +10,7 @@
 #include "backends/cpu/gemm_small_kernels.hpp"
 #include "backends/cpu/kernels.hpp"
 #include "backends/cpu/kquant_kernels.hpp"
+#include "backends/cpu/pair_panels.hpp"
 #include "backends/cpu/pointwise_kernels.hpp"
 #include "backends/cpu/product_tiling.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
@@ -47,6 +48,8 @@ class CpuBackend final : public Backend {
     const Matrix& w = a.w;
     check_panel_layout(w);
     const MatmulArgs* ap = &a;
+    // bf16 pair panels made at load: every product over them in bf16, whatever the count.
+    if (w.cpu_pair_panels) return pair_products(std::span<const MatmulArgs>(&a, 1));
     if (precision_ == ProductPrecision::BF16 && w.dtype == DType::F32 && a.count > 0 &&
         w.cols > 0)  // (an empty sum goes the fp32 way: zeros)
       return gemm_bf16(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols,
@@ -89,6 +92,17 @@ class CpuBackend final : public Backend {
   // one.
   void matmul_many(std::span<const MatmulArgs> list) const override {
     for (const MatmulArgs& a : list) check_panel_layout(a.w);
+    if (std::any_of(list.begin(), list.end(),
+                    [](const MatmulArgs& a) { return a.w.cpu_pair_panels != nullptr; })) {
+      // The bf16 products in one region of their own, the others as usual.
+      std::vector<MatmulArgs>&pairs = decode_.pair_args, &rest = decode_.rest_args;
+      pairs.clear();
+      rest.clear();
+      for (const MatmulArgs& a : list) (a.w.cpu_pair_panels ? pairs : rest).push_back(a);
+      pair_products(pairs);
+      if (!rest.empty()) matmul_many(rest);
+      return;
+    }
     if (precision_ == ProductPrecision::BF16) {  // the fp32 weights' products are not fp32
       for (const MatmulArgs& a : list) matmul(a);
       return;
@@ -106,6 +120,22 @@ class CpuBackend final : public Backend {
     }
     if (panel_list.size() == 1 && panel_list[0]->w.cpu_panels) return matmul(*panel_list[0]);
     if (!panel_list.empty()) panel_products(panel_list);
+  }
+
+  // Products over bf16 pair panels (LoadOptions::precision "bf16"), all in one region.
+  void pair_products(std::span<const MatmulArgs> list) const {
+    std::vector<cpu::PairProduct>& products = decode_.pair_products;
+    products.clear();
+    for (const MatmulArgs& a : list) {
+      if (a.count <= 0) continue;
+      if (a.w.cols <= 0) {  // an empty sum
+        std::fill_n(a.y, a.count * a.w.rows, 0.0f);
+        continue;
+      }
+      products.push_back(
+          {a.w.cpu_pair_panels, a.w.rows, a.w.cols, a.x, a.count, a.y, a.w.cpu_pairs_split_x});
+    }
+    if (!products.empty()) cpu::pair_panel_products(*pool_, pair_scratch_, products);
   }
 
   // The packed product with the operands read through their transpose flags: B's panels are
@@ -620,6 +650,10 @@ class CpuBackend final : public Backend {
   // Panels made at load follow the kernels in use then; a later ISA cap (set_cpu_isa) would
   // read them with another layout.
   static void check_panel_layout(const Matrix& w) {
+    if (w.cpu_pair_panels && !cpu::bf16_dot_available())
+      throw Error(
+          "cpu backend: a weight was packed for bf16 products (AVX512_BF16), which the kernels "
+          "in use now do not run: load the model again after changing the ISA");
     if (!w.cpu_panels && !w.cpu_int_panels) return;
     const size_t now = w.cpu_panels ? cpu::panel_width() : size_t(int_panel_width(w.dtype));
     if (now != w.cpu_panel_outputs)
@@ -902,12 +936,15 @@ class CpuBackend final : public Backend {
     std::vector<int64_t> quant_rows;  // where each product's positions start (quantize_positions)
     std::vector<int8_t> xq;
     std::vector<float> xd;
+    std::vector<MatmulArgs> pair_args, rest_args;  // matmul_many's split (bf16 pair panels)
+    std::vector<cpu::PairProduct> pair_products;
   };
 
   ThreadPool* pool_;
   ProductPrecision precision_;
   mutable std::vector<PartScratch> parts_;
   mutable cpu::Bf16ProductScratch bf16_;
+  mutable cpu::PairProductScratch pair_scratch_;
   mutable DecodeScratch decode_;
 };
 

@@ -165,6 +165,33 @@ RWKV7_BF16_TARGET void pack_x_avx512bf16(const float* x, size_t ldx, bool transp
   }
 }
 
+// 16 bf16 values (a half of a vector of pairs) widened back to floats.
+RWKV7_BF16_TARGET inline __m512 widen(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+RWKV7_BF16_TARGET void pack_x_split_avx512bf16(const float* x, size_t ldx, size_t rows, size_t K,
+                                               uint16_t* hi, uint16_t* lo, size_t ldxb) {
+  for (size_t m = 0; m < rows; ++m) {
+    const float* src = x + m * ldx;
+    uint16_t *dh = hi + m * ldxb, *dl = lo + m * ldxb;
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      const __m512 a = _mm512_loadu_ps(src + k), b = _mm512_loadu_ps(src + k + 16);
+      const __m512i h = __m512i(_mm512_cvtne2ps_pbh(b, a));
+      const __m512 ra = _mm512_sub_ps(a, widen(_mm512_castsi512_si256(h)));
+      const __m512 rb = _mm512_sub_ps(b, widen(_mm512_extracti64x4_epi64(h, 1)));
+      _mm512_storeu_si512(dh + k, h);
+      _mm512_storeu_si512(dl + k, __m512i(_mm512_cvtne2ps_pbh(rb, ra)));
+    }
+    for (; k < K; ++k) {
+      dh[k] = f32_to_bf16(src[k]);
+      dl[k] = f32_to_bf16(src[k] - bf16_to_f32(dh[k]));
+    }
+    if (K % 2) dh[K] = dl[K] = 0;
+  }
+}
+
 RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool transposed, size_t nn,
                                              size_t kn, const float* next, uint16_t* panel) {
   const size_t pairs = (kn + 1) / 2, full_pairs = kn / 2;
@@ -228,6 +255,11 @@ void pack_x_bf16(const float* x, size_t ldx, bool transposed, size_t rows, size_
   pack_x_avx512bf16(x, ldx, transposed, rows, K, xb, ldxb);
 }
 
+void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16_t* hi,
+                       uint16_t* lo, size_t ldxb) {
+  pack_x_split_avx512bf16(x, ldx, rows, K, hi, lo, ldxb);
+}
+
 void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const float* next, uint16_t* panel) {
   pack_panel_avx512bf16(b, ldb, transposed, nn, kn, next, panel);
@@ -244,6 +276,9 @@ bool bf16_dot_available() { return false; }
 
 void pack_x_bf16(const float*, size_t, bool, size_t, size_t, uint16_t*, size_t) {
   throw Error("pack_x_bf16: no AVX512_BF16 kernels in this build");
+}
+void pack_x_bf16_split(const float*, size_t, size_t, size_t, uint16_t*, uint16_t*, size_t) {
+  throw Error("pack_x_bf16_split: no AVX512_BF16 kernels in this build");
 }
 void pack_panel_bf16_pairs(const float*, size_t, bool, size_t, size_t, const float*, uint16_t*) {
   throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");

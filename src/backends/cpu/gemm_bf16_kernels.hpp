@@ -29,6 +29,11 @@ bool bf16_dot_available();
 void pack_x_bf16(const float* x, size_t ldx, bool transposed, size_t rows, size_t K, uint16_t* xb,
                  size_t ldxb);
 
+// The same for rows of X (not transposed) as two terms: hi = bf16(x) as pack_x_bf16 writes it,
+// lo = bf16(x - hi) (x to 16 significant bits as hi + lo). Needs bf16_dot_available().
+void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16_t* hi,
+                       uint16_t* lo, size_t ldxb);
+
 // One panel block of B, rounded to bf16 and pair-interleaved (layout above), B(k, n) =
 // b[k * ldb + n] or, when `transposed`, b[n * ldb + k] (a weight [out, in] as stored), for
 // n < nn ≤ kBf16PanelWidth, k < kn. The panel holds (kn rounded up to even) / 2 pair lines.

@@ -8,7 +8,9 @@
 #include <new>
 
 #include "backends/backend.hpp"
+#include "backends/cpu/gemm_bf16_kernels.hpp"
 #include "backends/cpu/gemm_packed_kernels.hpp"
+#include "backends/cpu/pair_panels.hpp"
 #include "backends/cpu/q4_panels_kernels.hpp"
 #include "backends/cpu/q4k_panels_kernels.hpp"
 #include "backends/cpu/q6k_panels_kernels.hpp"
@@ -110,10 +112,32 @@ std::shared_ptr<const void> prepare_float_panels(Matrix& m, ThreadPool& pool, bo
   return panels;
 }
 
+// bf16 bits or fp32 values of m rounded into pair panels (bf16 products).
+std::shared_ptr<const void> prepare_pair_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped) {
+  const size_t rows = size_t(m.rows), cols = size_t(m.cols);
+  const std::shared_ptr<uint16_t[]> panels =
+      allocate_panels<uint16_t>(cpu::pair_panels_size(rows, cols));
+  const int64_t count = int64_t((rows + cpu::kBf16PanelWidth - 1) / cpu::kBf16PanelWidth);
+  pool.parallel_for(count, 1, [&](int64_t p0, int64_t p1) {
+    if (m.dtype == DType::BF16)
+      cpu::pack_pair_panels(static_cast<const uint16_t*>(m.data), rows, cols, size_t(p0),
+                            size_t(p1), panels.get());
+    else
+      cpu::pack_pair_panels(static_cast<const float*>(m.data), rows, cols, size_t(p0), size_t(p1),
+                            panels.get());
+  });
+  if (data_is_mapped) advise_cold(m.data, rows * cols * dtype_size(m.dtype));
+  m.cpu_pair_panels = panels.get();
+  return panels;
+}
+
 }  // namespace
 
 std::shared_ptr<const void> prepare_cpu_panels(Matrix& m, ThreadPool& pool, bool data_is_mapped,
-                                               bool fp32_copy_ok) {
+                                               bool fp32_copy_ok, bool bf16_pairs) {
+  if (bf16_pairs && (m.dtype == DType::BF16 || m.dtype == DType::F32) && m.rows > 0 && m.cols > 0 &&
+      !m.cpu_panels && !m.cpu_pair_panels && cpu::bf16_dot_available())
+    return prepare_pair_panels(m, pool, data_is_mapped);
   if (m.dtype == DType::Q8_0 || m.dtype == DType::Q4_0 || m.dtype == DType::Q4_K ||
       m.dtype == DType::Q5_K || m.dtype == DType::Q6_K)
     return prepare_int_panels(m, pool, data_is_mapped);
