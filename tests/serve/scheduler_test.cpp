@@ -31,11 +31,10 @@ struct Fixture {
   std::shared_ptr<const Tokenizer> tok = std::make_shared<const Tokenizer>(Tokenizer::bytes());
 };
 
-#define REQUIRE_BF16_PRODUCTS(f)                                                         \
-  if ((f).model->product_precision() != "bf16")                                          \
+#define REQUIRE_BF16_PRODUCTS(f)                                                          \
+  if ((f).model->product_precision() != "bf16")                                           \
   GTEST_SKIP() << "no AVX512_BF16 here: --precision bf16 runs the fp32 products, tested " \
                   "above"
-
 
 // Greedy tokens and their log-probabilities from generate() on a fresh state (or a copy of
 // `from`).
