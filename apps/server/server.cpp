@@ -143,10 +143,6 @@ void Server::routes() {
   http_.set_payload_max_length(opts_.max_body_bytes);
   http_.set_tcp_nodelay(true);  // each SSE chunk goes out at once (no Nagle delay)
   http_.set_keep_alive_timeout(5);
-  // Said in every response, so that clients (Node's http.Agent, undici) stop reusing an idle
-  // connection before the server closes it: without it a request sent on a connection the
-  // server was closing that moment failed with ECONNRESET (1 of 100 in a mixed run).
-  http_.set_default_headers({{"Keep-Alive", "timeout=5, max=1000"}});
   http_.set_keep_alive_max_count(1000);
   http_.set_read_timeout(30);
   http_.set_write_timeout(30);

@@ -51,7 +51,8 @@ struct LoadOptions {
   // weights) are rounded to bf16 at load and every product over them rounds its activations to
   // bf16 and sums in fp32 (VDPBF16PS: twice the FMA rate; results still independent of the
   // batch and the chunking). Elsewhere "bf16" runs the fp32 products
-  // (Model::product_precision() says which ran). Norms, WKV, LoRA factors, logits stay fp32.
+  // (Model::product_precision() says which ran). The LoRA factors' products too, their x as
+  // two bf16 terms (16 bits). Norms, WKV, logits stay fp32.
   std::string precision = "fp32";
 };
 

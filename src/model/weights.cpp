@@ -339,8 +339,12 @@ void prepare_for_cpu(ModelWeights& w, ThreadPool& pool, bool bf16_products) {
     // moved a random model's logits by 28% of their spread (the gate's factors most), and
     // the fp32 kernels' sums differ between one position and several, which a bf16 rounding
     // downstream turned into a batch-dependent jump of 2^-9 now and then.
+    // Only where this layer's large matrices got pair panels (a Q8_0 or f16 model keeps its
+    // fp32 products: Model::product_precision() says fp32). An fp32 factor (not bf16-exact)
+    // is rounded to bf16 like an fp32 checkpoint's large matrices.
+    const bool pairs = bf16_products && L.ffn_key.cpu_pair_panels != nullptr;
     for (OwnedMatrix* m : {&L.w1, &L.w2, &L.a1, &L.a2, &L.v1, &L.v2, &L.g1, &L.g2}) {
-      prepare(m->m, false, /*fp32_copy_ok=*/true, bf16_products);
+      prepare(m->m, false, /*fp32_copy_ok=*/true, pairs);
       m->m.cpu_pairs_split_x = m->m.cpu_pair_panels != nullptr;
     }
   }

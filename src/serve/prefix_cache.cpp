@@ -389,7 +389,12 @@ PrefixCache::PrefixCache(std::shared_ptr<const Model> model, const PrefixCacheOp
   impl_->model = std::move(model);
   impl_->opts = opts;
   if (!opts.disk_dir.empty()) {
-    impl_->dir = fs::path(opts.disk_dir) / ("model-" + safe_name(impl_->model->fingerprint()));
+    // States computed with bf16 products differ from fp32 ones (LoadOptions::precision): a
+    // restart with the other precision must not resume from them.
+    std::string folder = "model-" + safe_name(impl_->model->fingerprint());
+    if (impl_->model->product_precision() != "fp32")
+      folder.append(1, '-').append(impl_->model->product_precision());
+    impl_->dir = fs::path(opts.disk_dir) / folder;
     impl_->load_index();
     impl_->writer = std::thread([this] { impl_->write_loop(); });
   }

@@ -80,9 +80,9 @@ TEST(Bf16Products, LogitsStayWithinBf16RoundingOfTheReference) {
   }
 }
 
-// A sequence decoded inside a batch of 12 gets the logits it gets alone (the products: the
-// same bits; the fp32 LoRA factors' products: summation order), and prefill in one chunk equals
-// prefill a token at a time.
+// A sequence decoded inside a batch of 12 gets bitwise the logits it gets alone (every product,
+// the LoRA factors' too, is the same bits at any count), and prefill in one chunk equals prefill
+// a token at a time within fp32 rounding (the WKV's two forms round differently).
 TEST(Bf16Products, SequenceInABatchAndInChunksEqualsItsRunAlone) {
   if (!cpu::bf16_dot_available()) GTEST_SKIP() << "no AVX512_BF16 here: bf16 products run fp32";
   RWKV7_REQUIRE_SHARED(path, "golden/rand-L3-D256-bf16.pth");

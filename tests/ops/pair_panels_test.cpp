@@ -117,7 +117,7 @@ TEST(PairPanels, SplitXIsNearlyExactAndPositionIndependent) {
   ThreadPool pool(2);
   auto cpu = make_cpu_backend(&pool);
   auto ref = make_reference_backend();
-  const int64_t rows = 64, cols = 768;
+  const int64_t rows = 70, cols = 768;  // a partial second panel
   auto w = make_weight(DType::BF16, rows, cols, rng, pool);
   w->m.cpu_pairs_split_x = true;
   const Matrix exact{DType::F32, rows, cols, w->exact.data()};
@@ -168,6 +168,30 @@ TEST(PairPanels, EachPositionsOutputsDoNotDependOnTheOthers) {
       ASSERT_EQ(std::memcmp(a2.data(), y2.data() + t * 100, a2.size() * 4), 0)
           << "position " << t << " of " << count << " (second product)";
     }
+  }
+}
+
+// A list mixing pair-panel products with others (a matrix without panels): each gets what it
+// gets alone.
+TEST(PairPanels, AListMixingPairPanelsAndOthersGivesEachItsOwnProduct) {
+  REQUIRE_BF16_DOT();
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  auto cpu = make_cpu_backend(&pool);
+  auto paired = make_weight(DType::BF16, 128, 256, rng, pool);
+  const auto plain_values = testing::randn(size_t(96 * 256), rng);
+  const Matrix plain{DType::F32, 96, 256, plain_values.data()};  // no panels: the row kernels
+  for (int64_t count : {1, 12}) {
+    const auto x1 = testing::randn(size_t(count * 256), rng);
+    const auto x2 = testing::randn(size_t(count * 256), rng);
+    std::vector<float> y1(size_t(count * 128)), y2(size_t(count * 96));
+    std::vector<float> a1(y1.size()), a2(y2.size());
+    cpu->matmul_many(std::vector<MatmulArgs>{{plain, x2.data(), y2.data(), count},
+                                             {paired->m, x1.data(), y1.data(), count}});
+    cpu->matmul({paired->m, x1.data(), a1.data(), count});
+    cpu->matmul({plain, x2.data(), a2.data(), count});
+    EXPECT_EQ(y1, a1) << "pair panels, count " << count;
+    EXPECT_EQ(y2, a2) << "no panels, count " << count;
   }
 }
 

@@ -232,6 +232,33 @@ TEST(PrefixCache, DiskTierSurvivesARestartAndDropsDamagedFiles) {
   EXPECT_EQ(cache.stats().disk_entries, 1);
 }
 
+// States computed with bf16 products (LoadOptions::precision) are kept apart on disk: a restart
+// with the other precision resumes from none of them.
+TEST(PrefixCache, DiskTierKeepsBf16ProductStatesApart) {
+  LoadOptions bf16;
+  bf16.precision = "bf16";
+  auto m16 = Model::load(kShippedModel, bf16);
+  if (m16->product_precision() != "bf16")
+    GTEST_SKIP() << "no AVX512_BF16 here: --precision bf16 runs the fp32 products";
+  auto m32 = Model::load(kShippedModel);
+  testing::TempDir tmp;
+  PrefixCacheOptions o;
+  o.disk_dir = tmp.path().string();
+  const auto a = seq(50);
+  {
+    PrefixCache cache(m16, o);
+    cache.insert(a, marked(*m16, 50));
+    cache.persist();
+    EXPECT_EQ(cache.stats().disk_entries, 1);
+  }
+  EXPECT_EQ(PrefixCache(m32, o).stats().disk_entries, 0) << "fp32 products resumed bf16 states";
+  PrefixCache again(m16, o);
+  EXPECT_EQ(again.stats().disk_entries, 1);
+  auto hit = again.lookup(seq(60));  // a longer prompt resumes at the 50 (a whole match needs
+  ASSERT_TRUE(hit);                  // logits, which this entry has not)
+  EXPECT_EQ(hit->length, 50);
+}
+
 TEST(PrefixCache, DiskTierKeepsStatesCompressedWhenAsked) {
   auto m = Model::load(kShippedModel);
   testing::TempDir tmp;
