@@ -109,7 +109,12 @@ std::string compute_fingerprint(const TensorFile& f, const ModelConfig& c) {
   return buf;
 }
 
-int64_t matrix_bytes(const Matrix& m) { return m.rows * int64_t(row_bytes(m.dtype, m.cols)); }
+// Bytes a product reads: the pair panels' bf16 values where it has them (an fp32 weight under
+// bf16 products reads half its file size).
+int64_t matrix_bytes(const Matrix& m) {
+  if (m.cpu_pair_panels) return m.rows * ((m.cols + 1) / 2) * 4;
+  return m.rows * int64_t(row_bytes(m.dtype, m.cols));
+}
 
 void account_costs(ModelWeights& w) {
   const ModelConfig& c = w.config;
@@ -348,6 +353,7 @@ void prepare_for_cpu(ModelWeights& w, ThreadPool& pool, bool bf16_products) {
       m->m.cpu_pairs_split_x = m->m.cpu_pair_panels != nullptr;
     }
   }
+  if (bf16_products) account_costs(w);  // bytes per token as the pair panels hold them
 }
 
 void refresh_weights(ModelWeights& w) {
