@@ -28,9 +28,11 @@ struct Stream {
 // Decodes `steps` tokens for each of `n` sequences in one batch per step; returns the number
 // of allocations over the last `steps - warmup` steps.
 int64_t allocations_while_decoding(BackendKind kind, int n, int steps, int warmup,
-                                   const std::string& path = kModel) {
+                                   const std::string& path = kModel,
+                                   const std::string& precision = "fp32") {
   LoadOptions opts;
   opts.backend = kind;
+  opts.precision = precision;
   auto model = Model::load(path, opts);
   Context ctx(2);
   std::vector<Stream> streams;
@@ -76,6 +78,18 @@ TEST(Allocations, NoneWhenDecodingBf16WeightsOnPanels) {
   RWKV7_REQUIRE_SHARED(path, "golden/rand-L3-D256-bf16.pth");
   EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 1, 24, 8, path), 0);
   EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 12, 24, 8, path), 0);
+}
+
+// bf16 products (pair panels, LoadOptions::precision): the same, also with a batch that mixes
+// nothing else in (every product of the step over pair panels).
+TEST(Allocations, NoneWhenDecodingWithBf16Products) {
+  RWKV7_REQUIRE_SHARED(path, "golden/rand-L3-D256-bf16.pth");
+  LoadOptions o;
+  o.precision = "bf16";
+  if (Model::load(path, o)->product_precision() != "bf16")
+    GTEST_SKIP() << "no AVX512_BF16 here: bf16 products run fp32 (tested above)";
+  EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 1, 24, 8, path, "bf16"), 0);
+  EXPECT_EQ(allocations_while_decoding(BackendKind::Cpu, 12, 24, 8, path, "bf16"), 0);
 }
 
 TEST(Allocations, NoneWhenDecodingOnTheReferenceBackend) {
