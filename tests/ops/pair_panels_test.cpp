@@ -2,13 +2,17 @@
 // panels, every product over them rounds x to bf16 and runs VDPBF16PS. Checked against the
 // scalar reference on the rounded operands, and for the property the server's exactness rests
 // on: a position's outputs are the same bits whatever else is in its product or its list.
+#include "backends/cpu/pair_panels.hpp"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -69,6 +73,28 @@ TEST(PairPanels, MadeForBf16AndFp32WeightsOnly) {
   auto owner = prepare_cpu_panels(m, pool, false, false, true);
   EXPECT_EQ(m.cpu_pair_panels, nullptr) << "f16 has the range bf16 lacks: its usual panels";
   EXPECT_NE(m.cpu_panels, nullptr);
+}
+
+// The AVX-512 packers (16 × 16 transposes, edges and padding in scalar code) write what the
+// scalar loops write, for bf16 and fp32 weights, partial panels and odd input counts.
+TEST(PairPanels, FastPackEqualsItsScalarTwin) {
+  REQUIRE_BF16_DOT();
+  std::mt19937 rng(7);
+  for (const auto& [rows, cols] : {std::pair<size_t, size_t>{70, 131}, {128, 768}, {33, 40}}) {
+    const auto f32 = testing::randn(rows * cols, rng);
+    std::vector<uint16_t> bf16;
+    for (float x : f32) bf16.push_back(f32_to_bf16(x));
+    const size_t n = cpu::pair_panels_size(rows, cols), panels = (rows + 63) / 64;
+    std::vector<uint16_t> fast(n, 0xffff), slow(n, 0xeeee);
+    cpu::pack_pair_panels(bf16.data(), rows, cols, 0, panels, fast.data());
+    cpu::pack_pair_panels_scalar(bf16.data(), rows, cols, 0, panels, slow.data());
+    EXPECT_EQ(fast, slow) << "bf16 " << rows << " x " << cols;
+    std::fill(fast.begin(), fast.end(), 0xffff);
+    std::fill(slow.begin(), slow.end(), 0xeeee);
+    cpu::pack_pair_panels(f32.data(), rows, cols, 0, panels, fast.data());
+    cpu::pack_pair_panels_scalar(f32.data(), rows, cols, 0, panels, slow.data());
+    EXPECT_EQ(fast, slow) << "fp32 " << rows << " x " << cols;
+  }
 }
 
 // y = bf16(x) · bf16(W)ᵀ in fp32 sums; the oracle is the scalar reference over the rounded

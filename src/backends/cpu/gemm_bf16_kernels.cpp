@@ -165,9 +165,17 @@ RWKV7_BF16_TARGET void pack_x_avx512bf16(const float* x, size_t ldx, bool transp
   }
 }
 
-// 16 bf16 values (a half of a vector of pairs) widened back to floats.
-RWKV7_BF16_TARGET inline __m512 widen(__m256i h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+// Words [16 * half, 16 * half + 16) of h (bf16 values) widened back to floats: word j moved to
+// the high half of lane j, the low half zeroed (one VPERMW; GCC 12 warns on the 256-bit
+// extract-and-convert form, a false "may be used uninitialized" in its headers).
+template <int half>
+RWKV7_BF16_TARGET inline __m512 widen(__m512i h) {
+  constexpr short o = 16 * half;
+  const __m512i index = _mm512_set_epi16(
+      o + 15, o + 15, o + 14, o + 14, o + 13, o + 13, o + 12, o + 12, o + 11, o + 11, o + 10,
+      o + 10, o + 9, o + 9, o + 8, o + 8, o + 7, o + 7, o + 6, o + 6, o + 5, o + 5, o + 4, o + 4,
+      o + 3, o + 3, o + 2, o + 2, o + 1, o + 1, o, o);
+  return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, index, h));
 }
 
 RWKV7_BF16_TARGET void pack_x_split_avx512bf16(const float* x, size_t ldx, size_t rows, size_t K,
@@ -179,8 +187,8 @@ RWKV7_BF16_TARGET void pack_x_split_avx512bf16(const float* x, size_t ldx, size_
     for (; k + 32 <= K; k += 32) {
       const __m512 a = _mm512_loadu_ps(src + k), b = _mm512_loadu_ps(src + k + 16);
       const __m512i h = __m512i(_mm512_cvtne2ps_pbh(b, a));
-      const __m512 ra = _mm512_sub_ps(a, widen(_mm512_castsi512_si256(h)));
-      const __m512 rb = _mm512_sub_ps(b, widen(_mm512_extracti64x4_epi64(h, 1)));
+      const __m512 ra = _mm512_sub_ps(a, widen<0>(h));
+      const __m512 rb = _mm512_sub_ps(b, widen<1>(h));
       _mm512_storeu_si512(dh + k, h);
       _mm512_storeu_si512(dl + k, __m512i(_mm512_cvtne2ps_pbh(rb, ra)));
     }
@@ -236,6 +244,31 @@ RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool tr
     }
 }
 
+// One pair panel from bf16 rows (see bf16_pair_panel_from_rows): a pair of one row is already a
+// 32-bit lane in memory, so blocks of 16 rows × 16 pairs are 32-bit transposes.
+RWKV7_BF16_TARGET void pair_panel_from_bf16_rows(const uint16_t* rows, size_t ldr, size_t nn,
+                                                 size_t kn, uint16_t* panel) {
+  const size_t pairs = (kn + 1) / 2, full_pairs = kn / 2;
+  auto* lines = reinterpret_cast<uint32_t*>(panel);
+  const size_t n_fast = nn / 16 * 16, p_fast = full_pairs / 16 * 16;
+  for (size_t n0 = 0; n0 < n_fast; n0 += 16)
+    for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
+      __m512i v[16];
+      for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_si512(rows + (n0 + j) * ldr + 2 * p0);
+      store_transposed(v, lines + p0 * NR + n0, NR);
+    }
+  for (size_t p = 0; p < pairs; ++p)
+    for (size_t n = 0; n < NR; ++n) {
+      if (p < p_fast && n < n_fast) continue;
+      if (n >= nn) {
+        lines[p * NR + n] = 0;
+        continue;
+      }
+      const uint16_t* r = rows + n * ldr + 2 * p;
+      lines[p * NR + n] = uint32_t(r[0]) | (2 * p + 1 < kn ? uint32_t(r[1]) << 16 : 0u);
+    }
+}
+
 bool cpu_has_avx512bf16() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512bf16");
@@ -260,6 +293,11 @@ void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16
   pack_x_split_avx512bf16(x, ldx, rows, K, hi, lo, ldxb);
 }
 
+void bf16_pair_panel_from_rows(const uint16_t* rows, size_t ldr, size_t nn, size_t kn,
+                               uint16_t* panel) {
+  pair_panel_from_bf16_rows(rows, ldr, nn, kn, panel);
+}
+
 void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const float* next, uint16_t* panel) {
   pack_panel_avx512bf16(b, ldb, transposed, nn, kn, next, panel);
@@ -279,6 +317,9 @@ void pack_x_bf16(const float*, size_t, bool, size_t, size_t, uint16_t*, size_t) 
 }
 void pack_x_bf16_split(const float*, size_t, size_t, size_t, uint16_t*, uint16_t*, size_t) {
   throw Error("pack_x_bf16_split: no AVX512_BF16 kernels in this build");
+}
+void bf16_pair_panel_from_rows(const uint16_t*, size_t, size_t, size_t, uint16_t*) {
+  throw Error("bf16_pair_panel_from_rows: no AVX512_BF16 kernels in this build");
 }
 void pack_panel_bf16_pairs(const float*, size_t, bool, size_t, size_t, const float*, uint16_t*) {
   throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");

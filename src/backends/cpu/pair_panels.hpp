@@ -23,11 +23,16 @@ size_t pair_panel_stride(size_t cols);
 size_t pair_panels_size(size_t rows, size_t cols);
 
 // Panels [p0, p1) of W [rows, cols] (bf16 bits, or fp32 rounded to nearest even) into `out`
-// (the whole array; portable code: run once at load).
+// (the whole array). Needs bf16_dot_available() (AVX-512 packers).
 void pack_pair_panels(const uint16_t* w_bf16, size_t rows, size_t cols, size_t p0, size_t p1,
                       uint16_t* out);
 void pack_pair_panels(const float* w_f32, size_t rows, size_t cols, size_t p0, size_t p1,
                       uint16_t* out);
+// Their scalar twins (the tests' oracle).
+void pack_pair_panels_scalar(const uint16_t* w_bf16, size_t rows, size_t cols, size_t p0, size_t p1,
+                             uint16_t* out);
+void pack_pair_panels_scalar(const float* w_f32, size_t rows, size_t cols, size_t p0, size_t p1,
+                             uint16_t* out);
 
 // y [count, rows] = bf16(x [count, cols]) · Wᵀ over pair panels, sums in fp32.
 struct PairProduct {
