@@ -10,20 +10,13 @@
 namespace rwkv7::cpu {
 namespace {
 
-// Inputs per block: up to 1024 inputs go in one or two equal blocks of at most kMaxDepth (a
-// pair panel of 256 pair lines × 64 outputs × 4 bytes = 64 KB, read from L2; op(X)'s block,
-// 512 rows × 512 in bf16 = 512 KB, stays in L2 beside it), so the output is read and written
-// again at most once (the head's logits: 134 MB a pass, K = 768: three passes in blocks of 256);
-// deeper products (the head's dX, K = 65,536) go in blocks of kDepth.
+// Inputs per block (bf16_block_depth): op(X)'s block, 512 rows × 512 in bf16 = 512 KB, stays in
+// L2 beside the panel (the head's logits, K = 768: one pass instead of three in blocks of 256);
+// deeper products (the head's dX, K = 65,536) go in blocks of kDepth. op(X)'s packed rows of
+// `depth` values hold a block with its zero padding when it is the last and odd.
 constexpr int64_t kDepth = 256, kMaxDepth = 512;
 
-int64_t block_depth(int64_t K) {
-  if (K > 2 * kMaxDepth) return kDepth;
-  const int64_t blocks = (K + kMaxDepth - 1) / kMaxDepth;
-  return ((K + blocks - 1) / blocks + 1) / 2 * 2;
-}
-// (Every depth is even: a block's inputs are whole pairs, and op(X)'s packed rows of `depth`
-// values hold a block with its zero padding when it is the last and odd.)
+int64_t block_depth(int64_t K) { return bf16_block_depth(K, kDepth); }
 
 // Where B's block of outputs from n0 and inputs from k0 starts.
 const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {

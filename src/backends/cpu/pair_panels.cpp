@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "backends/cpu/gemm_bf16_kernels.hpp"
+#include "backends/cpu/product_tiling.hpp"
 #include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
 
@@ -11,15 +12,10 @@ namespace rwkv7::cpu {
 namespace {
 
 constexpr size_t NR = kBf16PanelWidth;
-constexpr int64_t kMaxDepth = 512;  // a panel block of 256 pair lines: 64 KB, read from L2
+constexpr int64_t kDeepDepth = 512;  // a panel block of 256 pair lines: 64 KB, read from L2
 
-// Inputs per block, from cols alone (results must not depend on the positions): up to 1024
-// inputs in one or two equal blocks, deeper products in blocks of kMaxDepth; always even.
-int64_t pair_block_depth(int64_t K) {
-  const int64_t blocks = (K + kMaxDepth - 1) / kMaxDepth;
-  if (blocks > 2) return kMaxDepth;
-  return ((K + blocks - 1) / blocks + 1) / 2 * 2;
-}
+// Inputs per block, from cols alone (results must not depend on the positions).
+int64_t pair_block_depth(int64_t K) { return bf16_block_depth(K, kDeepDepth); }
 
 size_t even(size_t n) { return (n + 1) / 2 * 2; }
 

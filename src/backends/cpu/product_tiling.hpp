@@ -23,6 +23,18 @@ void for_each_row_block(int64_t M, Fn&& fn) {
   for (int64_t m0 = 0; m0 < M; m0 += block) fn(m0, std::min(block, M - m0));
 }
 
+// Inputs per block of the bf16 products (training's and the pair panels'): up to 1024 inputs in
+// one or two equal blocks of at most 512 (a pair panel block of 64 KB, read from L2), so the
+// output is read and written again at most once; deeper products in blocks of `deep`. Always
+// even (a block's inputs are whole pairs); a function of K alone, so a position's sums do not
+// depend on the other positions.
+inline int64_t bf16_block_depth(int64_t K, int64_t deep) {
+  constexpr int64_t kMaxDepth = 512;
+  if (K > 2 * kMaxDepth) return deep;
+  const int64_t blocks = (K + kMaxDepth - 1) / kMaxDepth;
+  return ((K + blocks - 1) / blocks + 1) / 2 * 2;
+}
+
 // The tasks of one product: every panel of outputs, and when there are fewer panels than
 // threads, each panel's rows of C in row_parts ranges (each range's thread packs its own copy
 // of the panel). Task t is panel t / row_parts, rows from (t % row_parts) · rows_per_part.
