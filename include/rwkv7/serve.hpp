@@ -92,9 +92,11 @@ struct SchedulerOptions {
   // sequences' rows alone (predicted from measured steps): the streams' inter-token time
   // while prompts are read. At least max(16, generating) prompt positions whatever it is.
   double stream_slowdown = 1.75;
-  // ... or at most about this long (ms; 0: off), whichever allows more prompt: at light load a
-  // stream's own steps are short (one stream, 0.1B bf16, 2 cores: ~10 ms) and a relative
-  // bound alone would read prompts 16 positions a step, a pass over the weights each time.
+  // ... or, whichever allows more, about this long (ms; 0: off) for one generating stream, the
+  // extra time over its rows alone shared among d streams ((step - alone) / d each): at light
+  // load a stream's own steps are short (one stream, 0.1B bf16, 2 cores: ~10 ms) and a relative
+  // bound alone would read prompts 16 positions a step, a pass over the weights each time; with
+  // many streams --stream-slowdown decides.
   double stream_step_ms = 50;
   int64_t snapshot_every = 512;   // prompt positions between cache snapshots (0: ends only)
   int64_t max_context = 1 << 20;  // prompt + max_tokens at most

@@ -111,7 +111,7 @@ struct Scheduler::Impl {
 
   std::vector<std::unique_ptr<Seq>> running;  // the loop thread's own
   StepCostModel cost;                         // the loop thread's own
-  StepTimeController step_time{0, 16, 16};    // set from opts at start; the loop thread's own
+  StepTimeController step_time{16, 16};       // set from opts at start; the loop thread's own
   // step()'s lists of the sequences it samples (kept between steps).
   std::vector<Seq*> sampling_;
   std::vector<Sampler*> samplers_;
@@ -254,14 +254,16 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // positions as keep the step within --stream-slowdown x the time of the streams' rows alone,
   // as predicted from the steps measured so far (a step's fixed cost, one pass over the
   // weights, lets a few streams carry many prompt positions), or as keep it near
-  // --stream-step-ms, whichever allows more. Always at least as many as there are streams (a
-  // step at most doubles in rows, whatever the costs) and 16 (so prompts move on). With no
-  // stream to keep smooth, --prefill-step-tokens.
+  // --stream-step-ms shared among the streams (shared_step_target), whichever allows more. Always
+  // at least as many as there are streams (a step at most doubles in rows, whatever the costs) and
+  // 16 (so prompts move on). With no stream to keep smooth, --prefill-step-tokens.
   const int64_t floor = prompt_floor(opts);
   int64_t share = std::max(decoding, floor);
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
-  if (opts.stream_step_ms > 0) share = std::max(share, step_time.share());
+  const double step_target =
+      shared_step_target(opts.stream_step_ms / 1000, decoding, cost.decode_only(decoding));
+  if (step_target > 0) share = std::max(share, step_time.share());
   int64_t budget = decoding > 0 ? std::max(floor, std::min(opts.step_tokens - decoding, share))
                                 : std::max(opts.step_tokens, opts.prefill_step_tokens);
   std::vector<Seq*> reading;
@@ -309,7 +311,8 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     for (const SequenceRequest& q : batch) positions += int64_t(q.tokens.size());
     if (failure.empty()) {
       cost.observe(decoding, positions - decoding, busy);
-      if (decoding > 0 && prompts_limited) step_time.observe(positions - decoding, busy);
+      if (decoding > 0 && prompts_limited)
+        step_time.observe(positions - decoding, busy, step_target);
     }
     {
       std::lock_guard lock(mu);
@@ -428,8 +431,7 @@ Scheduler::Scheduler(std::shared_ptr<const Model> model, std::shared_ptr<const T
   impl_->model = std::move(model);
   impl_->tok = std::move(tok);
   impl_->opts = opts;
-  impl_->step_time =
-      StepTimeController(opts.stream_step_ms / 1000, prompt_floor(opts), opts.step_tokens);
+  impl_->step_time = StepTimeController(prompt_floor(opts), opts.step_tokens);
   if (opts.use_cache && (opts.cache.memory_bytes > 0 || !opts.cache.disk_dir.empty()))
     impl_->cache = std::make_unique<PrefixCache>(impl_->model, opts.cache);
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->loop(); });

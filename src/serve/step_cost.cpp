@@ -56,12 +56,20 @@ std::optional<int64_t> StepCostModel::prompt_positions(int64_t decoding, double 
   return int64_t(std::min(n, double(int64_t(1) << 40)));
 }
 
-StepTimeController::StepTimeController(double target_seconds, int64_t lo, int64_t hi)
-    : target_(target_seconds), lo_(lo), hi_(std::max(lo, hi)), share_(lo) {}
+double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone) {
+  if (!(step_seconds > 0) || decoding <= 0) return 0;
+  const double d = double(decoding);
+  if (!alone) return step_seconds / d;
+  return *alone + std::max(0.0, step_seconds - *alone) / d;
+}
 
-void StepTimeController::observe(int64_t prompt_positions, double seconds) {
-  if (!(target_ > 0) || prompt_positions <= 0 || !(seconds > 0) || !std::isfinite(seconds)) return;
-  const double scale = std::clamp(std::sqrt(target_ / seconds), 0.5, 2.0);
+StepTimeController::StepTimeController(int64_t lo, int64_t hi)
+    : lo_(lo), hi_(std::max(lo, hi)), share_(lo) {}
+
+void StepTimeController::observe(int64_t prompt_positions, double seconds, double target_seconds) {
+  if (!(target_seconds > 0) || prompt_positions <= 0 || !(seconds > 0) || !std::isfinite(seconds))
+    return;
+  const double scale = std::clamp(std::sqrt(target_seconds / seconds), 0.5, 2.0);
   share_ = std::clamp(int64_t(std::lround(double(prompt_positions) * scale)), lo_, hi_);
 }
 

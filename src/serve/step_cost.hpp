@@ -42,20 +42,28 @@ class StepCostModel {
   double pe_ = 0, pp_ = 0;
 };
 
-// The prompt share that keeps a step with generating rows near an absolute duration
-// (--stream-step-ms: at light load a stream may slow to that inter-token time while prompts
-// are read, however fast its steps alone are). A feedback loop on measured steps, no model:
-// after a step whose prompt positions were the whole budget (more prompt was waiting), the
-// share becomes those positions x sqrt(target / measured seconds), at most doubled or halved,
-// within [lo, hi].
+// The step duration --stream-step-ms allows with `decoding` generating rows: one stream may
+// slow to `step_seconds` while prompts are read (at light load its own steps are short and a
+// relative bound alone would read a prompt 16 positions a step, a pass over the weights each
+// time), and d streams share that wait: each may lose (step_seconds - alone) / d, so together
+// they wait no more than one would. With 16 Q8_0 streams (alone ~17 ms, 2 cores) that is
+// ~19 ms and --stream-slowdown decides; a fixed 50 ms let their steps triple while a long prompt
+// was read. `alone` is their rows' predicted time alone (nullopt: not known yet, then
+// step_seconds / d, the same for one stream and cautious for more).
+double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone);
+
+// The prompt share that keeps a step with generating rows near a duration (the target above).
+// A feedback loop on measured steps, no model: after a step whose prompt positions were the
+// whole budget (more prompt was waiting), the share becomes those positions x sqrt(target /
+// measured seconds), at most doubled or halved, within [lo, hi].
 class StepTimeController {
  public:
-  StepTimeController(double target_seconds, int64_t lo, int64_t hi);
+  StepTimeController(int64_t lo, int64_t hi);
   int64_t share() const { return share_; }
-  void observe(int64_t prompt_positions, double seconds);
+  // `target_seconds` <= 0 leaves the share as it is.
+  void observe(int64_t prompt_positions, double seconds, double target_seconds);
 
  private:
-  double target_;
   int64_t lo_, hi_, share_;
 };
 

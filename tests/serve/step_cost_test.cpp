@@ -107,32 +107,50 @@ namespace {
 
 TEST(StepTimeController, SettlesWhereAStepTakesTheTarget) {
   const LinearCosts cost;  // 4 streams alone: 17.6 ms; 50 ms at p = (0.050 - 0.0176) / 0.0012 = 27
-  StepTimeController c(0.050, 16, 256);
+  StepTimeController c(16, 256);
   EXPECT_EQ(c.share(), 16);
-  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(4, c.share()));
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(4, c.share()), 0.050);
   EXPECT_NEAR(double(c.share()), 27.0, 1.0);
   // More streams: their rows alone take 0.010 + 0.0019 * 16 = 40.4 ms; 50 ms at p = 8, below lo.
-  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(16, c.share()));
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(16, c.share()), 0.050);
   EXPECT_EQ(c.share(), 16);
+  // A target of 80 ms with them: p = (0.080 - 0.0404) / 0.0012 = 33 (the rounded sqrt step
+  // stops within 2 of it: 31 x sqrt(80 / 77.6) rounds to 31).
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(16, c.share()), 0.080);
+  EXPECT_NEAR(double(c.share()), 33.0, 2.0);
+}
+
+TEST(SharedStepTarget, OneStreamGetsTheWholeStepAndManyShareItsExtraTime) {
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 1, 0.006), 0.050);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 1, std::nullopt), 0.050);
+  // 16 streams alone in 17 ms: each may lose (50 - 17) / 16 ms.
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 16, 0.017), 0.017 + 0.033 / 16);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 2, 0.010), 0.030);
+  // Not known yet: cautious. Already slower than the target alone: no extra time.
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 16, std::nullopt), 0.050 / 16);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 32, 0.060), 0.060);
+  // Off, or no stream to share it.
+  EXPECT_EQ(shared_step_target(0, 4, 0.01), 0.0);
+  EXPECT_EQ(shared_step_target(0.050, 0, 0.01), 0.0);
 }
 
 TEST(StepTimeController, MovesAtMostTwofoldPerStepAndStaysInItsBounds) {
-  StepTimeController c(0.050, 16, 100);
-  c.observe(16, 0.001);  // 50x too fast: doubled, not x7
+  StepTimeController c(16, 100);
+  c.observe(16, 0.001, 0.050);  // 50x too fast: doubled, not x7
   EXPECT_EQ(c.share(), 32);
-  c.observe(90, 0.001);
-  EXPECT_EQ(c.share(), 100);  // hi
-  c.observe(100, 10.0);       // far too slow: halved
+  c.observe(90, 0.001, 0.050);
+  EXPECT_EQ(c.share(), 100);    // hi
+  c.observe(100, 10.0, 0.050);  // far too slow: halved
   EXPECT_EQ(c.share(), 50);
-  c.observe(20, 10.0);
+  c.observe(20, 10.0, 0.050);
   EXPECT_EQ(c.share(), 16);  // lo
   // Steps that say nothing leave it.
-  c.observe(0, 0.01);
-  c.observe(40, 0.0);
-  c.observe(40, std::nan(""));
+  c.observe(0, 0.01, 0.050);
+  c.observe(40, 0.0, 0.050);
+  c.observe(40, std::nan(""), 0.050);
   EXPECT_EQ(c.share(), 16);
-  StepTimeController off(0, 16, 100);
-  off.observe(16, 0.001);
+  StepTimeController off(16, 100);
+  off.observe(16, 0.001, 0);  // no target
   EXPECT_EQ(off.share(), 16);
 }
 
