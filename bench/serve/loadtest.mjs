@@ -348,7 +348,11 @@ function parseRetryAfter(v) {
 }
 // HTTP over node:http with a bounded keep-alive pool (--max-connections, default: the scenario's
 // concurrency), so that the number of connections the server sees is known; TCP_NODELAY on.
-const AGENT = new http.Agent({ keepAlive: true, maxSockets: cfg.max_connections, scheduling: 'fifo' });
+// An idle socket is closed after 4 s, before the server's keep-alive timeout (5 s): without a
+// timeout node's agent ignores the server's `Keep-Alive: timeout=5` hint and keeps idle sockets
+// forever, so a request sent on one just as the server closed it failed with ECONNRESET (seen
+// once in a one-at-a-time baseline, where sockets sit idle while others wait).
+const AGENT = new http.Agent({ keepAlive: true, maxSockets: cfg.max_connections, scheduling: 'fifo', timeout: 4000 });
 function post(path, bodyText, signal) {
   return new Promise((resolve, reject) => {
     const req = http.request(ORIGIN + path, {
