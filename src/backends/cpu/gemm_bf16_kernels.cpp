@@ -236,12 +236,12 @@ RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool tr
         }
       }
   }
-  // What the fast paths left: edges, zero padding past nn outputs.
+  // What the fast paths left: edges, zero padding past nn outputs (only those visited: a loop
+  // over every lane that skipped the fast ones was ~45% of this function's time in a bf16
+  // training step).
   for (size_t p = 0; p < pairs; ++p)
-    for (size_t n = 0; n < NR; ++n) {
-      if (p < p_fast && n < n_fast) continue;
+    for (size_t n = p < p_fast ? n_fast : 0; n < NR; ++n)
       lines[p * NR + n] = n < nn ? pair_bits(B(2 * p, n), B(2 * p + 1, n)) : 0;
-    }
 }
 
 // One pair panel from bf16 rows (see bf16_pair_panel_from_rows): a pair of one row is already a
@@ -258,8 +258,7 @@ RWKV7_BF16_TARGET void pair_panel_from_bf16_rows(const uint16_t* rows, size_t ld
       store_transposed(v, lines + p0 * NR + n0, NR);
     }
   for (size_t p = 0; p < pairs; ++p)
-    for (size_t n = 0; n < NR; ++n) {
-      if (p < p_fast && n < n_fast) continue;
+    for (size_t n = p < p_fast ? n_fast : 0; n < NR; ++n) {
       if (n >= nn) {
         lines[p * NR + n] = 0;
         continue;

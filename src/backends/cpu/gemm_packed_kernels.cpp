@@ -130,8 +130,8 @@ void PackPanelT(const T* rows, size_t ldr, size_t nn, size_t kc, const T* next, 
   // open while one weight row is read.
   for (size_t i0 = 0; i0 < kc; i0 += 8) {
     const size_t ie = i0 + 8 < kc ? i0 + 8 : kc;
-    for (size_t j = 0; j < nn; ++j) {
-      if (j < j_done && i0 < i_done) continue;
+    // (i_done is a multiple of 8: a block of inputs is wholly inside the fast part or not.)
+    for (size_t j = i0 < i_done ? j_done : 0; j < nn; ++j) {
       const T* src = rows + j * ldr;
       for (size_t i = i0; i < ie; ++i) panel[i * nr + j] = Widen(src[i]);
     }
