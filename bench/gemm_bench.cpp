@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
 
 namespace rwkv7 {
@@ -18,6 +19,8 @@ namespace {
 void BM_Gemm(benchmark::State& st) {
   const bool a_t = st.range(0) != 0, b_t = st.range(1) != 0;
   const int64_t M = st.range(2), N = st.range(3), K = st.range(4);
+  // bf16: 1 = operands rounded at the product, 2 = B (a weight) read from a kept bf16 copy
+  // (TrainParams::bf16_weights), as `rwkv7 train --precision bf16` does.
   const auto precision = st.range(5) ? ProductPrecision::BF16 : ProductPrecision::F32;
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
@@ -28,13 +31,16 @@ void BM_Gemm(benchmark::State& st) {
   };
   const std::vector<float> a = random(M * K), b = random(K * N);
   std::vector<float> c = random(M * N);
+  std::vector<uint16_t> b16;
+  if (st.range(5) == 2)
+    for (float x : b) b16.push_back(f32_to_bf16(x));
   ThreadPool pool(0);
   auto be = make_cpu_backend(&pool, precision);
   const GemmArgs args{.M = M,
                       .N = N,
                       .K = K,
                       .a = {a.data(), a_t ? M : K, a_t},
-                      .b = {b.data(), b_t ? K : N, b_t},
+                      .b = {b.data(), b_t ? K : N, b_t, b16.empty() ? nullptr : b16.data()},
                       .c = c.data(),
                       .ldc = N,
                       .accumulate = true};
@@ -80,6 +86,19 @@ BENCHMARK(BM_Gemm)
     ->Args({1, 0, 768, 768, 512, 1})
     ->Args({1, 0, 3072, 768, 512, 1})
     ->Args({1, 0, 65536, 768, 512, 1})
+    // The weights' products again with B from a kept bf16 copy, and at 64 rows (the packing's
+    // share grows as the rows per weight value fall).
+    ->Args({0, 1, 512, 768, 768, 2})
+    ->Args({0, 1, 512, 3072, 768, 2})
+    ->Args({0, 1, 512, 768, 3072, 2})
+    ->Args({0, 1, 512, 65536, 768, 2})
+    ->Args({0, 0, 512, 768, 768, 2})
+    ->Args({0, 0, 512, 768, 3072, 2})
+    ->Args({0, 0, 512, 768, 65536, 2})
+    ->Args({0, 1, 64, 3072, 768, 1})
+    ->Args({0, 1, 64, 3072, 768, 2})
+    ->Args({0, 0, 64, 768, 3072, 1})
+    ->Args({0, 0, 64, 768, 3072, 2})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(0.5);

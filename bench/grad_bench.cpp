@@ -1,12 +1,13 @@
 // Training speed on one row of T predicted positions of a fresh model (args: layers, embd,
-// vocab, T, bf16 = products in ProductPrecision::BF16): BM_Grad is one forward + backward
+// vocab, T, bf16 = products in ProductPrecision::BF16: 1 rounding the fp32 weights at every
+// product, 2 reading bf16 copies of them that AdamW keeps, as `rwkv7 train --precision bf16`
+// does): BM_Grad is one forward + backward
 // (loss_and_gradients), BM_TrainStep the whole step (+ gradient clipping + AdamW). FLOPs: 6·P per
 // token (P = non-embedding parameters + head, DESIGN.md) plus the WKV's; `of_peak` is the fraction
 // of the fp32 FMA peak measured on the same threads before the run (probe_cpu_limits, as `rwkv7
 // bench` reports it). Run: cmake -DRWKV7_BUILD_BENCH=ON, then rwkv7_bench
-// --benchmark_filter='Grad|TrainStep' (fp32 against bf16: --benchmark_filter=TrainStep
-// --benchmark_repetitions=6
-// --benchmark_enable_random_interleaving=true).
+// --benchmark_filter='Grad|TrainStep' (fp32 against bf16: --benchmark_filter='TrainStep.*T:512'
+// --benchmark_repetitions=6 --benchmark_enable_random_interleaving=true).
 #include <benchmark/benchmark.h>
 
 #include <map>
@@ -62,6 +63,7 @@ GradSetup& setup_for(const std::vector<int64_t>& args) {
   f.path = "init";
   for (const auto& [name, view] : m.tensors) f.add(name, view);
   fresh->params = train::params_from_file(f);
+  if (args[4] == 2) fresh->params.keep_bf16_weights();
   for (const auto& [name, t] : fresh->params.tensors)
     if (name != "emb.weight") fresh->P += int64_t(t.data.size());
   std::mt19937 rng(7);
@@ -116,7 +118,8 @@ void BM_TrainStep(benchmark::State& st) {
   for (auto _ : st) {
     train::loss_and_gradients(g.params, g.rows, *g.be, &g.pool, {}, g.ws, g.r);
     const double norm = train::grad_norm(g.r.grads, &g.pool);  // as rwkv7 train clips
-    adam.step(g.params.tensors, g.r.grads, 1e-4, &g.pool, train::clip_scale(norm, 1.0));
+    adam.step(g.params.tensors, g.r.grads, 1e-4, &g.pool, train::clip_scale(norm, 1.0),
+              g.params.bf16_weights.empty() ? nullptr : &g.params.bf16_weights);
     benchmark::DoNotOptimize(g.r.loss);
   }
   report(st, g, double(T) * double(st.iterations()));
@@ -125,6 +128,11 @@ BENCHMARK(BM_TrainStep)
     ->ArgNames({"L", "C", "V", "T", "bf16"})
     ->Args({12, 768, 65536, 512, 0})
     ->Args({12, 768, 65536, 512, 1})
+    ->Args({12, 768, 65536, 512, 2})
+    // Shorter rows: each weight value serves fewer positions, so packing the weights weighs more.
+    ->Args({12, 768, 65536, 128, 0})
+    ->Args({12, 768, 65536, 128, 1})
+    ->Args({12, 768, 65536, 128, 2})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(4.0);

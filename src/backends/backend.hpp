@@ -43,6 +43,10 @@ struct Matrix {
   // With pair panels: x is multiplied as two bf16 terms, hi = bf16(x) and lo = bf16(x - hi)
   // (16 significant bits; for the small LoRA factors, whose results are sensitive to x).
   bool cpu_pairs_split_x = false;
+  // An fp32 weight's values rounded to bf16 (nearest even), [rows, cols] bits, kept beside
+  // them by mixed-precision training (TrainParams::bf16_weights): bf16-precision products read
+  // these 2-byte values instead of rounding the 4-byte ones each time. Same products either way.
+  const uint16_t* bf16_rows = nullptr;
 };
 
 // y[t, :] = W · x[t, :] for t in [0, count): x is [count, W.cols], y is [count, W.rows].
@@ -69,6 +73,10 @@ struct GemmOperand {
   const float* data = nullptr;
   int64_t ld = 0;
   bool transposed = false;
+  // Optional: the same values rounded to bf16 (nearest even), same layout and ld, which
+  // products in ProductPrecision::BF16 read instead of rounding `data` (a weight's copy kept by
+  // mixed-precision training: half the bytes). Same products either way.
+  const uint16_t* bf16 = nullptr;
 };
 
 // C [M, N] = (accumulate ? C : 0) + op(A) · op(B), fp32, C rows ldc apart, where

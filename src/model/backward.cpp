@@ -18,6 +18,7 @@ using detail::Acts;
 using detail::Buf;
 using detail::LayerActs;
 using detail::Products;
+using detail::ProductWeight;
 using detail::WeightGrad;
 
 namespace {
@@ -68,6 +69,12 @@ struct Backward {
   const float* P(std::string_view a, std::string_view b = {}) const {
     char buf[kNameMax];
     return p.get(join(buf, a, b));
+  }
+  // A product's weight: P(a, b) and its kept bf16 copy, if any.
+  ProductWeight W(std::string_view a, std::string_view b = {}) const {
+    char buf[kNameMax];
+    const std::string_view name = join(buf, a, b);
+    return {p.get(name), p.bf16_of(name)};
   }
   // The gradient of a product's weight (written by the product when it is the first to fill
   // it), or null when GradOptions::frozen says it is not wanted (the product then skips
@@ -292,10 +299,10 @@ struct Backward {
     A.dropout.apply(dx.data(), R, C, Dropout::AfterChannelMix, l);
     Buf &dh = zeros(size_t(R * F)), &dh_pre = zeros(size_t(R * F)), &dxkf = zeros(size_t(R * C)),
         &dxf = zeros(size_t(R * C));
-    mm.linear_back(L.h.data(), P(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
+    mm.linear_back(L.h.data(), W(pf, "ffn.value.weight"), dx.data(), R, F, C, dh.data(),
                    GW(pf, "ffn.value.weight"));
     act_back({R * F, Act::ReluSq, L.h_pre.data(), nullptr, dh.data(), dh_pre.data()}, R);
-    mm.linear_back(L.xkf.data(), P(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
+    mm.linear_back(L.xkf.data(), W(pf, "ffn.key.weight"), dh_pre.data(), R, C, F, dxkf.data(),
                    GW(pf, "ffn.key.weight"));
     const float* prev0 = initial_shift_rows(l, &State::ffn_shift);
     float* dprev0 = initial_shift_grads();
@@ -318,7 +325,7 @@ struct Backward {
     A.dropout.apply(dx.data(), R, C, Dropout::AfterTimeMix, l);  // as in channel_mix
 
     Buf &dyg = zeros(RC), &dyb = zeros(RC), &dg = zeros(RC);
-    mm.linear_back(L.yg.data(), P(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
+    mm.linear_back(L.yg.data(), W(at, "output.weight"), dx.data(), R, C, C, dyg.data(),
                    GW(at, "output.weight"));
     mul_back({R * C, L.yb.data(), L.g.data(), nullptr, dyg.data(), dyb.data(), dg.data()}, R);
     // gate: g = σ(xg·g1)·g2
@@ -401,11 +408,11 @@ struct Backward {
                  GW(at, "w1"));
     // r, k, v projections
     Buf &dxr = zeros(RC), &dxk = zeros(RC);
-    mm.linear_back(L.xr.data(), P(at, "receptance.weight"), dr.data(), R, C, C, dxr.data(),
+    mm.linear_back(L.xr.data(), W(at, "receptance.weight"), dr.data(), R, C, C, dxr.data(),
                    GW(at, "receptance.weight"));
-    mm.linear_back(L.xk.data(), P(at, "key.weight"), dk.data(), R, C, C, dxk.data(),
+    mm.linear_back(L.xk.data(), W(at, "key.weight"), dk.data(), R, C, C, dxk.data(),
                    GW(at, "key.weight"));
-    mm.linear_back(L.xv.data(), P(at, "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
+    mm.linear_back(L.xv.data(), W(at, "value.weight"), dv_raw.data(), R, C, C, dxv.data(),
                    GW(at, "value.weight"));
     // token shift + mixes into xa, then ln1 into the residual stream
     Buf& dxa = zeros(RC);
@@ -535,8 +542,8 @@ void backward_segment(const TrainParams& params, const ModelWeights& weights,
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
   A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
-  mm.linear_back(A.xo.data(), params.get("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
-                 bw.GW("head.weight"));
+  mm.linear_back(A.xo.data(), {params.get("head.weight"), params.bf16_of("head.weight")},
+                 A.logits.data(), R, C, V, A.dxo.data(), bw.GW("head.weight"));
   backward_from_xo(bw, weights, backend);
   A.dropout.apply(A.demb.data(), R, C, Dropout::Embedding, 0);  // d emb before the dropout
   embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,

@@ -25,15 +25,30 @@ namespace train {
 // name → fp32 tensor of the checkpoint's shape.
 using Gradients = TensorMap;
 
+// name → a weight's values rounded to bf16 (bits), in its tensor's layout.
+using Bf16Weights = std::map<std::string, std::vector<uint16_t>, std::less<>>;
+
 struct TrainParams {
   ModelConfig config;
   TensorMap tensors;  // every parameter the graph uses, fp32
+  // Optional (mixed-precision training): the weights of the dense products (every 2-D
+  // *.weight but the embedding) rounded to bf16, nearest even. With them, products in
+  // ProductPrecision::BF16 read 2-byte weights instead of rounding the 4-byte ones at every
+  // product; the results are the same. Whoever changes `tensors` must keep them equal
+  // (AdamW::step does, given them); empty = not kept.
+  Bf16Weights bf16_weights;
 
-  const float* get(std::string_view name) const;  // Error when absent
+  const float* get(std::string_view name) const;         // Error when absent
+  const uint16_t* bf16_of(std::string_view name) const;  // nullptr when not kept
+  // (Re)makes bf16_weights from the current tensors.
+  void keep_bf16_weights();
   // The parameters the graph uses, in the official state_dict order (layer 0 has no
   // v0/v1/v2: its value is v_first).
   std::vector<std::string> names() const;
 };
+
+// Whether `name` (of that shape) is a dense product's weight: what bf16_weights keeps.
+bool is_product_weight(std::string_view name, const Shape& shape);
 
 // Validates the checkpoint (as Model::load does) and upcasts every used tensor to fp32.
 TrainParams params_from_file(const TensorFile& file);

@@ -2,7 +2,9 @@
 // one inference runs) with the activations kept for backward.cpp; and the dense products the
 // backward runs on the backend.
 #include <algorithm>
+#include <cstdio>
 
+#include "core/dtype.hpp"
 #include "model/graph.hpp"
 #include "model/train_internal.hpp"
 #include "model/weights.hpp"
@@ -18,6 +20,27 @@ const float* TrainParams::get(std::string_view name) const {
   if (it == tensors.end())
     throw Error("training parameters: tensor '" + std::string(name) + "' is missing");
   return it->second.data.data();
+}
+
+bool is_product_weight(std::string_view name, const Shape& shape) {
+  constexpr std::string_view suffix = ".weight";
+  return shape.size() == 2 && name != "emb.weight" && name.size() > suffix.size() &&
+         name.substr(name.size() - suffix.size()) == suffix;
+}
+
+const uint16_t* TrainParams::bf16_of(std::string_view name) const {
+  auto it = bf16_weights.find(name);
+  return it == bf16_weights.end() ? nullptr : it->second.data();
+}
+
+void TrainParams::keep_bf16_weights() {
+  bf16_weights.clear();
+  for (const auto& [name, t] : tensors) {
+    if (!is_product_weight(name, t.shape)) continue;
+    std::vector<uint16_t>& h = bf16_weights[name];
+    h.resize(t.data.size());
+    for (size_t i = 0; i < h.size(); ++i) h[i] = f32_to_bf16(t.data[i]);
+  }
 }
 
 std::vector<std::string> TrainParams::names() const {
@@ -59,7 +82,7 @@ void Products::atb(const float* a, const float* b, int64_t R, int64_t p, int64_t
            .accumulate = !g.overwrite});
 }
 
-void Products::linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
+void Products::linear_back(const float* x, ProductWeight w, const float* dy, int64_t R, int64_t in,
                            int64_t out, float* dx, WeightGrad dw) const {
   // dx [R, in] += dy [R, out] · w [out, in]
   if (dx)
@@ -67,7 +90,7 @@ void Products::linear_back(const float* x, const float* w, const float* dy, int6
              .N = in,
              .K = out,
              .a = {dy, out},
-             .b = {w, in},
+             .b = {w.values, in, false, w.bf16},
              .c = dx,
              .ldc = in,
              .accumulate = true});
@@ -96,6 +119,29 @@ ModelWeights weights_of(const TrainParams& p) {
   return build_weights(std::move(f), WeightOptions{true});
 }
 
+namespace {
+
+// Points the graph's product matrices at the parameters' kept bf16 copies (or at none).
+void attach_bf16_weights(ModelWeights& w, const TrainParams& p) {
+  w.head.bf16_rows = p.bf16_of("head.weight");
+  char buf[96];
+  auto at = [&](Matrix& m, int64_t l, const char* name) {
+    std::snprintf(buf, sizeof buf, "blocks.%lld.%s.weight", static_cast<long long>(l), name);
+    m.bf16_rows = p.bf16_of(buf);
+  };
+  for (int64_t l = 0; l < int64_t(w.layers.size()); ++l) {
+    LayerWeights& L = w.layers[size_t(l)];
+    at(L.receptance, l, "att.receptance");
+    at(L.key, l, "att.key");
+    at(L.value, l, "att.value");
+    at(L.output, l, "att.output");
+    at(L.ffn_key, l, "ffn.key");
+    at(L.ffn_value, l, "ffn.value");
+  }
+}
+
+}  // namespace
+
 const ModelWeights& current_weights(const TrainParams& p, Acts& A) {
   // The cached views stay valid while every parameter keeps its buffer.
   bool same = A.weights != nullptr && A.weight_sources.size() == p.tensors.size();
@@ -111,6 +157,7 @@ const ModelWeights& current_weights(const TrainParams& p, Acts& A) {
     A.weight_sources.clear();
     for (const auto& [name, t] : p.tensors) A.weight_sources.push_back(t.data.data());
   }
+  attach_bf16_weights(*A.weights, p);  // (the copies may have been made or dropped since)
   return *A.weights;
 }
 

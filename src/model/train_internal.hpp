@@ -26,11 +26,18 @@ struct WeightGrad {
 // The backward's dense products on the backend (the forward's go through the graph's
 // Backend::matmul). nn.Linear weights are [out, in]; LoRA factors are [in, out]. They
 // ACCUMULATE into dx, and into dw unless WeightGrad::overwrite.
+// A product's weight: its fp32 values and, when mixed-precision training keeps one, their
+// bf16 copy (TrainParams::bf16_weights).
+struct ProductWeight {
+  const float* values;
+  const uint16_t* bf16 = nullptr;
+};
+
 struct Products {
   const Backend& be;
   // g [p, q] (+)= aᵀ·b with a [R, p], b [R, q]
   void atb(const float* a, const float* b, int64_t R, int64_t p, int64_t q, WeightGrad g) const;
-  void linear_back(const float* x, const float* w, const float* dy, int64_t R, int64_t in,
+  void linear_back(const float* x, ProductWeight w, const float* dy, int64_t R, int64_t in,
                    int64_t out, float* dx, WeightGrad dw) const;
   void lora_back(const float* x, const float* m, const float* dy, int64_t R, int64_t in,
                  int64_t out, float* dx, WeightGrad dm) const;

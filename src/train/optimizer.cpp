@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/dtype.hpp"
 #include "core/function_ref.hpp"
 #include "core/lane_sum.hpp"
 #include "core/thread_pool.hpp"
@@ -80,6 +81,22 @@ void adamw_range(float* __restrict p, const float* __restrict g, float* __restri
   }
 }
 
+// adamw_range, also writing each new value rounded to bf16 into h (a kept copy).
+void adamw_range_bf16(float* __restrict p, const float* __restrict g, float* __restrict m,
+                      float* __restrict v, uint16_t* __restrict h, int64_t i0, int64_t i1,
+                      AdamWCoefficients k) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gi = g[i] * k.grad_scale;
+    const float mi = k.b1 * m[i] + (1 - k.b1) * gi;
+    const float vi = k.b2 * v[i] + (1 - k.b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float pi = p[i] * k.decay - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
+    p[i] = pi;
+    h[i] = f32_to_bf16(pi);
+  }
+}
+
 double sum_of_squares(const float* __restrict x, int64_t n) {
   return lane_sum(n, [x](int64_t i) { return double(x[i]) * double(x[i]); });
 }
@@ -87,7 +104,15 @@ double sum_of_squares(const float* __restrict x, int64_t n) {
 }  // namespace
 
 void AdamW::step(TensorMap& params, const TensorMap& grads, double lr, ThreadPool* pool,
-                 double grad_scale) {
+                 double grad_scale, Bf16Weights* bf16_copies) {
+  if (bf16_copies)  // checked before anything moves: a refused step changes nothing
+    for (const auto& [name, copy] : *bf16_copies) {
+      auto p = params.find(name);
+      if (p != params.end() && copy.size() != p->second.data.size())
+        throw Error("optimizer: the bf16 copy of '" + name + "' has " +
+                    std::to_string(copy.size()) + " values, the parameter " +
+                    std::to_string(p->second.data.size()));
+    }
   ++t_;
   const double bc1 = 1 - std::pow(o_.beta1, double(t_)), bc2 = 1 - std::pow(o_.beta2, double(t_));
   for (auto& [name, p] : params) {
@@ -105,8 +130,17 @@ void AdamW::step(TensorMap& params, const TensorMap& grads, double lr, ThreadPoo
                               float(grad_scale)};
     float *pd = p.data.data(), *md = m.data.data(), *vd = v.data.data();
     const float* gd = g->second.data.data();
-    each_range(pool, p.data.size(),
-               [&](int64_t i0, int64_t i1) { adamw_range(pd, gd, md, vd, i0, i1, k); });
+    std::vector<uint16_t>* copy = nullptr;
+    if (bf16_copies)
+      if (auto c = bf16_copies->find(name); c != bf16_copies->end()) copy = &c->second;
+    if (copy) {
+      uint16_t* hd = copy->data();
+      each_range(pool, p.data.size(),
+                 [&](int64_t i0, int64_t i1) { adamw_range_bf16(pd, gd, md, vd, hd, i0, i1, k); });
+    } else {
+      each_range(pool, p.data.size(),
+                 [&](int64_t i0, int64_t i1) { adamw_range(pd, gd, md, vd, i0, i1, k); });
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.hpp"
+#include "model/backward.hpp"
 
 namespace rwkv7 {
 class ThreadPool;
@@ -35,9 +36,10 @@ class AdamW {
   // p ← p·(1 - lr·wd) (decayed groups), then Adam with bias correction at step t (1-based).
   // Element ranges of each tensor in parallel on `pool` when given (same result: elementwise).
   // The gradients are read multiplied by grad_scale (gradient clipping without a pass of its
-  // own over them: clip_scale).
+  // own over them: clip_scale). `bf16_copies` (TrainParams::bf16_weights), when given: each
+  // parameter with a copy there gets it rewritten from its new values in the same pass.
   void step(TensorMap& params, const TensorMap& grads, double lr, ThreadPool* pool = nullptr,
-            double grad_scale = 1.0);
+            double grad_scale = 1.0, Bf16Weights* bf16_copies = nullptr);
 
   int64_t steps_taken() const { return t_; }
   // First and second moments by parameter name (for checkpoints).

@@ -431,7 +431,13 @@ TrainSummary run_training(const TrainOptions& o,
   if (start >= o.steps) root_say("nothing to do: " + std::to_string(start) + " steps already done");
 
   ThreadPool pool(o.threads);
-  auto backend = make_cpu_backend(&pool, product_precision(o.precision, "train: --precision"));
+  const ProductPrecision precision = product_precision(o.precision, "train: --precision");
+  auto backend = make_cpu_backend(&pool, precision);
+  // bf16 products training every weight: they read bf16 copies of the weights, which AdamW
+  // rewrites as it updates them (half the bytes of rounding the fp32 values at every product;
+  // the same products). LoRA and state tuning round the (merged or frozen) weights as they go.
+  const bool keep_bf16 = precision == ProductPrecision::BF16 && !tune_state && !tune_lora;
+  if (keep_bf16) params.keep_bf16_weights();
   GradOptions go;
   go.l2wrap = o.l2wrap;
   go.segment = o.segment;
@@ -520,7 +526,8 @@ TrainSummary run_training(const TrainOptions& o,
       throw Error("loss became " + std::to_string(acc.loss) + " at step " + std::to_string(s) +
                   "; lower --lr-init");
     const double norm = grad_norm(step_grads, &pool);  // clipped inside the step
-    adam.step(trainable, step_grads, lr, &pool, clip_scale(norm, o.grad_clip));
+    adam.step(trainable, step_grads, lr, &pool, clip_scale(norm, o.grad_clip),
+              keep_bf16 ? &params.bf16_weights : nullptr);
     if (tune_lora) lora->apply(params);
     if (dp.size() > 1 && (s == start || (s + 1) % kWeightCheckEvery == 0 || s + 1 == o.steps))
       dp.check_same(fingerprint(trainable), s + 1);

@@ -170,6 +170,76 @@ TEST(Gemm, Bf16MatmulRoundsFp32WeightsOnly) {
   }
 }
 
+// A weight's bf16 copy kept beside its fp32 values (mixed-precision training) is what bf16
+// products read when given: B plain (dX = dY·W) and transposed (the forward's W as matmul reads
+// it), and Matrix::bf16_rows in matmul. The results are those of rounding the fp32 values, bit
+// for bit, on every target; a copy of other values changes them (it is read, not ignored).
+TEST(Gemm, Bf16ProductsReadAKeptBf16CopyOfB) {
+  std::mt19937 rng(13);
+  ThreadPool pool(3);
+  auto cpu = make_cpu_backend(&pool, ProductPrecision::BF16);
+  auto round_all = [](const std::vector<float>& v, float scale) {
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_bf16(scale * v[i]);
+    return h;
+  };
+  for (const Shape& s : random_shapes(rng, 10)) {
+    for (int mode = 0; mode < 4; ++mode) {
+      const bool a_t = mode & 1, b_t = mode & 2;
+      const int64_t pad = int64_t(rng() % 3);
+      const Stored sa = stored(s.M, s.K, a_t, pad), sb = stored(s.K, s.N, b_t, pad);
+      const int64_t ldc = s.N + pad;
+      const auto a = testing::randn(size_t(sa.rows * sa.ld), rng);
+      const auto b = testing::randn(size_t(sb.rows * sb.ld), rng);
+      const auto b16 = round_all(b, 1.0f), b16_doubled = round_all(b, 2.0f);
+      auto product = [&](const uint16_t* copy) {
+        std::vector<float> c(size_t(s.M * ldc), 1.0f);
+        cpu->gemm({.M = s.M,
+                   .N = s.N,
+                   .K = s.K,
+                   .a = {a.data(), sa.ld, a_t},
+                   .b = {b.data(), sb.ld, b_t, copy},
+                   .c = c.data(),
+                   .ldc = ldc,
+                   .accumulate = true});
+        return c;
+      };
+      for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+        hwy::SetSupportedTargetsForTest(target);
+        const std::string what = std::string(hwy::TargetName(target)) + " M " +
+                                 std::to_string(s.M) + " N " + std::to_string(s.N) + " K " +
+                                 std::to_string(s.K) + " a_t " + std::to_string(a_t) + " b_t " +
+                                 std::to_string(b_t);
+        const auto rounded = product(nullptr);
+        ASSERT_EQ(product(b16.data()), rounded) << what;
+        ASSERT_NE(product(b16_doubled.data()), rounded) << what << ": the copy was not read";
+      }
+      hwy::SetSupportedTargetsForTest(0);
+    }
+  }
+  const int64_t rows = 70, cols = 131;
+  const auto w = testing::randn(size_t(rows * cols), rng);
+  const auto w16 = round_all(w, 1.0f), w16_doubled = round_all(w, 2.0f);
+  for (int64_t count : {1, 3, 8, 37}) {
+    const auto x = testing::randn(size_t(count * cols), rng);
+    auto product = [&](const uint16_t* copy) {
+      Matrix m{DType::F32, rows, cols, w.data()};
+      m.bf16_rows = copy;
+      std::vector<float> y(size_t(count * rows));
+      cpu->matmul({m, x.data(), y.data(), count});
+      return y;
+    };
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      const auto rounded = product(nullptr);
+      EXPECT_EQ(product(w16.data()), rounded) << hwy::TargetName(target) << " count " << count;
+      EXPECT_NE(product(w16_doubled.data()), rounded)
+          << hwy::TargetName(target) << " count " << count;
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+}
+
 // K = 0 is an empty sum: C is zeroed, or left as it is when accumulating.
 TEST(Gemm, EmptySumZeroesOrKeepsC) {
   ThreadPool pool(2);

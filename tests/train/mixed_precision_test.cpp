@@ -8,7 +8,9 @@
 #include <random>
 #include <string>
 
+#include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
+#include "hwy/targets.h"
 #include "model/backward.hpp"
 #include "tiny_params.hpp"
 
@@ -67,6 +69,42 @@ TEST(MixedPrecision, CpuBf16EqualsReferenceBf16) {
   EXPECT_LT(gap, spread) << worst_name << " (the reference's own spread: " << spread << ")";
   EXPECT_LT(gap, to_fp32 / 10) << worst_name << " (bf16 vs fp32: " << to_fp32 << ")";
   EXPECT_NEAR(cpu.loss, ref.loss, 1e-5 * ref.loss);
+}
+
+// What `rwkv7 train --precision bf16` does: the products read bf16 copies of the weights
+// (TrainParams::keep_bf16_weights) instead of rounding the fp32 values each time. The gradients
+// are the same, bit for bit, on every target (VDPBF16PS pairs made from the copies; the AVX2
+// fallback's panels widened from them). And the copies are what the products read: copies of
+// other values change the loss.
+TEST(MixedPrecision, KeptBf16WeightsGiveTheSameGradients) {
+  const train::TrainParams p = testing::tiny_random_params(2, 64, 16, 80, 5, 0.2f);
+  const auto rows = testing::random_rows(2, 41, 80, 11);
+  train::TrainParams kept = p;
+  kept.keep_bf16_weights();
+  // Six matrices per layer and the head; not the embedding (a lookup) nor the LoRA factors.
+  EXPECT_EQ(kept.bf16_weights.size(), 2u * 6 + 1);
+  EXPECT_NE(kept.bf16_of("head.weight"), nullptr);
+  EXPECT_NE(kept.bf16_of("blocks.1.ffn.value.weight"), nullptr);
+  EXPECT_EQ(kept.bf16_of("emb.weight"), nullptr);
+  EXPECT_EQ(kept.bf16_of("blocks.1.att.w1"), nullptr);
+  train::TrainParams other = kept;  // copies of the weights halved
+  for (auto& [name, copy] : other.bf16_weights)
+    for (uint16_t& h : copy) h = f32_to_bf16(0.5f * bf16_to_f32(h));
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const std::string what = hwy::TargetName(target);
+    const train::GradResult rounded = gradients(p, rows, ProductPrecision::BF16, false);
+    const train::GradResult read = gradients(kept, rows, ProductPrecision::BF16, false);
+    EXPECT_EQ(read.loss, rounded.loss) << what;
+    for (const auto& [name, g] : rounded.grads)
+      EXPECT_EQ(read.grads.at(name).data, g.data) << what << " " << name;
+    const train::GradResult halved = gradients(other, rows, ProductPrecision::BF16, false);
+    EXPECT_NE(halved.loss, rounded.loss) << what << ": the products did not read the copies";
+    // fp32 products ignore the copies.
+    const train::GradResult f32 = gradients(other, rows, ProductPrecision::F32, false);
+    EXPECT_EQ(f32.loss, gradients(p, rows, ProductPrecision::F32, false).loss) << what;
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 }  // namespace

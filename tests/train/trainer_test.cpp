@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli/cli_support.hpp"
+#include "core/dtype.hpp"
 #include "core/thread_pool.hpp"
 #include "io/tensor_io.hpp"
 #include "rwkv7/error.hpp"
@@ -155,6 +156,12 @@ TEST(Trainer, Bf16PrecisionTrainsLikeFp32) {
   }
   EXPECT_EQ(steps, 12);
   EXPECT_TRUE(any_different) << "bf16 losses equal the fp32 ones: the products did not round";
+  // The products read bf16 copies of the weights that AdamW keeps and a resume makes afresh:
+  // one uninterrupted run gives the same losses, bit for bit (stale copies would not).
+  auto whole = run_cli(
+      small_run(data, dir.file("c"), "--precision bf16 --log-json " + quote(dir.file("c.jsonl"))));
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_EQ(slurp(dir.file("c.jsonl")), slurp(dir.file("b.jsonl")));
   auto bad = run_cli(small_run(data, dir.file("c"), "--precision fp16"));
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("--precision"), std::string::npos) << bad.err;
@@ -424,6 +431,50 @@ TEST(TrainerOptimizer, ClippingInsideTheStepEqualsClippingFirst) {
   }
   EXPECT_EQ(train::clip_scale(0.5, 1.0), 1.0);
   EXPECT_EQ(train::clip_scale(5.0, 0.0), 1.0);  // 0 = no clipping
+}
+
+// Given the bf16 copies (TrainParams::bf16_weights), the step updates the parameters exactly as
+// without them and rewrites each copy from the new values (nearest even), with and without a
+// pool; a copy of the wrong size is refused by name.
+TEST(TrainerOptimizer, AdamWRewritesTheBf16CopiesOfWhatItUpdates) {
+  TensorMap p, g;
+  p.emplace("blocks.0.att.key.weight", FloatTensor({300, 400}));
+  p.emplace("blocks.0.att.w0", FloatTensor({1, 1, 400}));
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd;
+  for (auto& [name, t] : p)
+    for (float& x : t.data) x = nd(rng);
+  g = p;
+  for (auto& [name, t] : g)
+    for (float& x : t.data) x = nd(rng);
+  ThreadPool pool(2);
+  for (ThreadPool* tp : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    TensorMap plain = p, kept = p;
+    train::Bf16Weights copies;
+    const std::string key = "blocks.0.att.key.weight";
+    copies[key].assign(p.at(key).data.size(), 0);
+    train::AdamW a1(p, {}), a2(p, {});
+    for (int step = 0; step < 3; ++step) {
+      a1.step(plain, g, 0.01, tp, 0.5);
+      a2.step(kept, g, 0.01, tp, 0.5, &copies);
+    }
+    for (const auto& [name, t] : plain) EXPECT_EQ(t.data, kept.at(name).data) << name;
+    ASSERT_EQ(copies.size(), 1u);  // only what was given
+    const std::vector<float>& w = kept.at(key).data;
+    size_t rounded_away = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      ASSERT_EQ(copies[key][i], f32_to_bf16(w[i])) << i;
+      rounded_away += bf16_to_f32(copies[key][i]) != w[i];
+    }
+    EXPECT_GT(rounded_away, w.size() / 2);  // the copies are rounded, not the values themselves
+    copies[key].pop_back();
+    try {
+      a2.step(kept, g, 0.01, tp, 1.0, &copies);
+      ADD_FAILURE() << "a copy of the wrong size was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -18,9 +18,21 @@ constexpr int64_t kDepth = 256, kMaxDepth = 512;
 
 int64_t block_depth(int64_t K) { return bf16_block_depth(K, kDepth); }
 
-// Where B's block of outputs from n0 and inputs from k0 starts.
-const float* block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
-  return b.transposed ? b.data + n0 * b.ld + k0 : b.data + k0 * b.ld + n0;
+// Where B's block of outputs from n0 and inputs from k0 starts (in b.data, or b.bf16).
+int64_t block_at(const GemmOperand& b, int64_t n0, int64_t k0) {
+  return b.transposed ? n0 * b.ld + k0 : k0 * b.ld + n0;
+}
+
+// One pair panel of B's block: from its kept bf16 copy when there is one (copied, half the
+// bytes), else rounded from its fp32 values. `next`: the block packed after it, or -1.
+void pack_block(const GemmOperand& b, int64_t at, int64_t next, int64_t nn, int64_t kn,
+                uint16_t* panel) {
+  if (b.bf16)
+    pack_panel_bf16_pairs(b.bf16 + at, size_t(b.ld), b.transposed, size_t(nn), size_t(kn),
+                          next >= 0 ? b.bf16 + next : nullptr, panel);
+  else
+    pack_panel_bf16_pairs(b.data + at, size_t(b.ld), b.transposed, size_t(nn), size_t(kn),
+                          next >= 0 ? b.data + next : nullptr, panel);
 }
 
 // Blocks of inputs in turn, each over every panel: op(X)'s block is packed (M × depth in bf16:
@@ -56,10 +68,8 @@ void block_product(ThreadPool& pool, Bf16ProductScratch& s, const GemmOperand& x
         // The panel this thread packs next (same inputs, the next outputs), when as wide:
         // its weights are prefetched meanwhile.
         const bool next_panel_mine = tasks.row_parts == 1 && task + 1 < task1;
-        const float* next =
-            next_panel_mine && n0 + 2 * nr <= N ? block_at(b, n0 + nr, k0) : nullptr;
-        pack_panel_bf16_pairs(block_at(b, n0, k0), size_t(b.ld), b.transposed, size_t(nn),
-                              size_t(kn), next, panel);
+        const int64_t next = next_panel_mine && n0 + 2 * nr <= N ? block_at(b, n0 + nr, k0) : -1;
+        pack_block(b, block_at(b, n0, k0), next, nn, kn, panel);
         gemm_panel_bf16(xb + m0 * ldxb, size_t(ldxb), size_t(rows), panel, size_t(kn),
                         c + m0 * ldc + n0, size_t(ldc), size_t(nn), accumulate || k0 > 0);
       }

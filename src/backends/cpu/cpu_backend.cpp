@@ -53,8 +53,8 @@ class CpuBackend final : public Backend {
     if (precision_ == ProductPrecision::BF16 && w.dtype == DType::F32 && a.count > 0 &&
         w.cols > 0)  // (an empty sum goes the fp32 way: zeros)
       return gemm_bf16(GemmOperand{a.x, w.cols, false}, a.count, w.rows, w.cols,
-                       GemmOperand{static_cast<const float*>(w.data), w.cols, true}, a.y, w.rows,
-                       false);
+                       GemmOperand{static_cast<const float*>(w.data), w.cols, true, w.bf16_rows},
+                       a.y, w.rows, false);
     if (a.count == 1) return matvec_many(std::span<const MatmulArgs>(&a, 1));
     // Integer panels: positions quantised once, every panel multiplied in integers.
     if (w.cpu_int_panels) return panel_products(std::span<const MatmulArgs* const>(&ap, 1));
@@ -237,21 +237,35 @@ class CpuBackend final : public Backend {
   }
 
   // The fp32 packed product of GemmArgs' operands; with `round_to_bf16` every panel is rounded
-  // to bf16 values once packed (op(X) the caller rounded): the bf16 product's fallback.
+  // to bf16 values once packed (op(X) the caller rounded), or widened from b.bf16 when given:
+  // the bf16 product's fallback.
   void pack_then_product(const GemmOperand& x, int64_t M, int64_t N, int64_t K,
                          const GemmOperand& b, float* c, int64_t ldc, bool accumulate,
                          bool round_to_bf16) const {
     packed_product(x, M, N, K, c, ldc, accumulate,
                    [&](PartScratch&, const PanelBlock& pb, float* panel) -> PackedBlock {
+                     // B's values already in bf16 (a kept copy): widened on the way in.
+                     const bool from_bf16 = round_to_bf16 && b.bf16;
+                     const int64_t at = b.transposed
+                                            ? pb.n0 * b.ld + pb.k0  // B(k, n) = b[n·ld + k]
+                                            : pb.k0 * b.ld + pb.n0;
                      if (!b.transposed) {
-                       cpu::pack_panel_input_major(b.data + pb.k0 * b.ld + pb.n0, size_t(b.ld),
-                                                   size_t(pb.nn), size_t(pb.kn), panel);
-                     } else {  // B(k, n) = b[n·ld + k]: a weight [out, in] as matmul reads it.
-                       const float* src = b.data + pb.n0 * b.ld + pb.k0;
+                       if (from_bf16)
+                         cpu::pack_panel_input_major(b.bf16 + at, size_t(b.ld), size_t(pb.nn),
+                                                     size_t(pb.kn), panel);
+                       else
+                         cpu::pack_panel_input_major(b.data + at, size_t(b.ld), size_t(pb.nn),
+                                                     size_t(pb.kn), panel);
+                     } else if (from_bf16) {  // a weight [out, in] as matmul reads it
+                       const uint16_t* src = b.bf16 + at;
+                       cpu::pack_panel_bf16(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
+                                            next_block(src, b.ld, N, K, pb), panel);
+                     } else {
+                       const float* src = b.data + at;
                        cpu::pack_panel(src, size_t(b.ld), size_t(pb.nn), size_t(pb.kn),
                                        next_block(src, b.ld, N, K, pb), panel);
                      }
-                     if (round_to_bf16)
+                     if (round_to_bf16 && !from_bf16)
                        cpu::round_to_bf16(panel, size_t(pb.kn) * cpu::panel_width());
                      return {panel, {}};  // pack_panel prefetches the next block itself; the
                                           // input-major copy reads rows in order
@@ -285,7 +299,8 @@ class CpuBackend final : public Backend {
             cpu::round_to_bf16(dst, size_t(inner));
           }
         });
-        const GemmOperand bk{b.transposed ? b.data + k0 : b.data + k0 * b.ld, b.ld, b.transposed};
+        const int64_t b_at = b.transposed ? k0 : k0 * b.ld;  // B's rows from input k0
+        const GemmOperand bk{b.data + b_at, b.ld, b.transposed, b.bf16 ? b.bf16 + b_at : nullptr};
         pack_then_product(GemmOperand{xr.data(), inner, x.transposed}, rows, N, kn, bk,
                           c + m0 * ldc, ldc, accumulate || k0 > 0, true);
       }

@@ -26,13 +26,6 @@ namespace {
 constexpr size_t NR = kBf16PanelWidth;
 constexpr int kRows = 6;
 
-// A pair of floats as one 32-bit lane of two bf16 (the first in the low half). (VCVTNE2PS2BF16
-// and VDPBF16PS treat denormal inputs as zero where this keeps them: a difference below
-// 2^-126, far under the products' rounding.)
-uint32_t pair_bits(float first, float second) {
-  return uint32_t(f32_to_bf16(first)) | uint32_t(f32_to_bf16(second)) << 16;
-}
-
 // 32 consecutive floats → 16 pairs in memory order (VCVTNE2PS2BF16 puts its second operand's
 // values first).
 RWKV7_BF16_TARGET inline __m512i pairs_of_run(const float* p) {
@@ -200,27 +193,48 @@ RWKV7_BF16_TARGET void pack_x_split_avx512bf16(const float* x, size_t ldx, size_
   }
 }
 
-RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool transposed, size_t nn,
-                                             size_t kn, const float* next, uint16_t* panel) {
+// B's value at (k, n) of a block as bf16 bits (zero past kn: the odd block's padding).
+uint16_t bf16_bits(float v) { return f32_to_bf16(v); }
+uint16_t bf16_bits(uint16_t v) { return v; }
+
+// 32 consecutive values of one row as 16 pairs in memory order: bf16 values already are.
+RWKV7_BF16_TARGET inline __m512i pairs_of_run(const uint16_t* p) { return _mm512_loadu_si512(p); }
+
+// Lane j = (first[j], second[j]) from two rows of 16 bf16 values: word 2j ← first's j, word
+// 2j + 1 ← second's j (index 32 + j), one VPERMT2W. (Masked loads: GCC 12 warns, falsely, on
+// the 256-bit load-and-widen form.)
+RWKV7_BF16_TARGET inline __m512i pairs_of_rows(const uint16_t* first, const uint16_t* second) {
+  const __m512i interleave =
+      _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
+                       37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  return _mm512_permutex2var_epi16(_mm512_maskz_loadu_epi16(0xFFFFu, first), interleave,
+                                   _mm512_maskz_loadu_epi16(0xFFFFu, second));
+}
+
+// One pair panel block (gemm_bf16_kernels.hpp's layout) from fp32 values (rounded) or bf16
+// values (copied): B(k, n) = b[k * ldb + n], or b[n * ldb + k] when `transposed`.
+template <class T>
+RWKV7_BF16_TARGET void pack_pairs(const T* b, size_t ldb, bool transposed, size_t nn, size_t kn,
+                                  const T* next, uint16_t* panel) {
+  constexpr size_t kRun = 64 / sizeof(T);  // values of one row per cache line
   const size_t pairs = (kn + 1) / 2, full_pairs = kn / 2;
   auto* lines = reinterpret_cast<uint32_t*>(panel);  // [pairs][NR] pairs
-  auto B = [&](size_t k, size_t n) {
-    return k < kn ? (transposed ? b[n * ldb + k] : b[k * ldb + n]) : 0.0f;
+  auto B = [&](size_t k, size_t n) -> uint32_t {
+    return k < kn ? bf16_bits(transposed ? b[n * ldb + k] : b[k * ldb + n]) : 0u;
   };
   size_t n_fast = nn / 16 * 16, p_fast = full_pairs;
   if (transposed) {
-    // Each output's inputs are consecutive: 32 floats of 16 outputs, transposed.
+    // Each output's inputs are consecutive: 32 values of 16 outputs, transposed.
     p_fast = full_pairs / 16 * 16;
     for (size_t n0 = 0; n0 < n_fast; n0 += 16)
       for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
         __m512i v[16];
         for (int j = 0; j < 16; ++j) {
-          const size_t at = (n0 + j) * ldb + 2 * p0;  // 32 floats: two lines
+          const size_t at = (n0 + j) * ldb + 2 * p0;  // 32 values: two lines of floats, one of bf16
           v[j] = pairs_of_run(b + at);
-          if (next) {
-            _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T1);
-            _mm_prefetch(reinterpret_cast<const char*>(next + at + 16), _MM_HINT_T1);
-          }
+          if (next)
+            for (size_t line = 0; line < 32; line += kRun)
+              _mm_prefetch(reinterpret_cast<const char*>(next + at + line), _MM_HINT_T1);
         }
         store_transposed(v, lines + p0 * NR + n0, NR);
       }
@@ -228,7 +242,7 @@ RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool tr
     // Each input's outputs are consecutive: two input rows interleaved.
     for (size_t p = 0; p < p_fast; ++p)
       for (size_t n0 = 0; n0 < n_fast; n0 += 16) {
-        const size_t at = 2 * p * ldb + n0;  // 16 floats of two rows: a line each
+        const size_t at = 2 * p * ldb + n0;  // 16 values of two rows
         _mm512_store_si512(lines + p * NR + n0, pairs_of_rows(b + at, b + at + ldb));
         if (next) {
           _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T1);
@@ -241,31 +255,7 @@ RWKV7_BF16_TARGET void pack_panel_avx512bf16(const float* b, size_t ldb, bool tr
   // training step).
   for (size_t p = 0; p < pairs; ++p)
     for (size_t n = p < p_fast ? n_fast : 0; n < NR; ++n)
-      lines[p * NR + n] = n < nn ? pair_bits(B(2 * p, n), B(2 * p + 1, n)) : 0;
-}
-
-// One pair panel from bf16 rows (see bf16_pair_panel_from_rows): a pair of one row is already a
-// 32-bit lane in memory, so blocks of 16 rows × 16 pairs are 32-bit transposes.
-RWKV7_BF16_TARGET void pair_panel_from_bf16_rows(const uint16_t* rows, size_t ldr, size_t nn,
-                                                 size_t kn, uint16_t* panel) {
-  const size_t pairs = (kn + 1) / 2, full_pairs = kn / 2;
-  auto* lines = reinterpret_cast<uint32_t*>(panel);
-  const size_t n_fast = nn / 16 * 16, p_fast = full_pairs / 16 * 16;
-  for (size_t n0 = 0; n0 < n_fast; n0 += 16)
-    for (size_t p0 = 0; p0 < p_fast; p0 += 16) {
-      __m512i v[16];
-      for (int j = 0; j < 16; ++j) v[j] = _mm512_loadu_si512(rows + (n0 + j) * ldr + 2 * p0);
-      store_transposed(v, lines + p0 * NR + n0, NR);
-    }
-  for (size_t p = 0; p < pairs; ++p)
-    for (size_t n = p < p_fast ? n_fast : 0; n < NR; ++n) {
-      if (n >= nn) {
-        lines[p * NR + n] = 0;
-        continue;
-      }
-      const uint16_t* r = rows + n * ldr + 2 * p;
-      lines[p * NR + n] = uint32_t(r[0]) | (2 * p + 1 < kn ? uint32_t(r[1]) << 16 : 0u);
-    }
+      lines[p * NR + n] = n < nn ? B(2 * p, n) | B(2 * p + 1, n) << 16 : 0u;
 }
 
 bool cpu_has_avx512bf16() {
@@ -294,12 +284,17 @@ void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16
 
 void bf16_pair_panel_from_rows(const uint16_t* rows, size_t ldr, size_t nn, size_t kn,
                                uint16_t* panel) {
-  pair_panel_from_bf16_rows(rows, ldr, nn, kn, panel);
+  pack_pairs<uint16_t>(rows, ldr, true, nn, kn, nullptr, panel);
 }
 
 void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const float* next, uint16_t* panel) {
-  pack_panel_avx512bf16(b, ldb, transposed, nn, kn, next, panel);
+  pack_pairs(b, ldb, transposed, nn, kn, next, panel);
+}
+
+void pack_panel_bf16_pairs(const uint16_t* b, size_t ldb, bool transposed, size_t nn, size_t kn,
+                           const uint16_t* next, uint16_t* panel) {
+  pack_pairs(b, ldb, transposed, nn, kn, next, panel);
 }
 
 void gemm_panel_bf16(const uint16_t* xb, size_t ldxb, size_t T, const uint16_t* panel, size_t kn,
@@ -321,6 +316,10 @@ void bf16_pair_panel_from_rows(const uint16_t*, size_t, size_t, size_t, uint16_t
   throw Error("bf16_pair_panel_from_rows: no AVX512_BF16 kernels in this build");
 }
 void pack_panel_bf16_pairs(const float*, size_t, bool, size_t, size_t, const float*, uint16_t*) {
+  throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");
+}
+void pack_panel_bf16_pairs(const uint16_t*, size_t, bool, size_t, size_t, const uint16_t*,
+                           uint16_t*) {
   throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");
 }
 void gemm_panel_bf16(const uint16_t*, size_t, size_t, const uint16_t*, size_t, float*, size_t,

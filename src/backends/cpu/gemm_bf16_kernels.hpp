@@ -43,6 +43,11 @@ void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16
 void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const float* next, uint16_t* panel);
 
+// The same from B's values already rounded to bf16 (bits; same layout and ldb): copied into
+// pairs, no rounding (a weight's bf16 copy kept by mixed-precision training).
+void pack_panel_bf16_pairs(const uint16_t* b, size_t ldb, bool transposed, size_t nn, size_t kn,
+                           const uint16_t* next, uint16_t* panel);
+
 // The same panel block from a weight already in bf16: W [out, in] rows (bits), B(k, n) =
 // rows[n * ldr + k], n < nn, k < kn; no rounding (the values are copied into pairs). Needs
 // bf16_dot_available().

@@ -170,6 +170,25 @@ void PackPanelInputMajor(const float* src, size_t lds, size_t nn, size_t kc, flo
   }
 }
 
+// The same from bf16 values (bits), widened on the way: a weight's bf16 copy kept by
+// mixed-precision training, read in half the bytes.
+void PackPanelInputMajorBf16(const uint16_t* src, size_t lds, size_t nn, size_t kc, float* panel) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const hn::Rebind<uint16_t, decltype(d)> d16;  // as many 16-bit lanes as d has floats
+  const size_t L = hn::Lanes(d), nr = kVecs * L;
+  for (size_t i = 0; i < kc; ++i, src += lds, panel += nr) {
+    if (nn == nr) {
+      for (int v = 0; v < kVecs; ++v)
+        hn::Store(hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, src + v * L)))),
+                  d, panel + v * L);
+      continue;
+    }
+    for (size_t j = 0; j < nn; ++j) panel[j] = Widen(src[j]);
+    for (size_t j = nn; j < nr; ++j) panel[j] = 0.0f;
+  }
+}
+
 // How the micro-kernel reads X: rows (x[t * ldx + i]), transposed (x[i * ldx + t]: x holds
 // Xᵀ), or one tile of pack_x_tiles (x[i * MR + t]).
 enum class XLayout { kRows, kTransposed, kTiles };
@@ -463,6 +482,7 @@ HWY_EXPORT(PackPanel);
 HWY_EXPORT(PackPanelBf16);
 HWY_EXPORT(PackPanelF16);
 HWY_EXPORT(PackPanelInputMajor);
+HWY_EXPORT(PackPanelInputMajorBf16);
 HWY_EXPORT(GemmPanel);
 HWY_EXPORT(GemmPanelXT);
 HWY_EXPORT(GemmPanelBf16);
@@ -492,6 +512,10 @@ void pack_panel_f16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, cons
 
 void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, float* panel) {
   HWY_DYNAMIC_DISPATCH(PackPanelInputMajor)(src, lds, nn, kc, panel);
+}
+
+void pack_panel_input_major(const uint16_t* src, size_t lds, size_t nn, size_t kc, float* panel) {
+  HWY_DYNAMIC_DISPATCH(PackPanelInputMajorBf16)(src, lds, nn, kc, panel);
 }
 
 void gemm_panel(const float* x, size_t ldx, size_t T, const float* panel, size_t kc, float* y,

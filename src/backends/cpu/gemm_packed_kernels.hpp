@@ -38,6 +38,8 @@ void pack_panel_f16(const uint16_t* rows, size_t ldr, size_t nn, size_t kc, cons
 // For a B stored input-major, B(i, o) = src[i * lds + o] (the weight W [out, in] of
 // dX = dY·W, the activations X of dW = dYᵀ·X): rows are copied, not transposed.
 void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, float* panel);
+// The same from bf16 values (bits), widened to fp32 on the way.
+void pack_panel_input_major(const uint16_t* src, size_t lds, size_t nn, size_t kc, float* panel);
 
 // Memory the caller reads next (the following weight block), prefetched by gemm_panel a line
 // at a time spread over its loops: issued in one burst before the product, the prefetches
