@@ -73,9 +73,10 @@ struct GemmOperand {
   const float* data = nullptr;
   int64_t ld = 0;
   bool transposed = false;
-  // Optional: the same values rounded to bf16 (nearest even), same layout and ld, which
-  // products in ProductPrecision::BF16 read instead of rounding `data` (a weight's copy kept by
-  // mixed-precision training: half the bytes). Same products either way.
+  // Optional, for B only (GemmArgs::b; ignored for A): the same values rounded to bf16
+  // (nearest even), same layout and ld, which products in ProductPrecision::BF16 read instead
+  // of rounding `data` (a weight's copy kept by mixed-precision training: half the bytes).
+  // Same products either way.
   const uint16_t* bf16 = nullptr;
 };
 

@@ -35,7 +35,8 @@ struct TrainParams {
   // *.weight but the embedding) rounded to bf16, nearest even. With them, products in
   // ProductPrecision::BF16 read 2-byte weights instead of rounding the 4-byte ones at every
   // product; the results are the same. Whoever changes `tensors` must keep them equal
-  // (AdamW::step does, given them); empty = not kept.
+  // (AdamW::step does, given them; remake them after any other change: a resume, a LoRA
+  // merge); empty = not kept. (A copy of the wrong size is refused when the graph attaches it.)
   Bf16Weights bf16_weights;
 
   const float* get(std::string_view name) const;         // Error when absent

@@ -3,6 +3,8 @@
 // backward runs on the backend.
 #include <algorithm>
 #include <cstdio>
+#include <string>
+#include <string_view>
 
 #include "core/dtype.hpp"
 #include "model/graph.hpp"
@@ -121,13 +123,24 @@ ModelWeights weights_of(const TrainParams& p) {
 
 namespace {
 
-// Points the graph's product matrices at the parameters' kept bf16 copies (or at none).
+// Points the graph's product matrices at the parameters' kept bf16 copies (or at none). A
+// copy must be as large as its matrix (the products read rows × cols of it).
 void attach_bf16_weights(ModelWeights& w, const TrainParams& p) {
-  w.head.bf16_rows = p.bf16_of("head.weight");
+  auto attach = [&](Matrix& m, std::string_view name) {
+    auto it = p.bf16_weights.find(name);
+    m.bf16_rows = nullptr;
+    if (it == p.bf16_weights.end()) return;
+    if (int64_t(it->second.size()) != m.rows * m.cols)
+      throw Error("training parameters: the bf16 copy of '" + std::string(name) + "' has " +
+                  std::to_string(it->second.size()) + " values, the matrix " +
+                  std::to_string(m.rows * m.cols) + " (copies not remade after a change?)");
+    m.bf16_rows = it->second.data();
+  };
+  attach(w.head, "head.weight");
   char buf[96];
   auto at = [&](Matrix& m, int64_t l, const char* name) {
     std::snprintf(buf, sizeof buf, "blocks.%lld.%s.weight", static_cast<long long>(l), name);
-    m.bf16_rows = p.bf16_of(buf);
+    attach(m, buf);
   };
   for (int64_t l = 0; l < int64_t(w.layers.size()); ++l) {
     LayerWeights& L = w.layers[size_t(l)];

@@ -12,6 +12,7 @@
 #include "core/thread_pool.hpp"
 #include "hwy/targets.h"
 #include "model/backward.hpp"
+#include "rwkv7/error.hpp"
 #include "tiny_params.hpp"
 
 namespace rwkv7 {
@@ -98,13 +99,28 @@ TEST(MixedPrecision, KeptBf16WeightsGiveTheSameGradients) {
     EXPECT_EQ(read.loss, rounded.loss) << what;
     for (const auto& [name, g] : rounded.grads)
       EXPECT_EQ(read.grads.at(name).data, g.data) << what << " " << name;
-    const train::GradResult halved = gradients(other, rows, ProductPrecision::BF16, false);
-    EXPECT_NE(halved.loss, rounded.loss) << what << ": the products did not read the copies";
+    // Each copy is read: halving any one of them alone changes the loss.
+    for (const auto& [name, copy] : kept.bf16_weights) {
+      train::TrainParams one = kept;
+      one.bf16_weights[name] = other.bf16_weights.at(name);
+      EXPECT_NE(gradients(one, rows, ProductPrecision::BF16, false).loss, rounded.loss)
+          << what << ": the products did not read the copy of " << name;
+    }
     // fp32 products ignore the copies.
     const train::GradResult f32 = gradients(other, rows, ProductPrecision::F32, false);
     EXPECT_EQ(f32.loss, gradients(p, rows, ProductPrecision::F32, false).loss) << what;
   }
   hwy::SetSupportedTargetsForTest(0);
+  // A copy that no longer matches its matrix's size is refused by name, not read past its end.
+  train::TrainParams short_copy = kept;
+  short_copy.bf16_weights["blocks.0.att.value.weight"].pop_back();
+  try {
+    gradients(short_copy, rows, ProductPrecision::BF16, false);
+    ADD_FAILURE() << "a bf16 copy of the wrong size was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.0.att.value.weight"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
