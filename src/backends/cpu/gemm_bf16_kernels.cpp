@@ -282,11 +282,6 @@ void pack_x_bf16_split(const float* x, size_t ldx, size_t rows, size_t K, uint16
   pack_x_split_avx512bf16(x, ldx, rows, K, hi, lo, ldxb);
 }
 
-void bf16_pair_panel_from_rows(const uint16_t* rows, size_t ldr, size_t nn, size_t kn,
-                               uint16_t* panel) {
-  pack_pairs<uint16_t>(rows, ldr, true, nn, kn, nullptr, panel);
-}
-
 void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const float* next, uint16_t* panel) {
   pack_pairs(b, ldb, transposed, nn, kn, next, panel);
@@ -311,9 +306,6 @@ void pack_x_bf16(const float*, size_t, bool, size_t, size_t, uint16_t*, size_t) 
 }
 void pack_x_bf16_split(const float*, size_t, size_t, size_t, uint16_t*, uint16_t*, size_t) {
   throw Error("pack_x_bf16_split: no AVX512_BF16 kernels in this build");
-}
-void bf16_pair_panel_from_rows(const uint16_t*, size_t, size_t, size_t, uint16_t*) {
-  throw Error("bf16_pair_panel_from_rows: no AVX512_BF16 kernels in this build");
 }
 void pack_panel_bf16_pairs(const float*, size_t, bool, size_t, size_t, const float*, uint16_t*) {
   throw Error("pack_panel_bf16_pairs: no AVX512_BF16 kernels in this build");

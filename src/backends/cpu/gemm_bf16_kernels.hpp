@@ -48,12 +48,6 @@ void pack_panel_bf16_pairs(const float* b, size_t ldb, bool transposed, size_t n
 void pack_panel_bf16_pairs(const uint16_t* b, size_t ldb, bool transposed, size_t nn, size_t kn,
                            const uint16_t* next, uint16_t* panel);
 
-// The same panel block from a weight already in bf16: W [out, in] rows (bits), B(k, n) =
-// rows[n * ldr + k], n < nn, k < kn; no rounding (the values are copied into pairs). Needs
-// bf16_dot_available().
-void bf16_pair_panel_from_rows(const uint16_t* rows, size_t ldr, size_t nn, size_t kn,
-                               uint16_t* panel);
-
 // y[t * ldy + j] = (accumulate ? y : 0) + Σ_k bf16 X(t, k) · panel B(k, j), t < T, j < nn, over
 // kn inputs (the panel's pair lines; X's rows start at this block's first input). panel 64-byte
 // aligned. Needs bf16_dot_available().

@@ -54,22 +54,26 @@ void pack_pair_panels_scalar(const float* w, size_t rows, size_t cols, size_t p0
   pack_panels(rows, cols, p0, p1, out, [w](size_t at) { return f32_to_bf16(w[at]); });
 }
 
-// The panels with the AVX-512 packers (16 × 16 transposes; at load the scalar loops took ~3% of
-// a 1,024-token prefill run).
-void pack_pair_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
-                      uint16_t* out) {
+// The panels with the AVX-512 packer (16 × 16 transposes; at load the scalar loops took ~3% of
+// a 1,024-token prefill run): W [rows, cols] is B transposed, one panel of 64 rows at a time.
+namespace {
+template <class T>
+void pack_pairs_of_rows(const T* w, size_t rows, size_t cols, size_t p0, size_t p1, uint16_t* out) {
   const size_t stride = pair_panel_stride(cols);
   for (size_t p = p0; p < p1; ++p)
-    bf16_pair_panel_from_rows(w + p * NR * cols, cols, std::min(NR, rows - p * NR), cols,
-                              out + p * stride);
+    pack_panel_bf16_pairs(w + p * NR * cols, cols, true, std::min(NR, rows - p * NR), cols,
+                          static_cast<const T*>(nullptr), out + p * stride);
+}
+}  // namespace
+
+void pack_pair_panels(const uint16_t* w, size_t rows, size_t cols, size_t p0, size_t p1,
+                      uint16_t* out) {
+  pack_pairs_of_rows(w, rows, cols, p0, p1, out);
 }
 
 void pack_pair_panels(const float* w, size_t rows, size_t cols, size_t p0, size_t p1,
                       uint16_t* out) {
-  const size_t stride = pair_panel_stride(cols);
-  for (size_t p = p0; p < p1; ++p)
-    pack_panel_bf16_pairs(w + p * NR * cols, cols, true, std::min(NR, rows - p * NR), cols, nullptr,
-                          out + p * stride);
+  pack_pairs_of_rows(w, rows, cols, p0, p1, out);
 }
 
 void pair_panel_products(ThreadPool& pool, PairProductScratch& s,
