@@ -261,9 +261,11 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   int64_t share = std::max(decoding, floor);
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
-  const double step_target =
-      shared_step_target(opts.stream_step_ms / 1000, decoding, cost.decode_only(decoding));
-  if (step_target > 0) share = std::max(share, step_time.share());
+  const std::optional<double> alone = cost.decode_only(decoding);
+  const double step_target = shared_step_target(opts.stream_step_ms / 1000, decoding, alone);
+  // What of the target the prompt positions may take (unknown until the streams' time is).
+  const double allowance = step_target > 0 && alone ? step_target - *alone : 0;
+  if (step_target > 0) share = std::max(share, step_time.share(allowance));
   int64_t budget = decoding > 0 ? std::max(floor, std::min(opts.step_tokens - decoding, share))
                                 : std::max(opts.step_tokens, opts.prefill_step_tokens);
   std::vector<Seq*> reading;
@@ -312,7 +314,7 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
     if (failure.empty()) {
       cost.observe(decoding, positions - decoding, busy);
       if (decoding > 0 && prompts_limited)
-        step_time.observe(positions - decoding, busy, step_target);
+        step_time.observe(positions - decoding, busy, step_target, allowance);
     }
     {
       std::lock_guard lock(mu);

@@ -66,11 +66,22 @@ double shared_step_target(double step_seconds, int64_t decoding, std::optional<d
 StepTimeController::StepTimeController(int64_t lo, int64_t hi)
     : lo_(lo), hi_(std::max(lo, hi)), share_(lo) {}
 
-void StepTimeController::observe(int64_t prompt_positions, double seconds, double target_seconds) {
+int64_t StepTimeController::share(double allowance_seconds) const {
+  if (!(allowance_seconds > 0) || !(settled_allowance_ > 0) ||
+      allowance_seconds >= settled_allowance_)
+    return share_;
+  const double scaled = double(share_) * allowance_seconds / settled_allowance_;
+  return std::clamp(int64_t(std::lround(scaled)), lo_, hi_);
+}
+
+void StepTimeController::observe(int64_t prompt_positions, double seconds, double target_seconds,
+                                 double allowance_seconds) {
   if (!(target_seconds > 0) || prompt_positions <= 0 || !(seconds > 0) || !std::isfinite(seconds))
     return;
   const double scale = std::clamp(std::sqrt(target_seconds / seconds), 0.5, 2.0);
   share_ = std::clamp(int64_t(std::lround(double(prompt_positions) * scale)), lo_, hi_);
+  settled_allowance_ =
+      allowance_seconds > 0 && std::isfinite(allowance_seconds) ? allowance_seconds : 0;
 }
 
 }  // namespace rwkv7

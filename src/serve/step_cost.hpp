@@ -56,15 +56,27 @@ double shared_step_target(double step_seconds, int64_t decoding, std::optional<d
 // A feedback loop on measured steps, no model: after a step whose prompt positions were the
 // whole budget (more prompt was waiting), the share becomes those positions x sqrt(target /
 // measured seconds), at most doubled or halved, within [lo, hi].
+//
+// The allowance of a step is the part of the target its prompt positions may take (the target
+// less the streams' own predicted time; <= 0 = not known). The number of streams can jump
+// between two steps (a burst of arrivals, a prompt finishing), and with it the allowance; the
+// feedback alone would then take a few steps over the target to halve its way down (16 streams
+// joining one: 44 ms → 2 ms, four steps). So the share asked for a smaller allowance than the
+// one it settled at is scaled down at once, in proportion (prompt time is linear in positions
+// beyond the step's fixed cost); a larger allowance leaves it to the feedback (at most doubled
+// per step).
 class StepTimeController {
  public:
   StepTimeController(int64_t lo, int64_t hi);
   int64_t share() const { return share_; }
+  int64_t share(double allowance_seconds) const;
   // `target_seconds` <= 0 leaves the share as it is.
-  void observe(int64_t prompt_positions, double seconds, double target_seconds);
+  void observe(int64_t prompt_positions, double seconds, double target_seconds,
+               double allowance_seconds = 0);
 
  private:
   int64_t lo_, hi_, share_;
+  double settled_allowance_ = 0;  // the allowance of the step share_ was set after; 0 = unknown
 };
 
 }  // namespace rwkv7

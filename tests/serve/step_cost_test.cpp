@@ -120,6 +120,32 @@ TEST(StepTimeController, SettlesWhereAStepTakesTheTarget) {
   EXPECT_NEAR(double(c.share()), 33.0, 2.0);
 }
 
+// When the allowance (the target less the streams' own time) falls between two steps, e.g. 16
+// streams join while a prompt is read, the share follows at once in proportion instead of over
+// a few steps above the target; when it grows, the feedback raises it (at most doubled a step).
+TEST(StepTimeController, ShrinksTheShareAtOnceWhenTheAllowanceFalls) {
+  const LinearCosts cost;  // one stream alone: 0.010 + 0.0019 = 11.9 ms
+  StepTimeController c(4, 256);
+  const double target1 = 0.050, allowance1 = target1 - cost(1, 0);
+  for (int i = 0; i < 12; ++i) c.observe(c.share(), cost(1, c.share()), target1, allowance1);
+  const int64_t settled = c.share();  // (0.050 - 0.0119) / 0.0012 = 32
+  EXPECT_NEAR(double(settled), 32.0, 2.0);
+  EXPECT_EQ(c.share(allowance1), settled);
+  EXPECT_EQ(c.share(2 * allowance1), settled);  // more room: left to the feedback
+  EXPECT_EQ(c.share(0), settled);               // unknown: as settled
+  EXPECT_EQ(c.share(allowance1 / 2), (settled + 1) / 2);
+  EXPECT_EQ(c.share(allowance1 / 100), 4);  // never below lo
+  // The first step at the smaller allowance lands near its target, not ~1.5x over it.
+  const int64_t d = 4;  // 17.6 ms alone; a 37.6 ms target leaves 20 ms
+  const double target4 = cost(d, 0) + 0.020, allowance4 = target4 - cost(d, 0);
+  const int64_t first = c.share(allowance4);
+  EXPECT_LT(cost(d, first), 1.1 * target4) << first;
+  EXPECT_GT(cost(d, c.share()), 1.4 * target4) << "without the scaling the step ran long";
+  // Observing with no allowance forgets the settled one: no scaling.
+  c.observe(first, cost(d, first), target4, 0);
+  EXPECT_EQ(c.share(allowance4 / 4), c.share());
+}
+
 TEST(SharedStepTarget, OneStreamGetsTheWholeStepAndManyShareItsExtraTime) {
   EXPECT_DOUBLE_EQ(shared_step_target(0.050, 1, 0.006), 0.050);
   EXPECT_DOUBLE_EQ(shared_step_target(0.050, 1, std::nullopt), 0.050);
