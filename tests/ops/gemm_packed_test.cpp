@@ -101,6 +101,57 @@ TEST(GemmPacked, InputMajorPackCopiesRowsAndZeroPadsTheEdge) {
   }
 }
 
+// The same from bf16 values (a weight's kept copy), widened exactly, on every target.
+TEST(GemmPacked, InputMajorPackFromBf16WidensRowsAndZeroPadsTheEdge) {
+  testing::on_every_target([] {
+    std::mt19937 rng(9);
+    const size_t nr = cpu::panel_width();
+    for (size_t nn : {size_t(1), size_t(15), size_t(16), size_t(33), nr}) {
+      if (nn > nr) continue;
+      for (size_t kc : {size_t(1), size_t(16), size_t(37), size_t(128)}) {
+        const size_t lds = nn + 3;
+        const auto values = testing::randn(kc * lds, rng);
+        std::vector<uint16_t> src(values.size());
+        for (size_t i = 0; i < src.size(); ++i) src[i] = f32_to_bf16(values[i]);
+        auto panel = hwy::AllocateAligned<float>(kc * nr);
+        for (size_t i = 0; i < kc * nr; ++i) panel[i] = NAN;
+        cpu::pack_panel_input_major(src.data(), lds, nn, kc, panel.get());
+        for (size_t i = 0; i < kc; ++i)
+          for (size_t j = 0; j < nr; ++j)
+            ASSERT_EQ(panel[i * nr + j], j < nn ? bf16_to_f32(src[i * lds + j]) : 0.0f)
+                << "nn " << nn << " kc " << kc << " i " << i << " j " << j;
+      }
+    }
+  });
+}
+
+// round_to_bf16 (the fallback's operands) is f32_to_bf16 on every value, on every target:
+// ties to even, carries into the exponent, infinities, NaNs kept quiet, denormals, signed zero,
+// and random bit patterns, over lengths that leave a scalar tail.
+TEST(GemmPacked, RoundToBf16IsTheScalarRoundingOnEveryValue) {
+  std::vector<uint32_t> bits = {0x00000000u, 0x80000000u, 0x3F808000u, 0x3F818000u, 0x3F80FFFFu,
+                                0x7F7FFFFFu, 0xFF7FFFFFu, 0x7F800000u, 0xFF800000u, 0x7FC00000u,
+                                0x7F800001u, 0xFF810000u, 0x7FFFFFFFu, 0x00000001u, 0x007F8000u,
+                                0x807FFFFFu, 0x3F7FFFFFu, 0x00018000u, 0x00028000u};
+  std::mt19937 rng(10);
+  for (int i = 0; i < 4000; ++i) bits.push_back(uint32_t(rng()));
+  testing::on_every_target([&] {
+    for (size_t n : {bits.size(), size_t(1), size_t(7), size_t(23)}) {
+      std::vector<float> x(n);
+      std::memcpy(x.data(), bits.data(), n * 4);
+      cpu::round_to_bf16(x.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        float value;
+        std::memcpy(&value, &bits[i], 4);
+        const uint32_t want = uint32_t(f32_to_bf16(value)) << 16;
+        uint32_t got;
+        std::memcpy(&got, &x[i], 4);
+        ASSERT_EQ(got, want) << std::hex << "bits 0x" << bits[i] << " n " << std::dec << n;
+      }
+    }
+  });
+}
+
 TEST(GemmPacked, XTilesHoldEveryValueInItsPlace) {
   testing::on_every_target([] {
     std::mt19937 rng(6);

@@ -1,6 +1,6 @@
 // The bf16 product kernels (see gemm_bf16_kernels.hpp). Highway 1.0 has no target with
 // AVX512_BF16, so the VDPBF16PS path is plain intrinsics under a target attribute, chosen at
-// run time; the fallback's rounding is portable C++.
+// run time; the fallback rounds with round_to_bf16 (gemm_packed_kernels.hpp).
 #include "backends/cpu/gemm_bf16_kernels.hpp"
 
 #include <cstring>
@@ -12,10 +12,6 @@
 #include "rwkv7/error.hpp"
 
 namespace rwkv7::cpu {
-
-void round_to_bf16(float* x, size_t n) {
-  for (size_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
-}
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 

@@ -3,7 +3,8 @@
 // operands rounded to bf16 (nearest even), every product of two bf16 values exact in fp32,
 // sums in fp32. On CPUs with AVX512_BF16 the kernel is VDPBF16PS (two products per fp32 lane
 // per instruction: twice the FMA rate); elsewhere the callers round the operands and run the
-// fp32 kernel (gemm_packed_kernels.hpp) on them, the same sums in another order.
+// fp32 kernel (gemm_packed_kernels.hpp, with round_to_bf16) on them, the same sums in another
+// order.
 //
 // Layouts (AVX512_BF16 path). K is taken in pairs: a pair of bf16 values is one 32-bit lane.
 //   X packed: xb[m * ldxb + k] = bf16(op(X)(m, k)), rows of an even number of values (zero
@@ -53,8 +54,5 @@ void pack_panel_bf16_pairs(const uint16_t* b, size_t ldb, bool transposed, size_
 // aligned. Needs bf16_dot_available().
 void gemm_panel_bf16(const uint16_t* xb, size_t ldxb, size_t T, const uint16_t* panel, size_t kn,
                      float* y, size_t ldy, size_t nn, bool accumulate);
-
-// Rounds n floats to the nearest bf16 value, in place (the fallback's operands).
-void round_to_bf16(float* x, size_t n);
 
 }  // namespace rwkv7::cpu

@@ -41,6 +41,10 @@ void pack_panel_input_major(const float* src, size_t lds, size_t nn, size_t kc, 
 // The same from bf16 values (bits), widened to fp32 on the way.
 void pack_panel_input_major(const uint16_t* src, size_t lds, size_t nn, size_t kc, float* panel);
 
+// Rounds n floats to the nearest bf16 value (nearest even, as f32_to_bf16), in place: the
+// operands of the bf16 product's fallback (gemm_bf16_kernels.hpp).
+void round_to_bf16(float* x, size_t n);
+
 // Memory the caller reads next (the following weight block), prefetched by gemm_panel a line
 // at a time spread over its loops: issued in one burst before the product, the prefetches
 // fill the core's miss buffers and stall (measured: 14% of a 32-sequence decode step).
