@@ -542,8 +542,8 @@ void backward_segment(const TrainParams& params, const ModelWeights& weights,
   Products mm{backend};
   Backward bw{params, mm, pool, opts, A, res.grads, d_final, d_initial};
   A.dxo.assign(size_t(R * C), 0.0f);  // [R, C], kept from step to step
-  mm.linear_back(A.xo.data(), {params.get("head.weight"), params.bf16_of("head.weight")},
-                 A.logits.data(), R, C, V, A.dxo.data(), bw.GW("head.weight"));
+  mm.linear_back(A.xo.data(), bw.W("head.weight"), A.logits.data(), R, C, V, A.dxo.data(),
+                 bw.GW("head.weight"));
   backward_from_xo(bw, weights, backend);
   A.dropout.apply(A.demb.data(), R, C, Dropout::Embedding, 0);  // d emb before the dropout
   embedding_backward<float>({R, C, A.inputs.data(), params.get("emb.weight"), nullptr,

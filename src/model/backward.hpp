@@ -48,9 +48,6 @@ struct TrainParams {
   std::vector<std::string> names() const;
 };
 
-// Whether `name` (of that shape) is a dense product's weight: what bf16_weights keeps.
-bool is_product_weight(std::string_view name, const Shape& shape);
-
 // Validates the checkpoint (as Model::load does) and upcasts every used tensor to fp32.
 TrainParams params_from_file(const TensorFile& file);
 

@@ -24,11 +24,17 @@ const float* TrainParams::get(std::string_view name) const {
   return it->second.data.data();
 }
 
+namespace {
+
+// Whether `name` (of that shape) is a dense product's weight: what bf16_weights keeps (AdamW's
+// decayed 2-D *.weight matrices but the embedding, a lookup).
 bool is_product_weight(std::string_view name, const Shape& shape) {
   constexpr std::string_view suffix = ".weight";
   return shape.size() == 2 && name != "emb.weight" && name.size() > suffix.size() &&
          name.substr(name.size() - suffix.size()) == suffix;
 }
+
+}  // namespace
 
 const uint16_t* TrainParams::bf16_of(std::string_view name) const {
   auto it = bf16_weights.find(name);

@@ -66,25 +66,14 @@ struct AdamWCoefficients {
   float b1, b2, decay, step_size, inv_sqrt_bc2, eps, grad_scale;
 };
 
-// One tensor's update over [i0, i1), in fp32 as PyTorch's AdamW on fp32 parameters. Written
-// so the compiler vectorises it: distinct buffers (restrict), no captured references, and
-// this layer is compiled with -fno-math-errno (a scalar sqrt would otherwise stay a call).
+// One tensor's update over [i0, i1), in fp32 as PyTorch's AdamW on fp32 parameters; with
+// kCopy, each new value also rounded to bf16 into h (a kept copy). Written so the compiler
+// vectorises it: distinct buffers (restrict), no captured references, and this layer is
+// compiled with -fno-math-errno (a scalar sqrt would otherwise stay a call).
+template <bool kCopy>
 void adamw_range(float* __restrict p, const float* __restrict g, float* __restrict m,
-                 float* __restrict v, int64_t i0, int64_t i1, AdamWCoefficients k) {
-  for (int64_t i = i0; i < i1; ++i) {
-    const float gi = g[i] * k.grad_scale;
-    const float mi = k.b1 * m[i] + (1 - k.b1) * gi;
-    const float vi = k.b2 * v[i] + (1 - k.b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * k.decay - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
-  }
-}
-
-// adamw_range, also writing each new value rounded to bf16 into h (a kept copy).
-void adamw_range_bf16(float* __restrict p, const float* __restrict g, float* __restrict m,
-                      float* __restrict v, uint16_t* __restrict h, int64_t i0, int64_t i1,
-                      AdamWCoefficients k) {
+                 float* __restrict v, uint16_t* __restrict h, int64_t i0, int64_t i1,
+                 AdamWCoefficients k) {
   for (int64_t i = i0; i < i1; ++i) {
     const float gi = g[i] * k.grad_scale;
     const float mi = k.b1 * m[i] + (1 - k.b1) * gi;
@@ -93,7 +82,7 @@ void adamw_range_bf16(float* __restrict p, const float* __restrict g, float* __r
     v[i] = vi;
     const float pi = p[i] * k.decay - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
     p[i] = pi;
-    h[i] = f32_to_bf16(pi);
+    if constexpr (kCopy) h[i] = f32_to_bf16(pi);
   }
 }
 
@@ -130,17 +119,15 @@ void AdamW::step(TensorMap& params, const TensorMap& grads, double lr, ThreadPoo
                               float(grad_scale)};
     float *pd = p.data.data(), *md = m.data.data(), *vd = v.data.data();
     const float* gd = g->second.data.data();
-    std::vector<uint16_t>* copy = nullptr;
+    uint16_t* hd = nullptr;  // the parameter's kept bf16 copy, if any
     if (bf16_copies)
-      if (auto c = bf16_copies->find(name); c != bf16_copies->end()) copy = &c->second;
-    if (copy) {
-      uint16_t* hd = copy->data();
-      each_range(pool, p.data.size(),
-                 [&](int64_t i0, int64_t i1) { adamw_range_bf16(pd, gd, md, vd, hd, i0, i1, k); });
-    } else {
-      each_range(pool, p.data.size(),
-                 [&](int64_t i0, int64_t i1) { adamw_range(pd, gd, md, vd, i0, i1, k); });
-    }
+      if (auto c = bf16_copies->find(name); c != bf16_copies->end()) hd = c->second.data();
+    each_range(pool, p.data.size(), [&](int64_t i0, int64_t i1) {
+      if (hd)
+        adamw_range<true>(pd, gd, md, vd, hd, i0, i1, k);
+      else
+        adamw_range<false>(pd, gd, md, vd, nullptr, i0, i1, k);
+    });
   }
 }
 
