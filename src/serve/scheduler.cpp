@@ -254,7 +254,8 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   // positions as keep the step within --stream-slowdown x the time of the streams' rows alone,
   // as predicted from the steps measured so far (a step's fixed cost, one pass over the
   // weights, lets a few streams carry many prompt positions), or as keep it near
-  // --stream-step-ms shared among the streams (shared_step_target), whichever allows more. Always
+  // --stream-step-ms shared among the streams, one stream's wait per prompt being read
+  // (shared_step_target), whichever allows more. Always
   // at least as many as there are streams (a step at most doubles in rows, whatever the costs) and
   // 16 (so prompts move on). With no stream to keep smooth, --prefill-step-tokens.
   const int64_t floor = prompt_floor(opts);
@@ -262,7 +263,10 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
   const std::optional<double> alone = cost.decode_only(decoding);
-  const double step_target = shared_step_target(opts.stream_step_ms / 1000, decoding, alone);
+  const int64_t prompts_read =
+      std::count_if(running.begin(), running.end(), [](const auto& sp) { return !sp->decoding; });
+  const double step_target =
+      shared_step_target(opts.stream_step_ms / 1000, decoding, alone, prompts_read);
   // What of the target the prompt positions may take (unknown until the streams' time is).
   const double allowance = step_target > 0 && alone ? step_target - *alone : 0;
   if (step_target > 0) share = std::max(share, step_time.share(allowance));

@@ -56,11 +56,14 @@ std::optional<int64_t> StepCostModel::prompt_positions(int64_t decoding, double 
   return int64_t(std::min(n, double(int64_t(1) << 40)));
 }
 
-double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone) {
+double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone,
+                          int64_t reading) {
   if (!(step_seconds > 0) || decoding <= 0) return 0;
-  const double d = double(decoding);
-  if (!alone) return step_seconds / d;
-  return *alone + std::max(0.0, step_seconds - *alone) / d;
+  // The streams' share of the prompts' wait: one stream's worth per prompt, at most all of it.
+  const double shared = double(std::clamp<int64_t>(reading, 1, decoding)) / double(decoding);
+  // Their time alone not known yet: as if it were nothing, the least this allows.
+  const double own = alone.value_or(0.0);
+  return own + std::max(0.0, step_seconds - own) * shared;
 }
 
 StepTimeController::StepTimeController(int64_t lo, int64_t hi)

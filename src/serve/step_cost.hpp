@@ -42,15 +42,22 @@ class StepCostModel {
   double pe_ = 0, pp_ = 0;
 };
 
-// The step duration --stream-step-ms allows with `decoding` generating rows: one stream may
-// slow to `step_seconds` while prompts are read (at light load its own steps are short and a
-// relative bound alone would read a prompt 16 positions a step, a pass over the weights each
-// time), and d streams share that wait: each may lose (step_seconds - alone) / d, so together
-// they wait no more than one would. With 16 Q8_0 streams (alone ~17 ms, 2 cores) that is
-// ~19 ms and --stream-slowdown decides; a fixed 50 ms let their steps triple while a long prompt
-// was read. `alone` is their rows' predicted time alone (nullopt: not known yet, then
-// step_seconds / d, the same for one stream and cautious for more).
-double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone);
+// The step duration --stream-step-ms allows with `decoding` generating rows while `reading`
+// sequences read their prompts. One stream may slow to `step_seconds` while a prompt is read (at
+// light load its own steps are short and a relative bound alone would read a prompt 16 positions
+// a step, a pass over the weights each time); d streams share that wait for each prompt being
+// read: each may lose (step_seconds - alone) · min(r, d) / d, so together they wait no more than
+// one stream would per prompt, and no step exceeds step_seconds. With 16 Q8_0 streams (alone
+// ~17 ms, 2 cores) and one prompt that is ~19 ms and --stream-slowdown decides; a fixed 50 ms let
+// their steps triple while a long prompt was read. With as many prompts waiting as streams (a
+// backlog) the steps run at step_seconds, where a pass over the weights carries ~80 prompt
+// positions instead of 16-25: the waiting requests' time to first token and the server's
+// capacity no longer pay for streams that already run faster than anyone reads.
+// `alone` is the streams' rows' predicted time alone; nullopt (not known: under steady load
+// decode-only steps are rare, and known only near the stream counts they had) counts as 0, the
+// least this allows: step_seconds · min(r, d) / d.
+double shared_step_target(double step_seconds, int64_t decoding, std::optional<double> alone,
+                          int64_t reading = 1);
 
 // The prompt share that keeps a step with generating rows near a duration (the target above).
 // A feedback loop on measured steps, no model: after a step whose prompt positions were the

@@ -160,6 +160,21 @@ TEST(SharedStepTarget, OneStreamGetsTheWholeStepAndManyShareItsExtraTime) {
   EXPECT_EQ(shared_step_target(0.050, 0, 0.01), 0.0);
 }
 
+TEST(SharedStepTarget, EachPromptBeingReadGetsOneStreamsWaitUpToTheWholeStep) {
+  // 16 streams alone in 17 ms, 4 prompts read: each stream may lose 4 x (50 - 17) / 16 ms.
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 16, 0.017, 4), 0.017 + 0.033 * 4 / 16);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 16, 0.017, 1), 0.017 + 0.033 / 16);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 16, 0.017, 0), 0.017 + 0.033 / 16);
+  // A backlog (as many prompts as streams, or more): the whole step, never more.
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 4, 0.008, 4), 0.050);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 4, 0.008, 30), 0.050);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 32, 0.060, 40), 0.060);
+  // The streams' time unknown: as if nothing, so the least the rule allows.
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 4, std::nullopt, 2), 0.025);
+  EXPECT_DOUBLE_EQ(shared_step_target(0.050, 4, std::nullopt, 9), 0.050);
+  EXPECT_LE(shared_step_target(0.050, 4, std::nullopt, 2), shared_step_target(0.050, 4, 0.008, 2));
+}
+
 TEST(StepTimeController, MovesAtMostTwofoldPerStepAndStaysInItsBounds) {
   StepTimeController c(16, 100);
   c.observe(16, 0.001, 0.050);  // 50x too fast: doubled, not x7
