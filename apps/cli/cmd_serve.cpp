@@ -58,8 +58,9 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(1.0, 1000.0));
   cmd->add_option("--stream-step-ms", q.stream_step_ms,
                   "While prompts are read, one generating stream may also slow to about this "
-                  "inter-token time (ms; 0: off); d streams share the extra time (each slows by "
-                  "1/d of it); whichever of this and --stream-slowdown allows more prompt "
+                  "inter-token time (ms; 0: off); d streams share the extra time per prompt being "
+                  "read (each slows by 1/d of it per prompt, to this at most); whichever of this "
+                  "and --stream-slowdown allows more prompt "
                   "positions: prompts read faster at light load")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));

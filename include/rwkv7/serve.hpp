@@ -91,12 +91,16 @@ struct SchedulerOptions {
   // Prompt chunks may make a step at most this many times as long as the generating
   // sequences' rows alone (predicted from measured steps): the streams' inter-token time
   // while prompts are read. At least max(16, generating) prompt positions whatever it is.
-  double stream_slowdown = 1.75;
+  // 1.5: the streams' own jitter is ~1.6-1.8x their median on 2 shared cores, so at 1.75 their
+  // p99 while a long prompt was read reached 3.1-3.25x the median before it in 2 of 4 runs
+  // (1.5: 2.45-2.94 in 4; the prompt's first token ~25% later).
+  double stream_slowdown = 1.5;
   // ... or, whichever allows more, about this long (ms; 0: off) for one generating stream, the
-  // extra time over its rows alone shared among d streams ((step - alone) / d each): at light
-  // load a stream's own steps are short (one stream, 0.1B bf16, 2 cores: ~10 ms) and a relative
-  // bound alone would read prompts 16 positions a step, a pass over the weights each time; with
-  // many streams --stream-slowdown decides.
+  // extra time over its rows alone shared among d streams for each prompt being read
+  // ((step - alone) · min(r, d) / d each): at light load a stream's own steps are short (one
+  // stream, 0.1B bf16, 2 cores: ~10 ms) and a relative bound alone would read prompts 16
+  // positions a step, a pass over the weights each time; with many streams and one prompt
+  // --stream-slowdown decides, under a backlog of prompts this.
   double stream_step_ms = 50;
   int64_t snapshot_every = 512;   // prompt positions between cache snapshots (0: ends only)
   int64_t max_context = 1 << 20;  // prompt + max_tokens at most
