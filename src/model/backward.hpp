@@ -48,6 +48,10 @@ struct TrainParams {
   std::vector<std::string> names() const;
 };
 
+// Whether `name` (of that shape) is a 2-D `*.weight` matrix: what AdamW decays; each but the
+// embedding (a lookup) is a dense product's weight, what bf16_weights keeps.
+bool is_weight_matrix(std::string_view name, const Shape& shape);
+
 // Validates the checkpoint (as Model::load does) and upcasts every used tensor to fp32.
 TrainParams params_from_file(const TensorFile& file);
 

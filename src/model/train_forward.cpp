@@ -24,17 +24,10 @@ const float* TrainParams::get(std::string_view name) const {
   return it->second.data.data();
 }
 
-namespace {
-
-// Whether `name` (of that shape) is a dense product's weight: what bf16_weights keeps (AdamW's
-// decayed 2-D *.weight matrices but the embedding, a lookup).
-bool is_product_weight(std::string_view name, const Shape& shape) {
+bool is_weight_matrix(std::string_view name, const Shape& shape) {
   constexpr std::string_view suffix = ".weight";
-  return shape.size() == 2 && name != "emb.weight" && name.size() > suffix.size() &&
-         name.substr(name.size() - suffix.size()) == suffix;
+  return shape.size() == 2 && name.size() > suffix.size() && name.ends_with(suffix);
 }
-
-}  // namespace
 
 const uint16_t* TrainParams::bf16_of(std::string_view name) const {
   auto it = bf16_weights.find(name);
@@ -44,7 +37,7 @@ const uint16_t* TrainParams::bf16_of(std::string_view name) const {
 void TrainParams::keep_bf16_weights() {
   bf16_weights.clear();
   for (const auto& [name, t] : tensors) {
-    if (!is_product_weight(name, t.shape)) continue;
+    if (!is_weight_matrix(name, t.shape) || name == "emb.weight") continue;
     std::vector<uint16_t>& h = bf16_weights[name];
     h.resize(t.data.size());
     for (size_t i = 0; i < h.size(); ++i) h[i] = f32_to_bf16(t.data[i]);

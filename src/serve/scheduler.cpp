@@ -262,21 +262,19 @@ void Scheduler::Impl::step(Context& ctx, std::vector<SequenceRequest>& batch) {
   int64_t share = std::max(decoding, floor);
   if (const std::optional<int64_t> n = cost.prompt_positions(decoding, opts.stream_slowdown))
     share = std::max(share, *n);
+  std::vector<Seq*> reading;  // the sequences still reading their prompts
+  for (auto& sp : running) {
+    sp->chunk = 0;
+    if (!sp->decoding) reading.push_back(sp.get());
+  }
   const std::optional<double> alone = cost.decode_only(decoding);
-  const int64_t prompts_read =
-      std::count_if(running.begin(), running.end(), [](const auto& sp) { return !sp->decoding; });
   const double step_target =
-      shared_step_target(opts.stream_step_ms / 1000, decoding, alone, prompts_read);
+      shared_step_target(opts.stream_step_ms / 1000, decoding, alone, int64_t(reading.size()));
   // What of the target the prompt positions may take (unknown until the streams' time is).
   const double allowance = step_target > 0 && alone ? step_target - *alone : 0;
   if (step_target > 0) share = std::max(share, step_time.share(allowance));
   int64_t budget = decoding > 0 ? std::max(floor, std::min(opts.step_tokens - decoding, share))
                                 : std::max(opts.step_tokens, opts.prefill_step_tokens);
-  std::vector<Seq*> reading;
-  for (auto& sp : running) {
-    sp->chunk = 0;
-    if (!sp->decoding) reading.push_back(sp.get());
-  }
   auto room = [](const Seq& s) {
     return *std::upper_bound(s.snapshots.begin(), s.snapshots.end(), s.pos) - s.pos - s.chunk;
   };

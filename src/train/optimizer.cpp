@@ -32,9 +32,7 @@ AdamW::AdamW(const TensorMap& params, const AdamWOptions& opts) : o_(opts) {
 }
 
 bool AdamW::decays(const std::string& name, const Shape& shape) {
-  const std::string suffix = ".weight";
-  return shape.size() == 2 && name.size() > suffix.size() &&
-         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return is_weight_matrix(name, shape);
 }
 
 double AdamW::lr_scale(const std::string& name) {
